@@ -1,0 +1,99 @@
+"""Stencils: each output row reads ``depth`` neighbouring rows of its input on each side.
+
+A stencil kernel gets its output rows and its input with ``depth`` extra rows above and
+below (read straight from shared memory; padded by the boundary at the array's edges), so
+``u[i + depth]`` is the input row under ``out[i]``. Columns are the kernel's own business:
+these kernels keep the first and last column fixed (jacobi2d) or reflect them (blur3x3).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sharedcompute import kernel
+
+
+def jacobi2d_reference(out, u):
+    out[:, 1:-1] = 0.25 * (((u[:-2, 1:-1] + u[2:, 1:-1]) + u[1:-1, :-2]) + u[1:-1, 2:])
+    out[:, 0] = u[1:-1, 0]
+    out[:, -1] = u[1:-1, -1]
+
+
+@kernel(reference=jacobi2d_reference, depth=1, boundary="none")
+def jacobi2d(out, u):
+    """One Jacobi sweep of Laplace's equation: the 5-point average (2-D, depth 1).
+
+    With the default boundary 'none' the first and last rows are not written (held fixed
+    under ``pool.iterate``); the first and last columns are copied from ``u``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sharedcompute.kernels.stencils import jacobi2d
+    >>> u = np.zeros((3, 3)); u[0] = 4.0
+    >>> out = u.copy(); _ = jacobi2d(out, u); float(out[1, 1])
+    1.0
+    """
+    m = out.shape[1]
+    for i in range(out.shape[0]):
+        r = i + 1
+        out[i, 0] = u[r, 0]
+        for j in range(1, m - 1):
+            out[i, j] = 0.25 * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
+        if m > 1:
+            out[i, m - 1] = u[r, m - 1]
+
+
+def heat1d_reference(out, u, alpha):
+    out[...] = u[1:-1] + alpha * ((u[:-2] - 2.0 * u[1:-1]) + u[2:])
+
+
+@kernel(reference=heat1d_reference, depth=1, boundary="none")
+def heat1d(out, u, alpha):
+    """One explicit step of the 1-D heat equation: ``u + alpha * (u[i-1] - 2u[i] + u[i+1])``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sharedcompute.kernels.stencils import heat1d
+    >>> u = np.array([0.0, 1.0, 0.0]); out = u.copy(); _ = heat1d(out, u, 0.25); out
+    array([0. , 0.5, 0. ])
+    """
+    for i in range(out.shape[0]):
+        r = i + 1
+        out[i] = u[r] + alpha * ((u[r - 1] - 2.0 * u[r]) + u[r + 1])
+
+
+def blur3x3_reference(out, img):
+    padded = np.concatenate([img[:, :1], img, img[:, -1:]], axis=1)
+    acc = np.zeros(out.shape, dtype=np.float64)
+    for di in range(3):
+        for dj in range(3):
+            acc = acc + padded[di:di + out.shape[0], dj:dj + out.shape[1]]
+    out[...] = acc / 9.0
+
+
+@kernel(reference=blur3x3_reference, depth=1, boundary="reflect")
+def blur3x3(out, img):
+    """3x3 box blur of a 2-D image, edges reflected (rows by the engine, columns here).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sharedcompute.kernels.stencils import blur3x3
+    >>> out = np.zeros((2, 2)); _ = blur3x3(out, np.ones((2, 2))); out
+    array([[1., 1.],
+           [1., 1.]])
+    """
+    m = out.shape[1]
+    for i in range(out.shape[0]):
+        for j in range(m):
+            acc = 0.0
+            for di in range(3):
+                for dj in range(3):
+                    c = j + dj - 1
+                    if c < 0:
+                        c = 0
+                    elif c > m - 1:
+                        c = m - 1
+                    acc = acc + img[i + di, c]
+            out[i, j] = acc / 9.0

@@ -1,0 +1,80 @@
+"""Facts about this machine that the engine needs: usable cores and shared-memory space."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+SHM_DIR = "/dev/shm"
+
+
+@dataclass(frozen=True)
+class CoreCount:
+    """How many cores this process may use, and why."""
+
+    n: int
+    reason: str
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPU quota from cgroup v2 ``cpu.max`` or v1 ``cfs_quota_us``; None when unlimited."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period_us = int(f.read())
+        if quota_us > 0:
+            return quota_us / period_us
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def usable_cores() -> CoreCount:
+    """Cores this process may run on: CPU affinity, capped by a cgroup CPU quota (not os.cpu_count()).
+
+    Examples
+    --------
+    >>> usable_cores().n >= 1
+    True
+    """
+    if hasattr(os, "sched_getaffinity"):
+        n, reason = len(os.sched_getaffinity(0)), "CPU affinity"
+    else:
+        n, reason = os.cpu_count() or 1, "os.cpu_count()"
+    quota = _cgroup_cpu_quota()
+    if quota is not None and math.ceil(quota) < n:
+        n, reason = max(1, math.ceil(quota)), f"cgroup CPU quota {quota:g}"
+    return CoreCount(n, f"{n} from {reason}")
+
+
+@dataclass(frozen=True)
+class ShmSpace:
+    path: str
+    total: int
+    free: int
+
+
+def shm_space() -> ShmSpace | None:
+    """Size and free bytes of the shared-memory file system, or None where there is none (macOS)."""
+    if not sys.platform.startswith("linux") or not os.path.isdir(SHM_DIR):
+        return None
+    st = os.statvfs(SHM_DIR)
+    return ShmSpace(SHM_DIR, st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -1,0 +1,430 @@
+"""Validate a call, plan it over the fixed chunk grid, run tasks, combine their results.
+
+``make_plan`` turns (kernel, arguments) into argument specs and a chunk grid; ``run_task``
+is what a worker (or the calling process, for the inline backend and direct kernel calls)
+does with its range of chunks; ``map_call``/``reduce_call``/``scan_call``/``iterate_call``
+split the chunks over an executor's workers and combine what comes back.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .kernel import Kernel
+from .partition import (check_boundary, chunk_grid, chunk_rows, halo_pieces, padded_rows,
+                        split_even, tree_finish, tree_nodes, tree_reduce, valid_rows,
+                        TARGET_CHUNKS)
+from .shared import SharedArray, check_dtype, view_from_handle
+
+
+class Whole:
+    """Mark a SharedArray argument to be passed whole (unpartitioned) to every partition."""
+
+    def __init__(self, array: Any):
+        self.array = array
+
+
+def whole(array: Any) -> Whole:
+    """Pass ``array`` unpartitioned to every partition, without a copy.
+
+    Examples
+    --------
+    >>> import sharedcompute as sc
+    >>> w = sc.whole([1.0, 2.0])
+    """
+    return Whole(array)
+
+
+@dataclass
+class ArgSpec:
+    kind: str            # "part" (rows of axis 0), "whole" (entire array) or "value"
+    value: Any           # handle (process pool), ndarray (in process) or a plain value
+    writable: bool = False
+
+
+@dataclass
+class Plan:
+    kernel: Kernel
+    specs: list[ArgSpec]
+    n_rows: int
+    rows_per_chunk: int
+    boundary: Any
+    outputs: list[Any] = field(default_factory=list)
+    written_blocks: list[Any] = field(default_factory=list)
+    read_blocks: list[Any] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        return chunk_grid(self.n_rows, self.rows_per_chunk)
+
+    def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> dict:
+        return dict(op=op, kernel=self.kernel, specs=self.specs, n_rows=self.n_rows,
+                    rows_per_chunk=self.rows_per_chunk, boundary=self.boundary,
+                    range=chunk_range, **extra)
+
+
+def _label(kernel: Kernel, i: int) -> str:
+    return kernel.params[i] if i < len(kernel.params) else f"argument {i}"
+
+
+def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary: Any,
+              in_process: bool) -> Plan:
+    """Check arguments and describe how to split them; raises InputError before any work."""
+    if not isinstance(kernel, Kernel):
+        raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with @sc.kernel")
+    if len(args) != len(kernel.params):
+        raise InputError(f"kernel {kernel.name} takes {len(kernel.params)} arguments "
+                         f"{tuple(kernel.params)}, got {len(args)}")
+    boundary = kernel.boundary if boundary is None else check_boundary(boundary)
+    specs: list[ArgSpec] = []
+    part_arrays: list[tuple[int, Any]] = []
+    plan = Plan(kernel, specs, 0, 1, boundary)
+    for i, arg in enumerate(args):
+        label = _label(kernel, i)
+        writable = i in kernel.writes
+        forced_whole = isinstance(arg, Whole)
+        if forced_whole:
+            arg = arg.array
+        if isinstance(arg, SharedArray) or (in_process and isinstance(arg, np.ndarray)):
+            if isinstance(arg, np.ndarray):
+                check_dtype(arg.dtype)
+                if writable and not arg.flags.writeable:
+                    raise InputError(f"kernel {kernel.name} writes {label!r}, but that array is "
+                                     "read-only; pass a writable array")
+            else:
+                if arg.block is not None:
+                    arg.block.check_intact()
+                (plan.written_blocks if writable else plan.read_blocks).append(arg.block)
+            is_whole = forced_whole or i in kernel.whole or arg.ndim == 0
+            if writable and is_whole:
+                raise InputError(f"kernel {kernel.name} writes {label!r}, which is passed whole; "
+                                 "outputs must be partitioned so each worker writes its own rows")
+            if writable:
+                plan.outputs.append(arg)
+            value = arg if in_process else arg.handle()
+            specs.append(ArgSpec("whole" if is_whole else "part", value, writable))
+            if not is_whole:
+                part_arrays.append((i, arg))
+        elif isinstance(arg, (np.ndarray, list)) and np.ndim(arg) >= 1 and not in_process:
+            if writable:
+                raise InputError(f"kernel {kernel.name} writes {label!r}, a plain NumPy array; "
+                                 "create outputs in shared memory (pool.empty / pool.array)")
+            arr = np.asarray(arg)
+            check_dtype(arr.dtype)
+            specs.append(ArgSpec("value", arr))
+            part_arrays.append((i, None))  # checked below: must not look partitioned
+        else:
+            if writable:
+                raise InputError(f"kernel {kernel.name} writes {label!r}, which is not an array")
+            if isinstance(arg, np.ndarray):
+                check_dtype(arg.dtype)
+            specs.append(ArgSpec("value", arg))
+    shared = [(i, a) for i, a in part_arrays if a is not None]
+    if shared:
+        n_rows = shared[0][1].shape[0]
+        for i, a in shared[1:]:
+            if a.shape[0] != n_rows:
+                raise InputError(
+                    f"kernel {kernel.name}: mismatched leading dimensions: "
+                    f"{_label(kernel, shared[0][0])!r} has {n_rows} rows but {_label(kernel, i)!r} "
+                    f"has {a.shape[0]}; partitioned arrays must agree on axis 0 "
+                    "(pass an array unpartitioned with sc.whole(x))")
+        for i, a in part_arrays:
+            if a is None and np.shape(args[i])[0] == n_rows and n_rows > 1:
+                raise InputError(
+                    f"kernel {kernel.name}: {_label(kernel, i)!r} is a plain NumPy array with the "
+                    f"same {n_rows} rows as the shared arrays; plain arrays are sent whole to "
+                    "every worker (a copy). Use pool.array(x) to share it, or sc.whole(x) if "
+                    "every partition really needs all of it")
+        if rows is not None and rows != n_rows:
+            raise InputError(f"rows={rows} disagrees with the arrays' {n_rows} rows")
+        row_nbytes = max(int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize
+                         for _, a in shared)
+        plan.n_rows = n_rows
+        plan.rows_per_chunk = chunk_rows(n_rows, row_nbytes)
+    else:
+        if rows is None:
+            if kernel.position or kernel.kind == "reduce":
+                raise InputError(f"kernel {kernel.name} has no partitioned array; say how many "
+                                 "rows (independent work items) to split with rows=N")
+            rows = 0
+        if int(rows) != rows or rows < 0:
+            raise InputError(f"rows={rows!r} must be a non-negative integer")
+        plan.n_rows = int(rows)
+        plan.rows_per_chunk = max(1, -(-int(rows) // TARGET_CHUNKS))
+    if kernel.depth:
+        _check_stencil_aliasing(kernel, args, shared)
+    return plan
+
+
+def _check_stencil_aliasing(kernel: Kernel, args: Sequence[Any], shared: list) -> None:
+    written = [a for i, a in shared if i in kernel.writes]
+    read = [(i, a) for i, a in shared if i not in kernel.writes]
+    for out in written:
+        for i, inp in read:
+            if np.shares_memory(np.asarray(out), np.asarray(inp)):
+                raise InputError(f"stencil {kernel.name} reads {_label(kernel, i)!r} around each "
+                                 "row while writing an array that overlaps it; use a separate "
+                                 "output array (pool.iterate swaps two arrays for you)")
+
+
+# -- executing a task (in a worker or in process) --------------------------------------------
+def resolve(specs: list[ArgSpec]) -> list[Any]:
+    """Arrays behind the specs: attach handles (workers) or use arrays as given (in process)."""
+    out = []
+    for spec in specs:
+        if spec.kind == "value" or isinstance(spec.value, (np.ndarray, SharedArray)):
+            out.append(spec.value if spec.kind == "value" else np.asarray(spec.value))
+        else:
+            out.append(view_from_handle(spec.value, writable=spec.writable))
+    return out
+
+
+class Stats:
+    """Seconds a task spent compiling and computing; the rows it was running (for errors)."""
+
+    __slots__ = ("compile_s", "compute_s", "rows", "chunks_done", "progress")
+
+    def __init__(self, progress: Callable[[int], None] | None = None):
+        self.compile_s = self.compute_s = 0.0
+        self.rows: tuple[int, int] = (0, 0)
+        self.chunks_done = 0
+        self.progress = progress
+
+
+def _typeof_args(args: tuple) -> tuple | None:
+    import numba
+    try:
+        return tuple(numba.typeof(a) for a in args)
+    except Exception:
+        return None
+
+
+def call(func: Any, args: tuple, stats: Stats) -> Any:
+    """Call a numba dispatcher, timing a first-time compile separately from the run."""
+    overloads = getattr(func, "overloads", None)
+    if overloads is not None:
+        sig = _typeof_args(args)
+        if sig is not None and sig not in overloads:
+            t0 = time.perf_counter()
+            try:
+                func.compile(sig)
+            except Exception:
+                pass  # let the call below raise numba's own typing error
+            stats.compile_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = func(*args)
+    stats.compute_s += time.perf_counter() - t0
+    return result
+
+
+def _chunk_args(views: list[Any], specs: list[ArgSpec], s: int, e: int,
+                include_written: bool = True) -> list[Any]:
+    out = []
+    for v, spec in zip(views, specs):
+        if spec.writable and not include_written:
+            continue
+        out.append(v[s:e] if spec.kind == "part" else v)
+    return out
+
+
+def _map_rows(task: dict, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
+    kernel: Kernel = task["kernel"]
+    n, d, boundary = task["n_rows"], kernel.depth, task["boundary"]
+    vlo, vhi = valid_rows(n, d, boundary)
+    lo, hi = max(lo, vlo), min(hi, vhi)
+    for s, e, in_place in halo_pieces(lo, hi, n, d):
+        stats.rows = (s, e)
+        args = []
+        for v, spec in zip(views, task["specs"]):
+            if spec.kind != "part":
+                args.append(v)
+            elif spec.writable or d == 0:
+                args.append(v[s:e])
+            elif in_place:
+                args.append(v[s - d:e + d])
+            else:
+                args.append(padded_rows(v, s, e, d, boundary))
+        if kernel.position:
+            args.append((s, e, n))
+        call(kernel.dispatcher, tuple(args), stats)
+
+
+def run_task(task: dict, stats: Stats, barrier: Any = None) -> Any:
+    """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
+    scan totals: [partial per chunk]; iterate: index of the spec holding the last sweep."""
+    kernel: Kernel = task["kernel"]
+    specs: list[ArgSpec] = task["specs"]
+    views = resolve(specs)
+    chunks = chunk_grid(task["n_rows"], task["rows_per_chunk"])
+    ca, cb = task["range"]
+    op = task["op"]
+    if op == "map":
+        if cb > ca:
+            _map_rows(task, views, chunks[ca][0], chunks[cb - 1][1], stats)
+            stats.chunks_done += cb - ca
+            if stats.progress:
+                stats.progress(cb - ca)
+        return None
+    if op == "reduce":
+        n = task["n_rows"]
+
+        def leaf(c: int) -> Any:
+            s, e = chunks[c]
+            stats.rows = (s, e)
+            args = _chunk_args(views, specs, s, e)
+            if kernel.position:
+                args.append((s, e, n))
+            value = call(kernel.dispatcher, tuple(args), stats)
+            stats.chunks_done += 1
+            if stats.progress:
+                stats.progress(1)
+            return value
+        return {node: tree_reduce(node[0], node[1], leaf, kernel.combine)
+                for node in tree_nodes(0, len(chunks), ca, cb)}
+    if op == "scan_totals":
+        out = []
+        for c in range(ca, cb):
+            s, e = chunks[c]
+            stats.rows = (s, e)
+            out.append(call(kernel.totals, tuple(_chunk_args(views, specs, s, e, False)), stats))
+        return out
+    if op == "scan_apply":
+        offsets = task["offsets"]
+        for c in range(ca, cb):
+            s, e = chunks[c]
+            stats.rows = (s, e)
+            args = _chunk_args(views, specs, s, e) + [offsets[c - ca]]
+            call(kernel.dispatcher, tuple(args), stats)
+            stats.chunks_done += 1
+            if stats.progress:
+                stats.progress(1)
+        return None
+    if op == "iterate":
+        try:
+            return _iterate_in_worker(task, chunks, stats, barrier)
+        except BaseException:
+            barrier.abort()  # the other workers leave their barrier wait instead of hanging
+            raise
+    raise ValueError(f"unknown task op {op!r}")
+
+
+def _iterate_in_worker(task: dict, chunks: list, stats: Stats, barrier: Any) -> int:
+    """n sweeps with the loop here and a barrier between sweeps (no parent round trip)."""
+    out_i, in_i = task["swap"]
+    specs = [ArgSpec(s.kind, s.value, s.writable) for s in task["specs"]]
+    specs[in_i].writable = True  # both swap arrays are written in turn: map both writable
+    views = resolve(specs)
+    specs[in_i].writable = False
+    writable_views = {out_i: views[out_i], in_i: views[in_i]}
+    views[in_i] = _read_only(views[in_i])
+    ca, cb = task["range"]
+    lo = chunks[ca][0] if cb > ca else 0
+    hi = chunks[cb - 1][1] if cb > ca else 0
+    residual: Kernel | None = task.get("residual")
+    slots = view_from_handle(task["slots"]) if task.get("slots") else None
+    every, tol = task.get("check_every", 0), task.get("tol", 0.0)
+    done = 0
+    for step in range(task["steps"]):
+        sub = dict(task, specs=specs)
+        _map_rows(sub, views, lo, hi, stats)
+        barrier.wait()
+        done = step + 1
+        stats.chunks_done += cb - ca
+        if stats.progress:
+            stats.progress(cb - ca)
+        if residual is not None and done % every == 0:
+            for c in range(ca, cb):
+                s, e = chunks[c]
+                slots[c] = call(residual.dispatcher, (views[out_i][s:e], views[in_i][s:e]), stats)
+            barrier.wait()
+            value = tree_reduce(0, len(chunks), lambda c: slots[c], residual.combine)
+            barrier.wait()  # everyone has read the slots before they are overwritten
+            if value <= tol:
+                break
+        writable_views[out_i], writable_views[in_i] = writable_views[in_i], writable_views[out_i]
+        views[out_i], views[in_i] = writable_views[out_i], _read_only(writable_views[in_i])
+        specs[out_i], specs[in_i] = specs[in_i], specs[out_i]
+        specs[out_i].writable, specs[in_i].writable = True, False
+    return done
+
+
+def _read_only(view: np.ndarray) -> np.ndarray:
+    ro = view.view()
+    ro.flags.writeable = False
+    return ro
+
+
+# -- splitting a call over an executor ---------------------------------------------------------
+class Executor(Protocol):
+    n_workers: int
+
+    def run(self, tasks: list[dict], *, what: str, timeout: float | None,
+            progress: Any) -> list[Any]: ...
+
+
+def _ranges(n_chunks: int, n_workers: int) -> list[tuple[int, int]]:
+    return split_even(n_chunks, n_workers)
+
+
+def map_call(plan: Plan, executor: Executor, timeout: float | None = None,
+             progress: Any = None) -> Any:
+    kernel = plan.kernel
+    if kernel.kind == "reduce":
+        raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+    if kernel.kind == "scan":
+        return scan_call(plan, executor, timeout, progress)
+    n_chunks = len(plan.chunks)
+    tasks = [plan.task("map", r) for r in _ranges(n_chunks, executor.n_workers)]
+    executor.run(tasks, what=kernel.name, timeout=timeout, progress=(progress, n_chunks))
+    return plan.outputs[0] if len(plan.outputs) == 1 else tuple(plan.outputs)
+
+
+def reduce_call(plan: Plan, executor: Executor, timeout: float | None = None,
+                progress: Any = None) -> Any:
+    kernel = plan.kernel
+    if kernel.kind != "reduce":
+        raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
+                         "call pool.map")
+    n_chunks = len(plan.chunks)
+    tasks = [plan.task("reduce", r) for r in _ranges(n_chunks, executor.n_workers)]
+    nodes: dict = {}
+    for result in executor.run(tasks, what=kernel.name, timeout=timeout,
+                               progress=(progress, n_chunks)):
+        nodes.update(result)
+    value = tree_finish(n_chunks, nodes, kernel.combine)
+    return kernel.finalize(value) if kernel.finalize is not None else value
+
+
+def scan_call(plan: Plan, executor: Executor, timeout: float | None = None,
+              progress: Any = None) -> Any:
+    """Two phases: per-chunk totals, then each chunk with the totals of all chunks before it."""
+    kernel = plan.kernel
+    n_chunks = len(plan.chunks)
+    ranges = _ranges(n_chunks, executor.n_workers)
+    totals: list = []
+    for part in executor.run([plan.task("scan_totals", r) for r in ranges], what=kernel.name,
+                             timeout=timeout, progress=None):
+        totals.extend(part)
+    offsets, running = [], kernel.identity
+    for t in totals:  # sequential in chunk order: the same for any worker count
+        offsets.append(running)
+        running = kernel.combine(running, t)
+    tasks = [plan.task("scan_apply", r, offsets=offsets[r[0]:r[1]]) for r in ranges]
+    executor.run(tasks, what=kernel.name, timeout=timeout, progress=(progress, n_chunks))
+    return plan.outputs[0] if len(plan.outputs) == 1 else tuple(plan.outputs)
+
+
+def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
+               boundary: Any = None) -> Any:
+    """A direct kernel call: the pool's partitioning and combine order, in this process."""
+    from .pool import _InlineExecutor
+    plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True)
+    executor = _InlineExecutor(1)
+    if kernel.kind == "reduce":
+        return reduce_call(plan, executor)
+    return map_call(plan, executor)

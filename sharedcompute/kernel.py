@@ -1,0 +1,206 @@
+"""The ``@kernel`` decorator: a numba-compiled loop plus how the engine may split it.
+
+A Kernel records what the engine needs: which arguments it writes, which it needs whole,
+its halo depth and boundary, whether it is a reduction (``combine``) or a scan (``totals``),
+whether it wants its rows' global position, its plain-NumPy reference and tolerance.
+Workers find kernels by module and qualified name, so every start method behaves alike.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError, KernelNotSendableError
+from .partition import check_boundary
+
+REGISTRY: dict[str, "Kernel"] = {}
+_cache_warned = False
+
+
+def _jit(func: Callable) -> Callable:
+    """numba.njit(nogil=True), cached on disk unless SHAREDCOMPUTE_NUMBA_CACHE=0.
+
+    A cache directory that cannot be written gives one warning and uncached compiles
+    (numba raises 'no locator available' at decoration time otherwise; numba#4908).
+    """
+    global _cache_warned
+    import numba
+    from numba.core.registry import CPUDispatcher
+
+    if isinstance(func, CPUDispatcher):
+        return func
+    use_cache = os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0"
+    if use_cache:
+        try:
+            return numba.njit(nogil=True, cache=True)(func)
+        except RuntimeError as exc:  # no writable cache location
+            if not _cache_warned:
+                warnings.warn(f"sharedcompute: numba cache unavailable ({exc}); compiling "
+                              "without a cache", RuntimeWarning, stacklevel=3)
+                _cache_warned = True
+    return numba.njit(nogil=True)(func)
+
+
+class Kernel:
+    """A numba kernel with its partitioning contract; create with :func:`kernel`.
+
+    Calling it runs it in this process with exactly the partitioning, halos and combine
+    order a pool uses, so ``kernel(*numpy_arrays)`` is bitwise what ``pool.map`` gives.
+    """
+
+    def __init__(self, func: Callable, *, reference: Callable | None, combine: Callable | None,
+                 finalize: Callable | None, writes: Sequence[str] | None, whole: Sequence[str],
+                 depth: int, boundary: Any, position: bool, totals: Callable | None,
+                 identity: Any, rtol: float | None, atol: float | None):
+        py_func = getattr(func, "py_func", func)
+        self.py_func = py_func
+        self.name = py_func.__name__
+        self.module = py_func.__module__
+        self.qualname = py_func.__qualname__
+        self.__doc__ = py_func.__doc__
+        self.__name__, self.__qualname__, self.__module__ = self.name, self.qualname, self.module
+        params = list(inspect.signature(py_func).parameters)
+        self.n_extra = (1 if position else 0) + (1 if totals is not None else 0)
+        self.params = params[: len(params) - self.n_extra] if self.n_extra else params
+        if position and len(params) < 1:
+            raise InputError(f"kernel {self.name}: position=True needs a last parameter for "
+                             "(start, stop, total)")
+        self.kind = "reduce" if combine is not None else "scan" if totals is not None else "map"
+        if self.kind == "scan" and combine is None:
+            self.combine = np.add
+        if writes is None:
+            writes = () if self.kind == "reduce" else tuple(self.params[:1])
+        for label, names in (("writes", writes), ("whole", whole)):
+            unknown = [n for n in names if n not in self.params]
+            if unknown:
+                raise InputError(f"kernel {self.name}: {label}={tuple(names)} names {unknown}, "
+                                 f"which are not among its parameters {self.params}")
+        if self.kind == "reduce" and writes:
+            raise InputError(f"kernel {self.name}: a reduction (combine=) returns partials and "
+                             "cannot also write arrays")
+        if depth < 0 or int(depth) != depth:
+            raise InputError(f"kernel {self.name}: depth={depth!r} must be a non-negative integer")
+        if depth and self.kind != "map":
+            raise InputError(f"kernel {self.name}: halos (depth=) apply to map kernels only")
+        self.writes = tuple(self.params.index(n) for n in writes)
+        self.whole = tuple(self.params.index(n) for n in whole)
+        self.depth = int(depth)
+        self.boundary = check_boundary(boundary)
+        self.position = position
+        self.reference = reference
+        if combine is not None:
+            self.combine = combine
+        elif self.kind != "scan":
+            self.combine = None
+        self.finalize = finalize
+        self.identity = identity
+        self.rtol, self.atol = rtol, atol
+        self.dispatcher = _jit(func)
+        self.totals = _jit(totals) if totals is not None else None
+        REGISTRY[f"{self.module}:{self.qualname}"] = self
+
+    # -- running in this process -------------------------------------------------------------
+    def __call__(self, *args: Any, rows: int | None = None, boundary: Any = None) -> Any:
+        from .execute import run_inline
+        return run_inline(self, args, rows=rows, boundary=boundary)
+
+    def tolerance(self, dtype: np.dtype) -> tuple[float, float]:
+        """(rtol, atol) for comparing with the reference: exact for integers by default."""
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "fc":
+            default = (0.0, 0.0)
+        else:
+            eps = float(np.finfo(dtype).eps)
+            default = (4 * eps, 0.0) if self.kind == "map" else (np.sqrt(eps), np.sqrt(eps))
+        return (default[0] if self.rtol is None else self.rtol,
+                default[1] if self.atol is None else self.atol)
+
+    # -- sending to workers ------------------------------------------------------------------
+    def check_sendable(self, start_method: str) -> None:
+        """Raise KernelNotSendableError if workers could not import this kernel."""
+        if "<locals>" in self.qualname or "<lambda>" in self.qualname:
+            raise KernelNotSendableError(
+                f"kernel {self.qualname} is defined inside a function; worker processes find "
+                "kernels by module and name, so define it at module level")
+        if self.module == "__main__" and start_method != "fork":
+            main = sys.modules.get("__main__")
+            if getattr(main, "__file__", None) is None:
+                raise KernelNotSendableError(
+                    f"kernel {self.name} is defined in an interactive session (__main__ without "
+                    f"a file), which {start_method} workers cannot import; move it into a module "
+                    "(a .py file) and import it, or use Pool(start_method='fork')")
+        try:
+            found = resolve_kernel(self.module, self.qualname)
+        except Exception:
+            found = None
+        if found is not self:
+            raise KernelNotSendableError(
+                f"kernel {self.name} is not reachable as {self.module}.{self.qualname}; "
+                "decorate a module-level function and keep the decorated name")
+
+    def __reduce__(self):
+        return (resolve_kernel, (self.module, self.qualname))
+
+    def __repr__(self) -> str:
+        extra = f", depth={self.depth}, boundary={self.boundary!r}" if self.depth else ""
+        return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
+
+
+def resolve_kernel(module: str, qualname: str) -> Kernel:
+    """Import a kernel by name (used when unpickling in workers)."""
+    mod = sys.modules.get(module) if module == "__main__" else importlib.import_module(module)
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, Kernel):
+        raise KernelNotSendableError(f"{module}.{qualname} is not a sharedcompute kernel")
+    return obj
+
+
+def kernel(func: Callable | None = None, *, reference: Callable | None = None,
+           combine: Callable | None = None, finalize: Callable | None = None,
+           writes: Sequence[str] | None = None, whole: Sequence[str] = (), depth: int = 0,
+           boundary: Any = "none", position: bool = False, totals: Callable | None = None,
+           identity: Any = 0, rtol: float | None = None, atol: float | None = None) -> Any:
+    """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
+
+    Parameters
+    ----------
+    reference : plain-NumPy function with the same signature, run on whole arrays by ``verify``.
+    combine : makes a reduction: the kernel returns its rows' partial, ``combine(p, q)`` merges
+        two partials (scalars, tuples or small arrays), in a fixed pairwise order.
+    finalize : applied once to the combined partial (e.g. (count, mean, M2) -> variance).
+    writes : names of the arguments written in place (default: the first, for map kernels).
+    whole : names of array arguments every partition receives whole (e.g. B of a matmul).
+    depth, boundary : halo rows on axis 0 and how to fill them at the array's edges, in dask's
+        words: 'none' (edge rows within ``depth`` are not written), 'reflect', 'periodic',
+        'nearest' or a constant. Read arguments then carry ``depth`` extra rows on each side.
+    position : the kernel's last parameter receives ``(start, stop, total)``: its rows' place
+        in the whole array (dask's ``block_info``).
+    totals : makes a scan: ``totals(*inputs)`` gives a chunk's total; the kernel's last
+        parameter receives the combined totals of all earlier chunks (``identity`` for the first).
+    rtol, atol : tolerance against the reference (default exact for integers).
+
+    Examples
+    --------
+    >>> import numpy as np, sharedcompute as sc
+    >>> def scale_reference(y, x, s):
+    ...     y[:] = s * x
+    >>> @sc.kernel(reference=scale_reference)
+    ... def scale(y, x, s):
+    ...     for i in range(y.shape[0]):
+    ...         y[i] = s * x[i]
+    >>> y = np.zeros(4); _ = scale(y, np.arange(4.0), 2.0); y
+    array([0., 2., 4., 6.])
+    """
+    def wrap(f: Callable) -> Kernel:
+        return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
+                      whole=whole, depth=depth, boundary=boundary, position=position,
+                      totals=totals, identity=identity, rtol=rtol, atol=atol)
+    return wrap(func) if func is not None else wrap

@@ -1,0 +1,152 @@
+"""Pure row arithmetic: the fixed chunk grid, worker ranges, halo pieces and the combine tree.
+
+Nothing here imports multiprocessing or shared memory. The chunk grid depends only on the
+array (rows and bytes per row), never on the number of workers: that, plus a fixed pairwise
+combine tree over chunks, is what makes reductions bitwise identical for any worker count.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+MIN_CHUNK_BYTES = 64 * 1024
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+TARGET_CHUNKS = 256
+BOUNDARIES = ("none", "reflect", "periodic", "nearest")
+
+
+def chunk_rows(n_rows: int, row_nbytes: int) -> int:
+    """Rows per chunk: about 1/256 of the array, clamped to 64 KiB..4 MiB (at least one row)."""
+    total = n_rows * max(row_nbytes, 1)
+    target = min(max(total // TARGET_CHUNKS, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)
+    return max(1, target // max(row_nbytes, 1))
+
+
+def chunk_grid(n_rows: int, rows_per_chunk: int) -> list[tuple[int, int]]:
+    """[(start, stop), ...] covering [0, n_rows); an empty array has one empty chunk."""
+    if n_rows == 0:
+        return [(0, 0)]
+    return [(s, min(s + rows_per_chunk, n_rows)) for s in range(0, n_rows, rows_per_chunk)]
+
+
+def split_even(n_items: int, n_parts: int) -> list[tuple[int, int]]:
+    """Split [0, n_items) into n_parts contiguous ranges whose sizes differ by at most one."""
+    base, extra = divmod(n_items, n_parts)
+    out, start = [], 0
+    for k in range(n_parts):
+        stop = start + base + (1 if k < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+# -- the fixed combine tree -----------------------------------------------------------------
+def _mid(lo: int, hi: int) -> int:
+    return (lo + hi) // 2
+
+
+def tree_nodes(lo: int, hi: int, a: int, b: int) -> list[tuple[int, int]]:
+    """Maximal nodes of the fixed binary tree over [lo, hi) that lie inside [a, b)."""
+    if hi <= a or lo >= b or lo >= hi:
+        return []
+    if a <= lo and hi <= b:
+        return [(lo, hi)]
+    mid = _mid(lo, hi)
+    return tree_nodes(lo, mid, a, b) + tree_nodes(mid, hi, a, b)
+
+
+def tree_reduce(lo: int, hi: int, leaf: Callable[[int], object],
+                combine: Callable[[object, object], object]) -> object:
+    """Combine leaves lo..hi-1 along the fixed tree: the same order whoever evaluates it."""
+    if hi - lo == 1:
+        return leaf(lo)
+    mid = _mid(lo, hi)
+    return combine(tree_reduce(lo, mid, leaf, combine), tree_reduce(mid, hi, leaf, combine))
+
+
+def tree_finish(n_chunks: int, nodes: dict, combine: Callable) -> object:
+    """Combine node values computed by workers (keys (lo, hi)) into the root's value."""
+    def value(lo: int, hi: int) -> object:
+        if (lo, hi) in nodes:
+            return nodes[(lo, hi)]
+        mid = _mid(lo, hi)
+        return combine(value(lo, mid), value(mid, hi))
+    return value(0, n_chunks)
+
+
+# -- halos ----------------------------------------------------------------------------------
+def check_boundary(boundary: object) -> object:
+    """Validate a boundary: 'none', 'reflect', 'periodic', 'nearest' or a number (constant)."""
+    if isinstance(boundary, str):
+        if boundary not in BOUNDARIES:
+            from .errors import InputError
+            raise InputError(f"boundary={boundary!r} is not one of {BOUNDARIES} or a number")
+        return boundary
+    if isinstance(boundary, (int, float, np.number)) and not isinstance(boundary, bool):
+        return boundary
+    from .errors import InputError
+    raise InputError(f"boundary={boundary!r} must be one of {BOUNDARIES} or a number (constant)")
+
+
+def valid_rows(n_rows: int, depth: int, boundary: object) -> tuple[int, int]:
+    """Output rows a stencil writes: all of them, or with 'none' those with a full halo."""
+    if depth == 0 or boundary != "none":
+        return 0, n_rows
+    lo, hi = depth, n_rows - depth
+    return (lo, hi) if hi > lo else (0, 0)
+
+
+def source_row(i: int, n: int, boundary: object) -> int:
+    """The row of [0, n) that padded row ``i`` (may be < 0 or >= n) reads; -1 for a constant."""
+    if 0 <= i < n:
+        return i
+    if boundary == "periodic":
+        return i % n
+    if boundary == "nearest":
+        return 0 if i < 0 else n - 1
+    if boundary == "reflect":  # dask's 'reflect' mirrors including the edge (np.pad 'symmetric')
+        period = 2 * n
+        j = i % period
+        return j if j < n else period - 1 - j
+    return -1
+
+
+def halo_pieces(lo: int, hi: int, n: int, depth: int) -> list[tuple[int, int, bool]]:
+    """Split output rows [lo, hi) into (start, stop, in_place) pieces.
+
+    in_place pieces read rows [start - depth, stop + depth) straight from shared memory;
+    the others (at most ``depth`` rows at each edge of the array) need a padded copy of
+    ``stop - start + 2 * depth`` rows.
+    """
+    if hi <= lo:
+        return []
+    if depth == 0:
+        return [(lo, hi, True)]
+    cuts = sorted({lo, hi, min(max(depth, lo), hi), max(min(n - depth, hi), lo)})
+    pieces = []
+    for s, e in zip(cuts, cuts[1:]):
+        if e > s:
+            pieces.append((s, e, s - depth >= 0 and e + depth <= n))
+    return pieces
+
+
+def padded_rows(src: np.ndarray, start: int, stop: int, depth: int, boundary: object) -> np.ndarray:
+    """Rows [start - depth, stop + depth) of ``src`` padded by ``boundary`` (a small copy)."""
+    n = src.shape[0]
+    idx = [source_row(i, n, boundary) for i in range(start - depth, stop + depth)]
+    out = np.empty((len(idx),) + src.shape[1:], dtype=src.dtype)
+    for k, j in enumerate(idx):
+        out[k] = boundary if j < 0 else src[j]
+    return out
+
+
+def pad_whole(src: np.ndarray, depth: int, boundary: object) -> np.ndarray:
+    """The whole array padded on axis 0, for single-process references (a copy)."""
+    if depth == 0 or boundary == "none":
+        return src
+    return padded_rows(src, 0, src.shape[0], depth, boundary)
+
+
+def leading_rows(arrays: Sequence[np.ndarray]) -> int:
+    return arrays[0].shape[0] if arrays else 0

@@ -1,0 +1,518 @@
+"""SharedArray: an N-d NumPy array whose data lives in one POSIX shared-memory block.
+
+A block is created owner-only (mode 0600, O_EXCL) under an unguessable name with the package
+prefix, its pages are reserved with ``posix_fallocate`` (a full /dev/shm is an exception at
+creation, never a SIGBUS later), and it is unlinked exactly once, by the process that made it.
+Other processes attach with ``shm_open`` + ``mmap`` directly instead of the stdlib
+``SharedMemory`` class, so an attaching process never registers the name with a resource
+tracker (gh-82300: on Python <= 3.12 the tracker unlinks live blocks when an attacher exits).
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+import sys
+import threading
+import weakref
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+from ._system import SHM_DIR, format_bytes, shm_space
+from .errors import (ArrayFreedError, ArrayInUseError, InputError, SharedBlockCorruptedError,
+                     SharedBlockNotFoundError, SharedBlockSecurityError, SharedMemoryError,
+                     SharedMemoryFullError, UnsupportedDtypeError)
+
+try:
+    import _posixshmem  # the C module behind multiprocessing.shared_memory on POSIX
+except ImportError:  # pragma: no cover - Windows
+    _posixshmem = None
+
+PREFIX = "sc"
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+# Name -> Block this process created (weak: a block nobody references is unlinked).
+_owned: "weakref.WeakValueDictionary[str, Block]" = weakref.WeakValueDictionary()
+# (name, writable) -> Block this process attached; dropped when the owner says it was freed.
+_attached: dict[tuple[str, bool], "Block"] = {}
+_release_hooks: list[Callable[[str], None]] = []
+_lock = threading.Lock()
+
+
+def _base36(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _DIGITS[r] + out
+        if n == 0:
+            return out
+
+
+def make_block_name() -> str:
+    """``sc<creator pid in base 36>_<64 random bits>``: at most 25 characters (macOS allows 30)."""
+    return f"{PREFIX}{_base36(os.getpid())}_{secrets.token_hex(8)}"
+
+
+def creator_pid(name: str) -> int | None:
+    """The creating pid encoded in one of our block names, or None if the name is not ours."""
+    if not name.startswith(PREFIX) or "_" not in name:
+        return None
+    head, _, tail = name[len(PREFIX):].partition("_")
+    if not head or len(tail) != 16 or any(c not in _DIGITS for c in head):
+        return None
+    try:
+        int(tail, 16)
+    except ValueError:
+        return None
+    return int(head, 36)
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    """Return ``dtype`` as a native-order numeric/bool dtype, or raise UnsupportedDtypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise UnsupportedDtypeError(f"{dtype!r} is not a NumPy dtype") from exc
+    if dt.kind not in "biufc" or dt.fields is not None or dt.hasobject:
+        raise UnsupportedDtypeError(
+            f"dtype {dt} is not supported: shared arrays hold fixed-size numeric or bool data "
+            "(object, string, structured and datetime dtypes cannot be shared); convert with "
+            ".astype(np.float64) or similar first")
+    if not dt.isnative:
+        raise UnsupportedDtypeError(
+            f"dtype {dt.str} is not in this machine's byte order; use "
+            f"{dt.newbyteorder('=').str} (SharedArray.from_array converts automatically)")
+    return dt
+
+
+class Block:
+    """One mapped shared-memory segment. Owner blocks keep their fd to detect tampering."""
+
+    def __init__(self, name: str, nbytes: int, mm: mmap.mmap, writable: bool,
+                 owner_pid: int | None, fd: int = -1, inode: int = 0):
+        self.name, self.nbytes, self.mm, self.writable = name, nbytes, mm, writable
+        self.owner_pid, self.fd, self.inode = owner_pid, fd, inode
+        self.root: np.ndarray | None = np.frombuffer(mm, dtype=np.uint8, count=nbytes)
+        self.freed = False
+        self.arrays: "weakref.WeakValueDictionary[int, SharedArray]" = weakref.WeakValueDictionary()
+        if owner_pid is not None:
+            self._finalizer = weakref.finalize(self, _unlink_owned, name, fd, owner_pid)
+
+    # -- creation and attachment ---------------------------------------------------------
+    @classmethod
+    def create(cls, nbytes: int) -> "Block":
+        if _posixshmem is None:  # pragma: no cover
+            raise SharedMemoryError("sharedcompute needs POSIX shared memory (Linux or macOS)")
+        space = shm_space()
+        if space is not None and nbytes > space.free:
+            raise SharedMemoryFullError(_full_message(nbytes, space.free, space.path))
+        for _ in range(16):
+            name = make_block_name()
+            try:
+                fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+                break
+            except FileExistsError:  # 64 random bits: only a squatter gets here
+                continue
+        else:
+            raise SharedMemoryError("could not find a free shared-memory name after 16 tries")
+        try:
+            os.fchmod(fd, 0o600)  # independent of the umask
+            _reserve(fd, nbytes, space.free if space else None)
+            mm = mmap.mmap(fd, nbytes)
+            inode = os.fstat(fd).st_ino
+        except BaseException:
+            os.close(fd)
+            _posixshmem.shm_unlink("/" + name)
+            raise
+        _tracker_register(name)
+        block = cls(name, nbytes, mm, True, os.getpid(), fd, inode)
+        _owned[name] = block
+        return block
+
+    @classmethod
+    def attach(cls, name: str, nbytes: int, writable: bool = True) -> "Block":
+        """Attach by name (cached per process); verify owner, mode and size first."""
+        with _lock:
+            owned = _owned.get(name)
+            if owned is not None and not owned.freed:
+                return owned
+            cached = _attached.get((name, writable))
+            if cached is not None:
+                return cached
+            flags = os.O_RDWR if writable else os.O_RDONLY
+            try:
+                fd = _posixshmem.shm_open("/" + name, flags, mode=0)
+            except FileNotFoundError:
+                raise SharedBlockNotFoundError(
+                    f"shared-memory block {name!r} does not exist: it was freed, its pool closed, "
+                    "or another process removed it") from None
+            try:
+                st = os.fstat(fd)
+                if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                    raise SharedBlockSecurityError(
+                        f"refusing to attach block {name!r}: owned by uid {st.st_uid} with mode "
+                        f"{st.st_mode & 0o777:o}, expected uid {os.geteuid()} and mode 600 "
+                        "(another user may have pre-created the name)")
+                if st.st_size < nbytes:
+                    raise SharedBlockCorruptedError(
+                        f"block {name!r} holds {st.st_size} bytes but the array needs {nbytes}: "
+                        "another process truncated it")
+                mm = mmap.mmap(fd, nbytes, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+            block = cls(name, nbytes, mm, writable, None)
+            _attached[(name, writable)] = block
+            return block
+
+    # -- use -------------------------------------------------------------------------------
+    def check_intact(self) -> None:
+        """Raise if freed, truncated or unlinked by another process (owner side, before dispatch)."""
+        if self.freed:
+            raise ArrayFreedError(f"shared array in block {self.name!r} was freed; "
+                                  "create a new one (pool.array / pool.empty)")
+        if self.fd < 0:
+            return
+        if os.fstat(self.fd).st_size < self.nbytes:
+            raise SharedBlockCorruptedError(
+                f"block {self.name!r} was truncated by another process below its {self.nbytes} bytes")
+        if sys.platform.startswith("linux"):
+            try:
+                ino = os.stat(os.path.join(SHM_DIR, self.name)).st_ino
+            except FileNotFoundError:
+                ino = -1
+            if ino != self.inode:
+                raise SharedBlockNotFoundError(
+                    f"block {self.name!r} was removed from {SHM_DIR} by another process; "
+                    "workers can no longer attach it")
+
+    def live_views(self) -> int:
+        """NumPy arrays still viewing this block (each view's base is ``root``)."""
+        return 0 if self.root is None else sys.getrefcount(self.root) - 2
+
+    def release(self, strict: bool) -> None:
+        """Unlink (owner only) and unmap. strict: refuse while views exist; else unmap later."""
+        if self.freed:
+            return
+        if strict and self.live_views():
+            raise ArrayInUseError(
+                f"cannot free shared array {self.name!r}: {self.live_views()} NumPy view(s) of it "
+                "are still alive (from np.asarray, .numpy() or ufunc outputs); delete them first, "
+                "or copy what you need with np.array(a)")
+        self.freed = True
+        self.root = None
+        if self.owner_pid is not None:
+            self._finalizer()
+        else:
+            _attached.pop((self.name, self.writable), None)
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # views still alive keep the mapping; it goes when the last one does
+        for hook in list(_release_hooks):
+            hook(self.name)
+
+
+def _unlink_owned(name: str, fd: int, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:  # a forked child inherited the finalizer: not ours to unlink
+        return
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        pass
+    _tracker_unregister(name)
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _tracker_register(name: str) -> None:
+    # The parent registers what it creates, so that if it is SIGKILLed the tracker (kept alive
+    # until the last worker exits) unlinks the block. Workers never register or unregister.
+    from multiprocessing import resource_tracker
+    resource_tracker.register("/" + name, "shared_memory")
+
+
+def _tracker_unregister(name: str) -> None:
+    from multiprocessing import resource_tracker
+    resource_tracker.unregister("/" + name, "shared_memory")
+
+
+def _reserve(fd: int, nbytes: int, free: int | None) -> None:
+    # tmpfs ftruncate reserves nothing: the first write past the free space is a SIGBUS.
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            raise SharedMemoryFullError(_full_message(nbytes, free, SHM_DIR, exc)) from exc
+    else:  # macOS: no fallocate; ftruncate is all there is
+        os.ftruncate(fd, nbytes)
+
+
+def _full_message(nbytes: int, free: int | None, path: str, exc: OSError | None = None) -> str:
+    have = "unknown" if free is None else format_bytes(free)
+    why = f" ({exc.strerror})" if exc is not None else ""
+    return (f"cannot reserve {format_bytes(nbytes)} of shared memory: {path} has {have} free{why}. "
+            "Free other shared arrays, use smaller arrays, or give the machine more shared memory "
+            "(Docker: --shm-size=8g; Kubernetes: an emptyDir with medium: Memory)")
+
+
+def on_block_release(hook: Callable[[str], None]) -> None:
+    """Call ``hook(name)`` whenever a block is freed in this process (pools detach workers)."""
+    _release_hooks.append(hook)
+
+
+def forget_attached(names: Iterable[str]) -> None:
+    """Unmap attached (not owned) blocks by name; used by workers when the owner freed them."""
+    for name in names:
+        for writable in (True, False):
+            block = _attached.pop((name, writable), None)
+            if block is not None:
+                block.root = None
+                try:
+                    block.mm.close()
+                except BufferError:
+                    pass
+
+
+def _as_shared(obj: Any) -> Any:
+    """Replace SharedArrays (also inside lists/tuples) by NumPy views."""
+    if isinstance(obj, SharedArray):
+        return obj.numpy()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_as_shared(o) for o in obj)
+    return obj
+
+
+class SharedArray(NDArrayOperatorsMixin):
+    """An N-d NumPy array in shared memory that pickles as a small handle, never as data.
+
+    Works where a NumPy array works: ``np.asarray(a)`` is a zero-copy view, basic slicing
+    gives SharedArray views of the same block, ufuncs and NumPy functions accept it (their
+    results are ordinary arrays). Passing it to a ``Pool`` sends only its handle.
+
+    Examples
+    --------
+    >>> import numpy as np, pickle
+    >>> a = SharedArray.from_array(np.arange(6.0).reshape(2, 3))
+    >>> np.shares_memory(np.asarray(a), a)
+    True
+    >>> len(pickle.dumps(a)) < 400
+    True
+    >>> float(a[1].sum())
+    12.0
+    >>> a.free()
+    """
+
+    __slots__ = ("_block", "shape", "dtype", "_offset", "_strides", "__weakref__")
+    __array_priority__ = 20
+
+    def __init__(self, block: Block | None, shape: tuple, dtype: np.dtype, offset: int = 0,
+                 strides: tuple | None = None):
+        self._block = block
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self._offset = offset
+        self._strides = strides if strides is not None else _c_strides(self.shape, self.dtype)
+        if block is not None:
+            block.arrays[id(self)] = self
+
+    # -- constructors --------------------------------------------------------------------------
+    @classmethod
+    def empty(cls, shape: int | tuple, dtype: Any = np.float64) -> "SharedArray":
+        """A new uninitialised (in practice zero-filled) shared array."""
+        shape = _norm_shape(shape)
+        dt = check_dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        return cls(Block.create(nbytes) if nbytes else None, shape, dt)
+
+    @classmethod
+    def zeros(cls, shape: int | tuple, dtype: Any = np.float64) -> "SharedArray":
+        """A new zero-filled shared array (fresh blocks are zeroed by the kernel)."""
+        return cls.empty(shape, dtype)
+
+    @classmethod
+    def from_array(cls, array: Any) -> "SharedArray":
+        """Copy ``array`` (any layout, any byte order) into a new C-ordered shared array."""
+        src = np.asarray(array)
+        if src.dtype.kind in "biufc" and not src.dtype.isnative:
+            src = src.astype(src.dtype.newbyteorder("="))
+        out = cls.empty(src.shape, src.dtype)
+        if out.size:
+            np.copyto(out.numpy(), src)
+        return out
+
+    # -- views ---------------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A zero-copy NumPy view. While it lives, ``free()`` refuses to unmap the block."""
+        block = self._block
+        if block is None:
+            return np.empty(self.shape, self.dtype)
+        root = block.root
+        if root is None:
+            raise ArrayFreedError(
+                f"shared array {block.name!r} was freed (by free() or by closing its pool); "
+                "copy results out with np.array(a) before freeing")
+        return np.ndarray(self.shape, self.dtype, buffer=root, offset=self._offset,
+                          strides=self._strides)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        view = self.numpy()
+        if copy:
+            return np.array(view, dtype=dtype, copy=True)
+        return view if dtype is None else view.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> Any:
+        view = self.numpy()[key]
+        if isinstance(view, np.ndarray) and self._block is not None and view.base is self._block.root:
+            return self._wrap_view(view)
+        return view
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.numpy()[key] = _as_shared(value)
+
+    def _wrap_view(self, view: np.ndarray) -> "SharedArray":
+        root = self._block.root
+        offset = view.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        return SharedArray(self._block, view.shape, view.dtype, offset, view.strides)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        if out is not None:
+            kwargs["out"] = tuple(_as_shared(o) for o in out)
+        result = getattr(ufunc, method)(*_as_shared(inputs), **kwargs)
+        if out is not None and len(out) == 1:
+            return out[0]
+        return result
+
+    def __array_function__(self, func, types, args, kwargs):
+        return func(*_as_shared(args), **{k: _as_shared(v) for k, v in kwargs.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        # Methods and attributes of ndarray (sum, reshape, T, flags, ...) act on the view.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.numpy(), name)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d shared array")
+        return self.shape[0]
+
+    def __iter__(self):
+        return iter(self.numpy())
+
+    def __repr__(self) -> str:
+        name = self._block.name if self._block is not None else "<no block: empty>"
+        state = " freed" if self.freed else ""
+        return f"SharedArray(shape={self.shape}, dtype={self.dtype}, block={name!r}{state})"
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def strides(self) -> tuple:
+        return self._strides
+
+    @property
+    def name(self) -> str | None:
+        """The shared-memory block's name (None for a zero-size array, which has no block)."""
+        return None if self._block is None else self._block.name
+
+    @property
+    def freed(self) -> bool:
+        return self._block is not None and self._block.freed
+
+    @property
+    def block(self) -> Block | None:
+        return self._block
+
+    def handle(self) -> tuple:
+        """(name, block bytes, shape, dtype, offset, strides): all a process needs to attach."""
+        block = self._block
+        if block is None:
+            return (None, 0, self.shape, self.dtype.str, 0, self._strides)
+        if block.freed:
+            self.numpy()  # raises ArrayFreedError
+        return (block.name, block.nbytes, self.shape, self.dtype.str, self._offset, self._strides)
+
+    def __reduce__(self):
+        return (_rebuild, (self.handle(),))
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def free(self) -> None:
+        """Unlink and unmap the block now. Raises ArrayInUseError while other views are alive.
+
+        Freeing twice is a no-op; any other use of a freed array raises ArrayFreedError.
+        """
+        block = self._block
+        if block is None or block.freed:
+            return
+        others = [a for a in block.arrays.values() if a is not self]
+        if others:
+            raise ArrayInUseError(
+                f"cannot free shared array {block.name!r}: {len(others)} other SharedArray view(s) "
+                "of the same block are alive (from slicing); delete them first")
+        block.release(strict=True)
+
+    def __enter__(self) -> "SharedArray":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.free()
+
+
+def _c_strides(shape: tuple, dtype: np.dtype) -> tuple:
+    strides, step = [], dtype.itemsize
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
+
+
+def _norm_shape(shape: int | tuple) -> tuple:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    shape = tuple(shape)
+    if any((not isinstance(s, (int, np.integer))) or s < 0 for s in shape):
+        raise InputError(f"shape {shape!r} must be non-negative integers")
+    return tuple(int(s) for s in shape)
+
+
+def view_from_handle(handle: tuple, writable: bool = True) -> np.ndarray:
+    """A NumPy view of the array a handle describes (attaching its block if needed)."""
+    name, nbytes, shape, dtype, offset, strides = handle
+    if name is None:
+        return np.empty(shape, dtype)
+    block = Block.attach(name, nbytes, writable)
+    view = np.ndarray(shape, np.dtype(dtype), buffer=block.root, offset=offset, strides=strides)
+    if not writable and view.flags.writeable:
+        view.flags.writeable = False
+    return view
+
+
+def _rebuild(handle: tuple) -> SharedArray:
+    name, nbytes, shape, dtype, offset, strides = handle
+    if name is None:
+        return SharedArray(None, shape, np.dtype(dtype), 0, strides)
+    return SharedArray(Block.attach(name, nbytes, True), shape, np.dtype(dtype), offset, strides)
+
+
+def list_segments(directory: str = SHM_DIR) -> list[str]:
+    """Names of this package's blocks currently in the shared-memory directory."""
+    try:
+        return sorted(n for n in os.listdir(directory) if creator_pid(n) is not None)
+    except FileNotFoundError:
+        return []
