@@ -19,7 +19,7 @@ demo: $(BIN)/python
 # source tree's sharedcompute/ is never imported by accident).
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet ".[test]"
-	$(BIN)/python -m pytest -p no:cacheprovider --import-mode=importlib -q tests
+	$(BIN)/pytest -p no:cacheprovider --import-mode=importlib -q tests
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet ".[progress,plot]"

@@ -40,7 +40,8 @@ def _jit(func: Callable) -> Callable:
         try:
             return numba.njit(nogil=True, cache=True)(func)
         except RuntimeError as exc:  # no writable cache location
-            if not _cache_warned:
+            interactive = not os.path.exists(func.__code__.co_filename)  # notebook, -c, stdin
+            if not _cache_warned and not interactive:
                 warnings.warn(f"sharedcompute: numba cache unavailable ({exc}); compiling "
                               "without a cache", RuntimeWarning, stacklevel=3)
                 _cache_warned = True
@@ -129,8 +130,8 @@ class Kernel:
                 f"kernel {self.qualname} is defined inside a function; worker processes find "
                 "kernels by module and name, so define it at module level")
         if self.module == "__main__" and start_method != "fork":
-            main = sys.modules.get("__main__")
-            if getattr(main, "__file__", None) is None:
+            main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+            if main_file is None or not os.path.exists(main_file):
                 raise KernelNotSendableError(
                     f"kernel {self.name} is defined in an interactive session (__main__ without "
                     f"a file), which {start_method} workers cannot import; move it into a module "

@@ -1,0 +1,77 @@
+"""Suite-wide fixtures: start methods, shared pools, a /dev/shm leak check, a hang watchdog."""
+from __future__ import annotations
+
+import faulthandler
+import multiprocessing as mp
+import os
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Worker processes (spawn/forkserver) import test kernels from this folder by name.
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+import sharedcompute as sc  # noqa: E402
+from sharedcompute.shared import list_segments  # noqa: E402
+
+settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.function_scoped_fixture])
+settings.load_profile("ci")
+
+START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in mp.get_all_start_methods()]
+
+
+def pytest_configure(config):
+    faulthandler.dump_traceback_later(600, repeat=True, exit=False)  # a hang prints stacks
+
+
+def wait_no_segments(before: set, deadline_s: float = 10.0) -> list:
+    """Our segments created since ``before``, polled until the tracker had time to clean up."""
+    end = time.monotonic() + deadline_s
+    while True:
+        extra = sorted(set(list_segments()) - before)
+        if not extra or time.monotonic() > end:
+            return extra
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_segments_left_after_suite():
+    """Fail the run if any segment this package created is still in /dev/shm at the end."""
+    before = set(list_segments())
+    yield
+    for pool in list(sc.pool._live_pools):
+        pool.close()
+    import gc
+    gc.collect()
+    left = wait_no_segments(before)
+    assert not left, f"shared-memory segments leaked by the test suite: {left}"
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request):
+    return request.param
+
+
+_pools: dict = {}
+
+
+def shared_pool(n_workers: int, start_method: str) -> sc.Pool:
+    """A pool kept for the whole session (starting pools is the slow part on 2 cores)."""
+    key = (n_workers, start_method)
+    pool = _pools.get(key)
+    if pool is None or pool.closed:
+        pool = _pools[key] = sc.Pool(n_workers, start_method=start_method)
+    return pool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_shared_pools():
+    yield
+    for pool in _pools.values():
+        pool.close()

@@ -1,0 +1,243 @@
+"""Kernels with injectable faults, for tests/test_faults.py and benchmarks/soak.py.
+
+They live at module level in an importable module so that workers started by fork, spawn
+and forkserver all find them by name. A fault is chosen per call by two plain arguments:
+``action`` (one of the constants below) and ``victim`` (a global row index). Only the
+partition whose rows contain ``victim`` misbehaves; every other partition computes
+``out = 2 * x + 1`` as usual, so a test can check exactly which rows were written.
+
+Faults that need the Python runtime (signals, files, rlimits) run in a numba ``objmode``
+block; SIGSEGV and the hang are genuinely native (an out-of-bounds store, a nopython spin
+loop that never returns to the interpreter and so never sees a signal handler).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numba
+import numpy as np
+from numba.experimental import jitclass
+
+import sharedcompute as sc
+
+NONE = 0
+SIGKILL = 1      # os.kill(getpid(), SIGKILL): what the OOM killer does
+SIGSEGV = 2      # a native out-of-bounds store far outside any mapping
+SIGABRT = 3      # os.abort(): C abort() inside the process
+RAISE = 4        # ValueError from nopython code
+HANG = 5         # a nopython loop that never returns
+SLEEP = 6        # sleep ``param`` seconds (in objmode), then compute normally
+NOMEM = 7        # RLIMIT_AS lowered, then a large np.empty inside the kernel -> MemoryError
+BAD_EXC = 8      # an exception whose class cannot be unpickled (custom __init__)
+UNPICKLABLE = 9  # an exception that cannot be pickled at all (holds a lock)
+EXIT0 = 10       # os._exit(0): the worker leaves quietly, without a reply
+
+ACTION_NAMES = {NONE: "none", SIGKILL: "sigkill", SIGSEGV: "sigsegv", SIGABRT: "sigabrt",
+                RAISE: "raise", HANG: "hang", SLEEP: "sleep", NOMEM: "nomem",
+                BAD_EXC: "bad_exc", UNPICKLABLE: "unpicklable", EXIT0: "exit0"}
+
+MARKER_ENV = "SC_FAULT_MARKER_DIR"
+RAISE_TEXT = "injected fault in this partition"
+NOMEM_BYTES = 1 << 31  # what the NOMEM kernel tries to allocate (2 GiB) under a tight RLIMIT_AS
+
+
+# -- Python-side helpers called from objmode ------------------------------------------------------
+def _mark_started() -> None:
+    """Tell a watching test that this worker entered a faulting kernel: touch <dir>/<pid>."""
+    d = os.environ.get(MARKER_ENV)
+    if d:
+        with open(os.path.join(d, f"{os.getpid()}.started"), "w") as f:
+            f.write(str(os.getpid()))
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _abort() -> None:
+    os.abort()
+
+
+def _exit0() -> None:
+    os._exit(0)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+_saved_as_limit: list = []
+
+
+def _lower_as_limit() -> None:
+    """Cap this process's address space at its current size + 256 MiB (restored later)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _saved_as_limit.append((soft, hard))
+    with open("/proc/self/statm") as f:
+        vm_pages = int(f.read().split()[0])
+    cap = vm_pages * os.sysconf("SC_PAGE_SIZE") + (256 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def _restore_as_limit() -> None:
+    import resource
+    if _saved_as_limit:
+        resource.setrlimit(resource.RLIMIT_AS, _saved_as_limit.pop())
+
+
+class UnunpicklableError(Exception):
+    """Pickles, but cannot be rebuilt: its __init__ needs two arguments (gh-79492 pattern)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"custom error with fields {a!r} and {b!r}")
+        self.a, self.b = a, b
+
+
+class UnpicklableError(Exception):
+    """Cannot even be pickled: it carries a lock."""
+
+    def __init__(self, msg):
+        super().__init__(msg)
+        import threading
+        self.lock = threading.Lock()
+
+
+def _raise_bad_exc() -> None:
+    raise UnunpicklableError(1, 2)
+
+
+def _raise_unpicklable() -> None:
+    raise UnpicklableError("an exception holding a lock")
+
+
+# -- nopython pieces ---------------------------------------------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def _spin_forever(out):
+    # Never returns; the store keeps the loop from being proved side-effect free.
+    i = 0
+    n = out.shape[0]
+    while True:
+        out[i % n] = out[i % n]
+        i += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _inject(action, out, local, param):
+    if action == NONE:
+        return
+    with numba.objmode():
+        _mark_started()
+    if action == SIGKILL:
+        with numba.objmode():
+            _kill_self()
+    elif action == SIGSEGV:
+        # A native store 8 TiB past the array: far outside every mapping.
+        out[out.shape[0] + (1 << 40) + local] = 1.0
+    elif action == SIGABRT:
+        with numba.objmode():
+            _abort()
+    elif action == RAISE:
+        raise ValueError(RAISE_TEXT)
+    elif action == HANG:
+        _spin_forever(out)
+    elif action == SLEEP:
+        with numba.objmode():
+            _sleep(param)
+    elif action == NOMEM:
+        with numba.objmode():
+            _lower_as_limit()
+        ok = True
+        try:
+            big = np.empty(NOMEM_BYTES // 8, np.float64)
+            big[0] = 1.0
+            out[local] = big[0] * 0.0 + out[local]
+        except Exception:
+            ok = False
+        with numba.objmode():
+            _restore_as_limit()
+        if not ok:
+            raise MemoryError("np.empty of 2 GiB failed under RLIMIT_AS")
+    elif action == BAD_EXC:
+        with numba.objmode():
+            _raise_bad_exc()
+    elif action == UNPICKLABLE:
+        with numba.objmode():
+            _raise_unpicklable()
+    elif action == EXIT0:
+        with numba.objmode():
+            _exit0()
+
+
+# -- kernels -----------------------------------------------------------------------------------------
+def fault_map_reference(out, x, action, victim, param):
+    out[...] = 2.0 * x + 1.0
+
+
+@sc.kernel(reference=fault_map_reference, position=True)
+def fault_map(out, x, action, victim, param, pos):
+    """``out = 2 * x + 1``; the partition holding row ``victim`` then suffers ``action``."""
+    start, stop, total = pos
+    for i in range(out.shape[0]):
+        out[i] = 2.0 * x[i] + 1.0
+    if start <= victim < stop:
+        _inject(action, out, victim - start, param)
+
+
+@sc.kernel(position=True)
+def fault_fill(out, value, action, victim, param, pos):
+    """``out[:] = value`` (a thread tag in the busy-write test); the victim partition faults."""
+    start, stop, total = pos
+    if start <= victim < stop:
+        _inject(action, out, victim - start, param)
+    for i in range(out.shape[0]):
+        out[i] = value
+
+
+def _add(a, b):
+    return a + b
+
+
+@sc.kernel(combine=_add, position=True)
+def fault_sum(x, action, victim, param, pos):
+    """Sum of x; the partition holding row ``victim`` suffers ``action``."""
+    start, stop, total = pos
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    if start <= victim < stop:
+        _inject(action, x, victim - start, param)
+    return s
+
+
+@sc.kernel(position=True, depth=1, boundary="nearest")
+def fault_smooth(out, u, action, victim, param, pos):
+    """One Jacobi sweep ``out[i] = (u[i-1] + u[i] + u[i+1]) / 3`` for pool.iterate."""
+    start, stop, total = pos
+    for i in range(out.shape[0]):
+        out[i] = (u[i] + u[i + 1] + u[i + 2]) / 3.0
+    if start <= victim < stop:
+        _inject(action, out, victim - start, param)
+
+
+@jitclass([("value", numba.float64)])
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+
+def _box_combine(a, b):
+    return a
+
+
+# A plain (uncached) dispatcher: numba cannot cache functions that return jitclass instances,
+# and sc.kernel uses an already-compiled dispatcher as it is. The Kernel must stay reachable
+# under the function's own name (workers look kernels up by module and qualified name).
+def box_result(x):
+    """A reduction whose partial is a jitclass instance: it cannot be pickled."""
+    return Box(x[0])
+
+
+box_result = sc.kernel(numba.njit(nogil=True)(box_result), combine=_box_combine)

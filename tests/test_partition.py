@@ -1,0 +1,85 @@
+"""Pure properties of the chunk grid, worker ranges, halos and the fixed combine tree."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from sharedcompute.errors import InputError
+from sharedcompute.partition import (check_boundary, chunk_grid, chunk_rows, halo_pieces,
+                                     pad_whole, split_even, tree_finish, tree_nodes, tree_reduce,
+                                     valid_rows)
+
+
+@given(st.integers(0, 10**7), st.integers(1, 10**6))
+def test_chunk_grid_covers_rows_without_overlap(n, row_bytes):
+    rpc = chunk_rows(n, row_bytes)
+    grid = chunk_grid(n, rpc)
+    assert grid[0][0] == 0 and grid[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(grid, grid[1:]))
+    assert all(e - s <= rpc for s, e in grid)
+    assert rpc == 1 or rpc * row_bytes <= 4 * 1024 * 1024  # chunks stay cache/RAM friendly
+    if n * row_bytes <= 64 * 1024:
+        assert len(grid) == 1  # small arrays are not split into tiny pieces
+
+
+@given(st.integers(0, 1000), st.integers(1, 64))
+def test_split_even_sizes_differ_by_at_most_one(n, k):
+    parts = split_even(n, k)
+    sizes = [e - s for s, e in parts]
+    assert len(parts) == k and sum(sizes) == n and max(sizes) - min(sizes) <= 1
+    assert parts[0][0] == 0 and parts[-1][1] == n
+
+
+@given(st.integers(1, 300), st.integers(1, 8), st.data())
+def test_tree_result_is_independent_of_how_ranges_are_split(n_chunks, n_workers, data):
+    values = data.draw(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=n_chunks,
+                                max_size=n_chunks))
+    reference = tree_reduce(0, n_chunks, lambda c: values[c], lambda a, b: a + b)
+    cuts = sorted(data.draw(st.lists(st.integers(0, n_chunks), max_size=n_workers)))
+    bounds = [0] + cuts + [n_chunks]
+    nodes = {}
+    for a, b in zip(bounds, bounds[1:]):
+        for lo, hi in tree_nodes(0, n_chunks, a, b):
+            nodes[(lo, hi)] = tree_reduce(lo, hi, lambda c: values[c], lambda x, y: x + y)
+    got = tree_finish(n_chunks, nodes, lambda x, y: x + y)
+    assert got == reference  # bitwise, not approximately
+
+
+@pytest.mark.parametrize("boundary,mode", [("reflect", "symmetric"), ("periodic", "wrap"),
+                                           ("nearest", "edge")])
+@given(n=st.integers(1, 12), depth=st.integers(1, 30))
+def test_padding_matches_numpy_pad(boundary, mode, n, depth):
+    x = np.arange(n * 2.0).reshape(n, 2)
+    np.testing.assert_array_equal(pad_whole(x, depth, boundary),
+                                  np.pad(x, ((depth, depth), (0, 0)), mode=mode))
+
+
+def test_constant_boundary_pads_with_the_value():
+    x = np.ones((3, 2))
+    got = pad_whole(x, 2, 7.5)
+    assert got.shape == (7, 2) and (got[:2] == 7.5).all() and (got[-2:] == 7.5).all()
+
+
+@given(st.integers(0, 200), st.integers(0, 5), st.data())
+def test_halo_pieces_cover_range_and_in_place_means_in_bounds(n, depth, data):
+    lo = data.draw(st.integers(0, n))
+    hi = data.draw(st.integers(lo, n))
+    pieces = halo_pieces(lo, hi, n, depth)
+    covered = [r for s, e, _ in pieces for r in range(s, e)]
+    assert covered == list(range(lo, hi))
+    for s, e, in_place in pieces:
+        assert in_place == (s - depth >= 0 and e + depth <= n)
+        if not in_place:
+            assert e - s <= max(depth, 1) or n < 2 * depth + 1
+
+
+def test_valid_rows_with_boundary_none_skips_edges():
+    assert valid_rows(10, 2, "none") == (2, 8)
+    assert valid_rows(3, 2, "none") == (0, 0)
+    assert valid_rows(10, 2, "reflect") == (0, 10)
+
+
+def test_bad_boundary_is_rejected_with_the_choices():
+    with pytest.raises(InputError, match="boundary='mirror' is not one of"):
+        check_boundary("mirror")
+    with pytest.raises(InputError, match="must be one of"):
+        check_boundary([1])
