@@ -40,8 +40,8 @@ def mandelbrot(out, x0, x1, y0, y1, max_iter, rows):
     >>> from sharedcompute.kernels.compute import mandelbrot
     >>> out = np.zeros((2, 2), dtype=np.int32)
     >>> _ = mandelbrot(out, -2.0, 1.0, -1.5, 1.5, 20); out
-    array([[ 0,  1],
-           [ 2, 20]], dtype=int32)
+    array([[ 1,  2],
+           [20, 20]], dtype=int32)
     """
     start, stop, total = rows
     m = out.shape[1]

@@ -62,8 +62,9 @@ def logistic_map(y, x, r, n_iter):
     >>> y = np.zeros(2); _ = logistic_map(y, np.array([0.25, 0.5]), 2.0, 1); y
     array([0.375, 0.5  ])
     """
+    one = np.ones(1, dtype=x.dtype)[0]  # keep float32 math in float32, as NumPy does
     for i in range(y.shape[0]):
         v = x[i]
         for _ in range(n_iter):
-            v = r * v * (1 - v)
+            v = r * v * (one - v)
         y[i] = v

@@ -101,7 +101,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
                                _vec(rng, (5, 7), dt)), {}), FLOATS,
           bench=dict(size=1024, quick=256, repeats=3, family="compute")),
     Entry(compute.monte_carlo_pi,
-          lambda rng, n, dt: ((200, 1234), {"rows": max(n, 1)}), ("float64",),
+          lambda rng, n, dt: ((200, 1234), {"rows": min(max(n, 1), 300)}), ("float64",),
           bench=dict(size=256, quick=32, samples=100_000, quick_samples=10_000, repeats=3,
                      family="compute")),
 ]}

@@ -54,6 +54,7 @@ class Plan:
     rows_per_chunk: int
     boundary: Any
     outputs: list[Any] = field(default_factory=list)
+    arrays: dict[int, Any] = field(default_factory=dict)  # the caller's array objects by index
     written_blocks: list[Any] = field(default_factory=list)
     read_blocks: list[Any] = field(default_factory=list)
 
@@ -105,6 +106,7 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
                                  "outputs must be partitioned so each worker writes its own rows")
             if writable:
                 plan.outputs.append(arg)
+            plan.arrays[i] = arg
             value = arg if in_process else arg.handle()
             specs.append(ArgSpec("whole" if is_whole else "part", value, writable))
             if not is_whole:

@@ -9,7 +9,6 @@ from .errors import InputError
 from .execute import Plan, map_call
 from .kernel import Kernel
 from .partition import chunk_grid, split_even, tree_reduce, valid_rows
-from .shared import SharedArray
 
 
 def _swap_indices(plan: Plan) -> tuple[int, int]:
@@ -39,13 +38,11 @@ def iterate_call(plan: Plan, executor: Any, *, steps: int, residual: Kernel | No
     if check_every < 1:
         raise InputError(f"check_every={check_every!r} must be >= 1")
     out_i, in_i = _swap_indices(plan)
-    arrays = [plan.specs[out_i].value, plan.specs[in_i].value]
-    out_arr, in_arr = plan.outputs[0], _array_of(plan, in_i, pool)
+    out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
     if out_arr.shape != in_arr.shape or out_arr.dtype != in_arr.dtype:
         raise InputError(f"iterate swaps {kernel.params[out_i]!r} and {kernel.params[in_i]!r}, so "
                          f"they need the same shape and dtype; got {out_arr.shape} {out_arr.dtype} "
                          f"and {in_arr.shape} {in_arr.dtype}")
-    del arrays
     d, n = kernel.depth, plan.n_rows
     if d and plan.boundary == "none":
         lo, hi = valid_rows(n, d, "none")
@@ -63,14 +60,6 @@ def iterate_call(plan: Plan, executor: Any, *, steps: int, residual: Kernel | No
         done = _iterate_in_workers(plan, executor, steps, residual, tol, check_every, out_i,
                                    in_i, pool, timeout, progress)
     return out_arr if done % 2 == 1 else in_arr
-
-
-def _array_of(plan: Plan, i: int, pool: Any) -> Any:
-    value = plan.specs[i].value
-    if isinstance(value, (SharedArray, np.ndarray)):
-        return value
-    from .shared import _rebuild
-    return _rebuild(value)
 
 
 def _residual_value(residual: Kernel, new: np.ndarray, old: np.ndarray, chunks: list) -> float:

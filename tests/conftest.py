@@ -16,7 +16,7 @@ if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
 import sharedcompute as sc  # noqa: E402
-from sharedcompute.shared import list_segments  # noqa: E402
+from sharedcompute.shared import creator_pid, list_segments  # noqa: E402
 
 settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow,
@@ -30,11 +30,13 @@ def pytest_configure(config):
     faulthandler.dump_traceback_later(600, repeat=True, exit=False)  # a hang prints stacks
 
 
-def wait_no_segments(before: set, deadline_s: float = 10.0) -> list:
-    """Our segments created since ``before``, polled until the tracker had time to clean up."""
+def wait_no_segments(before: set, deadline_s: float = 10.0, creator: int | None = None) -> list:
+    """Our segments created since ``before`` (by ``creator`` if given), polled until the
+    resource tracker had time to clean up after killed processes."""
     end = time.monotonic() + deadline_s
     while True:
-        extra = sorted(set(list_segments()) - before)
+        extra = sorted(n for n in set(list_segments()) - before
+                       if creator is None or creator_pid(n) == creator)
         if not extra or time.monotonic() > end:
             return extra
         time.sleep(0.1)
@@ -49,8 +51,19 @@ def no_segments_left_after_suite():
         pool.close()
     import gc
     gc.collect()
-    left = wait_no_segments(before)
+    left = wait_no_segments(before, creator=os.getpid())
     assert not left, f"shared-memory segments leaked by the test suite: {left}"
+
+
+@pytest.fixture(autouse=True)
+def no_segment_leaked_by_this_test():
+    """Every test leaves /dev/shm as it found it (polled: the tracker cleans up async)."""
+    before = set(list_segments())
+    yield
+    import gc
+    gc.collect()
+    left = wait_no_segments(before, deadline_s=5.0, creator=os.getpid())
+    assert not left, f"this test left shared-memory segments behind: {left}"
 
 
 @pytest.fixture(params=START_METHODS)

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
+import warnings
 
 import numba
 import numpy as np
 from numba.experimental import jitclass
 
 import sharedcompute as sc
+
+# objmode blocks inside nogil kernels make numba warn at compile time; that is expected here,
+# and subprocess tests assert an empty stderr.
+warnings.filterwarnings("ignore", message="Code running in object mode won't allow parallel")
 
 NONE = 0
 SIGKILL = 1      # os.kill(getpid(), SIGKILL): what the OOM killer does
@@ -43,11 +49,24 @@ RAISE_TEXT = "injected fault in this partition"
 NOMEM_BYTES = 1 << 31  # what the NOMEM kernel tries to allocate (2 GiB) under a tight RLIMIT_AS
 
 
+def marker_dir(parent_pid: int) -> str:
+    """Where workers of the pool owned by ``parent_pid`` leave their markers (if it exists)."""
+    return os.path.join(tempfile.gettempdir(), f"sc-fault-markers-{parent_pid}")
+
+
 # -- Python-side helpers called from objmode ------------------------------------------------------
 def _mark_started() -> None:
-    """Tell a watching test that this worker entered a faulting kernel: touch <dir>/<pid>."""
+    """Tell a watching test that this worker entered a faulting kernel: touch <dir>/<pid>.started.
+
+    The directory is $SC_FAULT_MARKER_DIR if set (subprocess tests), else marker_dir(pool
+    owner's pid) if the test created it (a forkserver keeps the environment of its start).
+    """
+    import multiprocessing
     d = os.environ.get(MARKER_ENV)
-    if d:
+    if not d:
+        parent = multiprocessing.parent_process()
+        d = marker_dir(parent.pid) if parent is not None else ""
+    if d and os.path.isdir(d):
         with open(os.path.join(d, f"{os.getpid()}.started"), "w") as f:
             f.write(str(os.getpid()))
 
@@ -115,34 +134,36 @@ def _raise_unpicklable() -> None:
 
 # -- nopython pieces ---------------------------------------------------------------------------------
 @numba.njit(nogil=True, cache=True)
-def _spin_forever(out):
+def _spin_forever(buf):
     # Never returns; the store keeps the loop from being proved side-effect free.
     i = 0
-    n = out.shape[0]
+    n = buf.shape[0]
     while True:
-        out[i % n] = out[i % n]
+        buf[i % n] = buf[(i + 1) % n] + 1.0
         i += 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _inject(action, out, local, param):
+def _inject(action, local, param):
+    """Do ``action`` (in the victim partition; ``local`` is the victim row within it)."""
     if action == NONE:
-        return
+        return 0.0
     with numba.objmode():
         _mark_started()
+    buf = np.zeros(4, np.float64)
     if action == SIGKILL:
         with numba.objmode():
             _kill_self()
     elif action == SIGSEGV:
-        # A native store 8 TiB past the array: far outside every mapping.
-        out[out.shape[0] + (1 << 40) + local] = 1.0
+        # A native store 8 TiB past a small heap array: far outside every mapping.
+        buf[(1 << 40) + local] = 1.0
     elif action == SIGABRT:
         with numba.objmode():
             _abort()
     elif action == RAISE:
         raise ValueError(RAISE_TEXT)
     elif action == HANG:
-        _spin_forever(out)
+        _spin_forever(buf)
     elif action == SLEEP:
         with numba.objmode():
             _sleep(param)
@@ -152,8 +173,8 @@ def _inject(action, out, local, param):
         ok = True
         try:
             big = np.empty(NOMEM_BYTES // 8, np.float64)
-            big[0] = 1.0
-            out[local] = big[0] * 0.0 + out[local]
+            big[local % 8] = 1.0
+            buf[0] = big[local % 8]
         except Exception:
             ok = False
         with numba.objmode():
@@ -169,6 +190,7 @@ def _inject(action, out, local, param):
     elif action == EXIT0:
         with numba.objmode():
             _exit0()
+    return buf[0]
 
 
 # -- kernels -----------------------------------------------------------------------------------------
@@ -183,7 +205,7 @@ def fault_map(out, x, action, victim, param, pos):
     for i in range(out.shape[0]):
         out[i] = 2.0 * x[i] + 1.0
     if start <= victim < stop:
-        _inject(action, out, victim - start, param)
+        _inject(action, victim - start, param)
 
 
 @sc.kernel(position=True)
@@ -191,7 +213,7 @@ def fault_fill(out, value, action, victim, param, pos):
     """``out[:] = value`` (a thread tag in the busy-write test); the victim partition faults."""
     start, stop, total = pos
     if start <= victim < stop:
-        _inject(action, out, victim - start, param)
+        _inject(action, victim - start, param)
     for i in range(out.shape[0]):
         out[i] = value
 
@@ -208,7 +230,7 @@ def fault_sum(x, action, victim, param, pos):
     for i in range(x.shape[0]):
         s += x[i]
     if start <= victim < stop:
-        _inject(action, x, victim - start, param)
+        _inject(action, victim - start, param)
     return s
 
 
@@ -219,7 +241,7 @@ def fault_smooth(out, u, action, victim, param, pos):
     for i in range(out.shape[0]):
         out[i] = (u[i] + u[i + 1] + u[i + 2]) / 3.0
     if start <= victim < stop:
-        _inject(action, out, victim - start, param)
+        _inject(action, victim - start, param)
 
 
 @jitclass([("value", numba.float64)])
