@@ -87,17 +87,23 @@ def _measure(run: Callable[[], Any], *, repeats: int, warmup: int,
     times: list[float] = []
     out = None
     spent = 0.0
-    for _ in range(max(1, repeats)):
-        if setup:
-            setup()
-        gc.collect()
-        t0 = time.perf_counter()
-        out = run()
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        spent += dt
-        if budget_s is not None and spent > budget_s:
-            break
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()  # as timeit does: no collector pauses inside the timed calls
+    try:
+        for _ in range(max(1, repeats)):
+            if setup:
+                setup()
+            t0 = time.perf_counter()
+            out = run()
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            spent += dt
+            if budget_s is not None and spent > budget_s:
+                break
+    finally:
+        if was_enabled:
+            gc.enable()
     return times, out
 
 
@@ -801,6 +807,14 @@ def fixed_costs(ctx: _Ctx, reps: int) -> None:
     from sharedcompute.kernels.reductions import total
     from sharedcompute.kernels.stencils import jacobi2d
     W = ctx.workers
+    phase = [time.perf_counter()]
+    phases: dict = {}
+    ctx.fixed["phase_s"] = phases
+
+    def done(label: str) -> None:
+        now = time.perf_counter()
+        phases[label] = now - phase[0]
+        phase[0] = now
     # warm the numba on-disk cache so workers load, not compile
     triad.dispatcher(np.zeros(4), np.ones(4), np.ones(4), 1.0)
     jacobi2d.dispatcher(np.zeros((2, 4)), np.ones((4, 4)))
@@ -830,6 +844,7 @@ def fixed_costs(ctx: _Ctx, reps: int) -> None:
         median_first_map_s=statistics.median([x["first_map_s"] for x in r]),
         median_close_s=statistics.median([x["close_s"] for x in r])) for m, r in starts.items()}
 
+    done("pool starts")
     # the run's main pool (default start method: forkserver on Linux)
     ctx.pool = sc.Pool(n_workers=W)
     pool = ctx.pool
@@ -852,6 +867,7 @@ def fixed_costs(ctx: _Ctx, reps: int) -> None:
         map_p90_s=float(np.percentile(lat, 90)), reduce_median_s=statistics.median(rlat),
         reduce_p90_s=float(np.percentile(rlat, 90)), rows=1000)
 
+    done("main pool + dispatch")
     # iterate: per-sweep cost with the loop in the workers vs one pool.map per sweep
     g = 32
     steps = 500 if ctx.quick else 2000
@@ -883,6 +899,7 @@ def fixed_costs(ctx: _Ctx, reps: int) -> None:
     for x in (us, outs):
         x.free()
 
+    done("iterate")
     # private memory per worker after a map over a big array
     n = ctx.args.mem_n or (2**22 if ctx.quick else 2**26)
     mem: dict = dict(n=n, array_bytes=8 * n, idle=_worker_mem(pool.pids))
@@ -898,6 +915,7 @@ def fixed_costs(ctx: _Ctx, reps: int) -> None:
         x.free()
     for x in tiny:
         x.free()
+    done("memory")
 
 
 # -- scaling (for --plot) ---------------------------------------------------------------------
@@ -1212,6 +1230,7 @@ def run(args: argparse.Namespace) -> int:
         ctx.notes.append(f"prange runs on {ctx.pthreads} threads (NUMBA_NUM_THREADS), not "
                          f"{ctx.workers}")
     t_start = time.perf_counter()
+    load_start = _loadavg()
     from ._system import usable_cores
     cores = usable_cores().n
     steps = ["fixed costs", "STREAM"] + names + (["scaling"] if args.plot else [])
@@ -1265,6 +1284,7 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         env = env_info(ctx)
+        env["loadavg_start"] = load_start
         ctx.close()
         try:
             from joblib.externals.loky import get_reusable_executor
@@ -1273,12 +1293,15 @@ def run(args: argparse.Namespace) -> int:
         except Exception:
             pass
     elapsed = time.perf_counter() - t_start
+    leftovers = _leftover_segments()
+    env["loadavg_end"] = _loadavg()
     print(f"sharedcompute bench{' --quick' if ctx.quick else ''}: {ctx.workers} workers "
           f"({env['usable_cores']}), prange on {ctx.pthreads} threads "
           f"[{env['numba_threading_layer']}], pool start method "
           f"{ctx.fixed.get('main_pool', {}).get('start_method', '?')}")
     print(f"{env['cpu']}; Python {env['python']}, NumPy {env['numpy']}, numba {env['numba']}; "
           f"THP anon {env['thp']}, shmem {env['thp_shmem']}")
+    print(f"load average (1 min) at start {load_start:.2f}, at end {env['loadavg_end']:.2f}")
     print(stream_report(ctx))
     print()
     print(table(ctx))
@@ -1290,6 +1313,11 @@ def run(args: argparse.Namespace) -> int:
     print(fixed_report(ctx))
     print(f"\ntotal bench time {elapsed:.0f} s ("
           + ", ".join(f"{k} {v:.0f} s" for k, v in ctx.step_s.items()) + ")")
+    if leftovers:
+        print(f"WARNING: shared-memory segments of this run left in /dev/shm: {leftovers}")
+        rc = 1
+    else:
+        print("no shared-memory segment of this run is left in /dev/shm")
     failed = [r for r in ctx.results if r.ok is False]
     if failed:
         print(f"{len(failed)} approach(es) FAILED their check or raised: "
@@ -1298,7 +1326,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = dict(env=env, stream=ctx.stream, stream_1t=ctx.stream_1t, fixed=ctx.fixed,
                     results=[r.as_dict() for r in ctx.results], scaling=ctx.scaling,
-                    notes=ctx.notes, elapsed_s=elapsed, step_s=ctx.step_s)
+                    notes=ctx.notes, elapsed_s=elapsed, step_s=ctx.step_s,
+                    leftover_segments=leftovers)
         with open(args.json, "w") as f:
             json.dump(data, f, indent=1, default=float)
         print(f"wrote {args.json}")
@@ -1306,6 +1335,27 @@ def run(args: argparse.Namespace) -> int:
         plot(ctx, args.plot)
         print(f"wrote {args.plot}")
     return rc
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return math.nan
+
+
+def _leftover_segments() -> list[str]:
+    """This process's shared-memory blocks (and joblib memmap folders) still in /dev/shm."""
+    from ._system import SHM_DIR
+    from .shared import creator_pid, list_segments
+    pid = os.getpid()
+    left = [n for n in list_segments() if creator_pid(n) == pid]
+    try:
+        left += [n for n in os.listdir(SHM_DIR)
+                 if n.startswith(f"joblib_memmapping_folder_{pid}_")]
+    except OSError:
+        pass
+    return left
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,7 +154,12 @@ def no_leaked_segments():
     """No segment with the package prefix may outlive a test (the tracker works async: poll)."""
     before = set(list_segments())
     yield
+    t0 = time.monotonic(); extra = set(list_segments()) - before
+    if extra:
+        import sys as _s; _s.__stderr__.write(f"\nLINGER {extra}\n")
     left = wait_until(lambda: not (set(list_segments()) - before), timeout=10.0)
+    if extra:
+        _s.__stderr__.write(f"LINGER took {time.monotonic()-t0:.2f}\n")
     assert left, f"leaked shared-memory segments: {sorted(set(list_segments()) - before)}"
 
 
@@ -198,7 +203,9 @@ def pool(request):
         _warm(p)
         yield p
     finally:
+        procs = list(p._executor.procs); t0 = time.monotonic()
         p.close()
+        sys.__stderr__.write(f"\nCLOSE {time.monotonic()-t0:.2f} {[q.exitcode for q in procs]}\n")
 
 
 @pytest.fixture

@@ -1,0 +1,329 @@
+"""The ``sharedcompute`` command: demo, verify, bench, info, cleanup. Thin: it calls the API."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ._system import format_bytes, shm_space, usable_cores
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    print(line)
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+# -- info ------------------------------------------------------------------------------------
+def collect_info() -> dict:
+    import numba
+
+    import sharedcompute as sc
+    from .shared import list_segments
+    cores = usable_cores()
+    space = shm_space()
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR") or ("__pycache__ beside each kernel's "
+                                                       "source (numba's default)")
+    return dict(
+        version=sc.__version__, python=platform.python_version(), numpy=np.__version__,
+        numba=numba.__version__, numba_threading_layer=numba.config.THREADING_LAYER,
+        n_workers=cores.n, n_workers_reason=cores.reason, os_cpu_count=os.cpu_count(),
+        start_method=sc.default_start_method(),
+        shm_path=space.path if space else None, shm_total=space.total if space else None,
+        shm_free=space.free if space else None, numba_cache_dir=cache_dir,
+        numba_cache_enabled=os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0",
+        segments=list_segments())
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = collect_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    shm = ("none (no /dev/shm on this system)" if info["shm_path"] is None else
+           f"{info['shm_path']}: {format_bytes(info['shm_free'])} free of "
+           f"{format_bytes(info['shm_total'])}")
+    rows = [
+        ["sharedcompute", info["version"]],
+        ["python / numpy / numba", f"{info['python']} / {info['numpy']} / {info['numba']}"],
+        ["workers (default)", f"{info['n_workers_reason']} (os.cpu_count() = "
+                              f"{info['os_cpu_count']})"],
+        ["start method (default)", info["start_method"]],
+        ["numba threading layer", f"{info['numba_threading_layer']} (pool workers run "
+                                  "kernels single-threaded)"],
+        ["shared memory", shm],
+        ["numba cache", info["numba_cache_dir"] if info["numba_cache_enabled"] else "disabled"],
+        ["our segments in /dev/shm", str(len(info["segments"]))
+         + (" (see `sharedcompute cleanup`)" if info["segments"] else "")],
+    ]
+    _print_table(rows, ["item", "value"])
+    return 0
+
+
+# -- cleanup ---------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_leftovers(directory: str) -> list[dict]:
+    """Our segments in ``directory`` with their creator, owner and whether removable."""
+    from .shared import creator_pid, list_segments
+    out = []
+    for name in list_segments(directory):
+        pid = creator_pid(name)
+        try:
+            st = os.stat(os.path.join(directory, name))
+        except FileNotFoundError:
+            continue
+        mine = st.st_uid == os.geteuid()
+        alive = _pid_alive(pid)
+        reason = ("creator alive" if alive else "not owned by you" if not mine
+                  else "creator gone")
+        out.append(dict(name=name, pid=pid, bytes=st.st_size, creator_alive=alive,
+                        removable=mine and not alive, reason=reason))
+    return out
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    found = find_leftovers(args.dir)
+    removed = []
+    if args.yes:
+        for seg in found:
+            if seg["removable"]:
+                try:
+                    os.unlink(os.path.join(args.dir, seg["name"]))
+                    removed.append(seg["name"])
+                except FileNotFoundError:
+                    pass
+    if args.json:
+        print(json.dumps(dict(segments=found, removed=removed), indent=2))
+        return 0
+    if not found:
+        print(f"no sharedcompute segments in {args.dir}")
+        return 0
+    rows = [[s["name"], str(s["pid"]), format_bytes(s["bytes"]), s["reason"],
+             "removed" if s["name"] in removed else
+             ("removable" if s["removable"] else "kept")] for s in found]
+    _print_table(rows, ["segment", "creator pid", "size", "why", "action"])
+    leftover = [s for s in found if s["removable"] and s["name"] not in removed]
+    if leftover and not args.yes:
+        print(f"\n{len(leftover)} segment(s) whose creator is gone; remove them with "
+              "`sharedcompute cleanup --yes`")
+    return 0
+
+
+# -- verify ----------------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace) -> int:
+    import sharedcompute as sc
+    from .kernels.registry import ENTRIES, share_args
+    names = args.kernels or sorted(ENTRIES)
+    unknown = [n for n in names if n not in ENTRIES]
+    if unknown:
+        print(f"unknown kernel(s): {', '.join(unknown)}; known: {', '.join(sorted(ENTRIES))}",
+              file=sys.stderr)
+        return 2
+    results = []
+    with sc.Pool(args.workers, start_method=args.start_method) as pool:
+        for name in names:
+            entry = ENTRIES[name]
+            for dtype in entry.dtypes:
+                call, kwargs = entry.make(np.random.default_rng(0), args.rows, dtype)
+                shared = share_args(pool, call)
+                report = sc.verify(pool, entry.kernel, *shared, **kwargs)
+                for a in shared:
+                    if isinstance(a, sc.SharedArray):
+                        a.free()
+                for c in report.comparisons:
+                    results.append(dict(kernel=name, dtype=dtype, output=c.label,
+                                        max_abs=c.max_abs, max_rel=c.max_rel, rtol=c.rtol,
+                                        atol=c.atol, ok=c.ok))
+    bad = [r for r in results if not r["ok"]]
+    if args.json:
+        print(json.dumps(dict(workers=pool.n_workers, results=results, ok=not bad), indent=2))
+    else:
+        if not args.quiet:
+            _print_table([[r["kernel"], r["dtype"], r["output"], f"{r['max_abs']:.3g}",
+                           f"{r['max_rel']:.3g}", f"{r['rtol']:.3g}/{r['atol']:.3g}",
+                           "ok" if r["ok"] else "MISMATCH"] for r in results],
+                         ["kernel", "dtype", "output", "max abs err", "max rel err",
+                          "rtol/atol", "status"])
+        print(f"\n{len(results) - len(bad)} of {len(results)} outputs within tolerance on "
+              f"{pool.n_workers} workers" + (f"; MISMATCH in {len(bad)}" if bad else ""))
+    return 1 if bad else 0
+
+
+# -- demo ------------------------------------------------------------------------------------
+def _median_time(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import sharedcompute as sc
+    from .kernels import compute, elementwise, reductions, stencils
+    space = shm_space()
+    budget = min(space.free // 8 if space else 1 << 30, 1 << 30)  # stay far below /dev/shm
+    n = int(min(2**24, budget // (3 * 8))) if not args.small else 2**16
+    grid = 2048 if not args.small else 256
+    rng = np.random.default_rng(0)
+    t_start = time.perf_counter()
+    rows, ok_all = [], True
+    with sc.Pool(args.workers, start_method=args.start_method) as pool:
+        t_pool = time.perf_counter() - t_start
+        b, c = pool.array(rng.random(n)), pool.array(rng.random(n))
+        a = pool.zeros(n)
+
+        def step(label: str, size: str, run_pool: Any, run_one: Any, check: Any) -> None:
+            nonlocal ok_all
+            run_pool()
+            run_one()  # warm both (compile)
+            t_p = _median_time(run_pool, 3)
+            t_1 = _median_time(run_one, 3)
+            ok = bool(check())
+            ok_all &= ok
+            rows.append([label, size, f"{t_1 * 1e3:.1f}", f"{t_p * 1e3:.1f}",
+                         f"{t_1 / t_p:.2f}x", "ok" if ok else "MISMATCH"])
+
+        an, bn, cn = np.asarray(a), np.asarray(b), np.asarray(c)
+        a1 = np.zeros(n)
+        step("triad a = b + 2c", f"{n:,} float64",
+             lambda: pool.map(elementwise.triad, a, b, c, 2.0),
+             lambda: elementwise.triad.dispatcher(a1, bn, cn, 2.0),
+             lambda: sc.verify(pool, elementwise.triad, a, b, c, 2.0).ok)
+        step("dot(b, c)", f"{n:,} float64",
+             lambda: pool.reduce(reductions.dot, b, c),
+             lambda: reductions.dot.dispatcher(bn, cn),
+             lambda: sc.verify(pool, reductions.dot, b, c).ok)
+        u0 = np.zeros((grid, grid))
+        u0[0] = 100.0
+        u, w = pool.array(u0), pool.array(u0)
+        sweeps = 50
+        one_u, one_w = u0.copy(), u0.copy()
+
+        def sweeps_one() -> None:
+            x, y = one_w, one_u
+            for _ in range(sweeps):
+                stencils.jacobi2d.dispatcher(x[1:-1], y)
+                x, y = y, x
+        step(f"jacobi2d x{sweeps} (iterate)", f"{grid}x{grid}",
+             lambda: pool.iterate(stencils.jacobi2d, w, u, steps=sweeps),
+             sweeps_one,
+             lambda: sc.verify(pool, stencils.jacobi2d, w, u).ok)
+        m = pool.zeros((grid // 2, grid // 2), np.int32)
+        m1 = np.zeros((grid // 2, grid // 2), np.int32)
+        step("mandelbrot (200 iter)", f"{grid // 2}x{grid // 2}",
+             lambda: pool.map(compute.mandelbrot, m, -2.0, 1.0, -1.5, 1.5, 200),
+             lambda: compute.mandelbrot.dispatcher(m1, -2.0, 1.0, -1.5, 1.5, 200,
+                                                   (0, m1.shape[0], m1.shape[0])),
+             lambda: sc.verify(pool, compute.mandelbrot, m, -2.0, 1.0, -1.5, 1.5, 200).ok)
+        del an, bn, cn
+        insights = pool.insights()
+    if args.json:
+        print(json.dumps(dict(workers=pool.n_workers, start_method=pool.start_method,
+                              pool_start_s=t_pool, rows=rows, ok=ok_all), indent=2))
+    else:
+        print(f"sharedcompute demo: {pool.n_workers} workers ({usable_cores().reason}), "
+              f"start method {pool.start_method}, pool started in {t_pool:.2f} s\n")
+        _print_table(rows, ["step", "size", "numba 1 thread ms", "pool ms", "speedup",
+                            "verified"])
+        if args.verbose:
+            print()
+            print(insights)
+        print(f"\n{'all results verified against their NumPy references' if ok_all else 'VERIFICATION FAILED'}"
+              "; shared memory released")
+    return 0 if ok_all else 1
+
+
+# -- bench -----------------------------------------------------------------------------------
+def _add_bench(sub: Any) -> None:
+    try:
+        from . import bench
+    except ImportError:
+        bench = None
+    p = sub.add_parser("bench", help="benchmark against NumPy, numba and multiprocessing")
+    if bench is not None:
+        bench.add_arguments(p)
+        p.set_defaults(func=bench.run)
+    else:  # pragma: no cover
+        p.set_defaults(func=lambda a: (print("benchmarks are not installed", file=sys.stderr), 2)[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)  # -v/-q before or after the subcommand
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="more detail and debug logs")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only the summary")
+    parser = argparse.ArgumentParser(prog="sharedcompute", description=__doc__,
+                                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+    real_add = sub.add_parser
+    sub.add_parser = lambda *a, **k: real_add(*a, parents=[common], **k)  # type: ignore
+
+    p = sub.add_parser("demo", help="run the library's kernels on arrays sized to this machine")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--start-method", default=None)
+    p.add_argument("--small", action="store_true", help="small arrays (seconds)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("verify", help="check kernels against their NumPy references")
+    p.add_argument("kernels", nargs="*", metavar="KERNEL")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--start-method", default=None)
+    p.add_argument("--rows", type=int, default=10_007)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    _add_bench(sub)
+
+    p = sub.add_parser("info", help="workers and why, start method, numba, /dev/shm")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("cleanup", help="remove segments left by processes that no longer exist")
+    p.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+    p.add_argument("--dir", default="/dev/shm", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cleanup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("verbose", "quiet"):
+        if not hasattr(args, name):
+            setattr(args, name, False)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a clear one-line error, not a traceback, for known failures
+        from .errors import SharedComputeError
+        if isinstance(exc, SharedComputeError) and not args.verbose:
+            print(f"sharedcompute: error: {exc}", file=sys.stderr)
+            return 1
+        raise

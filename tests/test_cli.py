@@ -1,0 +1,110 @@
+"""The command line, driven in subprocesses: exit codes and output of every subcommand."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import sharedcompute as sc
+from sharedcompute.shared import list_segments
+
+EXE = shutil.which("sharedcompute") or os.path.join(os.path.dirname(sys.executable),
+                                                    "sharedcompute")
+
+
+def run_cli(*args, timeout=300):
+    proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd="/tmp")
+    return proc
+
+
+def test_console_script_and_module_both_work():
+    assert os.path.exists(EXE), "the sharedcompute console script is not installed"
+    a = run_cli("info", "--json")
+    b = subprocess.run([sys.executable, "-m", "sharedcompute", "info", "--json"],
+                       capture_output=True, text=True, timeout=120, cwd="/tmp")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert json.loads(a.stdout)["n_workers"] == json.loads(b.stdout)["n_workers"]
+
+
+def test_info_reports_workers_shm_and_numba():
+    proc = run_cli("info")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{sc.usable_cores().n} from" in proc.stdout
+    for word in ("start method", "forkserver", "numba", "/dev/shm", "GiB free"):
+        assert word in proc.stdout
+    info = json.loads(run_cli("info", "--json").stdout)
+    assert info["n_workers"] == sc.usable_cores().n and info["shm_free"] > 0
+
+
+def test_verify_all_kernels_passes_and_unknown_kernel_fails():
+    proc = run_cli("verify", "--rows", "1001")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "triad" in proc.stdout and "mandelbrot" in proc.stdout and "MISMATCH" not in proc.stdout
+    data = json.loads(run_cli("verify", "total", "cumsum", "--json").stdout)
+    assert data["ok"] is True and {r["kernel"] for r in data["results"]} == {"total", "cumsum"}
+    bad = run_cli("verify", "no_such_kernel")
+    assert bad.returncode == 2 and "unknown kernel(s): no_such_kernel" in bad.stderr
+
+
+def test_demo_small_runs_verifies_and_leaves_nothing():
+    before = set(list_segments())
+    proc = run_cli("demo", "--small", "-v")
+    assert proc.returncode == 0, proc.stderr
+    assert "all results verified" in proc.stdout and "imbalance" in proc.stdout
+    for step in ("triad", "dot", "jacobi2d", "mandelbrot"):
+        assert step in proc.stdout
+    assert _dead_creators(set(list_segments()) - before) == []
+
+
+def _dead_creators(names):
+    """Segments whose creating process has exited (others may belong to concurrent runs)."""
+    from sharedcompute.cli import _pid_alive
+    from sharedcompute.shared import creator_pid
+    return sorted(n for n in names if not _pid_alive(creator_pid(n)))
+
+
+def test_cleanup_removes_segments_of_dead_creators_only(tmp_path):
+    # A process that is killed together with its resource tracker (`kill -9` of everything)
+    # leaves its segment behind: exactly what cleanup is for.
+    code = textwrap.dedent("""
+        import numpy as np, sys
+        from multiprocessing import resource_tracker
+        import sharedcompute as sc
+        a = sc.SharedArray.zeros(1000)
+        resource_tracker.ensure_running()
+        print(a.name, resource_tracker._resource_tracker._pid, flush=True)
+        sys.stdin.read()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    name, tracker = child.stdout.readline().split()
+    os.kill(int(tracker), signal.SIGKILL)
+    child.kill()
+    child.wait()
+    alive = sc.SharedArray.zeros(10)  # our own process is alive: never touched
+    try:
+        listing = run_cli("cleanup")
+        assert listing.returncode == 0
+        assert name in listing.stdout and "creator gone" in listing.stdout
+        assert alive.name in listing.stdout and "creator alive" in listing.stdout
+        assert name in list_segments()  # listing alone removes nothing
+        data = json.loads(run_cli("cleanup", "--yes", "--json").stdout)
+        assert name in data["removed"] and alive.name not in data["removed"]
+        assert name not in list_segments() and alive.name in list_segments()
+        assert float(np.asarray(alive).sum()) == 0.0
+    finally:
+        alive.free()
+
+
+def test_errors_are_one_clear_line():
+    proc = run_cli("demo", "--small", "--workers", "0")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("sharedcompute: error: n_workers=0 must be a positive "
+                                   "integer (or None for the usable cores)")
