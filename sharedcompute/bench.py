@@ -43,6 +43,7 @@ import numpy as np
 DEFAULT_KERNELS = ("triad", "total", "dot", "logistic_map", "jacobi2d", "mandelbrot", "matmul")
 APPROACHES = ("numpy", "numba-1t", "prange", "pool", "mp.Pool", "joblib")
 MANDEL_BOX = (-2.0, 1.0, -1.5, 1.5)
+JOBLIB_PREFIX = "sharedcompute-bench-joblib-"
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -120,7 +121,6 @@ def _compare(got: Any, want: Any, rtol: float, atol: float = 0.0) -> tuple[bool,
     with np.errstate(all="ignore"):
         err = np.abs(g - w)
         nan_mismatch = bool(np.any(np.isnan(g) != np.isnan(w)))
-        max_abs = float(np.nanmax(err)) if err.size else 0.0
         scale = np.abs(w)
         rel = float(np.nanmax(err / np.where(scale > 0, scale, 1.0))) if err.size else 0.0
         ok = (not nan_mismatch) and bool(np.all((err <= atol + rtol * scale) | np.isnan(w)))
@@ -481,8 +481,22 @@ def wl_triad(ctx: _Ctx, entry: Any) -> None:
         ctx.add(name, "mp.Pool", mp_run, repeats=min(reps, 5), setup=_nan_fill(a), check=chk,
                 nbytes=nbytes, stream="triad", note=f"{len(chunks)} pickled chunks")
     if _have_joblib() and _mp_fits(ctx, name, nbytes):
-        from joblib import Parallel, delayed
-        with Parallel(n_jobs=W) as par:
+        _joblib_triad(ctx, name, a, b, c, s, chunks, chk, reps, nbytes)
+
+
+def _joblib_triad(ctx: _Ctx, name: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, s: float,
+                  chunks: list, chk: Callable, reps: int, nbytes: float) -> None:
+    """joblib.Parallel with its defaults (loky workers, inputs over 1 MB memmapped), in a
+    temp folder of our own: joblib would otherwise leave its folder until interpreter exit."""
+    import shutil
+    import tempfile
+
+    from joblib import Parallel, delayed
+    from joblib.externals.loky import get_reusable_executor
+    from ._system import SHM_DIR
+    tmp = tempfile.mkdtemp(prefix=JOBLIB_PREFIX, dir=SHM_DIR if os.path.isdir(SHM_DIR) else None)
+    try:
+        with Parallel(n_jobs=ctx.workers, temp_folder=tmp) as par:
             def jl_run() -> np.ndarray:
                 parts = par(delayed(_mp_triad)((b[i:j], c[i:j], s)) for i, j in chunks)
                 np.concatenate(parts, out=a)
@@ -490,6 +504,9 @@ def wl_triad(ctx: _Ctx, entry: Any) -> None:
             ctx.add(name, "joblib", jl_run, repeats=min(reps, 5), setup=_nan_fill(a),
                     check=chk, nbytes=nbytes, stream="triad",
                     note="loky, inputs auto-memmapped")
+    finally:
+        get_reusable_executor().shutdown(wait=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def wl_total(ctx: _Ctx, entry: Any) -> None:
@@ -1286,12 +1303,6 @@ def run(args: argparse.Namespace) -> int:
         env = env_info(ctx)
         env["loadavg_start"] = load_start
         ctx.close()
-        try:
-            from joblib.externals.loky import get_reusable_executor
-            if "joblib" in sys.modules:
-                get_reusable_executor().shutdown(wait=True)
-        except Exception:
-            pass
     elapsed = time.perf_counter() - t_start
     leftovers = _leftover_segments()
     env["loadavg_end"] = _loadavg()
@@ -1351,8 +1362,8 @@ def _leftover_segments() -> list[str]:
     pid = os.getpid()
     left = [n for n in list_segments() if creator_pid(n) == pid]
     try:
-        left += [n for n in os.listdir(SHM_DIR)
-                 if n.startswith(f"joblib_memmapping_folder_{pid}_")]
+        left += [n for n in os.listdir(SHM_DIR) if n.startswith(JOBLIB_PREFIX)
+                 or n.startswith(f"joblib_memmapping_folder_{pid}_")]
     except OSError:
         pass
     return left

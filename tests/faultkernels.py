@@ -71,11 +71,19 @@ def _mark_started() -> None:
             f.write(str(os.getpid()))
 
 
+def _quiet_crash() -> None:
+    """Stop faulthandler (pytest enables it; fork workers inherit it) printing a dump for the
+    crash this kernel is about to cause on purpose."""
+    import faulthandler
+    faulthandler.disable()
+
+
 def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _abort() -> None:
+    _quiet_crash()
     os.abort()
 
 
@@ -155,6 +163,8 @@ def _inject(action, local, param):
         with numba.objmode():
             _kill_self()
     elif action == SIGSEGV:
+        with numba.objmode():
+            _quiet_crash()
         # A native store 8 TiB past a small heap array: far outside every mapping.
         buf[(1 << 40) + local] = 1.0
     elif action == SIGABRT:

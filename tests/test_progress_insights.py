@@ -1,0 +1,85 @@
+"""Progress bars count completed partitions; insights account for every worker's time."""
+import numpy as np
+import pytest
+
+import sharedcompute as sc
+from conftest import START_METHODS, shared_pool
+from sharedcompute.kernels import stencils
+from sharedcompute.partition import chunk_grid, chunk_rows
+from testkernels import fill_ones, nd_sum
+
+
+class Counter:
+    def __init__(self):
+        self.n, self.updates, self.closed = 0, [], False
+
+    def update(self, k):
+        assert not self.closed
+        self.n += k
+        self.updates.append(k)
+
+    def close(self):
+        self.closed = True
+
+
+def _n_chunks(shape, itemsize=8):
+    row = int(np.prod(shape[1:])) * itemsize
+    return len(chunk_grid(shape[0], chunk_rows(shape[0], row)))
+
+
+@pytest.mark.parametrize("n_workers", [1, 3])
+def test_progress_ends_at_exactly_the_number_of_partitions(n_workers):
+    pool = shared_pool(n_workers, START_METHODS[-1])
+    a = pool.zeros((300_000, 3))
+    parts = _n_chunks(a.shape)
+    assert parts > n_workers
+    for call in (lambda bar: pool.map(fill_ones, a, progress=bar),
+                 lambda bar: pool.reduce(nd_sum, a, progress=bar)):
+        bar = Counter()
+        call(bar)
+        assert bar.n == parts and bar.closed and all(k > 0 for k in bar.updates)
+    u, w = pool.zeros((200, 50)), pool.zeros((200, 50))
+    bar = Counter()
+    pool.iterate(stencils.jacobi2d, w, u, steps=7, progress=bar)
+    assert bar.n == 7 * _n_chunks((200, 50)) and bar.closed
+    for x in (a, u, w):
+        x.free()
+
+
+def test_progress_true_without_tqdm_prints_a_plain_line(capsys, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    pool = sc.Pool(2, backend="inline")
+    try:
+        a = pool.zeros(100_000)
+        pool.map(fill_ones, a, progress=True)
+        err = capsys.readouterr().err
+        n = _n_chunks(a.shape)
+        assert f"fill_ones: {n}/{n} partitions (100%)" in err
+    finally:
+        pool.close()
+
+
+def test_insights_account_compile_compute_and_idle():
+    pool = sc.Pool(2, start_method=START_METHODS[-1])
+    try:
+        a = pool.zeros(2_000_000)
+        pool.map(fill_ones, a)
+        pool.reduce(nd_sum, a)
+        rows = pool.insights()
+        assert [r["pid"] for r in rows] == pool.pids
+        for r in rows:
+            assert r["tasks"] == 2
+            assert r["compute_s"] > 0 and r["compile_s"] >= 0 and r["idle_s"] > 0
+        assert rows.imbalance >= 1.0
+        text = str(rows)
+        assert "compile s" in text and "imbalance" in text and str(pool.pids[0]) in text
+        a.free()
+    finally:
+        pool.close()
