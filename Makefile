@@ -14,11 +14,11 @@ demo: $(BIN)/python
 	$(BIN)/python -m pip install --quiet .
 	cd /tmp && $(CURDIR)/$(BIN)/sharedcompute demo
 
-# make test: install the package (not editable) with the test extras; run the whole suite
+# make test: install the package (not editable) with the test and dask extras; run the whole suite
 # against the installed copy (pytest runs from tests/ with --import-mode=importlib so the
 # source tree's sharedcompute/ is never imported by accident).
 test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet ".[test]"
+	$(BIN)/python -m pip install --quiet ".[test,dask]"
 	$(BIN)/pytest -p no:cacheprovider --import-mode=importlib -q tests
 
 bench: $(BIN)/python

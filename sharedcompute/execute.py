@@ -73,7 +73,7 @@ def _label(kernel: Kernel, i: int) -> str:
 
 
 def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary: Any,
-              in_process: bool) -> Plan:
+              in_process: bool, array_types: tuple = ()) -> Plan:
     """Check arguments and describe how to split them; raises InputError before any work."""
     if not isinstance(kernel, Kernel):
         raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with @sc.kernel")
@@ -90,12 +90,15 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
         forced_whole = isinstance(arg, Whole)
         if forced_whole:
             arg = arg.array
-        if isinstance(arg, SharedArray) or (in_process and isinstance(arg, np.ndarray)):
+        if isinstance(arg, (SharedArray,) + array_types) or (in_process and
+                                                             isinstance(arg, np.ndarray)):
             if isinstance(arg, np.ndarray):
                 check_dtype(arg.dtype)
                 if writable and not arg.flags.writeable:
                     raise InputError(f"kernel {kernel.name} writes {label!r}, but that array is "
                                      "read-only; pass a writable array")
+            elif not isinstance(arg, SharedArray):
+                check_dtype(arg.dtype)
             else:
                 if arg.block is not None:
                     arg.block.check_intact()
@@ -164,6 +167,7 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
 
 
 def _check_stencil_aliasing(kernel: Kernel, args: Sequence[Any], shared: list) -> None:
+    shared = [(i, a) for i, a in shared if isinstance(a, (SharedArray, np.ndarray))]
     written = [a for i, a in shared if i in kernel.writes]
     read = [(i, a) for i, a in shared if i not in kernel.writes]
     for out in written:

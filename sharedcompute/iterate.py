@@ -24,9 +24,9 @@ def _swap_indices(plan: Plan) -> tuple[int, int]:
     return out_i, reads[0]
 
 
-def iterate_call(plan: Plan, executor: Any, *, steps: int, residual: Kernel | None, tol: float,
-                 check_every: int, pool: Any, timeout: float | None = None,
-                 progress: Any = None) -> Any:
+def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
+                  check_every: int) -> tuple[int, int]:
+    """Validate an iterate call; return the indices of the two arrays it swaps."""
     kernel = plan.kernel
     if kernel.kind != "map":
         raise InputError(f"iterate runs map/stencil kernels; {kernel.name} is a {kernel.kind}")
@@ -43,6 +43,15 @@ def iterate_call(plan: Plan, executor: Any, *, steps: int, residual: Kernel | No
         raise InputError(f"iterate swaps {kernel.params[out_i]!r} and {kernel.params[in_i]!r}, so "
                          f"they need the same shape and dtype; got {out_arr.shape} {out_arr.dtype} "
                          f"and {in_arr.shape} {in_arr.dtype}")
+    return out_i, in_i
+
+
+def iterate_call(plan: Plan, executor: Any, *, steps: int, residual: Kernel | None, tol: float,
+                 check_every: int, pool: Any, timeout: float | None = None,
+                 progress: Any = None) -> Any:
+    kernel = plan.kernel
+    out_i, in_i = check_iterate(plan, steps, residual, check_every)
+    out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
     d, n = kernel.depth, plan.n_rows
     if d and plan.boundary == "none":
         lo, hi = valid_rows(n, d, "none")

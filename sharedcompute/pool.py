@@ -335,7 +335,14 @@ class Pool:
         self._blocks: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._forget: list[str] = []
         self._restarts = 0
-        if backend == "inline":
+        self._dask: Any = None
+        if backend == "dask" or type(backend).__module__.startswith("distributed"):
+            from .dask_backend import DaskBackend
+            self._dask = DaskBackend(None if backend == "dask" else backend, self.n_workers)
+            self.n_workers = self._dask.n_workers
+            self.start_method = "dask"
+            self._executor = _InlineExecutor(self.n_workers)  # unused; keeps insights() valid
+        elif backend == "inline":
             self.start_method = "inline"
             self._executor: Any = _InlineExecutor(self.n_workers)
         elif backend == "processes":
@@ -353,8 +360,8 @@ class Pool:
             self._executor = _ProcessExecutor(self.n_workers, method)
             self._executor.start()
         else:
-            raise InputError(f"backend={backend!r} is not known; use 'processes' or 'inline' "
-                             "(a Dask backend is not available in this version)")
+            raise InputError(f"backend={backend!r} is not known; use 'processes', 'inline', "
+                             "'dask' or a distributed.Client")
         _live_pools.add(self)
 
     # -- arrays --------------------------------------------------------------------------------
@@ -367,24 +374,30 @@ class Pool:
     def empty(self, shape: int | tuple, dtype: Any = np.float64) -> SharedArray:
         """A new shared array owned by this pool (freed when the pool closes)."""
         self._check_open()
+        if self._dask is not None:
+            return self._dask.empty(shape, dtype)
         return self._own(SharedArray.empty(shape, dtype))
 
     def zeros(self, shape: int | tuple, dtype: Any = np.float64) -> SharedArray:
         """A new zero-filled shared array owned by this pool."""
         self._check_open()
+        if self._dask is not None:
+            return self._dask.zeros(shape, dtype)
         return self._own(SharedArray.zeros(shape, dtype))
 
     def empty_like(self, x: Any, dtype: Any = None) -> SharedArray:
         """A new shared array with the shape (and dtype) of ``x``."""
-        return self.empty(np.shape(x), np.asarray(x).dtype if dtype is None else dtype)
+        return self.empty(_shape_of(x), _dtype_of(x) if dtype is None else dtype)
 
     def zeros_like(self, x: Any, dtype: Any = None) -> SharedArray:
         """A new zero-filled shared array with the shape (and dtype) of ``x``."""
-        return self.zeros(np.shape(x), np.asarray(x).dtype if dtype is None else dtype)
+        return self.zeros(_shape_of(x), _dtype_of(x) if dtype is None else dtype)
 
     def array(self, x: Any) -> SharedArray:
         """Copy ``x`` (once) into a new C-ordered shared array owned by this pool."""
         self._check_open()
+        if self._dask is not None:
+            return self._dask.array(x)
         return self._own(SharedArray.from_array(x))
 
     # -- running kernels -----------------------------------------------------------------------
@@ -420,6 +433,14 @@ class Pool:
     def _call(self, runner: Any, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
               timeout: Any, progress: Any, **extra: Any) -> Any:
         self._check_open()
+        if self._dask is not None:
+            plan = self._dask.plan(kernel, args, rows, boundary)
+            if runner is execute.map_call:
+                return self._dask.map(plan, timeout, progress)
+            if runner is execute.reduce_call:
+                return self._dask.reduce(plan, timeout, progress)
+            extra.pop("pool", None)
+            return self._dask.iterate(plan, timeout=timeout, progress=progress, **extra)
         if isinstance(kernel, Kernel) and not self._executor.in_process:
             kernel.check_sendable(self.start_method)
         plan = make_plan(kernel, args, rows=rows, boundary=boundary,
@@ -483,7 +504,9 @@ class Pool:
             return
         with self._lock:
             self._closed = True
-            if not self._executor.in_process:
+            if self._dask is not None:
+                self._dask.close()
+            elif not self._executor.in_process:
                 self._executor.stop()
             for block in list(self._blocks):
                 block.release(strict=False)
@@ -508,6 +531,14 @@ class Pool:
             self.close()
         except Exception:
             pass
+
+
+def _shape_of(x: Any) -> tuple:
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _dtype_of(x: Any) -> np.dtype:
+    return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
 
 
 def _claim_writes(names: list[str], kernel: Kernel) -> None:

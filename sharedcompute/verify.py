@@ -106,6 +106,10 @@ def run_reference(kernel: Kernel, args: list[Any], boundary: Any = None) -> Any:
     return kernel.reference(*call)
 
 
+def _is_cluster_array(x: Any) -> bool:
+    return type(x).__name__ == "DaskArray" and type(x).__module__ == "sharedcompute.dask_backend"
+
+
 def verify(pool: Any, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
            rtol: float | None = None, atol: float | None = None) -> VerificationReport:
     """Run ``kernel`` on ``pool`` and its reference on copies of the inputs; compare.
@@ -127,7 +131,7 @@ def verify(pool: Any, kernel: Kernel, *args: Any, rows: int | None = None, bound
     pool_args, ref_args, made = [], [], []
     for a in args:
         inner = a.array if isinstance(a, Whole) else a
-        if isinstance(inner, SharedArray):
+        if isinstance(inner, SharedArray) or _is_cluster_array(inner):
             copy = pool.array(np.asarray(inner))
             made.append(copy)
             pool_args.append(Whole(copy) if isinstance(a, Whole) else copy)
@@ -168,5 +172,9 @@ def verify(pool: Any, kernel: Kernel, *args: Any, rows: int | None = None, bound
     finally:
         del pool_args
         for m in made:
-            m.block.release(strict=False) if m.block is not None else None
+            if isinstance(m, SharedArray):
+                if m.block is not None:
+                    m.block.release(strict=False)
+            else:
+                m.free()
     return report

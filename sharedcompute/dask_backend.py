@@ -1,0 +1,357 @@
+"""The same kernels and calls on a Dask distributed cluster (``sc.Pool(backend=client)``).
+
+Arrays live on the cluster as dask arrays; ``map`` is functional there: each chunk of the
+fixed chunk grid (partition.py, the same as the local pool's) becomes one task that copies
+its output rows, runs the numba kernel on them and returns the new block, and the handle is
+rebound to the result. Halos are built per chunk with the local pool's own padding rules, and
+reduction partials are combined here, in the parent, along the same fixed tree, so results
+are bitwise those of the local pool. Imported only when a Dask backend is asked for.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, KernelTimeoutError
+from .execute import ArgSpec, Plan, make_plan
+from .kernel import Kernel
+from .partition import chunk_grid, chunk_rows, source_row, tree_reduce, valid_rows
+from .shared import check_dtype
+
+THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                               "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
+
+
+def _import_dask():
+    try:
+        import dask
+        import dask.array as da
+        import distributed
+    except ImportError as exc:
+        raise InputError("the Dask backend needs dask and distributed: "
+                         'pip install "sharedcompute[dask]"') from exc
+    return dask, da, distributed
+
+
+class DaskArray:
+    """An array on the Dask backend: lazy; ``np.asarray`` gathers it (a copy); kernels that
+    write it rebind it to their result instead of writing in place."""
+
+    def __init__(self, data: Any):
+        self.data = data
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def numpy(self) -> np.ndarray:
+        """Gather to a new NumPy array (a copy, unlike SharedArray.numpy)."""
+        if self.data is None:
+            from .errors import ArrayFreedError
+            raise ArrayFreedError("this Dask array was freed")
+        return np.asarray(self.data.compute())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def free(self) -> None:
+        self.data = None
+
+    def __repr__(self) -> str:
+        return f"DaskArray(shape={self.shape}, dtype={self.dtype}, chunks={self.data.chunks[0][:3]}...)"
+
+
+class _KernelFailure(Exception):
+    """Raised on a Dask worker: a plain dict describing the kernel's exception."""
+
+
+def _fail(kernel: Kernel, exc: BaseException, rows: tuple) -> _KernelFailure:
+    import os
+    return _KernelFailure(dict(type=type(exc).__name__, message=str(exc), rows=rows,
+                               pid=os.getpid(), traceback="".join(
+                                   traceback.format_exception(type(exc), exc, exc.__traceback__))))
+
+
+def _call_kernel(kernel: Kernel, func: Any, args: list, rows: tuple) -> Any:
+    try:
+        return func(*args)
+    except Exception as exc:
+        raise _fail(kernel, exc, rows) from None
+
+
+def _map_block(kernel: Kernel, kinds: tuple, s: int, e: int, vs: int, ve: int, n: int,
+               boundary: Any, extra: Any, *inputs: Any) -> tuple:
+    """One chunk on a worker: copy the output rows, run the kernel on rows [vs, ve)."""
+    args, outs = [], []
+    d = kernel.depth
+    for (kind, writable, const_mask), inp in zip(kinds, inputs):
+        if kind == "value" or kind == "whole":
+            args.append(inp)
+        elif writable:
+            block = np.array(inp)  # copy: Dask blocks are never written in place
+            outs.append(block)
+            args.append(block[vs - s:ve - s])
+        elif d:
+            local = np.array(inp)
+            if const_mask is not None:
+                local[const_mask] = boundary
+            args.append(local)
+        else:
+            args.append(inp)
+    if ve > vs:
+        if kernel.position:
+            args.append((vs, ve, n))
+        if extra is not None:
+            args.append(extra)
+        _call_kernel(kernel, kernel.dispatcher, args, (vs, ve))
+    return tuple(outs)
+
+
+def _leaf(kernel: Kernel, func_name: str, s: int, e: int, n: int, *args: Any) -> Any:
+    func = getattr(kernel, func_name)
+    call = list(args)
+    if kernel.position and func_name == "dispatcher":
+        call.append((s, e, n))
+    return _call_kernel(kernel, func, call, (s, e))
+
+
+def _setup_worker() -> None:
+    """On each Dask worker: one BLAS/numba thread per worker process, kernels importable."""
+    import os
+    os.environ.update(THREAD_ENV)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1)
+    except Exception:
+        pass
+    import sharedcompute.kernels  # noqa: F401
+
+
+def _worker_plugin() -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class SharedcomputeSetup(WorkerPlugin):
+        name = "sharedcompute-setup"
+
+        def setup(self, worker: Any) -> None:
+            _setup_worker()
+    return SharedcomputeSetup()
+
+
+class DaskBackend:
+    """Runs Pool calls on a distributed Client; see the module docstring."""
+
+    in_process = True
+    start_method = "dask"
+
+    def __init__(self, client: Any = None, n_workers: int | None = None):
+        dask, da, distributed = _import_dask()
+        self._own_cluster = None
+        if client is None:
+            dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV})
+            self._own_cluster = distributed.LocalCluster(
+                n_workers=n_workers or 2, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=40)
+            client = distributed.Client(self._own_cluster)
+        self.client = client
+        client.register_plugin(_worker_plugin())
+        self.n_workers = len(client.scheduler_info()["workers"])
+
+    # -- arrays --------------------------------------------------------------------------------
+    def array(self, x: Any) -> DaskArray:
+        _, da, _ = _import_dask()
+        src = np.asarray(x)
+        if src.dtype.kind in "biufc" and not src.dtype.isnative:
+            src = src.astype(src.dtype.newbyteorder("="))
+        check_dtype(src.dtype)
+        src = np.ascontiguousarray(src)
+        rows = src.shape[0] if src.ndim else 1
+        row_bytes = src.itemsize * int(np.prod(src.shape[1:], dtype=np.int64)) if src.ndim else 8
+        chunks = (chunk_rows(rows, row_bytes),) + src.shape[1:] if src.ndim else ()
+        data = da.from_array(src, chunks=chunks, name=False)  # name=False: no hashing of GBs
+        return DaskArray(self.client.persist(data))
+
+    def zeros(self, shape: Any, dtype: Any = np.float64) -> DaskArray:
+        return self.array(np.zeros(shape, check_dtype(dtype)))
+
+    def empty(self, shape: Any, dtype: Any = np.float64) -> DaskArray:
+        return self.zeros(shape, dtype)
+
+    # -- calls ---------------------------------------------------------------------------------
+    def plan(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any) -> Plan:
+        return make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
+                         array_types=(DaskArray,))
+
+    def _gather(self, futures: list, timeout: float | None, progress: Any, what: str) -> list:
+        from distributed import wait
+        from .pool import _kernel_error
+        from .progress import Progress
+        bar = Progress(progress, len(futures), what) if progress else None
+        try:
+            done, not_done = wait(futures, timeout=timeout, return_when="ALL_COMPLETED")
+        except Exception:  # distributed raises its own TimeoutError subclass
+            for f in futures:
+                f.cancel()
+            raise KernelTimeoutError(f"kernel {what} did not finish within timeout={timeout} s "
+                                     "on the Dask cluster; its tasks were cancelled") from None
+        if bar:
+            bar.finish()
+        out = []
+        for f in futures:
+            try:
+                out.append(f.result())
+            except _KernelFailure as exc:
+                err = _kernel_error(what, exc.args[0])
+                raise err from err.__cause__  # the worker's traceback, not this frame's
+        return out
+
+    def _chunk_inputs(self, plan: Plan, s: int, e: int, vs: int, ve: int) -> tuple[tuple, list]:
+        kernel, n, d = plan.kernel, plan.n_rows, plan.kernel.depth
+        kinds, inputs = [], []
+        for spec in plan.specs:
+            if spec.kind == "value":
+                kinds.append(("value", False, None))
+                inputs.append(spec.value)
+            elif spec.kind == "whole":
+                kinds.append(("whole", False, None))
+                inputs.append(spec.value.data)
+            elif spec.writable or not d:
+                kinds.append(("part", spec.writable, None))
+                inputs.append(spec.value.data[s:e])
+            else:
+                src = [source_row(i, n, plan.boundary) for i in range(vs - d, ve + d)]
+                if ve <= vs:
+                    src = []
+                if src and all(b == a + 1 for a, b in zip(src, src[1:])) and src[0] >= 0:
+                    inputs.append(spec.value.data[src[0]:src[-1] + 1])
+                    kinds.append(("part", False, None))
+                else:
+                    idx = np.array([max(j, 0) for j in src], dtype=np.int64)
+                    mask = np.array([j < 0 for j in src], dtype=bool)
+                    inputs.append(spec.value.data[idx] if len(idx) else
+                                  spec.value.data[:0])
+                    kinds.append(("part", False, mask if mask.any() else None))
+        return tuple(kinds), inputs
+
+    def _map_chunks(self, plan: Plan, timeout: Any, progress: Any,
+                    extras: list | None = None) -> None:
+        import dask
+        _, da, _ = _import_dask()
+        kernel, n = plan.kernel, plan.n_rows
+        vlo, vhi = valid_rows(n, kernel.depth, plan.boundary)
+        tasks = []
+        chunks = plan.chunks if n else []
+        for c, (s, e) in enumerate(chunks):
+            vs, ve = max(s, vlo), min(e, vhi)
+            vs, ve = (vs, ve) if ve > vs else (s, s)
+            kinds, inputs = self._chunk_inputs(plan, s, e, vs, ve)
+            extra = extras[c] if extras is not None else None
+            tasks.append(dask.delayed(_map_block, pure=False)(
+                kernel, kinds, s, e, vs, ve, n, plan.boundary, extra, *inputs))
+        futures = self.client.compute(tasks)
+        self._gather(futures, timeout, progress, kernel.name)
+        writes = [i for i, sp in enumerate(plan.specs) if sp.writable]
+        for k, i in enumerate(writes):
+            handle = plan.specs[i].value
+            if not chunks:
+                continue
+            blocks = [da.from_delayed(dask.delayed(lambda t, k=k: t[k])(f),
+                                      shape=(e - s,) + handle.shape[1:], dtype=handle.dtype)
+                      for f, (s, e) in zip(futures, chunks)]
+            handle.data = self.client.persist(da.concatenate(blocks, axis=0))
+
+    def map(self, plan: Plan, timeout: Any = None, progress: Any = None) -> Any:
+        kernel = plan.kernel
+        if kernel.kind == "reduce":
+            raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+        if kernel.kind == "scan":
+            totals = self._leaves(plan, "totals", timeout)
+            offsets, running = [], kernel.identity
+            for t in totals:
+                offsets.append(running)
+                running = kernel.combine(running, t)
+            self._map_chunks(plan, timeout, progress, extras=offsets)
+        else:
+            self._map_chunks(plan, timeout, progress)
+        return plan.outputs[0] if len(plan.outputs) == 1 else tuple(plan.outputs)
+
+    def _leaves(self, plan: Plan, func_name: str, timeout: Any, progress: Any = None) -> list:
+        import dask
+        kernel, n = plan.kernel, plan.n_rows
+        tasks = []
+        for s, e in plan.chunks:
+            args = []
+            for spec in plan.specs:
+                if spec.writable and func_name == "totals":
+                    continue
+                if spec.kind == "value":
+                    args.append(spec.value)
+                elif spec.kind == "whole":
+                    args.append(spec.value.data)
+                else:
+                    args.append(spec.value.data[s:e])
+            tasks.append(dask.delayed(_leaf, pure=False)(kernel, func_name, s, e, n, *args))
+        return self._gather(self.client.compute(tasks), timeout, progress, kernel.name)
+
+    def reduce(self, plan: Plan, timeout: Any = None, progress: Any = None) -> Any:
+        kernel = plan.kernel
+        if kernel.kind != "reduce":
+            raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
+                             "call pool.map")
+        partials = self._leaves(plan, "dispatcher", timeout, progress)
+        value = tree_reduce(0, len(partials), lambda c: partials[c], kernel.combine)
+        return kernel.finalize(value) if kernel.finalize is not None else value
+
+    def iterate(self, plan: Plan, *, steps: int, residual: Kernel | None, tol: float,
+                check_every: int, timeout: Any = None, progress: Any = None) -> Any:
+        from .iterate import check_iterate
+        out_i, in_i = check_iterate(plan, steps, residual, check_every)
+        out_h, in_h = plan.specs[out_i].value, plan.specs[in_i].value
+        d = plan.kernel.depth
+        if d and plan.boundary == "none" and plan.n_rows:
+            # edge rows are never written: hold them fixed in both arrays, as the local pool
+            lo, hi = valid_rows(plan.n_rows, d, "none")
+            _, da, _ = _import_dask()
+            out_h.data = (self.client.persist(da.concatenate(
+                [in_h.data[:lo], out_h.data[lo:hi], in_h.data[hi:]], axis=0))
+                if hi > lo else in_h.data)
+        done = 0
+        specs = plan.specs
+        for step in range(steps):
+            self._map_chunks(plan, timeout, None)
+            done = step + 1
+            if residual is not None and done % check_every == 0:
+                rplan = self.plan(residual, (specs[out_i].value, specs[in_i].value), None, None)
+                parts = [np.float64(p) for p in self._leaves(rplan, "dispatcher", timeout)]
+                if tree_reduce(0, len(parts), lambda c: parts[c], residual.combine) <= tol:
+                    break
+            specs[out_i], specs[in_i] = specs[in_i], specs[out_i]
+            specs[out_i].writable, specs[in_i].writable = True, False
+        return out_h if done % 2 == 1 else in_h
+
+    def close(self) -> None:
+        if self._own_cluster is not None:
+            self.client.close()
+            self._own_cluster.close()
+
+
+__all__ = ["DaskBackend", "DaskArray", "ArgSpec"]

@@ -1,0 +1,91 @@
+"""The Dask backend on a 2-worker LocalCluster (processes, one thread each): every library
+kernel gives the local pool's results, bitwise; reductions are identical across backends."""
+import builtins
+
+import numpy as np
+import pytest
+
+import sharedcompute as sc
+from conftest import START_METHODS, shared_pool
+from sharedcompute.kernels import reductions, stencils
+from sharedcompute.kernels.registry import ENTRIES, share_args
+from testkernels import raise_on_negative
+
+
+@pytest.fixture(scope="module")
+def dask_pool():
+    pool = sc.Pool(backend="dask", n_workers=2)
+    yield pool
+    pool.close()
+
+
+def _flat(value):
+    parts = value if isinstance(value, tuple) else (value,)
+    return np.concatenate([np.ravel(np.asarray(v, dtype=np.float64)) for v in parts])
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_every_kernel_equals_the_local_pool_bitwise(dask_pool, name):
+    entry = ENTRIES[name]
+    local = shared_pool(2, START_METHODS[-1])
+    args, kwargs = entry.make(np.random.default_rng(11), 5003, entry.dtypes[0])
+    on_dask, on_local = share_args(dask_pool, args), share_args(local, args)
+    report = sc.verify(dask_pool, entry.kernel, *on_dask, **kwargs)
+    assert report.ok, report
+    if entry.kernel.kind == "reduce":
+        got = dask_pool.reduce(entry.kernel, *on_dask, **kwargs)
+        want = local.reduce(entry.kernel, *on_local, **kwargs)
+        np.testing.assert_array_equal(_flat(got), _flat(want))
+    else:
+        got = dask_pool.map(entry.kernel, *on_dask, **kwargs)
+        want = local.map(entry.kernel, *on_local, **kwargs)
+        assert got is on_dask[entry.kernel.writes[0]]  # the handle was rebound, not replaced
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    for a in on_local:
+        if isinstance(a, sc.SharedArray):
+            a.free()
+
+
+def test_reduce_is_identical_across_backends_and_worker_counts(dask_pool):
+    x = np.random.default_rng(12).standard_normal(300_001)
+    values = [dask_pool.reduce(reductions.total, dask_pool.array(x))]
+    for n in (1, 2, 3, 4):
+        pool = shared_pool(n, START_METHODS[-1])
+        xs = pool.array(x)
+        values.append(pool.reduce(reductions.total, xs))
+        xs.free()
+    assert len(set(values)) == 1, values
+
+
+@pytest.mark.parametrize("boundary", ["none", "reflect", "periodic", 1.5])
+def test_iterate_equals_the_local_pool_bitwise(dask_pool, boundary):
+    u0 = np.random.default_rng(13).random((97, 31))
+    local = shared_pool(2, START_METHODS[-1])
+    a, b = dask_pool.array(u0), dask_pool.array(u0)
+    c, d = local.array(u0), local.array(u0)
+    got = dask_pool.iterate(stencils.jacobi2d, b, a, steps=11, boundary=boundary)
+    want = local.iterate(stencils.jacobi2d, d, c, steps=11, boundary=boundary)
+    assert got is b and want is d
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    c.free()
+    d.free()
+
+
+def test_kernel_error_on_a_dask_worker_names_kernel_and_chunk(dask_pool):
+    x = dask_pool.array(np.r_[np.ones(1000), -1.0])
+    with pytest.raises(sc.KernelError, match=r"raise_on_negative raised ValueError: negative "
+                                             r"value found \(rows \[\d+, 1001\)") as info:
+        dask_pool.reduce(raise_on_negative, x)
+    assert "Traceback" in str(info.value.__cause__)
+
+
+def test_missing_dask_is_a_clear_error(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_dask(name, *args, **kwargs):
+        if name == "dask" or name.startswith(("dask.", "distributed")):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_dask)
+    with pytest.raises(sc.InputError, match=r'pip install "sharedcompute\[dask\]"'):
+        sc.Pool(backend="dask", n_workers=1)
