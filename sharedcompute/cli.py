@@ -188,9 +188,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     t_start = time.perf_counter()
     rows, ok_all = [], True
-    with sc.Pool(args.workers, start_method=args.start_method) as pool:
+    if args.scheduler:
+        from distributed import Client
+        pool_ctx = sc.Pool(backend=Client(args.scheduler))
+    else:
+        pool_ctx = sc.Pool(args.workers, start_method=args.start_method)
+    bn, cn = rng.random(n), rng.random(n)
+    with pool_ctx as pool:
         t_pool = time.perf_counter() - t_start
-        b, c = pool.array(rng.random(n)), pool.array(rng.random(n))
+        b, c = pool.array(bn), pool.array(cn)
         a = pool.zeros(n)
 
         def step(label: str, size: str, run_pool: Any, run_one: Any, check: Any) -> None:
@@ -204,7 +210,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rows.append([label, size, f"{t_1 * 1e3:.1f}", f"{t_p * 1e3:.1f}",
                          f"{t_1 / t_p:.2f}x", "ok" if ok else "MISMATCH"])
 
-        an, bn, cn = np.asarray(a), np.asarray(b), np.asarray(c)
         a1 = np.zeros(n)
         step("triad a = b + 2c", f"{n:,} float64",
              lambda: pool.map(elementwise.triad, a, b, c, 2.0),
@@ -236,17 +241,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
              lambda: compute.mandelbrot.dispatcher(m1, -2.0, 1.0, -1.5, 1.5, 200,
                                                    (0, m1.shape[0], m1.shape[0])),
              lambda: sc.verify(pool, compute.mandelbrot, m, -2.0, 1.0, -1.5, 1.5, 200).ok)
-        del an, bn, cn
         insights = pool.insights()
     if args.json:
         print(json.dumps(dict(workers=pool.n_workers, start_method=pool.start_method,
                               pool_start_s=t_pool, rows=rows, ok=ok_all), indent=2))
     else:
-        print(f"sharedcompute demo: {pool.n_workers} workers ({usable_cores().reason}), "
+        why = f"on the Dask cluster at {args.scheduler}" if args.scheduler else usable_cores().reason
+        print(f"sharedcompute demo: {pool.n_workers} workers ({why}), "
               f"start method {pool.start_method}, pool started in {t_pool:.2f} s\n")
         _print_table(rows, ["step", "size", "numba 1 thread ms", "pool ms", "speedup",
                             "verified"])
-        if args.verbose:
+        if args.verbose and not args.scheduler:
             print()
             print(insights)
         print(f"\n{'all results verified against their NumPy references' if ok_all else 'VERIFICATION FAILED'}"
@@ -284,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--start-method", default=None)
     p.add_argument("--small", action="store_true", help="small arrays (seconds)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 (needs the dask extra)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import InputError, KernelTimeoutError
 from .execute import ArgSpec, Plan, make_plan
 from .kernel import Kernel
-from .partition import chunk_grid, chunk_rows, source_row, tree_reduce, valid_rows
+from .partition import chunk_rows, source_row, split_even, tree_reduce, valid_rows
 from .shared import check_dtype
 
 THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -126,12 +126,25 @@ def _map_block(kernel: Kernel, kinds: tuple, s: int, e: int, vs: int, ve: int, n
     return tuple(outs)
 
 
-def _leaf(kernel: Kernel, func_name: str, s: int, e: int, n: int, *args: Any) -> Any:
+def _leaves_block(kernel: Kernel, func_name: str, bounds: list, n: int, kinds: tuple,
+                  *args: Any) -> list:
+    """Partials of several consecutive chunks (args hold the rows of all of them)."""
     func = getattr(kernel, func_name)
-    call = list(args)
-    if kernel.position and func_name == "dispatcher":
-        call.append((s, e, n))
-    return _call_kernel(kernel, func, call, (s, e))
+    base = bounds[0][0] if bounds else 0
+    out = []
+    for s, e in bounds:
+        call = [a[s - base:e - base] if part else a for a, part in zip(args, kinds)]
+        if kernel.position and func_name == "dispatcher":
+            call.append((s, e, n))
+        out.append(_call_kernel(kernel, func, call, (s, e)))
+    return out
+
+
+def _task_groups(n_chunks: int, n_workers: int) -> list[tuple[int, int]]:
+    """Consecutive chunks per Dask task: a few tasks per worker, since each task costs
+    milliseconds of scheduling. Results do not depend on it: every chunk's partial and
+    every row's value is computed exactly as on the local pool."""
+    return [r for r in split_even(n_chunks, min(n_chunks, 4 * max(n_workers, 1))) if r[1] > r[0]]
 
 
 def _setup_worker() -> None:
@@ -201,7 +214,9 @@ class DaskBackend:
         return make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
                          array_types=(DaskArray,))
 
-    def _gather(self, futures: list, timeout: float | None, progress: Any, what: str) -> list:
+    def _gather(self, futures: list, timeout: float | None, progress: Any, what: str,
+                fetch: bool = True) -> list:
+        """Wait for the futures; raise the first kernel failure; return results if fetch."""
         from distributed import wait
         from .pool import _kernel_error
         from .progress import Progress
@@ -215,14 +230,15 @@ class DaskBackend:
                                      "on the Dask cluster; its tasks were cancelled") from None
         if bar:
             bar.finish()
-        out = []
         for f in futures:
-            try:
-                out.append(f.result())
-            except _KernelFailure as exc:
-                err = _kernel_error(what, exc.args[0])
-                raise err from err.__cause__  # the worker's traceback, not this frame's
-        return out
+            if f.status == "error":
+                exc = f.exception()
+                if isinstance(exc, _KernelFailure):
+                    err = _kernel_error(what, exc.args[0])
+                    raise err from err.__cause__  # the worker's traceback, not this frame's
+                raise exc
+        # map results stay on the cluster; only reductions' small partials come back
+        return self.client.gather(futures) if fetch else []
 
     def _chunk_inputs(self, plan: Plan, s: int, e: int, vs: int, ve: int) -> tuple[tuple, list]:
         kernel, n, d = plan.kernel, plan.n_rows, plan.kernel.depth
@@ -259,7 +275,12 @@ class DaskBackend:
         kernel, n = plan.kernel, plan.n_rows
         vlo, vhi = valid_rows(n, kernel.depth, plan.boundary)
         tasks = []
-        chunks = plan.chunks if n else []
+        grid = plan.chunks if n else []
+        if extras is None:  # plain maps: group chunks into bigger tasks
+            chunks = [(grid[a][0], grid[b - 1][1]) for a, b in _task_groups(len(grid),
+                                                                           self.n_workers)]
+        else:  # scans: one task per chunk, each with its own offset
+            chunks = grid
         for c, (s, e) in enumerate(chunks):
             vs, ve = max(s, vlo), min(e, vhi)
             vs, ve = (vs, ve) if ve > vs else (s, s)
@@ -268,7 +289,7 @@ class DaskBackend:
             tasks.append(dask.delayed(_map_block, pure=False)(
                 kernel, kinds, s, e, vs, ve, n, plan.boundary, extra, *inputs))
         futures = self.client.compute(tasks)
-        self._gather(futures, timeout, progress, kernel.name)
+        self._gather(futures, timeout, progress, kernel.name, fetch=False)
         writes = [i for i, sp in enumerate(plan.specs) if sp.writable]
         for k, i in enumerate(writes):
             handle = plan.specs[i].value
@@ -297,20 +318,25 @@ class DaskBackend:
     def _leaves(self, plan: Plan, func_name: str, timeout: Any, progress: Any = None) -> list:
         import dask
         kernel, n = plan.kernel, plan.n_rows
+        grid = plan.chunks
         tasks = []
-        for s, e in plan.chunks:
-            args = []
+        for a, b in _task_groups(len(grid), self.n_workers):
+            s, e = grid[a][0], grid[b - 1][1]
+            args, kinds = [], []
             for spec in plan.specs:
                 if spec.writable and func_name == "totals":
                     continue
+                kinds.append(spec.kind == "part")
                 if spec.kind == "value":
                     args.append(spec.value)
                 elif spec.kind == "whole":
                     args.append(spec.value.data)
                 else:
                     args.append(spec.value.data[s:e])
-            tasks.append(dask.delayed(_leaf, pure=False)(kernel, func_name, s, e, n, *args))
-        return self._gather(self.client.compute(tasks), timeout, progress, kernel.name)
+            tasks.append(dask.delayed(_leaves_block, pure=False)(
+                kernel, func_name, grid[a:b], n, tuple(kinds), *args))
+        groups = self._gather(self.client.compute(tasks), timeout, progress, kernel.name)
+        return [p for group in groups for p in group]
 
     def reduce(self, plan: Plan, timeout: Any = None, progress: Any = None) -> Any:
         kernel = plan.kernel
