@@ -199,7 +199,12 @@ class DaskBackend:
         src = np.ascontiguousarray(src)
         rows = src.shape[0] if src.ndim else 1
         row_bytes = src.itemsize * int(np.prod(src.shape[1:], dtype=np.int64)) if src.ndim else 8
-        chunks = (chunk_rows(rows, row_bytes),) + src.shape[1:] if src.ndim else ()
+        # Storage chunks: whole groups of grid chunks, a few per worker, so that a task's
+        # rows are one stored block (Dask charges milliseconds per task, not per byte).
+        grid = chunk_rows(rows, row_bytes)
+        n_grid = max(1, -(-rows // grid))
+        per_task = -(-n_grid // min(n_grid, 4 * self.n_workers)) * grid
+        chunks = (max(1, per_task),) + src.shape[1:] if src.ndim else ()
         data = da.from_array(src, chunks=chunks, name=False)  # name=False: no hashing of GBs
         return DaskArray(self.client.persist(data))
 
