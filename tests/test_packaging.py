@@ -54,7 +54,8 @@ def test_editable_install_maps_sharedcompute_kernels_to_the_kernels_folder(tmp_p
             "    if spec: break\n"
             "print(spec.submodule_search_locations[0] if spec else 'NONE')\n"
             "print(importlib.util.find_spec('kernels'))\n")
-    out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
     location, top_level = out.stdout.splitlines()
     assert os.path.samefile(location, os.path.join(ROOT, "kernels"))
