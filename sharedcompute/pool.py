@@ -118,22 +118,28 @@ class _ProcessExecutor:
     def start(self) -> None:
         from . import _worker
         self.barrier = self.ctx.Barrier(self.n_workers)
-        for i in range(self.n_workers):
-            parent_conn, child_conn = self.ctx.Pipe(duplex=True)
-            proc = self.ctx.Process(target=_worker.main, args=(child_conn, i, self.barrier),
-                                    name=f"sharedcompute-worker-{i}", daemon=True)
-            proc.start()
-            child_conn.close()
-            self.procs.append(proc)
-            self.conns.append(parent_conn)
-            self.insights.append(WorkerInsight(proc.pid))
+        self.insights = []
+        try:
+            for i in range(self.n_workers):
+                parent_conn, child_conn = self.ctx.Pipe(duplex=True)
+                proc = self.ctx.Process(target=_worker.main, args=(child_conn, i, self.barrier),
+                                        name=f"sharedcompute-worker-{i}", daemon=True)
+                proc.start()
+                child_conn.close()
+                self.procs.append(proc)
+                self.conns.append(parent_conn)
+                self.insights.append(WorkerInsight(proc.pid))
+        except BaseException:  # Ctrl-C or a failed start: never leave a half-started pool
+            self.stop(kill=True)
+            self.insights = []
+            raise
         self.started_at = time.perf_counter()
         log.debug("started %d %s workers: %s", self.n_workers, self.start_method,
                   [p.pid for p in self.procs])
 
     @property
     def alive(self) -> bool:
-        return bool(self.procs) and all(p.is_alive() for p in self.procs)
+        return len(self.procs) == self.n_workers and all(p.is_alive() for p in self.procs)
 
     def send_all(self, msg: tuple) -> None:
         for conn in self.conns:
@@ -213,7 +219,10 @@ class _ProcessExecutor:
             if bar:
                 bar.finish()
         if errors:
-            raise errors[0]
+            # In iterate, a failing worker aborts the barrier and the others then report
+            # BrokenBarrierError: raise the original failure, not its echo.
+            primary = [e for e in errors if e.remote_type != "BrokenBarrierError"]
+            raise (primary or errors)[0]
         return results
 
     @staticmethod

@@ -39,10 +39,11 @@ NOMEM = 7        # RLIMIT_AS lowered, then a large np.empty inside the kernel ->
 BAD_EXC = 8      # an exception whose class cannot be unpickled (custom __init__)
 UNPICKLABLE = 9  # an exception that cannot be pickled at all (holds a lock)
 EXIT0 = 10       # os._exit(0): the worker leaves quietly, without a reply
+SLOW_EXC = 11    # an exception whose str() takes 0.5 s (its error report leaves late)
 
 ACTION_NAMES = {NONE: "none", SIGKILL: "sigkill", SIGSEGV: "sigsegv", SIGABRT: "sigabrt",
                 RAISE: "raise", HANG: "hang", SLEEP: "sleep", NOMEM: "nomem",
-                BAD_EXC: "bad_exc", UNPICKLABLE: "unpicklable", EXIT0: "exit0"}
+                BAD_EXC: "bad_exc", UNPICKLABLE: "unpicklable", EXIT0: "exit0", SLOW_EXC: "slow_exc"}
 
 MARKER_ENV = "SC_FAULT_MARKER_DIR"
 RAISE_TEXT = "injected fault in this partition"
@@ -92,6 +93,7 @@ def _exit0() -> None:
 
 
 def _sleep(seconds: float) -> None:
+    _quiet_crash()  # tests truncate a block under a sleeping victim: its SIGBUS is expected
     time.sleep(seconds)
 
 
@@ -130,6 +132,18 @@ class UnpicklableError(Exception):
         super().__init__(msg)
         import threading
         self.lock = threading.Lock()
+
+
+class SlowStrError(Exception):
+    """Formatting it is slow (think: a huge message): its report reaches the parent late."""
+
+    def __str__(self):
+        time.sleep(0.5)
+        return "slow to format"
+
+
+def _raise_slow() -> None:
+    raise SlowStrError()
 
 
 def _raise_bad_exc() -> None:
@@ -200,6 +214,9 @@ def _inject(action, local, param):
     elif action == EXIT0:
         with numba.objmode():
             _exit0()
+    elif action == SLOW_EXC:
+        with numba.objmode():
+            _raise_slow()
     return buf[0]
 
 
