@@ -20,6 +20,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -127,6 +128,11 @@ PRELUDE = textwrap.dedent(f"""
 """)
 
 
+# Subprocesses run outside the checkout: `python -c` puts the current directory first
+# on sys.path, and the source tree's sharedcompute/ lacks the installed kernels.
+RUN_DIR = tempfile.gettempdir()
+
+
 def run_script(body: str, *args: str, timeout: float = 60, env: dict | None = None,
                argv0: list | None = None) -> subprocess.CompletedProcess:
     body = textwrap.dedent(body)
@@ -134,7 +140,7 @@ def run_script(body: str, *args: str, timeout: float = 60, env: dict | None = No
     code = PRELUDE + body
     cmd = (argv0 or []) + [sys.executable, "-c", code, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env=env or subprocess_env())
+                          env=env or subprocess_env(), cwd=RUN_DIR)
 
 
 def events(stdout: str) -> dict:
@@ -487,7 +493,8 @@ def test_row6_ctrl_c_in_parent(method, tmp_path):
     env = subprocess_env(**{fk.MARKER_ENV: str(tmp_path)})
     proc = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(SIGINT_SCRIPT),
                              method, str((s + e) // 2)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            cwd=RUN_DIR)
     try:
         ready = json.loads(proc.stdout.readline())
         assert ready["event"] == "ready", ready
@@ -562,7 +569,8 @@ def test_row7_parent_sigkilled(method, tmp_path):
     env = subprocess_env(**{fk.MARKER_ENV: str(tmp_path)})
     proc = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(PARENT_KILL_SCRIPT),
                              method, str((s + e) // 2)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            cwd=RUN_DIR)
     try:
         ready = json.loads(proc.stdout.readline())
         assert wait_until(lambda: started_pids(str(tmp_path)), timeout=20), "kernel never started"
@@ -632,14 +640,14 @@ def test_row9_shm_too_small():
                'mount -t tmpfs -o size=1m,mode=1777 tmpfs /dev/shm && exec "$0" -c "$1"',
                sys.executable, code]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
-                              env=subprocess_env())
+                              env=subprocess_env(), cwd=RUN_DIR)
         checks = ("precheck", "fallocate")
     else:
         # Fallback: RLIMIT_FSIZE makes posix_fallocate fail (EFBIG) past 1 MiB.
         code = ("import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
                 + PRELUDE + textwrap.dedent(SHM_FULL_SCRIPT))
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=60, env=subprocess_env())
+                              timeout=60, env=subprocess_env(), cwd=RUN_DIR)
         checks = ("fallocate",)
     assert_clean(proc)
     res = events(proc.stdout)["result"]
@@ -1084,7 +1092,8 @@ def test_row18_concurrent_cold_compiles(tmp_path):
     code = PRELUDE + textwrap.dedent(CACHE_PROBE)
     for round_ in ("cold", "warm"):
         procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+                                  stderr=subprocess.PIPE, text=True, env=env, cwd=RUN_DIR)
+                 for _ in range(3)]
         for p in procs:
             out, err = p.communicate(timeout=100)
             assert p.returncode == 0 and err == "", f"{round_}: rc={p.returncode}\n{err}"
@@ -1155,7 +1164,8 @@ def test_row19_unwritable_numba_cache(what, tmp_path):
             mounts += f" && mount -o bind,ro {src} {src} && mount -o bind,ro {home} {home}"
         cmd = ["unshare", "-m", "sh", "-c", mounts + ' && exec "$0" -c "$1" "$2"',
                sys.executable, code, str(src)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100, env=env,
+                          cwd=RUN_DIR)
     assert_clean(proc)
     r = events(proc.stdout)["result"]
     assert r["ok"], "kernels computed wrong results"

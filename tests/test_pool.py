@@ -261,7 +261,7 @@ def test_interactive_main_kernel_fails_at_once_under_spawn():
                 print("refused:", exc)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd="/tmp")
     assert proc.returncode == 0, proc.stderr
     assert "refused: kernel double is defined in an interactive session" in proc.stdout
     assert "move it into a module" in proc.stdout

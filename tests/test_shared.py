@@ -171,7 +171,7 @@ def test_an_unrelated_process_attaching_and_exiting_leaves_the_block_alive():
             print(float(a.sum()))
         """)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, cwd="/tmp")
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "45.0"
         assert proc.stderr == ""  # no resource-tracker warning or traceback
