@@ -51,9 +51,7 @@ def main(conn: Any, index: int, barrier: Any) -> None:
     from . import execute, shared
 
     pid = os.getpid()
-    spin_s = float(os.environ.get("SHAREDCOMPUTE_SPIN_US", "100")) * 1e-6
     while True:
-        _spin_for(conn, spin_s)
         try:
             msg = conn.recv()
         except (EOFError, OSError):
@@ -88,16 +86,6 @@ def main(conn: Any, index: int, barrier: Any) -> None:
                                                    "back: "), _stats(stats, t0)))
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
             conn.send(("err", seq, _error_info(exc, stats, pid), _stats(stats, t0)))
-
-
-def _spin_for(conn: Any, seconds: float) -> None:
-    """Poll briefly before a blocking recv: a back-to-back call then skips a wake-up.
-    Bounded, and yields the CPU while polling, so an idle worker never holds a core."""
-    if seconds <= 0:
-        return
-    end = time.perf_counter() + seconds
-    while not conn.poll(0) and time.perf_counter() < end:
-        os.sched_yield()
 
 
 def _stats(stats: Any, t0: float) -> tuple:

@@ -7,6 +7,7 @@ split the chunks over an executor's workers and combine what comes back.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -147,8 +148,7 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
                     "every partition really needs all of it")
         if rows is not None and rows != n_rows:
             raise InputError(f"rows={rows} disagrees with the arrays' {n_rows} rows")
-        row_nbytes = max(int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize
-                         for _, a in shared)
+        row_nbytes = max(math.prod(a.shape[1:]) * a.dtype.itemsize for _, a in shared)
         plan.n_rows = n_rows
         plan.rows_per_chunk = chunk_rows(n_rows, row_nbytes)
     else:
@@ -202,29 +202,18 @@ class Stats:
         self.progress = progress
 
 
-def _typeof_args(args: tuple) -> tuple | None:
-    import numba
-    try:
-        return tuple(numba.typeof(a) for a in args)
-    except Exception:
-        return None
-
-
 def call(func: Any, args: tuple, stats: Stats) -> Any:
-    """Call a numba dispatcher, timing a first-time compile separately from the run."""
+    """Call a numba dispatcher; a call that compiled a new signature counts as compile time
+    (typing the arguments ourselves first would cost more than the kernel on small calls)."""
     overloads = getattr(func, "overloads", None)
-    if overloads is not None:
-        sig = _typeof_args(args)
-        if sig is not None and sig not in overloads:
-            t0 = time.perf_counter()
-            try:
-                func.compile(sig)
-            except Exception:
-                pass  # let the call below raise numba's own typing error
-            stats.compile_s += time.perf_counter() - t0
+    before = len(overloads) if overloads is not None else 0
     t0 = time.perf_counter()
     result = func(*args)
-    stats.compute_s += time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    if overloads is not None and len(overloads) > before:
+        stats.compile_s += elapsed
+    else:
+        stats.compute_s += elapsed
     return result
 
 

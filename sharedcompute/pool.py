@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import signal
 import sys
 import threading
@@ -40,8 +39,6 @@ from .shared import SharedArray, on_block_release
 log = logging.getLogger("sharedcompute")
 
 START_METHODS = ("fork", "spawn", "forkserver")
-# Busy-poll this long for replies (and workers for the next task) before blocking.
-SPIN_S = float(os.environ.get("SHAREDCOMPUTE_SPIN_US", "100")) * 1e-6
 _live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 _busy_writes: dict[str, int] = {}
 _busy_lock = threading.Lock()
@@ -179,11 +176,9 @@ class _ProcessExecutor:
                 except OSError:
                     self._crashed(i, tasks, what)
             while pending:
-                ready = self._spin([self.conns[i] for i in pending])
-                if not ready:
-                    wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
-                    ready = wait([self.conns[i] for i in pending]
-                                 + [p.sentinel for p in self.procs], timeout=wait_s)
+                wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
+                ready = wait([self.conns[i] for i in pending] + [p.sentinel for p in self.procs],
+                             timeout=wait_s)
                 if not ready and deadline is not None:
                     self._timed_out(pending, tasks, what, timeout)
                 for obj in ready:
@@ -224,18 +219,6 @@ class _ProcessExecutor:
             primary = [e for e in errors if e.remote_type != "BrokenBarrierError"]
             raise (primary or errors)[0]
         return results
-
-    @staticmethod
-    def _spin(conns: list) -> list:
-        """Poll for replies for up to SPIN_S before sleeping in wait(): a sleeping process
-        takes tens of microseconds to wake on a VM, a short call is done sooner than that."""
-        if SPIN_S <= 0:
-            return []
-        end = time.perf_counter() + SPIN_S
-        while True:
-            ready = [c for c in conns if c.poll(0)]
-            if ready or time.perf_counter() > end:
-                return ready
 
     def _account(self, i: int, stats: tuple) -> None:
         info = self.insights[i]
