@@ -163,6 +163,7 @@ class _ProcessExecutor:
         for conn in self.conns:
             conn.close()
         self.procs, self.conns = [], []
+        self.barrier = None  # its named semaphores are unlinked when it is collected
 
     def run(self, tasks: list[dict], *, what: str, timeout: float | None, progress: Any) -> list:
         bar_spec = progress if isinstance(progress, tuple) else (None, 0)

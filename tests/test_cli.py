@@ -108,3 +108,21 @@ def test_errors_are_one_clear_line():
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("sharedcompute: error: n_workers=0 must be a positive "
                                    "integer (or None for the usable cores)")
+
+
+def test_bench_quick_writes_json_and_a_plot(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    proc = run_cli("bench", "--quick", "--kernels", "triad", "mandelbrot", "--repeats", "2",
+                   "--no-progress", "--json", str(out), "--plot", str(png), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for word in ("numba-1t", "prange", "pool", "mp.Pool", "STREAM", "Dispatch latency",
+                 "Pool start"):
+        assert word in proc.stdout
+    assert "FAIL" not in proc.stdout
+    data = json.loads(out.read_text())
+    approaches = {(r["workload"].split()[0], r["approach"]) for r in data["results"]}
+    assert {("triad", "pool"), ("triad", "prange"), ("mandelbrot", "pool")} <= approaches
+    checked = [r for r in data["results"] if r["ok"] is not None]
+    assert checked and all(r["ok"] for r in checked)
+    assert data["leftover_segments"] == []
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
