@@ -105,11 +105,6 @@ class _ProcessExecutor:
         self.n_workers = n_workers
         self.start_method = start_method
         self.ctx = mp.get_context(start_method)
-        if start_method == "forkserver":
-            # The server imports numpy, numba and the engine once; each worker forked from it
-            # then starts with them loaded instead of importing them itself.
-            self.ctx.set_forkserver_preload(["__main__", "sharedcompute._worker",
-                                             "sharedcompute.execute"])
         self.procs: list[Any] = []
         self.conns: list[Any] = []
         self.barrier: Any = None
