@@ -7,6 +7,9 @@ import sys
 from dataclasses import dataclass
 
 SHM_DIR = "/dev/shm"
+# Environment variables that cap thread pools in worker processes (joblib's list, plus numba).
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 import traceback
 from typing import Any
 
-from .progress import THREAD_VARS
+from ._system import THREAD_VARS
 
 
 def _watch_parent() -> None:

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from ._system import THREAD_VARS
 from .errors import InputError, KernelTimeoutError
-from .execute import ArgSpec, Plan, make_plan
+from .execute import Plan, make_plan
 from .kernel import Kernel
 from .partition import chunk_rows, source_row, split_even, tree_reduce, valid_rows
 from .shared import check_dtype
 
-THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                               "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
+THREAD_ENV = {v: "1" for v in THREAD_VARS}
 
 
 def _import_dask():
@@ -246,7 +246,7 @@ class DaskBackend:
         return self.client.gather(futures) if fetch else []
 
     def _chunk_inputs(self, plan: Plan, s: int, e: int, vs: int, ve: int) -> tuple[tuple, list]:
-        kernel, n, d = plan.kernel, plan.n_rows, plan.kernel.depth
+        n, d = plan.n_rows, plan.kernel.depth
         kinds, inputs = [], []
         for spec in plan.specs:
             if spec.kind == "value":
@@ -385,4 +385,4 @@ class DaskBackend:
             self._own_cluster.close()
 
 
-__all__ = ["DaskBackend", "DaskArray", "ArgSpec"]
+__all__ = ["DaskBackend", "DaskArray"]

@@ -8,7 +8,7 @@ import numpy as np
 from .errors import InputError
 from .execute import Plan, map_call
 from .kernel import Kernel
-from .partition import chunk_grid, split_even, tree_reduce, valid_rows
+from .partition import split_even, tree_reduce, valid_rows
 
 
 def _swap_indices(plan: Plan) -> tuple[int, int]:
@@ -120,5 +120,3 @@ def _iterate_in_workers(plan, executor, steps, residual, tol, check_every, out_i
             slots.free()
     return results[0]
 
-
-__all__ = ["iterate_call", "chunk_grid"]

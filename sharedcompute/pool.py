@@ -31,7 +31,7 @@ from . import execute
 from ._system import usable_cores
 from .errors import (BlockBusyError, InputError, KernelError, KernelTimeoutError, PoolClosedError,
                      RemoteTraceback, WorkerCrashedError)
-from .execute import Plan, Stats, make_plan
+from .execute import Stats, make_plan
 from .kernel import Kernel
 from .progress import Progress
 from .shared import SharedArray, on_block_release

@@ -4,10 +4,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-# Environment variables that cap thread pools in worker processes (joblib's list, plus numba).
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
-
 
 class _PlainBar:
     def __init__(self, total: int, desc: str):

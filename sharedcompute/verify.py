@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, VerificationError
-from .execute import Whole, make_plan
+from .execute import Whole
 from .kernel import Kernel
 from .partition import pad_whole, valid_rows
 from .shared import SharedArray

@@ -6,10 +6,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
-import pytest
 
 import sharedcompute as sc
 from sharedcompute.shared import list_segments
