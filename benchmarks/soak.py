@@ -69,6 +69,8 @@ def own_segments() -> list[str]:
 
 
 def main() -> int:
+    # Started as a background job, SIGINT would be ignored and the injected Ctrl-C lost.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)

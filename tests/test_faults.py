@@ -469,6 +469,10 @@ def test_row5_interactive_main_kernel(method):
 
 # == row 6: Ctrl-C in the parent ===================================================================
 SIGINT_SCRIPT = """
+    # A CI runner may start us as a background job, with SIGINT ignored (then Python installs
+    # no KeyboardInterrupt handler); a terminal user's Python always has it. Restore it.
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     method, victim = sys.argv[1], int(sys.argv[2])
     with sc.Pool(2, start_method=method) as pool:
         x = pool.array(np.arange(N, dtype=np.float64)); out = pool.zeros(N)
