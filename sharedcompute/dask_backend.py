@@ -19,7 +19,7 @@ from .errors import InputError, KernelTimeoutError
 from .execute import Plan, make_plan
 from .kernel import Kernel
 from .partition import chunk_rows, source_row, split_even, tree_reduce, valid_rows
-from .shared import check_dtype
+from .shared import ArrayShape, check_dtype
 
 THREAD_ENV = {v: "1" for v in THREAD_VARS}
 
@@ -35,7 +35,7 @@ def _import_dask():
     return dask, da, distributed
 
 
-class DaskArray:
+class DaskArray(ArrayShape):
     """An array on the Dask backend: lazy; ``np.asarray`` gathers it (a copy); kernels that
     write it rebind it to their result instead of writing in place."""
 
@@ -49,18 +49,6 @@ class DaskArray:
     @property
     def dtype(self) -> np.dtype:
         return self.data.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self.data.ndim
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
 
     def numpy(self) -> np.ndarray:
         """Gather to a new NumPy array (a copy, unlike SharedArray.numpy)."""

@@ -287,7 +287,25 @@ def _as_shared(obj: Any) -> Any:
     return obj
 
 
-class SharedArray(NDArrayOperatorsMixin):
+class ArrayShape:
+    """ndim, size and nbytes from ``shape`` and ``dtype`` (shared by the array handles)."""
+
+    __slots__ = ()
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+class SharedArray(NDArrayOperatorsMixin, ArrayShape):
     """An N-d NumPy array in shared memory that pickles as a small handle, never as data.
 
     Works where a NumPy array works: ``np.asarray(a)`` is a zero-copy view, basic slicing
@@ -410,18 +428,6 @@ class SharedArray(NDArrayOperatorsMixin):
         return f"SharedArray(shape={self.shape}, dtype={self.dtype}, block={name!r}{state})"
 
     # -- properties ----------------------------------------------------------------------------
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
     @property
     def strides(self) -> tuple:
         return self._strides
