@@ -414,13 +414,35 @@ class Pool:
     def map(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
             timeout: float | None = None, progress: Any = False) -> Any:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
-        written array (a tuple if it writes several)."""
+        written array (a tuple if it writes several).
+
+        ``boundary`` overrides a stencil's default, ``timeout`` (seconds) raises
+        KernelTimeoutError and replaces stuck workers, ``progress=True`` shows a bar.
+
+        Examples
+        --------
+        >>> import numpy as np, sharedcompute as sc
+        >>> from sharedcompute.kernels.elementwise import axpy
+        >>> with sc.Pool(2, backend="inline") as pool:
+        ...     y = pool.array(np.ones(5)); x = pool.array(np.arange(5.0))
+        ...     pool.map(axpy, y, x, 10.0).numpy()
+        array([ 1., 11., 21., 31., 41.])
+        """
         return self._call(execute.map_call, kernel, args, rows, boundary, timeout, progress)
 
     def reduce(self, kernel: Kernel, *args: Any, rows: int | None = None,
                timeout: float | None = None, progress: Any = False) -> Any:
         """Run a reduction kernel; partials are combined in a fixed pairwise order, so the
-        result is bitwise the same for any number of workers."""
+        result is bitwise the same for any number of workers.
+
+        Examples
+        --------
+        >>> import numpy as np, sharedcompute as sc
+        >>> from sharedcompute.kernels.reductions import mean_var
+        >>> with sc.Pool(2, backend="inline") as pool:
+        ...     tuple(float(v) for v in pool.reduce(mean_var, pool.array(np.arange(4.0))))
+        (4.0, 1.5, 1.25)
+        """
         return self._call(execute.reduce_call, kernel, args, rows, None, timeout, progress)
 
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
@@ -434,6 +456,15 @@ class Pool:
         is <= ``tol``, checked every ``check_every`` sweeps. Returns the array holding the
         last sweep. With boundary 'none' the edge rows of ``u`` are copied to ``out`` first,
         so they stay fixed (Dirichlet).
+
+        Examples
+        --------
+        >>> import numpy as np, sharedcompute as sc
+        >>> from sharedcompute.kernels.stencils import heat1d
+        >>> with sc.Pool(2, backend="inline") as pool:
+        ...     u = pool.array(np.array([0.0, 0.0, 4.0, 0.0, 0.0])); out = pool.empty_like(u)
+        ...     pool.iterate(heat1d, out, u, 0.25, steps=2).numpy()
+        array([0. , 1. , 1.5, 1. , 0. ])
         """
         from .iterate import iterate_call
         return self._call(iterate_call, kernel, (out, u) + params, None, boundary, timeout,
@@ -500,7 +531,15 @@ class Pool:
         return [] if ex.in_process else [p.pid for p in ex.procs]
 
     def insights(self) -> Insights:
-        """Per-worker seconds spent attaching, compiling, computing and idle."""
+        """Per-worker seconds spent attaching, compiling, computing and idle.
+
+        Examples
+        --------
+        >>> import sharedcompute as sc
+        >>> with sc.Pool(1, backend="inline") as pool:
+        ...     "imbalance" in str(pool.insights())
+        True
+        """
         wall = time.perf_counter() - self._executor.started_at
         return Insights(w.as_dict(wall) for w in self._executor.insights)
 
