@@ -16,9 +16,9 @@ import numpy as np
 
 from ._system import THREAD_VARS
 from .errors import InputError, KernelTimeoutError
-from .execute import Plan, make_plan
+from .execute import Plan, make_plan, scan_offsets
 from .kernel import Kernel
-from .partition import chunk_rows, source_row, split_even, tree_reduce, valid_rows
+from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
 from .shared import ArrayShape, check_dtype
 
 THREAD_ENV = {v: "1" for v in THREAD_VARS}
@@ -212,8 +212,8 @@ class DaskBackend:
         """Wait for the futures; raise the first kernel failure; return results if fetch."""
         from distributed import wait
         from .pool import _kernel_error
-        from .progress import Progress
-        bar = Progress(progress, len(futures), what) if progress else None
+        from .progress import progress_bar
+        bar = progress_bar((progress, len(futures)), what)
         try:
             done, not_done = wait(futures, timeout=timeout, return_when="ALL_COMPLETED")
         except Exception:  # distributed raises its own TimeoutError subclass
@@ -298,15 +298,11 @@ class DaskBackend:
         if kernel.kind == "reduce":
             raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
         if kernel.kind == "scan":
-            totals = self._leaves(plan, "totals", timeout)
-            offsets, running = [], kernel.identity
-            for t in totals:
-                offsets.append(running)
-                running = kernel.combine(running, t)
+            offsets = scan_offsets(kernel, self._leaves(plan, "totals", timeout))
             self._map_chunks(plan, timeout, progress, extras=offsets)
         else:
             self._map_chunks(plan, timeout, progress)
-        return plan.outputs[0] if len(plan.outputs) == 1 else tuple(plan.outputs)
+        return plan.written()
 
     def _leaves(self, plan: Plan, func_name: str, timeout: Any, progress: Any = None) -> list:
         import dask
@@ -337,7 +333,7 @@ class DaskBackend:
             raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
                              "call pool.map")
         partials = self._leaves(plan, "dispatcher", timeout, progress)
-        value = tree_reduce(0, len(partials), lambda c: partials[c], kernel.combine)
+        value = combine_all(partials, kernel.combine)
         return kernel.finalize(value) if kernel.finalize is not None else value
 
     def iterate(self, plan: Plan, *, steps: int, residual: Kernel | None, tol: float,
@@ -361,7 +357,7 @@ class DaskBackend:
             if residual is not None and done % check_every == 0:
                 rplan = self.plan(residual, (specs[out_i].value, specs[in_i].value), None, None)
                 parts = [np.float64(p) for p in self._leaves(rplan, "dispatcher", timeout)]
-                if tree_reduce(0, len(parts), lambda c: parts[c], residual.combine) <= tol:
+                if combine_all(parts, residual.combine) <= tol:
                     break
             specs[out_i], specs[in_i] = specs[in_i], specs[out_i]
             specs[out_i].writable, specs[in_i].writable = True, False

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .kernel import Kernel
-from .partition import (check_boundary, chunk_grid, chunk_rows, halo_pieces, padded_rows,
+from .partition import (check_boundary, chunk_grid, combine_all, chunk_rows, halo_pieces, padded_rows,
                         split_even, tree_finish, tree_nodes, tree_reduce, valid_rows,
                         TARGET_CHUNKS)
 from .shared import SharedArray, check_dtype, view_from_handle
@@ -54,10 +54,19 @@ class Plan:
     n_rows: int
     rows_per_chunk: int
     boundary: Any
-    outputs: list[Any] = field(default_factory=list)
     arrays: dict[int, Any] = field(default_factory=dict)  # the caller's array objects by index
     written_blocks: list[Any] = field(default_factory=list)
     read_blocks: list[Any] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The caller's written arrays, in argument order."""
+        return [self.arrays[i] for i in sorted(self.kernel.writes)]
+
+    def written(self) -> Any:
+        """What map returns: the written array, or a tuple when a kernel writes several."""
+        outs = self.outputs
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
     @property
     def chunks(self) -> list[tuple[int, int]]:
@@ -108,8 +117,6 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
             if writable and is_whole:
                 raise InputError(f"kernel {kernel.name} writes {label!r}, which is passed whole; "
                                  "outputs must be partitioned so each worker writes its own rows")
-            if writable:
-                plan.outputs.append(arg)
             plan.arrays[i] = arg
             value = arg if in_process else arg.handle()
             specs.append(ArgSpec("whole" if is_whole else "part", value, writable))
@@ -337,7 +344,7 @@ def _iterate_in_worker(task: dict, chunks: list, stats: Stats, barrier: Any) -> 
                 s, e = chunks[c]
                 slots[c] = call(residual.dispatcher, (views[out_i][s:e], views[in_i][s:e]), stats)
             barrier.wait()
-            value = tree_reduce(0, len(chunks), lambda c: slots[c], residual.combine)
+            value = combine_all(slots, residual.combine)
             barrier.wait()  # everyone has read the slots before they are overwritten
             if value <= tol:
                 break
@@ -376,7 +383,7 @@ def map_call(plan: Plan, executor: Executor, timeout: float | None = None,
     n_chunks = len(plan.chunks)
     tasks = [plan.task("map", r) for r in _ranges(n_chunks, executor.n_workers)]
     executor.run(tasks, what=kernel.name, timeout=timeout, progress=(progress, n_chunks))
-    return plan.outputs[0] if len(plan.outputs) == 1 else tuple(plan.outputs)
+    return plan.written()
 
 
 def reduce_call(plan: Plan, executor: Executor, timeout: float | None = None,
@@ -405,13 +412,20 @@ def scan_call(plan: Plan, executor: Executor, timeout: float | None = None,
     for part in executor.run([plan.task("scan_totals", r) for r in ranges], what=kernel.name,
                              timeout=timeout, progress=None):
         totals.extend(part)
-    offsets, running = [], kernel.identity
-    for t in totals:  # sequential in chunk order: the same for any worker count
-        offsets.append(running)
-        running = kernel.combine(running, t)
+    offsets = scan_offsets(kernel, totals)
     tasks = [plan.task("scan_apply", r, offsets=offsets[r[0]:r[1]]) for r in ranges]
     executor.run(tasks, what=kernel.name, timeout=timeout, progress=(progress, n_chunks))
-    return plan.outputs[0] if len(plan.outputs) == 1 else tuple(plan.outputs)
+    return plan.written()
+
+
+def scan_offsets(kernel: Kernel, totals: list) -> list:
+    """Each chunk's offset: the combined totals of all chunks before it, in chunk order (the
+    same sequence for any worker count or backend)."""
+    offsets, running = [], kernel.identity
+    for t in totals:
+        offsets.append(running)
+        running = kernel.combine(running, t)
+    return offsets
 
 
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,

@@ -8,7 +8,7 @@ import numpy as np
 from .errors import InputError
 from .execute import Plan, map_call
 from .kernel import Kernel
-from .partition import split_even, tree_reduce, valid_rows
+from .partition import combine_all, split_even, valid_rows
 
 
 def _swap_indices(plan: Plan) -> tuple[int, int]:
@@ -76,7 +76,7 @@ def _residual_value(residual: Kernel, new: np.ndarray, old: np.ndarray, chunks: 
     stats = Stats()
     partial = [np.float64(call(residual.dispatcher, (new[s:e], old[s:e]), stats))
                for s, e in chunks]
-    return tree_reduce(0, len(chunks), lambda c: partial[c], residual.combine)
+    return combine_all(partial, residual.combine)
 
 
 def _iterate_here(plan, executor, steps, residual, tol, check_every, out_i, in_i, timeout,

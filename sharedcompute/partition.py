@@ -65,6 +65,11 @@ def tree_reduce(lo: int, hi: int, leaf: Callable[[int], object],
     return combine(tree_reduce(lo, mid, leaf, combine), tree_reduce(mid, hi, leaf, combine))
 
 
+def combine_all(values: Sequence, combine: Callable[[object, object], object]) -> object:
+    """Combine a list of chunk partials along the fixed tree (what any worker count gives)."""
+    return tree_reduce(0, len(values), values.__getitem__, combine)
+
+
 def tree_finish(n_chunks: int, nodes: dict, combine: Callable) -> object:
     """Combine node values computed by workers (keys (lo, hi)) into the root's value."""
     def value(lo: int, hi: int) -> object:

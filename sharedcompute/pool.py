@@ -33,7 +33,7 @@ from .errors import (BlockBusyError, InputError, KernelError, KernelTimeoutError
                      RemoteTraceback, WorkerCrashedError)
 from .execute import Stats, make_plan
 from .kernel import Kernel
-from .progress import Progress
+from .progress import progress_bar
 from .shared import SharedArray, on_block_release
 
 log = logging.getLogger("sharedcompute")
@@ -161,8 +161,7 @@ class _ProcessExecutor:
         self.barrier = None  # its named semaphores are unlinked when it is collected
 
     def run(self, tasks: list[dict], *, what: str, timeout: float | None, progress: Any) -> list:
-        bar_spec = progress if isinstance(progress, tuple) else (None, 0)
-        bar = Progress(bar_spec[0], bar_spec[1], what) if bar_spec[0] else None
+        bar = progress_bar(progress, what)
         self.seq += 1
         seq = self.seq
         results: list[Any] = [None] * len(tasks)
@@ -280,8 +279,7 @@ class _InlineExecutor:
         self.start_method = "inline"
 
     def run(self, tasks: list[dict], *, what: str, timeout: float | None, progress: Any) -> list:
-        bar_spec = progress if isinstance(progress, tuple) else (None, 0)
-        bar = Progress(bar_spec[0], bar_spec[1], what) if bar_spec[0] else None
+        bar = progress_bar(progress, what)
         out = []
         try:
             for task in tasks:

@@ -23,6 +23,12 @@ class _PlainBar:
         sys.stderr.flush()
 
 
+def progress_bar(spec: Any, desc: str) -> "Progress | None":
+    """A bar from the engine's ``(enabled, total)`` spec, or None when not asked for."""
+    enabled, total = spec if isinstance(spec, tuple) else (None, 0)
+    return Progress(enabled, total, desc) if enabled else None
+
+
 class Progress:
     """Counts completed partitions (chunks); shows tqdm.auto, a plain line, or nothing."""
 
