@@ -179,3 +179,23 @@ def test_an_unrelated_process_attaching_and_exiting_leaves_the_block_alive():
     finally:
         a.free()
     assert a.name not in list_segments()
+
+
+def test_big_arrays_start_at_staggered_offsets_so_their_elements_do_not_alias():
+    # Three equal power-of-two arrays (a triad's a, b, c) must not start at addresses that
+    # agree in their low 16 bits; data stays 64-byte aligned and reads back exactly.
+    arrays = [SharedArray.from_array(np.full(1 << 17, float(i))) for i in range(3)]
+    try:
+        starts = [np.asarray(a).ctypes.data for a in arrays]
+        assert all(s % 64 == 0 for s in starts)
+        assert len({s % (1 << 16) for s in starts}) == 3
+        assert [float(np.asarray(a)[-1]) for a in arrays] == [0.0, 1.0, 2.0]
+        assert all(pickle.loads(pickle.dumps(a)).numpy()[-1] == i for i, a in enumerate(arrays))
+    finally:
+        for a in arrays:
+            a.free()
+    small = SharedArray.empty(100)  # small arrays are not padded
+    try:
+        assert small.block.nbytes == small.nbytes
+    finally:
+        small.free()
