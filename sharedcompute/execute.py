@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -234,13 +234,14 @@ def _chunk_args(views: list[Any], specs: list[ArgSpec], s: int, e: int,
     return out
 
 
-def _map_rows(task: dict, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
+def _map_pieces(task: dict, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
+    """(start, stop, kernel arguments, reusable) for each piece of rows lo..hi; a piece
+    is not reusable when it got a padded copy of edge rows (stencils at the array's edge)."""
     kernel: Kernel = task["kernel"]
     n, d, boundary = task["n_rows"], kernel.depth, task["boundary"]
     vlo, vhi = valid_rows(n, d, boundary)
     lo, hi = max(lo, vlo), min(hi, vhi)
     for s, e, in_place in halo_pieces(lo, hi, n, d):
-        stats.rows = (s, e)
         args = []
         for v, spec in zip(views, task["specs"]):
             if spec.kind != "part":
@@ -253,15 +254,46 @@ def _map_rows(task: dict, views: list[Any], lo: int, hi: int, stats: Stats) -> N
                 args.append(padded_rows(v, s, e, d, boundary))
         if kernel.position:
             args.append((s, e, n))
-        call(kernel.dispatcher, tuple(args), stats)
+        yield s, e, tuple(args), in_place or d == 0
 
 
-def run_task(task: dict, stats: Stats, barrier: Any = None) -> Any:
+def _map_rows(task: dict, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
+    for s, e, args, _ in _map_pieces(task, views, lo, hi):
+        stats.rows = (s, e)
+        call(task["kernel"].dispatcher, args, stats)
+
+
+def prepare(task: dict, views: list[Any]) -> Callable[[Stats], None] | None:
+    """A worker's cached map task as a list of calls whose arguments are sliced once, so a
+    repeated call costs the kernel calls only; None when some piece needs fresh padding."""
+    if task["op"] != "map":
+        return None
+    ca, cb = task["range"]
+    pieces = []
+    if cb > ca:
+        chunks = chunk_grid(task["n_rows"], task["rows_per_chunk"])
+        for s, e, args, reusable in _map_pieces(task, views, chunks[ca][0], chunks[cb - 1][1]):
+            if not reusable:
+                return None
+            pieces.append(((s, e), args))
+    dispatcher = task["kernel"].dispatcher
+
+    def run(stats: Stats) -> None:
+        for rows, args in pieces:
+            stats.rows = rows
+            call(dispatcher, args, stats)
+        stats.chunks_done += cb - ca
+    return run
+
+
+def run_task(task: dict, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
     """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
-    scan totals: [partial per chunk]; iterate: index of the spec holding the last sweep."""
+    scan totals: [partial per chunk]; iterate: index of the spec holding the last sweep.
+    ``views``: the specs' arrays when already resolved (a worker's cached task)."""
     kernel: Kernel = task["kernel"]
     specs: list[ArgSpec] = task["specs"]
-    views = resolve(specs)
+    if views is None:
+        views = resolve(specs)
     chunks = chunk_grid(task["n_rows"], task["rows_per_chunk"])
     ca, cb = task["range"]
     op = task["op"]
@@ -366,7 +398,7 @@ class Executor(Protocol):
     n_workers: int
 
     def run(self, tasks: list[dict], *, what: str, timeout: float | None,
-            progress: Any) -> list[Any]: ...
+            progress: Any, memo: int | None = None) -> list[Any]: ...
 
 
 def _ranges(n_chunks: int, n_workers: int) -> list[tuple[int, int]]:
@@ -374,7 +406,8 @@ def _ranges(n_chunks: int, n_workers: int) -> list[tuple[int, int]]:
 
 
 def map_call(plan: Plan, executor: Executor, timeout: float | None = None,
-             progress: Any = None) -> Any:
+             progress: Any = None, memo: int | None = None) -> Any:
+    """Run a map; ``memo``: an id under which the workers keep this call's tasks."""
     kernel = plan.kernel
     if kernel.kind == "reduce":
         raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
@@ -382,21 +415,27 @@ def map_call(plan: Plan, executor: Executor, timeout: float | None = None,
         return scan_call(plan, executor, timeout, progress)
     n_chunks = len(plan.chunks)
     tasks = [plan.task("map", r) for r in _ranges(n_chunks, executor.n_workers)]
-    executor.run(tasks, what=kernel.name, timeout=timeout, progress=(progress, n_chunks))
+    executor.run(tasks, what=kernel.name, timeout=timeout, progress=(progress, n_chunks),
+                 memo=memo)
     return plan.written()
 
 
 def reduce_call(plan: Plan, executor: Executor, timeout: float | None = None,
-                progress: Any = None) -> Any:
+                progress: Any = None, memo: int | None = None) -> Any:
     kernel = plan.kernel
     if kernel.kind != "reduce":
         raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
                          "call pool.map")
     n_chunks = len(plan.chunks)
     tasks = [plan.task("reduce", r) for r in _ranges(n_chunks, executor.n_workers)]
+    return finish_reduce(kernel, n_chunks, executor.run(
+        tasks, what=kernel.name, timeout=timeout, progress=(progress, n_chunks), memo=memo))
+
+
+def finish_reduce(kernel: Kernel, n_chunks: int, results: list) -> Any:
+    """Combine the workers' tree nodes into the final value (the same order for any split)."""
     nodes: dict = {}
-    for result in executor.run(tasks, what=kernel.name, timeout=timeout,
-                               progress=(progress, n_chunks)):
+    for result in results:
         nodes.update(result)
     value = tree_finish(n_chunks, nodes, kernel.combine)
     return kernel.finalize(value) if kernel.finalize is not None else value

@@ -61,6 +61,7 @@ class Kernel:
                  identity: Any, rtol: float | None, atol: float | None):
         py_func = getattr(func, "py_func", func)
         self.py_func = py_func
+        self._sendable: set[str] = set()  # start methods check_sendable passed for
         self.name = py_func.__name__
         self.module = py_func.__module__
         self.qualname = py_func.__qualname__
@@ -125,6 +126,8 @@ class Kernel:
     # -- sending to workers ------------------------------------------------------------------
     def check_sendable(self, start_method: str) -> None:
         """Raise KernelNotSendableError if workers could not import this kernel."""
+        if start_method in self._sendable:  # checked once per start method: it runs per call
+            return
         if "<locals>" in self.qualname or "<lambda>" in self.qualname:
             raise KernelNotSendableError(
                 f"kernel {self.qualname} is defined inside a function; worker processes find "
@@ -144,6 +147,7 @@ class Kernel:
             raise KernelNotSendableError(
                 f"kernel {self.name} is not reachable as {self.module}.{self.qualname}; "
                 "decorate a module-level function and keep the decorated name")
+        self._sendable.add(start_method)
 
     def __reduce__(self):
         return (resolve_kernel, (self.module, self.qualname))

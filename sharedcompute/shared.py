@@ -92,9 +92,9 @@ class Block:
     """One mapped shared-memory segment. Owner blocks keep their fd to detect tampering."""
 
     def __init__(self, name: str, nbytes: int, mm: mmap.mmap, writable: bool,
-                 owner_pid: int | None, fd: int = -1, inode: int = 0):
+                 owner_pid: int | None, fd: int = -1):
         self.name, self.nbytes, self.mm, self.writable = name, nbytes, mm, writable
-        self.owner_pid, self.fd, self.inode = owner_pid, fd, inode
+        self.owner_pid, self.fd = owner_pid, fd
         self.root: np.ndarray | None = np.frombuffer(mm, dtype=np.uint8, count=nbytes)
         self.freed = False
         self.arrays: "weakref.WeakValueDictionary[int, SharedArray]" = weakref.WeakValueDictionary()
@@ -103,11 +103,13 @@ class Block:
 
     # -- creation and attachment ---------------------------------------------------------
     @classmethod
-    def create(cls, nbytes: int) -> "Block":
+    def create(cls, nbytes: int, padding: int = 0) -> "Block":
+        """A new owner-only block of ``padding + nbytes`` bytes (errors speak of ``nbytes``,
+        what the caller asked for)."""
         if _posixshmem is None:  # pragma: no cover
             raise SharedMemoryError("sharedcompute needs POSIX shared memory (Linux or macOS)")
         space = shm_space()
-        if space is not None and nbytes > space.free:
+        if space is not None and nbytes + padding > space.free:
             raise SharedMemoryFullError(_full_message(nbytes, space.free, space.path))
         for _ in range(16):
             name = make_block_name()
@@ -120,15 +122,15 @@ class Block:
             raise SharedMemoryError("could not find a free shared-memory name after 16 tries")
         try:
             os.fchmod(fd, 0o600)  # independent of the umask
-            _reserve(fd, nbytes, space.free if space else None)
+            _reserve(fd, nbytes, padding, space.free if space else None)
+            nbytes += padding
             mm = mmap.mmap(fd, nbytes)
-            inode = os.fstat(fd).st_ino
         except BaseException:
             os.close(fd)
             _posixshmem.shm_unlink("/" + name)
             raise
         _tracker_register(name)
-        block = cls(name, nbytes, mm, True, os.getpid(), fd, inode)
+        block = cls(name, nbytes, mm, True, os.getpid(), fd)
         _owned[name] = block
         return block
 
@@ -175,18 +177,14 @@ class Block:
                                   "create a new one (pool.array / pool.empty)")
         if self.fd < 0:
             return
-        if os.fstat(self.fd).st_size < self.nbytes:
+        st = os.fstat(self.fd)  # one syscall: this runs before every call
+        if st.st_size < self.nbytes:
             raise SharedBlockCorruptedError(
                 f"block {self.name!r} was truncated by another process below its {self.nbytes} bytes")
-        if sys.platform.startswith("linux"):
-            try:
-                ino = os.stat(os.path.join(SHM_DIR, self.name)).st_ino
-            except FileNotFoundError:
-                ino = -1
-            if ino != self.inode:
-                raise SharedBlockNotFoundError(
-                    f"block {self.name!r} was removed from {SHM_DIR} by another process; "
-                    "workers can no longer attach it")
+        if st.st_nlink == 0:  # unlinked (and perhaps re-created under the same name)
+            raise SharedBlockNotFoundError(
+                f"block {self.name!r} was removed from {SHM_DIR} by another process; "
+                "workers can no longer attach it")
 
     def live_views(self) -> int:
         """NumPy arrays still viewing this block (each view's base is ``root``)."""
@@ -242,15 +240,15 @@ def _tracker_unregister(name: str) -> None:
     resource_tracker.unregister("/" + name, "shared_memory")
 
 
-def _reserve(fd: int, nbytes: int, free: int | None) -> None:
+def _reserve(fd: int, nbytes: int, padding: int, free: int | None) -> None:
     # tmpfs ftruncate reserves nothing: the first write past the free space is a SIGBUS.
     if hasattr(os, "posix_fallocate"):
         try:
-            os.posix_fallocate(fd, 0, nbytes)
+            os.posix_fallocate(fd, 0, padding + nbytes)
         except OSError as exc:
             raise SharedMemoryFullError(_full_message(nbytes, free, SHM_DIR, exc)) from exc
     else:  # macOS: no fallocate; ftruncate is all there is
-        os.ftruncate(fd, nbytes)
+        os.ftruncate(fd, padding + nbytes)
 
 
 def _full_message(nbytes: int, free: int | None, path: str, exc: OSError | None = None) -> str:
@@ -349,7 +347,7 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         if not nbytes:
             return cls(None, shape, dt)
         colour = _next_colour(nbytes)
-        return cls(Block.create(colour + nbytes), shape, dt, offset=colour)
+        return cls(Block.create(nbytes, padding=colour), shape, dt, offset=colour)
 
     @classmethod
     def zeros(cls, shape: int | tuple, dtype: Any = np.float64) -> "SharedArray":

@@ -76,3 +76,23 @@ def report_threads(out):
     for i in range(out.shape[0]):
         out[i, 0] = blas
         out[i, 1] = nb
+
+
+def _sleep(seconds):
+    import time
+    time.sleep(seconds)
+
+
+@sc.kernel(whole=("ctl",))
+def steered(out, x, ctl):
+    """out = 2x + 1, steered by data so that repeated identical calls (the doorbell path) can
+    fail: ctl[0] == 1 raises, 2 hangs in nopython code, 3 sleeps ctl[1] seconds first."""
+    if ctl[0] == 1.0:
+        raise ValueError("steered to fail")
+    while ctl[0] == 2.0:
+        pass
+    if ctl[0] == 3.0:
+        with numba.objmode():
+            _sleep(ctl[1])
+    for i in range(out.shape[0]):
+        out[i] = 2.0 * x[i] + 1.0

@@ -1,0 +1,113 @@
+"""Doorbell: microsecond signalling between the parent and its workers through shared memory.
+
+A pipe round trip costs ~70 us here (the OS puts the reader to sleep and wakes it); two
+processes polling a word in shared memory see each other's writes in ~2 us. So a call the
+workers have seen before (same kernel, arrays and scalars: its task is cached in each worker
+under a memo id) is started by writing (memo id, sequence number) into each worker's line of
+a small shared block, and its result comes back the same way:
+
+    parent                              worker i (after a task: polls its line for SPIN_S,
+    line[MEMO], line[RING] = id, seq      then sleeps in recv() on its pipe)
+    fence; if line[W_ASLEEP]: send wake  ──▶ runs the cached task
+    polls line[DONE] for SPIN_S  ◀──────── writes result bytes, stats, line[DONE] = seq
+    then sleeps in wait() on pipes        fence; if line[P_ASLEEP]: send ("done", seq)
+    and sentinels (a crash is noticed)
+
+Polling yields the core (sched_yield) on every turn and lasts at most SPIN_S, so an idle pool
+burns nothing and two workers plus the parent share two cores. Sleeping is safe from lost
+wake-ups by Dekker's rule: each side writes its own "asleep" flag, issues a full fence, then
+re-reads the other side's word; the fence is a CPython lock acquire (a locked instruction on
+x86). Without such ordering guarantees (not x86) the doorbell is off and every call uses the
+pipes. Errors and results over RESULT_BYTES still travel through the pipe.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from typing import Any
+
+# Word indices in each worker's line (int64); stats are float64 words of the same line.
+RING, MEMO, W_ASLEEP, DONE, P_ASLEEP, RESULT_LEN, PIPE_SENT = range(7)
+COMPILE_S, COMPUTE_S, BUSY_S, CHUNKS = range(8, 12)
+HEADER_WORDS = 16                       # 128 bytes: two cache lines per worker
+RESULT_BYTES = 4096                     # reduce partials fit; bigger results use the pipe
+LINE_BYTES = HEADER_WORDS * 8 + RESULT_BYTES
+SPIN_S = float(os.environ.get("SHAREDCOMPUTE_SPIN_US", "500")) / 1e6
+
+# x86 keeps stores in order and a locked instruction orders stores before later loads.
+ENABLED = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686") and SPIN_S > 0
+
+_fence_lock = threading.Lock()
+
+
+def fence() -> None:
+    """A full memory barrier: acquiring an uncontended CPython lock is an atomic
+    compare-and-swap (sem_trywait before 3.13, PyMutex after), a locked instruction on x86."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+class Lines:
+    """The worker lines of one pool, over a block every process maps (a multiprocessing
+    RawArray: its file is unlinked at once, so nothing can leak from /dev/shm)."""
+
+    def __init__(self, raw: Any, n_workers: int):
+        self.raw = raw
+        self.n_workers = n_workers
+        buf = memoryview(raw).cast("B")
+        self.words = buf.cast("q")
+        self.floats = buf.cast("d")
+        self.bytes = buf
+        self.stride = LINE_BYTES // 8
+
+    @classmethod
+    def create(cls, ctx: Any, n_workers: int) -> "Lines":
+        return cls(ctx.RawArray("b", LINE_BYTES * n_workers), n_workers)
+
+    def word(self, i: int, field: int) -> int:
+        return self.words[i * self.stride + field]
+
+    def set_word(self, i: int, field: int, value: int) -> None:
+        self.words[i * self.stride + field] = value
+
+    def stats(self, i: int) -> tuple:
+        base = i * self.stride
+        f = self.floats
+        return (f[base + COMPILE_S], f[base + COMPUTE_S], f[base + BUSY_S], int(f[base + CHUNKS]))
+
+    def set_stats(self, i: int, stats: tuple) -> None:
+        base = i * self.stride
+        f = self.floats
+        f[base + COMPILE_S], f[base + COMPUTE_S], f[base + BUSY_S], f[base + CHUNKS] = stats
+
+    def result(self, i: int) -> bytes:
+        start = i * LINE_BYTES + HEADER_WORDS * 8
+        return bytes(self.bytes[start:start + self.word(i, RESULT_LEN)])
+
+    def set_result(self, i: int, data: bytes) -> bool:
+        """Store a pickled result; False when it does not fit (send it through the pipe)."""
+        if len(data) > RESULT_BYTES:
+            return False
+        start = i * LINE_BYTES + HEADER_WORDS * 8
+        self.bytes[start:start + len(data)] = data
+        self.set_word(i, RESULT_LEN, len(data))
+        return True
+
+    def release(self) -> None:
+        for view in (self.words, self.floats, self.bytes):
+            view.release()
+
+
+def spin_until(ready: Any, budget_s: float = SPIN_S) -> bool:
+    """Poll ``ready()`` for at most ``budget_s``, yielding the core between polls."""
+    if ready():
+        return True
+    deadline = time.perf_counter() + budget_s
+    yield_core = os.sched_yield
+    while time.perf_counter() < deadline:
+        yield_core()
+        if ready():
+            return True
+    return False

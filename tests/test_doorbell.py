@@ -1,0 +1,148 @@
+"""Repeated identical calls run through the doorbell (shared-memory lines), not the pipes:
+results, errors, timeouts and crashes must be exactly what the pipe path gives."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import sharedcompute as sc
+from conftest import START_METHODS, shared_pool
+from sharedcompute import doorbell
+from sharedcompute.kernels.reductions import histogram
+from testkernels import nd_sum, steered
+
+pytestmark = pytest.mark.skipif(not doorbell.ENABLED, reason="the doorbell needs x86 ordering")
+N = 10_007  # not divisible by the worker counts
+
+
+def _count_pipe_calls(pool):
+    """Count calls that went through the pipes (planned and sent) instead of the doorbell."""
+    ex, calls = pool._executor, []
+    original = ex.run
+
+    def run(*args, **kwargs):
+        calls.append(kwargs.get("what"))
+        return original(*args, **kwargs)
+    ex.run = run
+    return calls, lambda: setattr(ex, "run", original)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_repeated_calls_ring_the_doorbell_and_see_new_data(method):
+    pool = shared_pool(3, method)
+    x, out, ctl = pool.array(np.arange(N, dtype=float)), pool.zeros(N), pool.zeros(2)
+    try:
+        pool.map(steered, out, x, ctl)
+        pool.reduce(nd_sum, x)
+        calls, restore = _count_pipe_calls(pool)
+        try:
+            for k in range(25):
+                x[:] = k
+                assert pool.map(steered, out, x, ctl) is out
+                np.testing.assert_array_equal(np.asarray(out), np.full(N, 2.0 * k + 1))
+                assert float(pool.reduce(nd_sum, x)) == k * N
+            time.sleep(0.05)  # every worker has gone to sleep in its pipe: rung awake
+            x[:] = -1.0
+            pool.map(steered, out, x, ctl)
+            assert np.all(np.asarray(out) == -1.0)
+            ctl[:] = [3.0, 0.05]  # the kernel outlasts the parent's polling: it sleeps too
+            x[:] = 7.0
+            pool.map(steered, out, x, ctl)
+            assert np.all(np.asarray(out) == 15.0)
+        finally:
+            restore()
+        assert calls == [], f"calls went through the pipes: {calls}"
+    finally:
+        for a in (x, out, ctl):
+            a.free()
+
+
+def test_big_reduce_results_come_back_through_the_pipe_on_the_doorbell_path():
+    pool = shared_pool(2, "forkserver")
+    values = np.random.default_rng(1).random(N)
+    x = pool.array(values)
+    bins = 3 * doorbell.RESULT_BYTES // 8  # partials bigger than a line's result area
+    try:
+        want = np.histogram(values, bins=bins, range=(0.0, 1.0))[0]
+        for _ in range(3):
+            np.testing.assert_array_equal(pool.reduce(histogram, x, bins, 0.0, 1.0), want)
+    finally:
+        x.free()
+
+
+def test_freeing_any_array_drops_the_cached_calls_and_results_stay_right():
+    pool = shared_pool(2, "forkserver")
+    x, out, ctl = pool.array(np.ones(N)), pool.zeros(N), pool.zeros(2)
+    try:
+        pool.map(steered, out, x, ctl)
+        pool.zeros(10).free()  # workers are told to forget; cached tasks go too
+        calls, restore = _count_pipe_calls(pool)
+        try:
+            pool.map(steered, out, x, ctl)
+            pool.map(steered, out, x, ctl)
+        finally:
+            restore()
+        assert calls == ["steered"]  # planned again once, then rung
+        assert np.all(np.asarray(out) == 3.0)
+    finally:
+        for a in (x, out, ctl):
+            a.free()
+
+
+@pytest.fixture
+def own_pool():
+    pool = sc.Pool(2)
+    yield pool
+    pool.close()
+
+
+def test_kernel_error_on_the_doorbell_path_keeps_the_pool(own_pool):
+    pool = own_pool
+    x, out, ctl = pool.array(np.ones(N)), pool.zeros(N), pool.zeros(2)
+    pool.map(steered, out, x, ctl)
+    pids = pool.pids
+    ctl[0] = 1.0
+    with pytest.raises(sc.KernelError, match="steered to fail") as info:
+        pool.map(steered, out, x, ctl)
+    assert info.value.remote_type == "ValueError" and "rows [" in str(info.value)
+    assert pool.pids == pids and pool.restarts == 0
+    ctl[0] = 0.0
+    x[:] = 5.0
+    pool.map(steered, out, x, ctl)
+    assert np.all(np.asarray(out) == 11.0)
+
+
+def test_timeout_on_the_doorbell_path_replaces_the_workers(own_pool):
+    pool = own_pool
+    x, out, ctl = pool.array(np.ones(N)), pool.zeros(N), pool.zeros(2)
+    pool.map(steered, out, x, ctl, timeout=30)
+    ctl[0] = 2.0  # hangs in nopython code
+    t0 = time.monotonic()
+    with pytest.raises(sc.KernelTimeoutError, match="timeout=0.5"):
+        pool.map(steered, out, x, ctl, timeout=0.5)
+    assert time.monotonic() - t0 < 10
+    ctl[0] = 0.0
+    pool.map(steered, out, x, ctl)
+    assert pool.restarts == 1 and np.all(np.asarray(out) == 3.0)
+
+
+def test_worker_killed_during_a_rung_call_is_a_crash_error(own_pool):
+    pool = own_pool
+    x, out, ctl = pool.array(np.ones(N)), pool.zeros(N), pool.zeros(2)
+    pool.map(steered, out, x, ctl)
+    ctl[:] = [3.0, 5.0]  # every worker sleeps 5 s inside the kernel; one is killed
+    victim = pool.pids[0]
+    timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+    timer.start()
+    try:
+        with pytest.raises(sc.WorkerCrashedError, match="SIGKILL"):
+            pool.map(steered, out, x, ctl)
+    finally:
+        timer.join()
+    ctl[:] = [0.0, 0.0]
+    pool.map(steered, out, x, ctl)
+    assert pool.restarts == 1 and victim not in pool.pids
+    assert np.all(np.asarray(out) == 3.0)
