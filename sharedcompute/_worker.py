@@ -59,6 +59,8 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
     pid = os.getpid()
     lines = doorbell.Lines(bell, n_workers) if bell is not None else None
     prepared: dict[int, tuple] = {}  # memo id -> (task, attached views)
+    if lines is not None:  # sweeps of iterate meet in shared memory, not on semaphores
+        barrier = doorbell.SpinBarrier(lines, index)
     pipe_seen = last_ring = 0
 
     def called() -> bool:  # a rung call or a pipe message is waiting
@@ -98,6 +100,8 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             continue
         _, seq, task, memo = msg
         views = None
+        if lines is not None and task["op"] == "iterate":
+            barrier.begin(seq)
         stats = execute.Stats(progress=_reporter(conn, seq))
         t0 = time.perf_counter()
         try:

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 # Word indices in each worker's line (int64); stats are float64 words of the same line.
-RING, MEMO, W_ASLEEP, DONE, P_ASLEEP, RESULT_LEN, PIPE_SENT = range(7)
+RING, MEMO, W_ASLEEP, DONE, P_ASLEEP, RESULT_LEN, PIPE_SENT, ARRIVED, ABORTED = range(9)
 COMPILE_S, COMPUTE_S, BUSY_S, CHUNKS = range(8, 12)
 HEADER_WORDS = 16                       # 128 bytes: two cache lines per worker
 RESULT_BYTES = 4096                     # reduce partials fit; bigger results use the pipe
@@ -111,3 +111,41 @@ def spin_until(ready: Any, budget_s: float = SPIN_S) -> bool:
         if ready():
             return True
     return False
+
+
+class SpinBarrier:
+    """The barrier between ``iterate`` sweeps, in the same lines: each worker raises its own
+    arrival count and polls everyone else's (no semaphore, no parent); after SPIN_S it
+    sleeps in growing steps of at most 1 ms. Counts start at ``seq << 32`` for each call, so
+    a call that failed half-way leaves nothing behind for the next one."""
+
+    def __init__(self, lines: Lines, index: int):
+        self.lines, self.index = lines, index
+        self.epoch = self.count = 0
+
+    def begin(self, seq: int) -> None:
+        self.epoch = seq
+        self.count = seq << 32
+
+    def _aborted(self) -> bool:
+        return self.lines.word(0, ABORTED) == self.epoch
+
+    def wait(self) -> None:
+        lines, n = self.lines, self.lines.n_workers
+        self.count += 1
+        target = self.count
+        lines.set_word(self.index, ARRIVED, target)
+
+        def passed() -> bool:
+            return all(lines.word(j, ARRIVED) >= target for j in range(n)) or self._aborted()
+
+        if not spin_until(passed):
+            nap = 20e-6
+            while not passed():
+                time.sleep(nap)
+                nap = min(nap * 2, 1e-3)
+        if self._aborted():
+            raise threading.BrokenBarrierError
+
+    def abort(self) -> None:
+        self.lines.set_word(0, ABORTED, self.epoch)
