@@ -263,27 +263,53 @@ def _map_rows(task: dict, views: list[Any], lo: int, hi: int, stats: Stats) -> N
         call(task["kernel"].dispatcher, args, stats)
 
 
-def prepare(task: dict, views: list[Any]) -> Callable[[Stats], None] | None:
-    """A worker's cached map task as a list of calls whose arguments are sliced once, so a
-    repeated call costs the kernel calls only; None when some piece needs fresh padding."""
-    if task["op"] != "map":
-        return None
+def prepare(task: dict, views: list[Any]) -> Callable[[Stats], Any] | None:
+    """A worker's cached map or reduce task with every kernel argument sliced once, so a
+    repeated call costs the kernel calls only (the first call compiled them: the whole run
+    counts as compute). None when a piece needs fresh padding (stencil edges): run_task."""
+    kernel: Kernel = task["kernel"]
     ca, cb = task["range"]
-    pieces = []
-    if cb > ca:
-        chunks = chunk_grid(task["n_rows"], task["rows_per_chunk"])
-        for s, e, args, reusable in _map_pieces(task, views, chunks[ca][0], chunks[cb - 1][1]):
-            if not reusable:
-                return None
-            pieces.append(((s, e), args))
-    dispatcher = task["kernel"].dispatcher
+    chunks = chunk_grid(task["n_rows"], task["rows_per_chunk"])
+    dispatcher = kernel.dispatcher
+    if task["op"] == "map":
+        pieces = []
+        if cb > ca:
+            for s, e, args, reusable in _map_pieces(task, views, chunks[ca][0], chunks[cb - 1][1]):
+                if not reusable:
+                    return None
+                pieces.append(((s, e), args))
 
-    def run(stats: Stats) -> None:
-        for rows, args in pieces:
-            stats.rows = rows
-            call(dispatcher, args, stats)
-        stats.chunks_done += cb - ca
-    return run
+        def run_map(stats: Stats) -> None:
+            t0 = time.perf_counter()
+            for rows, args in pieces:
+                stats.rows = rows
+                dispatcher(*args)
+            stats.compute_s += time.perf_counter() - t0
+            stats.chunks_done += cb - ca
+        return run_map
+    if task["op"] == "reduce":
+        n = task["n_rows"]
+        leaves = {}
+        for c in range(ca, cb):
+            s, e = chunks[c]
+            args = _chunk_args(views, task["specs"], s, e)
+            if kernel.position:
+                args.append((s, e, n))
+            leaves[c] = ((s, e), tuple(args))
+        nodes = tree_nodes(0, len(chunks), ca, cb)
+
+        def run_reduce(stats: Stats) -> dict:
+            def leaf(c: int) -> Any:
+                rows, args = leaves[c]
+                stats.rows = rows
+                return dispatcher(*args)
+            t0 = time.perf_counter()
+            out = {node: tree_reduce(node[0], node[1], leaf, kernel.combine) for node in nodes}
+            stats.compute_s += time.perf_counter() - t0
+            stats.chunks_done += cb - ca
+            return out
+        return run_reduce
+    return None
 
 
 def run_task(task: dict, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:

@@ -11,7 +11,8 @@ import pytest
 import sharedcompute as sc
 from conftest import START_METHODS, shared_pool
 from sharedcompute import doorbell
-from sharedcompute.kernels.reductions import histogram
+from sharedcompute.kernels.compute import mandelbrot, monte_carlo_pi
+from sharedcompute.kernels.reductions import dot, histogram, mean_var, minmax, total
 from testkernels import nd_sum, steered
 
 pytestmark = pytest.mark.skipif(not doorbell.ENABLED, reason="the doorbell needs x86 ordering")
@@ -57,6 +58,31 @@ def test_repeated_calls_ring_the_doorbell_and_see_new_data(method):
         assert calls == [], f"calls went through the pipes: {calls}"
     finally:
         for a in (x, out, ctl):
+            a.free()
+
+
+@pytest.mark.parametrize("n_workers", [1, 2, 3])
+def test_doorbell_results_are_bitwise_the_pipe_results(n_workers):
+    pool = shared_pool(n_workers, "forkserver")
+    rng = np.random.default_rng(n_workers)
+    x, y = pool.array(rng.standard_normal(N)), pool.array(rng.standard_normal(N))
+    image = pool.zeros((67, 45), np.int32)
+    try:
+        for kernel, args in ((total, (x,)), (dot, (x, y)), (minmax, (x,)), (mean_var, (x,))):
+            first = pool.reduce(kernel, *args)       # planned, through the pipes
+            again = pool.reduce(kernel, *args)       # rung: prepared calls in the workers
+            assert np.array_equal(np.asarray(first), np.asarray(again)), kernel.name
+            assert np.allclose(np.asarray(again), np.asarray(kernel.reference(
+                *[np.asarray(a) for a in args])), rtol=1e-12, atol=1e-9), kernel.name
+        pi = [pool.reduce(monte_carlo_pi, 500, 7, rows=37) for _ in range(2)]  # position=
+        assert pi[0] == pi[1] == monte_carlo_pi.reference(500, 7, 37)
+        pool.map(mandelbrot, image, -2.0, 1.0, -1.5, 1.5, 50)
+        want = np.array(image)
+        image[:] = -1
+        pool.map(mandelbrot, image, -2.0, 1.0, -1.5, 1.5, 50)
+        np.testing.assert_array_equal(np.asarray(image), want)
+    finally:
+        for a in (x, y, image):
             a.free()
 
 
