@@ -17,6 +17,7 @@ import time
 import traceback
 from typing import Any
 
+from . import doorbell, execute, shared
 from ._system import THREAD_VARS
 
 
@@ -54,7 +55,6 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _watch_parent()
     limits = _limit_threads()  # noqa: F841 - kept alive for the worker's lifetime
-    from . import doorbell, execute, shared
 
     pid = os.getpid()
     lines = doorbell.Lines(bell, n_workers) if bell is not None else None
@@ -140,7 +140,6 @@ def _run_rung(conn: Any, lines: Any, index: int, seq: int, prepared: dict, barri
               pid: int) -> None:
     """Run a cached task started through the doorbell; answer through it when the result is
     small, else (errors, big results) through the pipe."""
-    from . import doorbell, execute
     memo = lines.word(index, doorbell.MEMO)
     stats = execute.Stats()
     t0 = time.perf_counter()
