@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -198,36 +198,20 @@ class _ProcessExecutor:
                 except OSError:
                     self._crashed(i, tasks, what)
             while pending:
-                wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
-                ready = wait([self.conns[i] for i in pending] + [p.sentinel for p in self.procs],
-                             timeout=wait_s)
-                if not ready and deadline is not None:
-                    self._timed_out(pending, tasks, what, timeout)
-                for obj in ready:
-                    if obj in self.conns:
-                        i = self.conns.index(obj)
-                        try:
-                            msg = obj.recv()
-                        except (EOFError, OSError):
-                            self._crashed(i, tasks, what)
-                        if msg[1] != seq or msg[0] == "done":
-                            continue
-                        if msg[0] == "progress":
-                            reported[i] += msg[2]
-                            if bar:
-                                bar.update(msg[2])
-                            continue
-                        self._account(i, msg[3])
+                for i, msg in self._messages(pending, seq, deadline, tasks, what, timeout):
+                    if msg[0] == "progress":
+                        reported[i] += msg[2]
                         if bar:
-                            bar.update(msg[3][3] - reported[i])
-                        pending.discard(i)
-                        if msg[0] == "ok":
-                            results[i] = msg[2]
-                        else:
-                            errors.append(_kernel_error(what, msg[2]))
+                            bar.update(msg[2])
+                        continue
+                    self._account(i, msg[3])
+                    if bar:
+                        bar.update(msg[3][3] - reported[i])
+                    pending.discard(i)
+                    if msg[0] == "ok":
+                        results[i] = msg[2]
                     else:
-                        i = [p.sentinel for p in self.procs].index(obj)
-                        self._crashed(i, tasks, what)
+                        errors.append(_kernel_error(what, msg[2]))
         except BaseException:
             # Ctrl-C, a crash or a timeout: the workers' state is unknown; kill them all.
             self.stop(kill=True)
@@ -277,22 +261,7 @@ class _ProcessExecutor:
                     lines.set_word(i, doorbell.P_ASLEEP, 1)
                 doorbell.fence()
                 while not all_done():
-                    wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
-                    ready = wait([self.conns[i] for i in pending] +
-                                 [p.sentinel for p in self.procs], timeout=wait_s)
-                    if not ready and deadline is not None:
-                        self._timed_out(pending, tasks, what, timeout)
-                    for obj in ready:
-                        if obj not in self.conns:
-                            self._crashed([p.sentinel for p in self.procs].index(obj), tasks,
-                                          what)
-                        i = self.conns.index(obj)
-                        try:
-                            msg = obj.recv()
-                        except (EOFError, OSError):
-                            self._crashed(i, tasks, what)
-                        if msg[1] != seq or msg[0] == "done":
-                            continue
+                    for i, msg in self._messages(pending, seq, deadline, tasks, what, timeout):
                         self._account(i, msg[3])
                         pending.discard(i)
                         piped.add(i)
@@ -313,6 +282,27 @@ class _ProcessExecutor:
         if errors:
             raise errors[0]
         return results
+
+    def _messages(self, pending: set, seq: int, deadline: float | None, tasks: list, what: str,
+                  timeout: float | None) -> Iterator[tuple[int, tuple]]:
+        """Sleep on the pending workers' pipes and every process sentinel; yield (worker,
+        message) for this call's results, errors and progress. A dead worker or the
+        deadline raises; stale messages and "done" pings are dropped."""
+        wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
+        ready = wait([self.conns[i] for i in pending] + [p.sentinel for p in self.procs],
+                     timeout=wait_s)
+        if not ready and deadline is not None:
+            self._timed_out(pending, tasks, what, timeout)
+        for obj in ready:
+            if obj not in self.conns:
+                self._crashed([p.sentinel for p in self.procs].index(obj), tasks, what)
+            i = self.conns.index(obj)
+            try:
+                msg = obj.recv()
+            except (EOFError, OSError):
+                self._crashed(i, tasks, what)
+            if msg[1] == seq and msg[0] != "done":
+                yield i, msg
 
     def _account(self, i: int, stats: tuple) -> None:
         info = self.insights[i]
