@@ -172,3 +172,41 @@ def test_worker_killed_during_a_rung_call_is_a_crash_error(own_pool):
     pool.map(steered, out, x, ctl)
     assert pool.restarts == 1 and victim not in pool.pids
     assert np.all(np.asarray(out) == 3.0)
+
+
+OFF_SCRIPT = """
+import numpy as np, sharedcompute as sc
+from sharedcompute import doorbell
+from sharedcompute.kernels.elementwise import triad
+from sharedcompute.kernels.reductions import total
+from sharedcompute.kernels.stencils import jacobi2d
+if __name__ == "__main__":
+    assert not doorbell.ENABLED
+    with sc.Pool(2) as pool:
+        assert pool._executor.lines is None
+        a, b, c = pool.zeros(1001), pool.array(np.ones(1001)), pool.array(np.ones(1001))
+        for k in range(20):
+            b[0] = k
+            pool.map(triad, a, b, c, 2.0)
+            assert a[0] == k + 2.0 and float(pool.reduce(total, b)) == k + 1000
+        u = pool.array(np.random.default_rng(0).random((64, 32)))
+        w = pool.zeros_like(u)
+        start = np.array(u)
+        got = np.array(pool.iterate(jacobi2d, w, u, steps=7))
+    with sc.Pool(2, backend="inline") as here:  # same partitioning, in process
+        u2 = here.array(start)
+        assert np.array_equal(got, np.array(here.iterate(jacobi2d, here.zeros_like(u2), u2, steps=7)))
+    print("OFF-OK")
+"""
+
+
+def test_doorbell_off_falls_back_to_pipes_and_a_semaphore_barrier(tmp_path):
+    """SHAREDCOMPUTE_SPIN_US=0 (and every non-x86 machine) uses the session-1 paths."""
+    import subprocess
+    import sys
+    script = tmp_path / "off.py"
+    script.write_text(OFF_SCRIPT)
+    env = dict(os.environ, SHAREDCOMPUTE_SPIN_US="0")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "OFF-OK" in proc.stdout, proc.stderr
