@@ -1,7 +1,7 @@
 """Code that runs inside a worker process: set-up, the message loop, error capture.
 
 Imports nothing from pool.py: a child process loads only what it needs.
-Messages in:  ("task", seq, task, memo id or None) | ("forget", [block names]) | ("wake",)
+Messages in:  ("task", seq, task, memo id or None, memo ids to drop) | ("forget", [block names]) | ("wake",)
               | ("stop",); and calls rung through the doorbell (doorbell.py)
 Messages out: ("ok", seq, result, stats) | ("err", seq, info, stats) | ("progress", seq, n)
               | ("done", seq) (a rung call finished while the parent sleeps)
@@ -47,9 +47,6 @@ def _limit_threads() -> Any:
         return None
 
 
-MEMO_KEEP = 64  # cached tasks per worker; the parent keeps at most 32 memo ids alive
-
-
 def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int = 1) -> None:
     """Worker entry point: serve tasks until told to stop or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
@@ -58,7 +55,8 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
 
     pid = os.getpid()
     lines = doorbell.Lines(bell, n_workers) if bell is not None else None
-    prepared: dict[int, tuple] = {}  # memo id -> (task, attached views)
+    prepared: dict[int, tuple] = {}  # memo id -> (task, views, prepared run); the parent
+    # decides which ids live: it names the ones to drop in its next task message
     if lines is not None:  # sweeps of iterate meet in shared memory, not on semaphores
         barrier = doorbell.SpinBarrier(lines, index)
     pipe_seen = last_ring = 0
@@ -98,7 +96,9 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             prepared.clear()  # drop views first, so the blocks can be unmapped
             shared.forget_attached(msg[1])
             continue
-        _, seq, task, memo = msg
+        _, seq, task, memo, drop = msg
+        for old in drop:
+            prepared.pop(old, None)
         views = None
         if lines is not None and task["op"] == "iterate":
             barrier.begin(seq)
@@ -107,10 +107,9 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
         try:
             if memo is not None:
                 views = execute.resolve(task["specs"])
-                prepared[memo] = (task, views, execute.prepare(task, views))
-                if len(prepared) > MEMO_KEEP:
-                    del prepared[next(iter(prepared))]
             result = execute.run_task(task, stats, barrier, views)
+            if memo is not None:
+                prepared[memo] = (task, views, execute.prepare(task, views))
             reply: tuple = ("ok", seq, result, _stats(stats, t0))
             try:
                 conn.send(reply)
@@ -145,7 +144,7 @@ def _run_rung(conn: Any, lines: Any, index: int, seq: int, prepared: dict, barri
     t0 = time.perf_counter()
     try:
         if memo not in prepared:
-            raise RuntimeError(f"sharedcompute internal error: task memo {memo} is unknown to "
+            raise LookupError(f"sharedcompute internal error: task memo {memo} is unknown to "
                                "this worker")
         task, views, run = prepared[memo]
         result = run(stats) if run is not None else execute.run_task(task, stats, barrier, views)

@@ -116,12 +116,14 @@ class _ProcessExecutor:
         self.insights: list[WorkerInsight] = []
         self.lines: doorbell.Lines | None = None
         self.generation = 0  # bumped at every (re)start: cached tasks die with their workers
+        self.drop_memos: list[int] = []
 
     def start(self) -> None:
         from . import _worker
         self.barrier = self.ctx.Barrier(self.n_workers)
         self.lines = doorbell.Lines.create(self.ctx, self.n_workers) if doorbell.ENABLED else None
         self.generation += 1
+        self.drop_memos: list[int] = []  # cached tasks the workers should drop (next task)
         self.insights = []
         bell = self.lines.raw if self.lines is not None else None
         try:
@@ -191,10 +193,13 @@ class _ProcessExecutor:
         reported = [0] * len(tasks)
         pending = set(range(len(tasks)))
         deadline = None if timeout is None else time.monotonic() + timeout
+        drop: list[int] = []
+        if len(tasks) == self.n_workers:  # every worker hears which cached tasks to drop
+            drop, self.drop_memos = self.drop_memos, []
         try:
             for i, task in enumerate(tasks):
                 try:
-                    self.send(i, ("task", seq, task, memo))
+                    self.send(i, ("task", seq, task, memo, drop))
                 except OSError:
                     self._crashed(i, tasks, what)
             while pending:
@@ -578,7 +583,12 @@ class Pool:
             self._ensure_workers()
             memo = self._memo.get(key) if key is not None else None
             if memo is not None and memo.matches(args, ex.generation):
-                return self._call_again(memo, kernel, args, timeout)
+                try:
+                    return self._call_again(memo, kernel, args, timeout)
+                except KernelError as exc:
+                    if exc.remote_type == "LookupError":  # a worker lost the task: never
+                        self._memo.pop(key, None)       # ring it again (re-running a map
+                    raise                               # is not safe: y += x twice)
             plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process)
             names = [b.name for b in plan.written_blocks if b is not None]
             _claim_writes(names, kernel)
@@ -587,10 +597,17 @@ class Pool:
                 if memo_id is None:
                     return runner(plan, ex, timeout=timeout, progress=progress, **extra)
                 out = runner(plan, ex, timeout=timeout, progress=progress, memo=memo_id)
+            except BaseException:
+                if memo_id is not None:
+                    ex.drop_memos.append(memo_id)  # some workers may have cached it
+                raise
             finally:
                 _release_writes(names)
+            stale = self._memo.pop(key, None)  # same key, objects gone (an id was reused)
+            if stale is not None:
+                ex.drop_memos.append(stale.memo_id)
             if len(self._memo) >= MEMO_SIZE:
-                del self._memo[next(iter(self._memo))]
+                ex.drop_memos.append(self._memo.pop(next(iter(self._memo))).memo_id)
             self._memo[key] = _Memo(memo_id, ex.generation, args, plan, ex.n_workers)
             return out
 
@@ -722,12 +739,12 @@ def _memo_key(runner: Any, kernel: Any, args: tuple, rows: Any, boundary: Any) -
             return None
     elif runner is not execute.reduce_call or kernel.kind != "reduce":
         return None
-    key: list = [runner, kernel, rows, boundary]
+    key: list = [runner, kernel, rows, _scalar_key(boundary)]
     for a in args:
         if type(a) is SharedArray:
             key.append(id(a))
         elif isinstance(a, _SCALARS):
-            key.append((type(a), a))
+            key.append(_scalar_key(a))
         else:
             return None
     try:
@@ -735,6 +752,17 @@ def _memo_key(runner: Any, kernel: Any, args: tuple, rows: Any, boundary: Any) -
     except TypeError:
         return None
     return tuple(key)
+
+
+def _scalar_key(value: Any) -> Any:
+    """A scalar as its type and exact bits: 0.0 == -0.0 would otherwise share a cached call."""
+    if isinstance(value, np.generic):
+        return (type(value), value.tobytes())
+    if isinstance(value, float):
+        return (type(value), value.hex())
+    if isinstance(value, complex):
+        return (type(value), value.real.hex(), value.imag.hex())
+    return (type(value), value)
 
 
 class _Memo:

@@ -110,7 +110,7 @@ class Block:
             raise SharedMemoryError("sharedcompute needs POSIX shared memory (Linux or macOS)")
         space = shm_space()
         if space is not None and nbytes + padding > space.free:
-            raise SharedMemoryFullError(_full_message(nbytes, space.free, space.path))
+            raise SharedMemoryFullError(_full_message(nbytes, space.free, space.path, padding))
         for _ in range(16):
             name = make_block_name()
             try:
@@ -181,7 +181,8 @@ class Block:
         if st.st_size < self.nbytes:
             raise SharedBlockCorruptedError(
                 f"block {self.name!r} was truncated by another process below its {self.nbytes} bytes")
-        if st.st_nlink == 0:  # unlinked (and perhaps re-created under the same name)
+        # unlinked (perhaps re-created under the same name); macOS reports 0 links for shm
+        if st.st_nlink == 0 and sys.platform.startswith("linux"):
             raise SharedBlockNotFoundError(
                 f"block {self.name!r} was removed from {SHM_DIR} by another process; "
                 "workers can no longer attach it")
@@ -246,15 +247,19 @@ def _reserve(fd: int, nbytes: int, padding: int, free: int | None) -> None:
         try:
             os.posix_fallocate(fd, 0, padding + nbytes)
         except OSError as exc:
-            raise SharedMemoryFullError(_full_message(nbytes, free, SHM_DIR, exc)) from exc
+            raise SharedMemoryFullError(_full_message(nbytes, free, SHM_DIR, padding, exc)) \
+                from exc
     else:  # macOS: no fallocate; ftruncate is all there is
         os.ftruncate(fd, padding + nbytes)
 
 
-def _full_message(nbytes: int, free: int | None, path: str, exc: OSError | None = None) -> str:
+def _full_message(nbytes: int, free: int | None, path: str, padding: int = 0,
+                  exc: OSError | None = None) -> str:
     have = "unknown" if free is None else format_bytes(free)
     why = f" ({exc.strerror})" if exc is not None else ""
-    return (f"cannot reserve {format_bytes(nbytes)} of shared memory: {path} has {have} free{why}. "
+    extra = f" (+{format_bytes(padding)} of alignment offset)" if padding else ""
+    return (f"cannot reserve {format_bytes(nbytes)}{extra} of shared memory: {path} has {have} "
+            f"free{why}. "
             "Free other shared arrays, use smaller arrays, or give the machine more shared memory "
             "(Docker: --shm-size=8g; Kubernetes: an emptyDir with medium: Memory)")
 

@@ -13,7 +13,7 @@ from conftest import START_METHODS, shared_pool
 from sharedcompute import doorbell
 from sharedcompute.kernels.compute import mandelbrot, monte_carlo_pi
 from sharedcompute.kernels.reductions import dot, histogram, mean_var, minmax, total
-from testkernels import nd_sum, steered
+from testkernels import fill_ones, nd_sum, raise_on_negative, scale_add, steered
 
 pytestmark = pytest.mark.skipif(not doorbell.ENABLED, reason="the doorbell needs x86 ordering")
 N = 10_007  # not divisible by the worker counts
@@ -115,6 +115,43 @@ def test_freeing_any_array_drops_the_cached_calls_and_results_stay_right():
         assert np.all(np.asarray(out) == 3.0)
     finally:
         for a in (x, out, ctl):
+            a.free()
+
+
+def test_cached_calls_survive_many_replaced_and_failed_entries():
+    """The parent decides which cached tasks the workers drop: reused object ids (a fresh
+    view each time), failed first calls and evictions never desynchronise the two sides."""
+    pool = shared_pool(2, "forkserver")
+    x, y = pool.array(np.ones(N)), pool.zeros(N)
+    neg = pool.array(-np.ones(N))
+    try:
+        assert float(pool.reduce(nd_sum, x)) == N
+        for k in range(80):
+            v = y[1:]  # a new SharedArray each time, often at a reused id
+            pool.map(fill_ones, v)
+            del v
+            if k % 10 == 0:
+                with pytest.raises(sc.KernelError, match="negative value"):
+                    pool.reduce(raise_on_negative, neg)
+        assert float(pool.reduce(nd_sum, x)) == N
+        assert float(pool.reduce(nd_sum, x)) == N
+        assert np.all(np.asarray(y)[1:] == 1.0)
+    finally:
+        for a in (x, y, neg):
+            a.free()
+
+
+def test_scalars_are_cached_by_their_bits():
+    """0.0 == -0.0 in Python; a cached call must still see which one was passed."""
+    pool = shared_pool(2, "forkserver")
+    x, y, out = pool.array(-np.ones(N)), pool.array(np.full(N, -0.0)), pool.zeros(N)
+    try:
+        for s in (0.0, -0.0, 0.0, np.float64(-0.0), np.float64(0.0)):
+            pool.map(scale_add, out, x, y, s)
+            want = np.asarray(x) * s + np.asarray(y)
+            assert np.array_equal(np.signbit(np.asarray(out)), np.signbit(want)), s
+    finally:
+        for a in (x, y, out):
             a.free()
 
 
