@@ -106,7 +106,8 @@ def _iterate_here(plan, executor, steps, residual, tol, check_every, out_i, in_i
 def _iterate_in_workers(plan, executor, steps, residual, tol, check_every, out_i, in_i, pool,
                         timeout, progress) -> int:
     n_chunks = len(plan.chunks)
-    executor.barrier.reset()  # a failed earlier iterate leaves it broken; workers are idle now
+    if executor.barrier is not None:  # the semaphore fallback: a failed earlier iterate left
+        executor.barrier.reset()      # it broken; the workers are idle now
     slots = pool.zeros(n_chunks, np.float64) if residual is not None else None
     try:
         tasks = [plan.task("iterate", r, swap=(out_i, in_i), steps=int(steps), residual=residual,
