@@ -203,9 +203,10 @@ class DaskBackend:
         return self.zeros(shape, dtype)
 
     # -- calls ---------------------------------------------------------------------------------
-    def plan(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any) -> Plan:
+    def plan(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
+             chunk_rows: int | None = None) -> Plan:
         return make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
-                         array_types=(DaskArray,))
+                         array_types=(DaskArray,), chunk_rows_override=chunk_rows)
 
     def _gather(self, futures: list, timeout: float | None, progress: Any, what: str,
                 fetch: bool = True) -> list:

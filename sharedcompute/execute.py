@@ -83,13 +83,19 @@ def _label(kernel: Kernel, i: int) -> str:
 
 
 def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary: Any,
-              in_process: bool, array_types: tuple = ()) -> Plan:
-    """Check arguments and describe how to split them; raises InputError before any work."""
+              in_process: bool, array_types: tuple = (), chunk_rows_override: int | None = None
+              ) -> Plan:
+    """Check arguments and describe how to split them; raises InputError before any work.
+
+    ``chunk_rows_override`` forces a chunk size (verify uses it to check a second, finer
+    splitting than the pool's own)."""
     if not isinstance(kernel, Kernel):
         raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with @sc.kernel")
     if len(args) != len(kernel.params):
         raise InputError(f"kernel {kernel.name} takes {len(kernel.params)} arguments "
                          f"{tuple(kernel.params)}, got {len(args)}")
+    if kernel.check is not None:
+        kernel.check(*[a.array if isinstance(a, Whole) else a for a in args])
     boundary = kernel.boundary if boundary is None else check_boundary(boundary)
     specs: list[ArgSpec] = []
     part_arrays: list[tuple[int, Any]] = []
@@ -168,6 +174,8 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
             raise InputError(f"rows={rows!r} must be a non-negative integer")
         plan.n_rows = int(rows)
         plan.rows_per_chunk = max(1, -(-int(rows) // TARGET_CHUNKS))
+    if chunk_rows_override is not None:
+        plan.rows_per_chunk = max(1, int(chunk_rows_override))
     if kernel.depth:
         _check_stencil_aliasing(kernel, args, shared)
     return plan

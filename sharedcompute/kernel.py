@@ -58,7 +58,7 @@ class Kernel:
     def __init__(self, func: Callable, *, reference: Callable | None, combine: Callable | None,
                  finalize: Callable | None, writes: Sequence[str] | None, whole: Sequence[str],
                  depth: int, boundary: Any, position: bool, totals: Callable | None,
-                 identity: Any, rtol: float | None, atol: float | None):
+                 identity: Any, rtol: Any, atol: Any, check: Callable | None = None):
         py_func = getattr(func, "py_func", func)
         self.py_func = py_func
         self._sendable: set[str] = set()  # start methods check_sendable passed for
@@ -103,6 +103,7 @@ class Kernel:
         self.finalize = finalize
         self.identity = identity
         self.rtol, self.atol = rtol, atol
+        self.check = check
         self.dispatcher = _jit(func)
         self.totals = _jit(totals) if totals is not None else None
         REGISTRY[f"{self.module}:{self.qualname}"] = self
@@ -172,7 +173,8 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            combine: Callable | None = None, finalize: Callable | None = None,
            writes: Sequence[str] | None = None, whole: Sequence[str] = (), depth: int = 0,
            boundary: Any = "none", position: bool = False, totals: Callable | None = None,
-           identity: Any = 0, rtol: float | None = None, atol: float | None = None) -> Any:
+           identity: Any = 0, rtol: Any = None, atol: Any = None,
+           check: Callable | None = None) -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -191,6 +193,9 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     totals : makes a scan: ``totals(*inputs)`` gives a chunk's total; the kernel's last
         parameter receives the combined totals of all earlier chunks (``identity`` for the first).
     rtol, atol : tolerance against the reference (default exact for integers).
+    check : ``check(*args)`` runs in the calling process before any work, with the arguments
+        as the caller passed them, and raises :class:`InputError` for invalid parameters
+        (e.g. ``bins <= 0``), so they never reach numba or a worker.
 
     Examples
     --------
@@ -207,5 +212,5 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     def wrap(f: Callable) -> Kernel:
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
                       whole=whole, depth=depth, boundary=boundary, position=position,
-                      totals=totals, identity=identity, rtol=rtol, atol=atol)
+                      totals=totals, identity=identity, rtol=rtol, atol=atol, check=check)
     return wrap(func) if func is not None else wrap

@@ -504,7 +504,8 @@ class Pool:
 
     # -- running kernels -----------------------------------------------------------------------
     def map(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
-            timeout: float | None = None, progress: Any = False) -> Any:
+            timeout: float | None = None, progress: Any = False,
+            _chunk_rows: int | None = None) -> Any:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
         written array (a tuple if it writes several).
 
@@ -520,10 +521,12 @@ class Pool:
         ...     pool.map(axpy, y, x, 10.0).numpy()
         array([ 1., 11., 21., 31., 41.])
         """
-        return self._call(execute.map_call, kernel, args, rows, boundary, timeout, progress)
+        return self._call(execute.map_call, kernel, args, rows, boundary, timeout, progress,
+                          chunk_rows=_chunk_rows)
 
     def reduce(self, kernel: Kernel, *args: Any, rows: int | None = None,
-               timeout: float | None = None, progress: Any = False) -> Any:
+               timeout: float | None = None, progress: Any = False,
+               _chunk_rows: int | None = None) -> Any:
         """Run a reduction kernel; partials are combined in a fixed pairwise order, so the
         result is bitwise the same for any number of workers.
 
@@ -535,7 +538,8 @@ class Pool:
         ...     tuple(float(v) for v in pool.reduce(mean_var, pool.array(np.arange(4.0))))
         (4.0, 1.5, 1.25)
         """
-        return self._call(execute.reduce_call, kernel, args, rows, None, timeout, progress)
+        return self._call(execute.reduce_call, kernel, args, rows, None, timeout, progress,
+                          chunk_rows=_chunk_rows)
 
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float = 0.0,
@@ -564,10 +568,10 @@ class Pool:
                           check_every=check_every, pool=self)
 
     def _call(self, runner: Any, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
-              timeout: Any, progress: Any, **extra: Any) -> Any:
+              timeout: Any, progress: Any, chunk_rows: int | None = None, **extra: Any) -> Any:
         self._check_open()
         if self._dask is not None:
-            plan = self._dask.plan(kernel, args, rows, boundary)
+            plan = self._dask.plan(kernel, args, rows, boundary, chunk_rows)
             if runner is execute.map_call:
                 return self._dask.map(plan, timeout, progress)
             if runner is execute.reduce_call:
@@ -578,7 +582,8 @@ class Pool:
         if isinstance(kernel, Kernel) and not ex.in_process:
             kernel.check_sendable(self.start_method)
         key = None
-        if not extra and not progress and getattr(ex, "lines", None) is not None:
+        if not extra and not progress and chunk_rows is None and \
+                getattr(ex, "lines", None) is not None:
             key = _memo_key(runner, kernel, args, rows, boundary)
         with self._lock:
             self._check_open()
@@ -591,7 +596,8 @@ class Pool:
                     if exc.remote_type == "LookupError":  # a worker lost the task: never
                         self._memo.pop(key, None)       # ring it again (re-running a map
                     raise                               # is not safe: y += x twice)
-            plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process)
+            plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
+                             chunk_rows_override=chunk_rows)
             names = [b.name for b in plan.written_blocks if b is not None]
             _claim_writes(names, kernel)
             memo_id = next(self._memo_ids) if key is not None else None
