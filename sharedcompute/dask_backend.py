@@ -206,7 +206,8 @@ class DaskBackend:
     def plan(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
              chunk_rows: int | None = None) -> Plan:
         return make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
-                         array_types=(DaskArray,), chunk_rows_override=chunk_rows)
+                         array_types=(DaskArray,), chunk_rows_override=chunk_rows,
+                         shared_ok=False)
 
     def _gather(self, futures: list, timeout: float | None, progress: Any, what: str,
                 fetch: bool = True) -> list:

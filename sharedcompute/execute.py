@@ -8,6 +8,7 @@ split the chunks over an executor's workers and combine what comes back.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -57,6 +58,7 @@ class Plan:
     arrays: dict[int, Any] = field(default_factory=dict)  # the caller's array objects by index
     written_blocks: list[Any] = field(default_factory=list)
     read_blocks: list[Any] = field(default_factory=list)
+    boundscheck: bool = False  # run the kernels compiled with numba's bounds checks
 
     @property
     def outputs(self) -> list[Any]:
@@ -75,7 +77,7 @@ class Plan:
     def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> dict:
         return dict(op=op, kernel=self.kernel, specs=self.specs, n_rows=self.n_rows,
                     rows_per_chunk=self.rows_per_chunk, boundary=self.boundary,
-                    range=chunk_range, **extra)
+                    range=chunk_range, boundscheck=self.boundscheck, **extra)
 
 
 def _label(kernel: Kernel, i: int) -> str:
@@ -83,12 +85,16 @@ def _label(kernel: Kernel, i: int) -> str:
 
 
 def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary: Any,
-              in_process: bool, array_types: tuple = (), chunk_rows_override: int | None = None
-              ) -> Plan:
+              in_process: bool, array_types: tuple = (), chunk_rows_override: int | None = None,
+              direct: bool = False, shared_ok: bool = True, boundscheck: bool = False) -> Plan:
     """Check arguments and describe how to split them; raises InputError before any work.
 
-    ``chunk_rows_override`` forces a chunk size (verify uses it to check a second, finer
-    splitting than the pool's own)."""
+    Plain NumPy arrays are read-only and sent whole to every partition, as a process pool
+    must (they are not shared), on every backend; only a direct kernel call (``direct``)
+    splits them, since they are all it has. ``array_types``: the backend's own array
+    handles; ``shared_ok``: whether SharedArrays of this machine are usable (not on Dask);
+    ``chunk_rows_override`` forces a chunk size (verify checks a second, finer splitting).
+    """
     if not isinstance(kernel, Kernel):
         raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with @sc.kernel")
     if len(args) != len(kernel.params):
@@ -98,111 +104,227 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
         kernel.check(*[a.array if isinstance(a, Whole) else a for a in args])
     boundary = kernel.boundary if boundary is None else check_boundary(boundary)
     specs: list[ArgSpec] = []
-    part_arrays: list[tuple[int, Any]] = []
-    plan = Plan(kernel, specs, 0, 1, boundary)
-    for i, arg in enumerate(args):
+    plan = Plan(kernel, specs, 0, 1, boundary, boundscheck=boundscheck)
+    split_rows = _direct_rows(kernel, args) if direct else None
+    partitioned: list[tuple[int, Any]] = []  # (index, array) split on axis 0
+    sent_whole: list[tuple[int, np.ndarray]] = []  # plain arrays sent whole, not by request
+    for i, raw in enumerate(args):
         label = _label(kernel, i)
         writable = i in kernel.writes
-        forced_whole = isinstance(arg, Whole)
-        if forced_whole:
-            arg = arg.array
-        if isinstance(arg, (SharedArray,) + array_types) or (in_process and
-                                                             isinstance(arg, np.ndarray)):
-            if isinstance(arg, np.ndarray):
-                check_dtype(arg.dtype)
-                if writable and not arg.flags.writeable:
-                    raise InputError(f"kernel {kernel.name} writes {label!r}, but that array is "
-                                     "read-only; pass a writable array")
-            elif not isinstance(arg, SharedArray):
-                check_dtype(arg.dtype)
-            else:
+        asked_whole = isinstance(raw, Whole) or i in kernel.whole
+        arg = raw.array if isinstance(raw, Whole) else raw
+        _refuse_foreign(kernel, label, arg, array_types, shared_ok)
+        if isinstance(arg, list):
+            arg = np.asarray(arg)
+        if isinstance(arg, (SharedArray,) + array_types):
+            if isinstance(arg, SharedArray):
                 if arg.block is not None:
                     arg.block.check_intact()
                 (plan.written_blocks if writable else plan.read_blocks).append(arg.block)
-            is_whole = forced_whole or i in kernel.whole or arg.ndim == 0
-            if writable and is_whole:
-                raise InputError(f"kernel {kernel.name} writes {label!r}, which is passed whole; "
-                                 "outputs must be partitioned so each worker writes its own rows")
-            plan.arrays[i] = arg
-            value = arg if in_process else arg.handle()
-            specs.append(ArgSpec("whole" if is_whole else "part", value, writable))
-            if not is_whole:
-                part_arrays.append((i, arg))
-        elif isinstance(arg, (np.ndarray, list)) and np.ndim(arg) >= 1 and not in_process:
-            if writable:
+            else:
+                check_dtype(arg.dtype)
+            is_whole = asked_whole or arg.ndim == 0
+        elif isinstance(arg, np.ndarray):
+            check_dtype(arg.dtype)
+            if writable and not direct:
                 raise InputError(f"kernel {kernel.name} writes {label!r}, a plain NumPy array; "
                                  "create outputs in shared memory (pool.empty / pool.array)")
-            arr = np.asarray(arg)
-            check_dtype(arr.dtype)
-            specs.append(ArgSpec("value", arr))
-            part_arrays.append((i, None))  # checked below: must not look partitioned
+            if writable and not arg.flags.writeable:
+                raise InputError(f"kernel {kernel.name} writes {label!r}, but that array is "
+                                 "read-only; pass a writable array")
+            is_whole = asked_whole or arg.ndim == 0 or not direct or (
+                not writable and arg.shape[0] != split_rows)
+            if is_whole and not writable:
+                if not asked_whole and arg.ndim > 0 and not direct:
+                    sent_whole.append((i, arg))
+                plan.arrays[i] = arg
+                specs.append(ArgSpec("value", arg))
+                continue
         else:
             if writable:
                 raise InputError(f"kernel {kernel.name} writes {label!r}, which is not an array")
-            if isinstance(arg, np.ndarray):
-                check_dtype(arg.dtype)
             specs.append(ArgSpec("value", arg))
-    shared = [(i, a) for i, a in part_arrays if a is not None]
-    if shared:
-        n_rows = shared[0][1].shape[0]
-        for i, a in shared[1:]:
-            if a.shape[0] != n_rows:
-                raise InputError(
-                    f"kernel {kernel.name}: mismatched leading dimensions: "
-                    f"{_label(kernel, shared[0][0])!r} has {n_rows} rows but {_label(kernel, i)!r} "
-                    f"has {a.shape[0]}; partitioned arrays must agree on axis 0 "
-                    "(pass an array unpartitioned with sc.whole(x))")
-        for i, a in part_arrays:
-            if a is None and np.shape(args[i])[0] == n_rows and n_rows > 1:
-                raise InputError(
-                    f"kernel {kernel.name}: {_label(kernel, i)!r} is a plain NumPy array with the "
-                    f"same {n_rows} rows as the shared arrays; plain arrays are sent whole to "
-                    "every worker (a copy). Use pool.array(x) to share it, or sc.whole(x) if "
-                    "every partition really needs all of it")
-        if rows is not None and rows != n_rows:
-            raise InputError(f"rows={rows} disagrees with the arrays' {n_rows} rows")
-        row_nbytes = max(math.prod(a.shape[1:]) * a.dtype.itemsize for _, a in shared)
-        plan.n_rows = n_rows
-        plan.rows_per_chunk = chunk_rows(n_rows, row_nbytes)
-    else:
-        if rows is None:
-            if kernel.position or kernel.kind == "reduce":
-                raise InputError(f"kernel {kernel.name} has no partitioned array; say how many "
-                                 "rows (independent work items) to split with rows=N")
-            rows = 0
-        if int(rows) != rows or rows < 0:
-            raise InputError(f"rows={rows!r} must be a non-negative integer")
-        plan.n_rows = int(rows)
-        plan.rows_per_chunk = max(1, -(-int(rows) // TARGET_CHUNKS))
+            continue
+        if writable and is_whole:
+            raise InputError(f"kernel {kernel.name} writes {label!r}, which is passed whole; "
+                             "outputs must be partitioned so each worker writes its own rows")
+        plan.arrays[i] = arg
+        value = arg if in_process or not isinstance(arg, SharedArray) else arg.handle()
+        specs.append(ArgSpec("whole" if is_whole else "part", value, writable))
+        if not is_whole:
+            partitioned.append((i, arg))
+    _size_grid(plan, kernel, partitioned, sent_whole, rows)
     if chunk_rows_override is not None:
         plan.rows_per_chunk = max(1, int(chunk_rows_override))
-    if kernel.depth:
-        _check_stencil_aliasing(kernel, args, shared)
+    _check_aliasing(kernel, plan, in_process)
     return plan
 
 
-def _check_stencil_aliasing(kernel: Kernel, args: Sequence[Any], shared: list) -> None:
-    shared = [(i, a) for i, a in shared if isinstance(a, (SharedArray, np.ndarray))]
-    written = [a for i, a in shared if i in kernel.writes]
-    read = [(i, a) for i, a in shared if i not in kernel.writes]
-    for out in written:
-        for i, inp in read:
-            if np.shares_memory(np.asarray(out), np.asarray(inp)):
-                raise InputError(f"stencil {kernel.name} reads {_label(kernel, i)!r} around each "
-                                 "row while writing an array that overlaps it; use a separate "
-                                 "output array (pool.iterate swaps two arrays for you)")
+def _direct_rows(kernel: Kernel, args: Sequence[Any]) -> int | None:
+    """Rows a direct kernel call splits: those of its first written array, else of its first
+    array argument not asked to be whole; other arrays with as many rows are split too."""
+    order = sorted(range(len(args)), key=lambda i: i not in kernel.writes)
+    for i in order:
+        a = args[i]
+        if isinstance(a, (np.ndarray, SharedArray)) and a.ndim >= 1 and i not in kernel.whole:
+            return a.shape[0]
+    return None
+
+
+def _refuse_foreign(kernel: Kernel, label: str, arg: Any, array_types: tuple,
+                    shared_ok: bool) -> None:
+    """Arguments that would silently compute something else: refuse them by name."""
+    where = f"kernel {kernel.name}, argument {label!r}"
+    if isinstance(arg, np.ma.MaskedArray):
+        raise InputError(f"{where} is a masked array; kernels see only its data, so the mask "
+                         "would be lost. Pass x.filled(value) with a neutral value (0 for a "
+                         "sum), or np.ma.getdata(x) and np.ma.getmaskarray(x) as two arrays "
+                         "to a kernel that reads both")
+    if isinstance(arg, SharedArray) and not shared_ok:
+        raise InputError(f"{where} is a SharedArray in this machine's shared memory, which "
+                         "the cluster's workers cannot see; copy it into the cluster with "
+                         "pool.array(x)")
+    if isinstance(arg, (SharedArray, np.ndarray, np.generic, list) + array_types):
+        return
+    if hasattr(arg, "__array__") or hasattr(arg, "__array_interface__") or (
+            hasattr(arg, "shape") and hasattr(arg, "dtype")):
+        kind = f"{type(arg).__module__}.{type(arg).__qualname__}"
+        raise InputError(f"{where} is a {kind}, which this pool cannot pass to a kernel (an "
+                         "array of another pool or library); bring it here with "
+                         "pool.array(np.asarray(x)) (one copy)")
+
+
+def _size_grid(plan: Plan, kernel: Kernel, partitioned: list, sent_whole: list,
+               rows: int | None) -> None:
+    """The number of rows to split and the chunk size, from the split arrays or rows=N."""
+    if partitioned:
+        first, n_rows = partitioned[0][0], partitioned[0][1].shape[0]
+        for i, a in partitioned[1:]:
+            if a.shape[0] != n_rows:
+                raise InputError(
+                    f"kernel {kernel.name}: mismatched leading dimensions: "
+                    f"{_label(kernel, first)!r} has {n_rows} rows but {_label(kernel, i)!r} "
+                    f"has {a.shape[0]}; partitioned arrays must agree on axis 0 "
+                    "(pass an array unpartitioned with sc.whole(x))")
+        if rows is not None and rows != n_rows:
+            raise InputError(f"rows={rows} disagrees with the arrays' {n_rows} rows; leave "
+                             "rows= out when arrays are split")
+        _refuse_lookalikes(kernel, sent_whole, n_rows, "as the shared arrays")
+        row_nbytes = max(math.prod(a.shape[1:]) * a.dtype.itemsize for _, a in partitioned)
+        plan.n_rows = n_rows
+        plan.rows_per_chunk = chunk_rows(n_rows, row_nbytes)
+        return
+    if rows is None:
+        if sent_whole:
+            i, _ = sent_whole[0]
+            raise InputError(
+                f"kernel {kernel.name} has no shared array to split: {_label(kernel, i)!r} is "
+                "a plain NumPy array, which is sent whole to every partition. Share it with "
+                "pool.array(x) so that each worker reads its own rows (or pass sc.whole(x) "
+                "and rows=N if each of N work items really needs all of it)")
+        if kernel.position or kernel.kind == "reduce":
+            raise InputError(f"kernel {kernel.name} has no partitioned array; say how many "
+                             "rows (independent work items) to split with rows=N")
+        rows = 0
+    if isinstance(rows, bool) or int(rows) != rows or rows < 0:
+        raise InputError(f"rows={rows!r} must be a non-negative integer")
+    _refuse_lookalikes(kernel, sent_whole, int(rows), f"as rows={rows}")
+    plan.n_rows = int(rows)
+    plan.rows_per_chunk = max(1, -(-int(rows) // TARGET_CHUNKS))
+
+
+def _refuse_lookalikes(kernel: Kernel, sent_whole: list, n_rows: int, what: str) -> None:
+    for i, a in sent_whole:
+        if a.shape[0] == n_rows and n_rows > 1:
+            raise InputError(
+                f"kernel {kernel.name}: {_label(kernel, i)!r} is a plain NumPy array with the "
+                f"same {n_rows} rows {what}; plain arrays are sent whole to every partition "
+                "(a copy), so each would see all of it. Use pool.array(x) to share and split "
+                "it, or sc.whole(x) if every partition really needs all of it")
+
+
+def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
+    """Refuse a written array that shares memory with another argument: workers would read
+    rows that others are writing. Only a kernel declared ``elementwise`` may read the very
+    same rows it writes (the same array passed twice)."""
+    views = {}
+    for i, a in plan.arrays.items():
+        if isinstance(a, SharedArray) and a.block is not None:
+            views[i] = a.numpy()
+        elif isinstance(a, np.ndarray) and (in_process or i in kernel.writes):
+            views[i] = a  # (a pool pickles plain read arrays: a copy cannot alias)
+    for w in kernel.writes:
+        if w not in views:
+            continue
+        for i, v in views.items():
+            if i == w or not np.may_share_memory(views[w], v):  # bounds only: cheap
+                continue
+            same = (v.__array_interface__["data"][0] == views[w].__array_interface__["data"][0]
+                    and v.shape == views[w].shape and v.strides == views[w].strides)
+            if (same and kernel.elementwise and i not in kernel.writes
+                    and plan.specs[i].kind == "part"):
+                continue
+            try:
+                overlap = np.shares_memory(views[w], v, max_work=100_000)
+            except np.exceptions.TooHardError if hasattr(np, "exceptions") else Exception:
+                overlap = True
+            if not overlap:
+                continue
+            hint = ("use a separate output array (pool.iterate swaps two arrays for you)"
+                    if kernel.depth else
+                    "write into a separate output array (pool.empty_like(x))"
+                    + ("" if kernel.elementwise or not same else
+                       ", or declare @sc.kernel(elementwise=True) if each output row depends "
+                       "only on the same row of its inputs"))
+            raise InputError(f"kernel {kernel.name} writes {_label(kernel, w)!r}, which shares "
+                             f"memory with {_label(kernel, i)!r} of the same call: partitions "
+                             f"would read rows that others are writing; {hint}")
 
 
 # -- executing a task (in a worker or in process) --------------------------------------------
 def resolve(specs: list[ArgSpec]) -> list[Any]:
-    """Arrays behind the specs: attach handles (workers) or use arrays as given (in process)."""
+    """Arrays behind the specs: attach handles (workers) or use arrays as given (in process).
+    Every array a kernel does not declare in ``writes=`` is a read-only view, in workers and
+    in process alike, so a write to it fails the same way everywhere."""
     out = []
     for spec in specs:
-        if spec.kind == "value" or isinstance(spec.value, (np.ndarray, SharedArray)):
-            out.append(spec.value if spec.kind == "value" else np.asarray(spec.value))
+        v = spec.value
+        if isinstance(v, (np.ndarray, SharedArray)):
+            v = np.asarray(v)
+            out.append(v if spec.writable else _read_only(v))
+        elif spec.kind == "value":
+            out.append(v)
         else:
-            out.append(view_from_handle(spec.value, writable=spec.writable))
+            out.append(view_from_handle(v, writable=spec.writable))
     return out
+
+
+def _kernel_fn(task: dict) -> Any:
+    return task["kernel"].compiled(task.get("boundscheck", False))[0]
+
+
+def explain(exc: BaseException, task: dict, rows: tuple[int, int]) -> BaseException:
+    """Numba's words for two user mistakes, in the engine's: a write to an argument missing
+    from ``writes=``, and (bounds-checked builds) a read outside the rows and halo given."""
+    kernel: Kernel = task["kernel"]
+    text = str(exc)
+    if type(exc).__name__ == "TypingError" and "readonly array" in text and "setitem" in text:
+        read_only = [kernel.params[i] for i, spec in enumerate(task["specs"][:len(kernel.params)])
+                     if not spec.writable and (spec.kind != "value"
+                                               or isinstance(spec.value, np.ndarray))]
+        declared = tuple(kernel.params[i] for i in kernel.writes)
+        return InputError(
+            f"kernel {kernel.name} writes one of {read_only}, which are read-only because "
+            f"writes={declared} does not name them; declare every array the kernel writes, "
+            f"e.g. @sc.kernel(writes={declared + (read_only[0],) if read_only else declared})")
+    if isinstance(exc, IndexError) and task.get("boundscheck") and "out of bounds" in text:
+        d = kernel.depth
+        return IndexError(
+            f"{text}: kernel {kernel.name} indexed outside the rows it was given (rows "
+            f"[{rows[0]}, {rows[1]}) of {task['n_rows']}, with {d} halo rows on each side); "
+            f"a stencil that reads neighbouring rows must declare how far, e.g. "
+            f"@sc.kernel(depth={d + 1})")
+    return exc
 
 
 class Stats:
@@ -268,7 +390,7 @@ def _map_pieces(task: dict, views: list[Any], lo: int, hi: int) -> Iterator[tupl
 def _map_rows(task: dict, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
     for s, e, args, _ in _map_pieces(task, views, lo, hi):
         stats.rows = (s, e)
-        call(task["kernel"].dispatcher, args, stats)
+        call(_kernel_fn(task), args, stats)
 
 
 def prepare(task: dict, views: list[Any]) -> Callable[[Stats], Any] | None:
@@ -278,7 +400,7 @@ def prepare(task: dict, views: list[Any]) -> Callable[[Stats], Any] | None:
     kernel: Kernel = task["kernel"]
     ca, cb = task["range"]
     chunks = chunk_grid(task["n_rows"], task["rows_per_chunk"])
-    dispatcher = kernel.dispatcher
+    dispatcher = _kernel_fn(task)
     if task["op"] == "map":
         pieces = []
         if cb > ca:
@@ -321,6 +443,18 @@ def prepare(task: dict, views: list[Any]) -> Callable[[Stats], Any] | None:
 
 
 def run_task(task: dict, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
+    """Do one worker's share of a call (see _run_task); numba's errors for undeclared
+    writes and bounds-checked reads are explained in the engine's words."""
+    try:
+        return _run_task(task, stats, barrier, views)
+    except Exception as exc:
+        better = explain(exc, task, stats.rows)
+        if better is exc:
+            raise
+        raise better from None
+
+
+def _run_task(task: dict, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
     """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
     scan totals: [partial per chunk]; iterate: index of the spec holding the last sweep.
     ``views``: the specs' arrays when already resolved (a worker's cached task)."""
@@ -347,7 +481,7 @@ def run_task(task: dict, stats: Stats, barrier: Any = None, views: list | None =
             args = _chunk_args(views, specs, s, e)
             if kernel.position:
                 args.append((s, e, n))
-            value = call(kernel.dispatcher, tuple(args), stats)
+            value = call(_kernel_fn(task), tuple(args), stats)
             stats.chunks_done += 1
             if stats.progress:
                 stats.progress(1)
@@ -359,7 +493,8 @@ def run_task(task: dict, stats: Stats, barrier: Any = None, views: list | None =
         for c in range(ca, cb):
             s, e = chunks[c]
             stats.rows = (s, e)
-            out.append(call(kernel.totals, tuple(_chunk_args(views, specs, s, e, False)), stats))
+            out.append(call(kernel.compiled(task.get("boundscheck", False))[1],
+                            tuple(_chunk_args(views, specs, s, e, False)), stats))
         return out
     if op == "scan_apply":
         offsets = task["offsets"]
@@ -367,7 +502,7 @@ def run_task(task: dict, stats: Stats, barrier: Any = None, views: list | None =
             s, e = chunks[c]
             stats.rows = (s, e)
             args = _chunk_args(views, specs, s, e) + [offsets[c - ca]]
-            call(kernel.dispatcher, tuple(args), stats)
+            call(_kernel_fn(task), tuple(args), stats)
             stats.chunks_done += 1
             if stats.progress:
                 stats.progress(1)
@@ -408,7 +543,8 @@ def _iterate_in_worker(task: dict, chunks: list, stats: Stats, barrier: Any) -> 
         if residual is not None and done % every == 0:
             for c in range(ca, cb):
                 s, e = chunks[c]
-                slots[c] = call(residual.dispatcher, (views[out_i][s:e], views[in_i][s:e]), stats)
+                slots[c] = call(residual.compiled(task.get("boundscheck", False))[0],
+                                (views[out_i][s:e], views[in_i][s:e]), stats)
             barrier.wait()
             value = combine_all(slots, residual.combine)
             barrier.wait()  # everyone has read the slots before they are overwritten
@@ -439,12 +575,22 @@ def _ranges(n_chunks: int, n_workers: int) -> list[tuple[int, int]]:
     return split_even(n_chunks, n_workers)
 
 
+def check_kind(kernel: Any, op: str) -> None:
+    """map runs map and scan kernels, reduce runs reductions: checked before any planning."""
+    if not isinstance(kernel, Kernel):
+        return  # make_plan says what is wrong
+    if op == "map" and kernel.kind == "reduce":
+        raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+    if op == "reduce" and kernel.kind != "reduce":
+        raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
+                         "call pool.map")
+
+
 def map_call(plan: Plan, executor: Executor, timeout: float | None = None,
              progress: Any = None, memo: int | None = None) -> Any:
     """Run a map; ``memo``: an id under which the workers keep this call's tasks."""
     kernel = plan.kernel
-    if kernel.kind == "reduce":
-        raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+    check_kind(kernel, "map")
     if kernel.kind == "scan":
         return scan_call(plan, executor, timeout, progress)
     n_chunks = len(plan.chunks)
@@ -457,9 +603,7 @@ def map_call(plan: Plan, executor: Executor, timeout: float | None = None,
 def reduce_call(plan: Plan, executor: Executor, timeout: float | None = None,
                 progress: Any = None, memo: int | None = None) -> Any:
     kernel = plan.kernel
-    if kernel.kind != "reduce":
-        raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
-                         "call pool.map")
+    check_kind(kernel, "reduce")
     n_chunks = len(plan.chunks)
     tasks = [plan.task("reduce", r) for r in _ranges(n_chunks, executor.n_workers)]
     return finish_reduce(kernel, n_chunks, executor.run(
@@ -501,11 +645,19 @@ def scan_offsets(kernel: Kernel, totals: list) -> list:
     return offsets
 
 
+def boundscheck_default() -> bool:
+    """SHAREDCOMPUTE_BOUNDSCHECK=1 turns numba's bounds checks on where not given."""
+    return os.environ.get("SHAREDCOMPUTE_BOUNDSCHECK", "0") not in ("", "0")
+
+
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
-               boundary: Any = None) -> Any:
+               boundary: Any = None, boundscheck: bool | None = None) -> Any:
     """A direct kernel call: the pool's partitioning and combine order, in this process."""
     from .pool import _InlineExecutor
-    plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True)
+    if boundscheck is None:
+        boundscheck = boundscheck_default()
+    plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True, direct=True,
+                     boundscheck=boundscheck)
     executor = _InlineExecutor(1)
     if kernel.kind == "reduce":
         return reduce_call(plan, executor)

@@ -58,7 +58,8 @@ class Kernel:
     def __init__(self, func: Callable, *, reference: Callable | None, combine: Callable | None,
                  finalize: Callable | None, writes: Sequence[str] | None, whole: Sequence[str],
                  depth: int, boundary: Any, position: bool, totals: Callable | None,
-                 identity: Any, rtol: Any, atol: Any, check: Callable | None = None):
+                 identity: Any, rtol: Any, atol: Any, check: Callable | None = None,
+                 elementwise: bool = False):
         py_func = getattr(func, "py_func", func)
         self.py_func = py_func
         self._sendable: set[str] = set()  # start methods check_sendable passed for
@@ -90,6 +91,10 @@ class Kernel:
             raise InputError(f"kernel {self.name}: depth={depth!r} must be a non-negative integer")
         if depth and self.kind != "map":
             raise InputError(f"kernel {self.name}: halos (depth=) apply to map kernels only")
+        if elementwise and (depth or self.kind != "map"):
+            raise InputError(f"kernel {self.name}: elementwise=True is for map kernels whose "
+                             "output row i reads only row i of their inputs (no depth=)")
+        self.elementwise = bool(elementwise)
         self.writes = tuple(self.params.index(n) for n in writes)
         self.whole = tuple(self.params.index(n) for n in whole)
         self.depth = int(depth)
@@ -106,23 +111,73 @@ class Kernel:
         self.check = check
         self.dispatcher = _jit(func)
         self.totals = _jit(totals) if totals is not None else None
+        self._checked: tuple | None = None  # (dispatcher, totals) with bounds checks, on demand
         REGISTRY[f"{self.module}:{self.qualname}"] = self
 
     # -- running in this process -------------------------------------------------------------
-    def __call__(self, *args: Any, rows: int | None = None, boundary: Any = None) -> Any:
+    def __call__(self, *args: Any, rows: int | None = None, boundary: Any = None,
+                 boundscheck: bool | None = None) -> Any:
+        # The one upward import of the engine (as dask's Array.map_overlap imports overlap
+        # lazily): running a kernel needs the executors, which import this module.
         from .execute import run_inline
-        return run_inline(self, args, rows=rows, boundary=boundary)
+        return run_inline(self, args, rows=rows, boundary=boundary, boundscheck=boundscheck)
 
-    def tolerance(self, dtype: np.dtype) -> tuple[float, float]:
-        """(rtol, atol) for comparing with the reference: exact for integers by default."""
+    def compiled(self, boundscheck: bool = False) -> tuple[Any, Any]:
+        """(kernel, totals) dispatchers; with ``boundscheck`` compiled with numba's index
+        checks (uncached: a debugging build), so a read past the rows raises IndexError."""
+        if not boundscheck:
+            return self.dispatcher, self.totals
+        if self._checked is None:
+            import numba
+            checked = numba.njit(nogil=True, boundscheck=True)
+            py_totals = getattr(self.totals, "py_func", None)
+            self._checked = (checked(self.py_func),
+                             checked(py_totals) if py_totals is not None else None)
+        return self._checked
+
+    def tolerance(self, dtype: np.dtype, n_terms: int | None = None,
+                  args: Sequence[Any] = ()) -> tuple[float, float]:
+        """(rtol, atol) for comparing one output of ``dtype`` with the reference.
+
+        ``verify`` accepts ``|got - want| <= atol + rtol * scale`` elementwise, ``scale``
+        being the larger of ``|want|`` and the reference run on ``|inputs|`` (sum|terms|
+        for sums); ``n_terms`` is its estimate of how many input elements one output
+        element can depend on, ``args`` the call's arguments (read-only copies).
+
+        Defaults: integer and bool outputs are exact, (0, 0). Float and complex outputs,
+        given ``n_terms``: ``rtol = (n_terms + 4) * eps`` and ``atol = (n_terms + 4) * eps
+        * tiny`` (of ``dtype``; the atol covers underflow only). A sum or dot product of n
+        terms, in any order, is within about ``n * eps/2 * sum|terms|`` of the exact value,
+        so two correct implementations (chunked and pairwise, or a BLAS) differ by at most
+        ``n * eps * sum|terms|``; the 4 covers elementwise roundings. Without ``n_terms``
+        (callers that cannot size the computation, such as the benchmarks) the fixed
+        defaults stay: ``4 * eps`` for maps, ``sqrt(eps)`` (rtol and atol) otherwise.
+
+        A declared ``rtol=`` or ``atol=`` replaces its default: a number as it is; a callable
+        is called as ``f(dtype, n_terms, *args)`` (``n_terms`` 1 when unknown), because the
+        right tolerance often depends on the problem (an iteration count, an inner
+        dimension, precision lower than the output's) and cannot be a constant.
+        """
         dtype = np.dtype(dtype)
         if dtype.kind not in "fc":
             default = (0.0, 0.0)
         else:
-            eps = float(np.finfo(dtype).eps)
-            default = (4 * eps, 0.0) if self.kind == "map" else (np.sqrt(eps), np.sqrt(eps))
-        return (default[0] if self.rtol is None else self.rtol,
-                default[1] if self.atol is None else self.atol)
+            finfo = np.finfo(dtype)
+            eps = float(finfo.eps)
+            if n_terms is None:
+                default = ((4 * eps, 0.0) if self.kind == "map"
+                           else (float(np.sqrt(eps)), float(np.sqrt(eps))))
+            else:
+                k = max(int(n_terms), 1) + 4
+                default = (k * eps, k * eps * float(finfo.tiny))
+
+        def declared(value: Any, fallback: float) -> float:
+            if value is None:
+                return fallback
+            if callable(value):
+                return float(value(dtype, 1 if n_terms is None else int(n_terms), *args))
+            return float(value)
+        return declared(self.rtol, default[0]), declared(self.atol, default[1])
 
     # -- sending to workers ------------------------------------------------------------------
     def check_sendable(self, start_method: str) -> None:
@@ -174,7 +229,7 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            writes: Sequence[str] | None = None, whole: Sequence[str] = (), depth: int = 0,
            boundary: Any = "none", position: bool = False, totals: Callable | None = None,
            identity: Any = 0, rtol: Any = None, atol: Any = None,
-           check: Callable | None = None) -> Any:
+           check: Callable | None = None, elementwise: bool = False) -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -192,7 +247,12 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         in the whole array (dask's ``block_info``).
     totals : makes a scan: ``totals(*inputs)`` gives a chunk's total; the kernel's last
         parameter receives the combined totals of all earlier chunks (``identity`` for the first).
-    rtol, atol : tolerance against the reference (default exact for integers).
+    rtol, atol : tolerance against the reference, numbers or ``f(dtype, n_terms, *args)``
+        (default: exact for integers, ``(n_terms + 4) * eps`` times sum|terms| for floats;
+        see :meth:`Kernel.tolerance` and :func:`sharedcompute.verify`).
+    elementwise : output row i reads only row i of the partitioned inputs, so an input may
+        be the very same array as the output (``y = f(y)`` in place); any other overlap of
+        a written argument with another argument is refused.
     check : ``check(*args)`` runs in the calling process before any work, with the arguments
         as the caller passed them, and raises :class:`InputError` for invalid parameters
         (e.g. ``bins <= 0``), so they never reach numba or a worker.
@@ -212,5 +272,6 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     def wrap(f: Callable) -> Kernel:
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
                       whole=whole, depth=depth, boundary=boundary, position=position,
-                      totals=totals, identity=identity, rtol=rtol, atol=atol, check=check)
+                      totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,
+                      elementwise=elementwise)
     return wrap(func) if func is not None else wrap

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import select
 import signal
@@ -322,6 +323,14 @@ class _ProcessExecutor:
         proc = self.procs[i]
         proc.join(timeout=1.0)
         code = proc.exitcode
+        if code == UNGUARDED_MAIN_EXIT:
+            main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
+            raise WorkerCrashedError(
+                f"worker {proc.pid} could not start: {main} creates a sc.Pool when it is "
+                f"imported, and with start_method={self.start_method!r} every worker imports "
+                "the main module. Put the script's work under `if __name__ == \"__main__\":` "
+                "(or start_method='fork' on Linux); restarting the workers cannot help",
+                pid=proc.pid, exitcode=code, signal_name=_signal_name(code), rows=(0, 0))
         rows = _task_rows(tasks[i]) if i < len(tasks) else (0, 0)
         sig = _signal_name(code)
         hint = (" (SIGKILL usually means the kernel ran out of memory and the OS killed it)"
@@ -340,6 +349,21 @@ class _ProcessExecutor:
             f"kernel {what} did not finish within timeout={timeout} s ({desc}); the stuck "
             "workers were killed and are replaced on the next call; rows they were writing "
             "are undefined")
+
+
+UNGUARDED_MAIN_EXIT = 86  # a worker's exit code: the main module starts a pool on import
+
+
+def _exit_unguarded_main() -> None:
+    """In a child that is still importing the main module (spawn/forkserver), a Pool means
+    the script lacks its __main__ guard: say so and exit with a code the parent knows."""
+    sys.stderr.write(
+        "sharedcompute: this process is a worker importing the main module, which creates "
+        "a sc.Pool at import time; protect the script's entry point with\n"
+        "    if __name__ == \"__main__\":\n"
+        "        main()\n")
+    sys.stderr.flush()
+    os._exit(UNGUARDED_MAIN_EXIT)
 
 
 def _task_rows(task: dict) -> tuple[int, int]:
@@ -408,6 +432,9 @@ class Pool:
         threads have run in this process (the forked child would be killed by OpenMP).
     backend : "processes" (default) or "inline", which runs every partition in this process
         with the same partitioning, halos and combine order, for debugging.
+    boundscheck : compile kernels with numba's bounds checks (default: the environment
+        variable SHAREDCOMPUTE_BOUNDSCHECK=1), so a read outside a partition's rows and
+        halo raises KernelError instead of reading a neighbour's rows; slower, for debugging.
 
     Examples
     --------
@@ -422,7 +449,9 @@ class Pool:
     """
 
     def __init__(self, n_workers: int | None = None, start_method: str | None = None,
-                 backend: str = "processes"):
+                 backend: Any = "processes", boundscheck: bool | None = None):
+        if backend == "processes" and getattr(mp.current_process(), "_inheriting", False):
+            _exit_unguarded_main()
         if n_workers is None:
             n_workers = usable_cores().n
         if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) \
@@ -438,6 +467,8 @@ class Pool:
         self._memo: dict[tuple, _Memo] = {}  # calls whose tasks the workers keep
         self._memo_ids = itertools.count(1)
         self._dask: Any = None
+        self.boundscheck = execute.boundscheck_default() if boundscheck is None \
+            else bool(boundscheck)
         if backend == "dask" or type(backend).__module__.startswith("distributed"):
             from .dask_backend import DaskBackend
             self._dask = DaskBackend(None if backend == "dask" else backend, self.n_workers)
@@ -521,6 +552,7 @@ class Pool:
         ...     pool.map(axpy, y, x, 10.0).numpy()
         array([ 1., 11., 21., 31., 41.])
         """
+        execute.check_kind(kernel, "map")
         return self._call(execute.map_call, kernel, args, rows, boundary, timeout, progress,
                           chunk_rows=_chunk_rows)
 
@@ -538,6 +570,7 @@ class Pool:
         ...     tuple(float(v) for v in pool.reduce(mean_var, pool.array(np.arange(4.0))))
         (4.0, 1.5, 1.25)
         """
+        execute.check_kind(kernel, "reduce")
         return self._call(execute.reduce_call, kernel, args, rows, None, timeout, progress,
                           chunk_rows=_chunk_rows)
 
@@ -597,7 +630,7 @@ class Pool:
                         self._memo.pop(key, None)       # ring it again (re-running a map
                     raise                               # is not safe: y += x twice)
             plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
-                             chunk_rows_override=chunk_rows)
+                             chunk_rows_override=chunk_rows, boundscheck=self.boundscheck)
             names = [b.name for b in plan.written_blocks if b is not None]
             _claim_writes(names, kernel)
             memo_id = next(self._memo_ids) if key is not None else None

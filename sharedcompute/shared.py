@@ -81,6 +81,14 @@ def check_dtype(dtype: Any) -> np.dtype:
             f"dtype {dt} is not supported: shared arrays hold fixed-size numeric or bool data "
             "(object, string, structured and datetime dtypes cannot be shared); convert with "
             ".astype(np.float64) or similar first")
+    if (dt.kind == "f" and dt.itemsize not in (4, 8)) or (dt.kind == "c" and
+                                                          dt.itemsize not in (8, 16)):
+        wider = {"f": "float32" if dt.itemsize < 4 else "float64",
+                 "c": "complex64" if dt.itemsize < 8 else "complex128"}[dt.kind]
+        raise UnsupportedDtypeError(
+            f"dtype {dt} is not supported: numba compiles kernels for float32/float64 and "
+            f"complex64/complex128 only, not {dt.name} (numba has no {dt.name} type); "
+            f"convert with .astype(np.{wider}) first")
     if not dt.isnative:
         raise UnsupportedDtypeError(
             f"dtype {dt.str} is not in this machine's byte order; use "
@@ -329,16 +337,16 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
     >>> a.free()
     """
 
-    __slots__ = ("_block", "shape", "dtype", "_offset", "_strides", "__weakref__")
+    __slots__ = ("_block", "_shape", "_dtype", "_offset", "_strides", "__weakref__")
     __array_priority__ = 20
 
     def __init__(self, block: Block | None, shape: tuple, dtype: np.dtype, offset: int = 0,
                  strides: tuple | None = None):
         self._block = block
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
+        self._shape = tuple(int(s) for s in shape)
+        self._dtype = np.dtype(dtype)
         self._offset = offset
-        self._strides = strides if strides is not None else _c_strides(self.shape, self.dtype)
+        self._strides = strides if strides is not None else _c_strides(self._shape, self._dtype)
         if block is not None:
             block.arrays[id(self)] = self
 
@@ -362,6 +370,10 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
     @classmethod
     def from_array(cls, array: Any) -> "SharedArray":
         """Copy ``array`` (any layout, any byte order) into a new C-ordered shared array."""
+        if isinstance(array, np.ma.MaskedArray):
+            raise InputError("a masked array cannot be shared: its mask would be lost; share "
+                             "x.filled(value), or np.ma.getdata(x) and np.ma.getmaskarray(x) "
+                             "as two arrays")
         src = np.asarray(array)
         if src.dtype.kind in "biufc" and not src.dtype.isnative:
             src = src.astype(src.dtype.newbyteorder("="))
@@ -435,6 +447,32 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         return f"SharedArray(shape={self.shape}, dtype={self.dtype}, block={name!r}{state})"
 
     # -- properties ----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @shape.setter
+    def shape(self, value: Any) -> None:
+        # As ndarray.shape = ...: an in-place reshape where no copy is needed, else an error
+        # (assigning the tuple alone would keep the old strides and read the wrong elements).
+        view = self.numpy().view()
+        try:
+            view.shape = value
+        except (AttributeError, ValueError) as exc:
+            raise InputError(f"cannot reshape shared array of shape {self._shape} to {value!r} "
+                             f"in place: {exc}; use a.reshape(...) for a new view") from exc
+        self._shape, self._strides = tuple(view.shape), tuple(view.strides)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: Any) -> None:
+        raise InputError(f"a shared array's dtype cannot be reassigned (it is {self._dtype}); "
+                         "use np.asarray(a).view(dtype) for a reinterpreting view, or "
+                         "pool.array(np.asarray(a).astype(dtype)) for a converted copy")
+
     @property
     def strides(self) -> tuple:
         return self._strides

@@ -897,10 +897,13 @@ def test_row13_zero_size_creates_no_segment(pool):
 
 @pytest.mark.timeout(30)
 def test_row13_read_only_output_refused(pool):
-    """The inline backend passes NumPy arrays through: writing a read-only one is refused."""
+    """A direct kernel call passes NumPy arrays through: writing a read-only one is refused;
+    the inline backend, like the pool, takes outputs in shared memory only."""
     ro = _readonly()
+    with pytest.raises(sc.InputError, match="read-only"):
+        fk.fault_map(ro, np.arange(N, dtype=float), fk.NONE, -1, 0.0)
     with sc.Pool(1, backend="inline") as inline:
-        with pytest.raises(sc.InputError, match="read-only"):
+        with pytest.raises(sc.InputError, match="plain NumPy array"):
             inline.map(fk.fault_map, ro, np.arange(N, dtype=float), fk.NONE, -1, 0.0)
     with pytest.raises(sc.InputError, match="plain NumPy array"):
         pool.map(fk.fault_map, ro, np.arange(N, dtype=float), fk.NONE, -1, 0.0)
@@ -1011,7 +1014,57 @@ def test_row15_squatted_name_refused(squat, monkeypatch):
 @needs_root
 @needs_setpriv
 @pytest.mark.timeout(30)
-def test_row16_other_user_cannot_open():
+def _readable_copy_for_other_user(tmp: str) -> str:
+    """A world-readable folder holding what the other-uid probe imports (numpy and the three
+    modules Block needs): a clone under a private directory (mktemp -d, mode 0700) is not
+    readable by that user, and its .venv with it."""
+    os.chmod(tmp, 0o755)
+    site = os.path.join(tmp, "site")
+    pkg = os.path.join(site, "sharedcompute")
+    os.makedirs(pkg)
+    for mod in ("shared.py", "errors.py", "_system.py"):
+        shutil.copy(os.path.join(os.path.dirname(sc.__file__), mod), pkg)
+    open(os.path.join(pkg, "__init__.py"), "w").close()
+    np_dir = os.path.dirname(np.__file__)
+    shutil.copytree(np_dir, os.path.join(site, "numpy"),
+                    ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    libs = np_dir + ".libs"
+    if os.path.isdir(libs):
+        shutil.copytree(libs, os.path.join(site, "numpy.libs"))
+    for root, dirs, files in os.walk(tmp):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644 | (os.stat(os.path.join(root, f)).st_mode & 0o111))
+    return site
+
+
+def _interpreter_for_other_user(site: str) -> str | None:
+    """The first of this Python's paths that uid 65534 can run and import numpy with."""
+    want = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    for exe in dict.fromkeys([sys.executable, os.path.realpath(sys.executable),
+                              getattr(sys, "_base_executable", sys.executable),
+                              f"/usr/bin/python{want}"]):
+        try:
+            r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                exe, "-I", "-c", f"import sys; sys.path.insert(0, {site!r}); "
+                                "import numpy; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=60, cwd="/")
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if r.returncode == 0 and r.stdout.strip() == want:
+            return exe
+    return None
+
+
+def test_row16_other_user_cannot_open(tmp_path_factory):
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a probe as another user")
+    site = _readable_copy_for_other_user(str(tmp_path_factory.mktemp("otheruser")))
+    exe = _interpreter_for_other_user(site)
+    if exe is None:
+        pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that uid 65534 can "
+                    f"run (tried {sys.executable} and its real paths)")
     a = sc.SharedArray.from_array(np.arange(512.0))
     try:
         path = os.path.join(SHM, a.name)
@@ -1025,7 +1078,7 @@ def test_row16_other_user_cannot_open():
                     print("OPENED"); sys.exit(1)
                 except PermissionError:
                     print("denied")
-            sys.path.insert(0, {os.path.dirname(os.path.dirname(sc.__file__))!r})
+            sys.path.insert(0, {site!r})
             from sharedcompute.shared import Block
             try:
                 Block.attach({a.name!r}, {a.nbytes})
@@ -1034,8 +1087,8 @@ def test_row16_other_user_cannot_open():
                 print("denied", type(exc).__name__)
         """)
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            sys.executable, "-I", "-c", probe],
-                           capture_output=True, text=True, timeout=30, cwd="/")
+                            exe, "-I", "-c", probe],
+                           capture_output=True, text=True, timeout=60, cwd="/")
         assert r.returncode == 0, r.stdout + r.stderr
         assert r.stdout.split("\n")[:2] == ["denied", "denied"], r.stdout
         assert "denied" in r.stdout.split("\n")[2]
