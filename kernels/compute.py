@@ -5,6 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 from sharedcompute import kernel
+from sharedcompute.errors import InputError
+
+from ._support import FLOATS, require_array, require_int, require_real
+
+
+def _check_mandelbrot(out, x0, x1, y0, y1, max_iter):
+    require_array("mandelbrot", "out", out, ("int32",), ndim=2)
+    for label, v in (("x0", x0), ("x1", x1), ("y0", y0), ("y1", y1)):
+        require_real("mandelbrot", label, v, finite=True)
+    require_int("mandelbrot", "max_iter", max_iter, lo=0, hi=2**31 - 1)
+
+
+def _check_matmul(c, a, b):
+    for label, v in (("c", c), ("a", a), ("b", b)):
+        require_array("matmul", label, v, FLOATS, ndim=2)
+    (n, k), (k2, p), (nc, pc) = a.shape, b.shape, c.shape
+    if k != k2 or (nc, pc) != (n, p):
+        raise InputError(f"matmul: shapes do not compose: c {tuple(c.shape)} = a "
+                         f"{tuple(a.shape)} @ b {tuple(b.shape)} needs a (n, k), b (k, p), "
+                         "c (n, p)")
+
+
+def _check_monte_carlo_pi(samples_per_chunk, seed):
+    require_int("monte_carlo_pi", "samples_per_chunk", samples_per_chunk, lo=0)
+    require_int("monte_carlo_pi", "seed", seed, lo=0, hi=2**32 - 1)
 
 
 def mandelbrot_reference(out, x0, x1, y0, y1, max_iter):
@@ -27,10 +52,14 @@ def mandelbrot_reference(out, x0, x1, y0, y1, max_iter):
     out[...] = counts
 
 
-@kernel(reference=mandelbrot_reference, position=True)
+@kernel(reference=mandelbrot_reference, position=True, check=_check_mandelbrot)
 def mandelbrot(out, x0, x1, y0, y1, max_iter, rows):
     """Escape-time counts (int32) of the Mandelbrot set; row i of the whole ``out`` maps to
     y = y0 + (y1 - y0) * i / n_rows, column j to x = x0 + (x1 - x0) * j / n_cols.
+
+    NumPy/SciPy have no such function: the equivalent is the vectorized NumPy loop in
+    ``mandelbrot_reference`` (which the tests compare exactly). A point that never escapes
+    within ``max_iter`` (a non-negative integer) gets ``max_iter``; bounds must be finite.
 
     ``rows`` is supplied by the engine: (start, stop, total) of this partition.
 
@@ -67,9 +96,12 @@ def matmul_reference(c, a, b):
     c[...] = a @ b
 
 
-@kernel(reference=matmul_reference, whole=("b",))
+@kernel(reference=matmul_reference, whole=("b",), check=_check_matmul)
 def matmul(c, a, b):
-    """``c = a @ b``: rows of c and a are partitioned, every partition reads b whole.
+    """``c[...] = a @ b`` (``np.matmul``) for 2-D float arrays a (n, k), b (k, p), c (n, p);
+    rows of c and a are partitioned, every partition reads b whole. Equal to ``a @ b`` to
+    rounding (BLAS orders the sums differently); NaN/inf propagate as in the plain
+    triple loop (0 * inf = nan), k = 0 gives zeros.
 
     Examples
     --------
@@ -109,10 +141,16 @@ def monte_carlo_pi_reference(samples_per_chunk, seed, rows):
 
 
 @kernel(reference=monte_carlo_pi_reference, combine=_add_pairs, finalize=_finish_pi,
-        position=True)
+        position=True, check=_check_monte_carlo_pi)
 def monte_carlo_pi(samples_per_chunk, seed, rows):
     """Estimate pi from ``rows=N`` streams of ``samples_per_chunk`` points; stream r is
     seeded with ``seed + r``, so the estimate is identical for any number of workers.
+
+    The NumPy equivalent: stream r is ``np.random.RandomState(seed + r).random_sample(2 *
+    samples_per_chunk)`` taken as (x, y) pairs, and the estimate is 4 * hits / samples
+    (``monte_carlo_pi_reference``; identical counts). ``seed`` must be an integer in
+    [0, 2**32 - 1] (RandomState's range; seed + r beyond it is not checked: numba's seed
+    wraps it modulo 2**32 where RandomState raises); 0 samples give nan.
 
     Examples
     --------

@@ -1,5 +1,10 @@
 """Stencils: each output row reads ``depth`` neighbouring rows of its input on each side.
 
+Each kernel names the SciPy filter it agrees with; the engine's boundary (dask's words) maps
+to scipy.ndimage's ``mode``: 'reflect' -> 'reflect' (edge repeated: d c b a | a b c d),
+'nearest' -> 'nearest', 'periodic' -> 'wrap', a number c -> mode='constant', cval=c, and
+'none' leaves the edge rows unwritten (compare the interior only).
+
 A stencil kernel gets its output rows and its input with ``depth`` extra rows above and
 below (read straight from shared memory; padded by the boundary at the array's edges), so
 ``u[i + depth]`` is the input row under ``out[i]``. Columns are the kernel's own business:
@@ -11,6 +16,24 @@ import numpy as np
 
 from sharedcompute import kernel
 
+from ._support import FLOATS, require_array, require_real, require_same_shape, weak_scalar
+
+
+def _check_2d(name):
+    def check(out, u):
+        require_array(name, "out", out, FLOATS, ndim=2)
+        require_array(name, "u", u, FLOATS, ndim=2)
+        require_same_shape(name, ("out", "u"), out, u)
+    check.__name__ = f"_check_{name}"
+    return check
+
+
+def _check_heat1d(out, u, alpha):
+    require_array("heat1d", "out", out, FLOATS, ndim=1)
+    require_array("heat1d", "u", u, FLOATS, ndim=1)
+    require_same_shape("heat1d", ("out", "u"), out, u)
+    require_real("heat1d", "alpha", alpha)
+
 
 def jacobi2d_reference(out, u):
     out[:, 1:-1] = 0.25 * (((u[:-2, 1:-1] + u[2:, 1:-1]) + u[1:-1, :-2]) + u[1:-1, 2:])
@@ -18,12 +41,15 @@ def jacobi2d_reference(out, u):
     out[:, -1] = u[1:-1, -1]
 
 
-@kernel(reference=jacobi2d_reference, depth=1, boundary="none")
+@kernel(reference=jacobi2d_reference, depth=1, boundary="none", check=_check_2d("jacobi2d"))
 def jacobi2d(out, u):
     """One Jacobi sweep of Laplace's equation: the 5-point average (2-D, depth 1).
 
-    With the default boundary 'none' the first and last rows are not written (held fixed
-    under ``pool.iterate``); the first and last columns are copied from ``u``.
+    On the interior columns this is ``scipy.ndimage.correlate(u, [[0, .25, 0], [.25, 0,
+    .25], [0, .25, 0]], mode=M)[:, 1:-1]`` with M the boundary's mode (module docstring),
+    equal to rounding (the sum's order is fixed here). With the default boundary 'none' the
+    first and last rows are not written (held fixed under ``pool.iterate``); the first and
+    last columns are copied from ``u``. float32 computes in float32, as NumPy would.
 
     Examples
     --------
@@ -34,11 +60,14 @@ def jacobi2d(out, u):
     1.0
     """
     m = out.shape[1]
+    if m == 0:
+        return
+    q = weak_scalar(0.25, u)
     for i in range(out.shape[0]):
         r = i + 1
         out[i, 0] = u[r, 0]
         for j in range(1, m - 1):
-            out[i, j] = 0.25 * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
+            out[i, j] = q * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
         if m > 1:
             out[i, m - 1] = u[r, m - 1]
 
@@ -47,9 +76,11 @@ def heat1d_reference(out, u, alpha):
     out[...] = u[1:-1] + alpha * ((u[:-2] - 2.0 * u[1:-1]) + u[2:])
 
 
-@kernel(reference=heat1d_reference, depth=1, boundary="none")
+@kernel(reference=heat1d_reference, depth=1, boundary="none", check=_check_heat1d)
 def heat1d(out, u, alpha):
-    """One explicit step of the 1-D heat equation: ``u + alpha * (u[i-1] - 2u[i] + u[i+1])``.
+    """One explicit step of the 1-D heat equation: ``u + alpha * (u[i-1] - 2u[i] + u[i+1])``,
+    i.e. ``u + alpha * scipy.ndimage.correlate1d(u, [1, -2, 1], mode=M)`` (M from the
+    boundary, module docstring), equal to rounding; float32 stays float32 (alpha is weak).
 
     Examples
     --------
@@ -58,9 +89,11 @@ def heat1d(out, u, alpha):
     >>> u = np.array([0.0, 1.0, 0.0]); out = u.copy(); _ = heat1d(out, u, 0.25); out
     array([0. , 0.5, 0. ])
     """
+    a_ = weak_scalar(alpha, u)
+    two = weak_scalar(2.0, u)
     for i in range(out.shape[0]):
         r = i + 1
-        out[i] = u[r] + alpha * ((u[r - 1] - 2.0 * u[r]) + u[r + 1])
+        out[i] = u[r] + a_ * ((u[r - 1] - two * u[r]) + u[r + 1])
 
 
 def blur3x3_reference(out, img):
@@ -72,9 +105,11 @@ def blur3x3_reference(out, img):
     out[...] = acc / 9.0
 
 
-@kernel(reference=blur3x3_reference, depth=1, boundary="reflect")
+@kernel(reference=blur3x3_reference, depth=1, boundary="reflect", check=_check_2d("blur3x3"))
 def blur3x3(out, img):
-    """3x3 box blur of a 2-D image, edges reflected (rows by the engine, columns here).
+    """3x3 box blur of a 2-D image, edges reflected (rows by the engine, columns here):
+    ``scipy.ndimage.uniform_filter(img, size=3, mode=(M, 'reflect'))`` with M the rows'
+    boundary mode (default 'reflect'; module docstring), equal to rounding. Sums in float64.
 
     Examples
     --------
