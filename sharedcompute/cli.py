@@ -261,16 +261,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- bench -----------------------------------------------------------------------------------
 def _add_bench(sub: Any) -> None:
-    try:
-        from . import bench
-    except ImportError:
-        bench = None
+    from . import bench
     p = sub.add_parser("bench", help="benchmark against NumPy, numba and multiprocessing")
-    if bench is not None:
-        bench.add_arguments(p)
-        p.set_defaults(func=bench.run)
-    else:  # pragma: no cover
-        p.set_defaults(func=lambda a: (print("benchmarks are not installed", file=sys.stderr), 2)[1])
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
 
 
 def build_parser() -> argparse.ArgumentParser:

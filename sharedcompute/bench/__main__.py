@@ -1,0 +1,6 @@
+"""``python -m sharedcompute.bench``: the same as ``sharedcompute bench``."""
+import sys
+
+from sharedcompute.bench import main
+
+sys.exit(main())
