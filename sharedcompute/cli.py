@@ -151,20 +151,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         a.free()
                 for c in report.comparisons:
                     results.append(dict(kernel=name, dtype=dtype, output=c.label,
+                                        splitting=c.splitting,
+                                        chunks=report.splittings.get(c.splitting, ""),
                                         max_abs=c.max_abs, max_rel=c.max_rel, rtol=c.rtol,
-                                        atol=c.atol, ok=c.ok))
+                                        atol=c.atol, scale=c.scale, n_terms=c.n_terms,
+                                        err_over_tol=c.worst, ok=c.ok, detail=c.detail))
     bad = [r for r in results if not r["ok"]]
     if args.json:
         print(json.dumps(dict(workers=pool.n_workers, results=results, ok=not bad), indent=2))
     else:
         if not args.quiet:
-            _print_table([[r["kernel"], r["dtype"], r["output"], f"{r['max_abs']:.3g}",
-                           f"{r['max_rel']:.3g}", f"{r['rtol']:.3g}/{r['atol']:.3g}",
+            _print_table([[r["kernel"], r["dtype"], r["output"], r["splitting"],
+                           f"{r['max_abs']:.3g}", f"{r['max_rel']:.3g}",
+                           f"{r['rtol']:.3g}*{r['scale']}/{r['atol']:.3g}",
+                           f"{r['err_over_tol']:.2g}",
                            "ok" if r["ok"] else "MISMATCH"] for r in results],
-                         ["kernel", "dtype", "output", "max abs err", "max rel err",
-                          "rtol/atol", "status"])
-        print(f"\n{len(results) - len(bad)} of {len(results)} outputs within tolerance on "
-              f"{pool.n_workers} workers" + (f"; MISMATCH in {len(bad)}" if bad else ""))
+                         ["kernel", "dtype", "output", "splitting", "max abs err",
+                          "max rel err", "rtol*scale/atol", "err/tol", "status"])
+            for r in bad:
+                print(f"  {r['kernel']} {r['dtype']} {r['output']} [{r['splitting']}: "
+                      f"{r['chunks']}]: {r['detail']}")
+        print(f"\n{len(results) - len(bad)} of {len(results)} comparisons (each output under "
+              f"the pool's own and a fine splitting) within tolerance on {pool.n_workers} "
+              f"workers" + (f"; MISMATCH in {len(bad)}" if bad else ""))
     return 1 if bad else 0
 
 
