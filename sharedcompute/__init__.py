@@ -17,7 +17,7 @@ from .errors import (ArrayFreedError, ArrayInUseError, BlockBusyError, BrokenPoo
                      SharedBlockNotFoundError, SharedBlockSecurityError, SharedComputeError,
                      SharedMemoryError, SharedMemoryFullError, UnsupportedDtypeError,
                      VerificationError, WorkerCrashedError)
-from .execute import whole
+from .plan import whole
 from .kernel import Kernel, kernel
 from .pool import Pool, default_start_method
 from .shared import SharedArray

@@ -5,11 +5,25 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 SHM_DIR = "/dev/shm"
 # Environment variables that cap thread pools in worker processes (joblib's list, plus numba).
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_ENV = {var: "1" for var in THREAD_VARS}
+
+
+def limit_threads() -> Any:
+    """One thread for every thread pool in this (worker) process: the environment for pools
+    not yet loaded, threadpoolctl for those already loaded (NumPy's OpenBLAS). Keep the
+    returned handle alive for the process's lifetime."""
+    os.environ.update(THREAD_ENV)
+    try:
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=1)
+    except Exception:  # pragma: no cover - threadpoolctl is a dependency
+        return None
 
 
 @dataclass(frozen=True)

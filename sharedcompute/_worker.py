@@ -1,10 +1,12 @@
-"""Code that runs inside a worker process: set-up, the message loop, error capture.
+"""The worker process's main loop: set-up, then serve messages and rung calls until told to
+stop or the parent goes away.
 
-Imports nothing from pool.py: a child process loads only what it needs.
-Messages in:  ("task", seq, task, memo id or None, memo ids to drop) | ("forget", [block names]) | ("wake",)
-              | ("stop",); and calls rung through the doorbell (doorbell.py)
-Messages out: ("ok", seq, result, stats) | ("err", seq, info, stats) | ("progress", seq, n)
-              | ("done", seq) (a rung call finished while the parent sleeps)
+Imports only the worker side (_task, plan, kernel, partition, shared, doorbell, errors,
+_system), never the executors or the pool.
+Messages in:  ("task", seq, Task, memo id or None, memo ids to drop) | ("forget", [block names])
+              | ("wake",) | ("stop",); and calls rung through the doorbell (doorbell.py)
+Messages out: ("ok", seq, result, TaskStats) | ("err", seq, error info, TaskStats)
+              | ("progress", seq, n) | ("done", seq) (a rung call finished while the parent sleeps)
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
-from . import doorbell, execute, shared
-from ._system import THREAD_VARS
+from . import doorbell, shared
+from ._system import limit_threads
+from ._task import Stats, detached, prepare, resolve, run_task
+from .errors import TaskLostError, remote_error_info
 
 
 def _watch_parent() -> None:
@@ -37,56 +40,29 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="sharedcompute-parent-watch", daemon=True).start()
 
 
-def _limit_threads() -> Any:
-    for var in THREAD_VARS:
-        os.environ[var] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(limits=1)  # BLAS/OpenMP already loaded (numpy's OpenBLAS)
-    except Exception:  # pragma: no cover - threadpoolctl is a dependency
-        return None
-
-
 def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int = 1) -> None:
     """Worker entry point: serve tasks until told to stop or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _watch_parent()
-    limits = _limit_threads()  # noqa: F841 - kept alive for the worker's lifetime
+    limits = limit_threads()  # noqa: F841 - kept alive for the worker's lifetime
 
     pid = os.getpid()
-    lines = doorbell.Lines(bell, n_workers) if bell is not None else None
+    line = doorbell.WorkerBell(doorbell.Lines(bell, n_workers), index) if bell is not None \
+        else None
+    if line is not None:  # sweeps of iterate meet in shared memory, not on semaphores
+        barrier = doorbell.SpinBarrier(line.lines, index)
     prepared: dict[int, tuple] = {}  # memo id -> (task, views, prepared run); the parent
     # decides which ids live: it names the ones to drop in its next task message
-    if lines is not None:  # sweeps of iterate meet in shared memory, not on semaphores
-        barrier = doorbell.SpinBarrier(lines, index)
-    pipe_seen = last_ring = 0
-
-    def called() -> bool:  # a rung call or a pipe message is waiting
-        # PIPE_SENT is counted after the send, so it can lag behind what we received: ">"
-        return (lines.word(index, doorbell.RING) != last_ring
-                or lines.word(index, doorbell.PIPE_SENT) > pipe_seen)
-
     while True:
-        if lines is not None:
-            if lines.word(index, doorbell.RING) != last_ring:
-                last_ring = lines.word(index, doorbell.RING)
-                _run_rung(conn, lines, index, last_ring, prepared, barrier, pid)
-                continue
-            if not doorbell.spin_until(called):
-                lines.set_word(index, doorbell.W_ASLEEP, 1)
-                doorbell.fence()  # the parent reads W_ASLEEP after writing RING (Dekker)
-                if called():
-                    lines.set_word(index, doorbell.W_ASLEEP, 0)
-                    continue
-            elif lines.word(index, doorbell.PIPE_SENT) <= pipe_seen:
-                continue
+        if line is not None and line.wait() == "ring":
+            _run_rung(conn, line, prepared, barrier, pid)
+            continue
         try:
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        pipe_seen += 1
-        if lines is not None:
-            lines.set_word(index, doorbell.W_ASLEEP, 0)
+        if line is not None:
+            line.got_pipe_message()
         kind = msg[0]
         if kind == "wake":
             continue
@@ -96,28 +72,33 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             prepared.clear()  # drop views first, so the blocks can be unmapped
             shared.forget_attached(msg[1])
             continue
-        _, seq, task, memo, drop = msg
-        for old in drop:
-            prepared.pop(old, None)
-        views = None
-        if lines is not None and task["op"] == "iterate":
-            barrier.begin(seq)
-        stats = execute.Stats(progress=_reporter(conn, seq))
-        t0 = time.perf_counter()
+        _run_sent(conn, msg, prepared, barrier, pid)
+
+
+def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> None:
+    """A task sent through the pipe; with a memo id, keep it prepared for rung calls."""
+    _, seq, task, memo, drop = msg
+    for old in drop:
+        prepared.pop(old, None)
+    views = None
+    if task.op == "iterate" and barrier is not None:
+        barrier.begin(seq)
+    stats = Stats(progress=_reporter(conn, seq))
+    t0 = time.perf_counter()
+    try:
+        if memo is not None:
+            views = resolve(task.specs)
+        result = run_task(task, stats, barrier, views)
+        if memo is not None:
+            prepared[memo] = (task, views, prepare(task, views))
         try:
-            if memo is not None:
-                views = execute.resolve(task["specs"])
-            result = execute.run_task(task, stats, barrier, views)
-            if memo is not None:
-                prepared[memo] = (task, views, execute.prepare(task, views))
-            reply: tuple = ("ok", seq, result, _stats(stats, t0))
-            try:
-                conn.send(reply)
-            except Exception as exc:  # result could not be pickled
-                conn.send(("err", seq, _error_info(exc, stats, pid, "result could not be sent "
-                                                   "back: "), _stats(stats, t0)))
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            conn.send(("err", seq, _error_info(exc, stats, pid), _stats(stats, t0)))
+            conn.send(("ok", seq, result, stats.report(t0)))
+        except Exception as exc:  # result could not be pickled
+            conn.send(("err", seq, remote_error_info(exc, stats.rows, pid, "result could not "
+                                                     "be sent back: "), stats.report(t0)))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
+        detached(exc)  # numba's cache of failed compiles must not pin this call's views
 
 
 def _reporter(conn: Any, seq: int) -> Any:
@@ -135,44 +116,24 @@ def _reporter(conn: Any, seq: int) -> Any:
     return report
 
 
-def _run_rung(conn: Any, lines: Any, index: int, seq: int, prepared: dict, barrier: Any,
-              pid: int) -> None:
+def _run_rung(conn: Any, line: Any, prepared: dict, barrier: Any, pid: int) -> None:
     """Run a cached task started through the doorbell; answer through it when the result is
     small, else (errors, big results) through the pipe."""
-    memo = lines.word(index, doorbell.MEMO)
-    stats = execute.Stats()
+    seq, memo = line.last_ring, line.memo()
+    stats = Stats()
     t0 = time.perf_counter()
     try:
         if memo not in prepared:
-            raise LookupError(f"sharedcompute internal error: task memo {memo} is unknown to "
-                               "this worker")
+            raise TaskLostError(f"sharedcompute internal error: task memo {memo} is unknown to "
+                                "this worker")
         task, views, run = prepared[memo]
-        result = run(stats) if run is not None else execute.run_task(task, stats, barrier, views)
+        result = run(stats) if run is not None else run_task(task, stats, barrier, views)
         data = b"" if result is None else pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-        if not lines.set_result(index, data):
-            conn.send(("ok", seq, result, _stats(stats, t0)))
-            return
-        lines.set_stats(index, _stats(stats, t0))
-        lines.set_word(index, doorbell.DONE, seq)
-        doorbell.fence()  # the parent writes P_ASLEEP before re-reading DONE (Dekker)
-        if lines.word(index, doorbell.P_ASLEEP):
-            conn.send(("done", seq))
+        if not line.answer(seq, data, stats.report(t0), lambda: conn.send(("done", seq))):
+            conn.send(("ok", seq, result, stats.report(t0)))
     except BaseException as exc:  # noqa: BLE001
-        conn.send(("err", seq, _error_info(exc, stats, pid), _stats(stats, t0)))
-
-
-def _stats(stats: Any, t0: float) -> tuple:
-    return (stats.compile_s, stats.compute_s, time.perf_counter() - t0, stats.chunks_done)
-
-
-def _error_info(exc: BaseException, stats: Any, pid: int, prefix: str = "") -> dict:
-    """A plain, always-picklable description of an exception (some cannot be pickled)."""
-    try:
-        text = str(exc)
-    except Exception:  # pragma: no cover
-        text = "<exception text unavailable>"
-    return dict(type=type(exc).__name__, message=prefix + text, rows=stats.rows, pid=pid,
-                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
+        detached(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

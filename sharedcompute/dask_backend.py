@@ -9,19 +9,19 @@ are bitwise those of the local pool. Imported only when a Dask backend is asked 
 """
 from __future__ import annotations
 
-import traceback
+import os
 from typing import Any
 
 import numpy as np
 
-from ._system import THREAD_VARS
-from .errors import InputError, KernelTimeoutError
-from .execute import Plan, make_plan, scan_offsets
+from ._system import THREAD_ENV, limit_threads
+from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
 from .kernel import Kernel
 from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
+from .plan import (Plan, check_iterate, check_kind, converged, fixed_edge_rows, make_plan,
+                   scan_offsets, swap)
+from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
-
-THREAD_ENV = {v: "1" for v in THREAD_VARS}
 
 
 def _import_dask():
@@ -53,7 +53,6 @@ class DaskArray(ArrayShape):
     def numpy(self) -> np.ndarray:
         """Gather to a new NumPy array (a copy, unlike SharedArray.numpy)."""
         if self.data is None:
-            from .errors import ArrayFreedError
             raise ArrayFreedError("this Dask array was freed")
         return np.asarray(self.data.compute())
 
@@ -72,18 +71,11 @@ class _KernelFailure(Exception):
     """Raised on a Dask worker: a plain dict describing the kernel's exception."""
 
 
-def _fail(kernel: Kernel, exc: BaseException, rows: tuple) -> _KernelFailure:
-    import os
-    return _KernelFailure(dict(type=type(exc).__name__, message=str(exc), rows=rows,
-                               pid=os.getpid(), traceback="".join(
-                                   traceback.format_exception(type(exc), exc, exc.__traceback__))))
-
-
 def _call_kernel(kernel: Kernel, func: Any, args: list, rows: tuple) -> Any:
     try:
         return func(*args)
     except Exception as exc:
-        raise _fail(kernel, exc, rows) from None
+        raise _KernelFailure(remote_error_info(exc, rows, os.getpid())) from None
 
 
 def _map_block(kernel: Kernel, kinds: tuple, s: int, e: int, vs: int, ve: int, n: int,
@@ -135,15 +127,12 @@ def _task_groups(n_chunks: int, n_workers: int) -> list[tuple[int, int]]:
     return [r for r in split_even(n_chunks, min(n_chunks, 4 * max(n_workers, 1))) if r[1] > r[0]]
 
 
+_thread_limits: list = []  # keeps each Dask worker's threadpoolctl limit alive
+
+
 def _setup_worker() -> None:
     """On each Dask worker: one BLAS/numba thread per worker process, kernels importable."""
-    import os
-    os.environ.update(THREAD_ENV)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=1)
-    except Exception:
-        pass
+    _thread_limits.append(limit_threads())
     import sharedcompute.kernels  # noqa: F401
 
 
@@ -159,10 +148,14 @@ def _worker_plugin() -> Any:
 
 
 class DaskBackend:
-    """Runs Pool calls on a distributed Client; see the module docstring."""
+    """Runs Pool calls on a distributed Client, with LocalBackend's methods; see the module
+    docstring."""
 
-    in_process = True
+    array_types = (DaskArray,)
     start_method = "dask"
+    executor = None
+    restarts = 0
+    pids: list[int] = []
 
     def __init__(self, client: Any = None, n_workers: int | None = None):
         dask, da, distributed = _import_dask()
@@ -203,19 +196,27 @@ class DaskBackend:
         return self.zeros(shape, dtype)
 
     # -- calls ---------------------------------------------------------------------------------
-    def plan(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
-             chunk_rows: int | None = None) -> Plan:
+    def _plan(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
+              chunk_rows: int | None = None) -> Plan:
         return make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
                          array_types=(DaskArray,), chunk_rows_override=chunk_rows,
                          shared_ok=False)
+
+    def start(self) -> None:
+        """Nothing to start: the cluster is running."""
+
+    def block_released(self, name: str) -> None:
+        """Nothing to forget: the cluster's workers never map this machine's blocks."""
+
+    def insights(self) -> Any:
+        from ._executors import Insights
+        return Insights()
 
     def _gather(self, futures: list, timeout: float | None, progress: Any, what: str,
                 fetch: bool = True) -> list:
         """Wait for the futures; raise the first kernel failure; return results if fetch."""
         from distributed import wait
-        from .pool import _kernel_error
-        from .progress import progress_bar
-        bar = progress_bar((progress, len(futures)), what)
+        bar = progress_bar(progress, len(futures), what)
         try:
             done, not_done = wait(futures, timeout=timeout, return_when="ALL_COMPLETED")
         except Exception:  # distributed raises its own TimeoutError subclass
@@ -229,7 +230,7 @@ class DaskBackend:
             if f.status == "error":
                 exc = f.exception()
                 if isinstance(exc, _KernelFailure):
-                    err = _kernel_error(what, exc.args[0])
+                    err = kernel_error(what, exc.args[0])
                     raise err from err.__cause__  # the worker's traceback, not this frame's
                 raise exc
         # map results stay on the cluster; only reductions' small partials come back
@@ -295,10 +296,11 @@ class DaskBackend:
                       for f, (s, e) in zip(futures, chunks)]
             handle.data = self.client.persist(da.concatenate(blocks, axis=0))
 
-    def map(self, plan: Plan, timeout: Any = None, progress: Any = None) -> Any:
-        kernel = plan.kernel
-        if kernel.kind == "reduce":
-            raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+    def map(self, kernel: Kernel, args: tuple, *, rows: Any = None, boundary: Any = None,
+            timeout: Any = None, progress: Any = None, chunk_rows: Any = None,
+            boundscheck: bool = False) -> Any:
+        check_kind(kernel, "map")
+        plan = self._plan(kernel, args, rows, boundary, chunk_rows)
         if kernel.kind == "scan":
             offsets = scan_offsets(kernel, self._leaves(plan, "totals", timeout))
             self._map_chunks(plan, timeout, progress, extras=offsets)
@@ -329,40 +331,39 @@ class DaskBackend:
         groups = self._gather(self.client.compute(tasks), timeout, progress, kernel.name)
         return [p for group in groups for p in group]
 
-    def reduce(self, plan: Plan, timeout: Any = None, progress: Any = None) -> Any:
-        kernel = plan.kernel
-        if kernel.kind != "reduce":
-            raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
-                             "call pool.map")
+    def reduce(self, kernel: Kernel, args: tuple, *, rows: Any = None, timeout: Any = None,
+               progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False) -> Any:
+        check_kind(kernel, "reduce")
+        plan = self._plan(kernel, args, rows, None, chunk_rows)
         partials = self._leaves(plan, "dispatcher", timeout, progress)
         value = combine_all(partials, kernel.combine)
         return kernel.finalize(value) if kernel.finalize is not None else value
 
-    def iterate(self, plan: Plan, *, steps: int, residual: Kernel | None, tol: float,
-                check_every: int, timeout: Any = None, progress: Any = None) -> Any:
-        from .iterate import check_iterate
+    def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
+                tol: float, check_every: int, boundary: Any = None, timeout: Any = None,
+                progress: Any = None, boundscheck: bool = False) -> Any:
+        plan = self._plan(kernel, args, None, boundary)
         out_i, in_i = check_iterate(plan, steps, residual, check_every)
-        out_h, in_h = plan.specs[out_i].value, plan.specs[in_i].value
-        d = plan.kernel.depth
-        if d and plan.boundary == "none" and plan.n_rows:
-            # edge rows are never written: hold them fixed in both arrays, as the local pool
-            lo, hi = valid_rows(plan.n_rows, d, "none")
-            _, da, _ = _import_dask()
-            out_h.data = (self.client.persist(da.concatenate(
-                [in_h.data[:lo], out_h.data[lo:hi], in_h.data[hi:]], axis=0))
-                if hi > lo else in_h.data)
-        done = 0
         specs = plan.specs
+        out_h, in_h = specs[out_i].value, specs[in_i].value
+        edges = fixed_edge_rows(plan)
+        if edges:  # never written: held fixed in both arrays, as on the local pool
+            _, da, _ = _import_dask()
+            pieces, last = [], 0
+            for s, e in edges:
+                pieces += [out_h.data[last:s], in_h.data[s:e]]
+                last = e
+            out_h.data = self.client.persist(da.concatenate(
+                [p for p in pieces + [out_h.data[last:]] if p.shape[0]], axis=0))
+        done = 0
         for step in range(steps):
             self._map_chunks(plan, timeout, None)
             done = step + 1
             if residual is not None and done % check_every == 0:
-                rplan = self.plan(residual, (specs[out_i].value, specs[in_i].value), None, None)
-                parts = [np.float64(p) for p in self._leaves(rplan, "dispatcher", timeout)]
-                if combine_all(parts, residual.combine) <= tol:
+                rplan = self._plan(residual, (specs[out_i].value, specs[in_i].value))
+                if converged(residual, self._leaves(rplan, "dispatcher", timeout), tol):
                     break
-            specs[out_i], specs[in_i] = specs[in_i], specs[out_i]
-            specs[out_i].writable, specs[in_i].writable = True, False
+            swap(specs, out_i, in_i)
         return out_h if done % 2 == 1 else in_h
 
     def close(self) -> None:

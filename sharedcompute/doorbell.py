@@ -149,3 +149,128 @@ class SpinBarrier:
 
     def abort(self) -> None:
         self.lines.set_word(0, ABORTED, self.epoch)
+
+    def reset(self) -> None:
+        """Nothing to do: each call's epoch starts the counts afresh."""
+
+
+class SemaphoreBarrier:
+    """The fallback where the doorbell is off: a multiprocessing.Barrier behind the same
+    begin/wait/abort/reset interface (an aborted one stays broken until reset)."""
+
+    def __init__(self, ctx: Any, n_workers: int):
+        self._barrier = ctx.Barrier(n_workers)
+
+    def begin(self, seq: int) -> None:
+        """Nothing to do: the parent resets the barrier before each iterate call."""
+
+    def wait(self) -> None:
+        self._barrier.wait()
+
+    def abort(self) -> None:
+        self._barrier.abort()
+
+    def reset(self) -> None:
+        self._barrier.reset()
+
+
+def make_barrier(ctx: Any, lines: "Lines | None", n_workers: int) -> "SemaphoreBarrier | None":
+    """What the parent hands its workers for iterate's sweeps: nothing when they meet in the
+    lines (SpinBarrier), else a semaphore barrier (~14 ms to create, so only then)."""
+    return SemaphoreBarrier(ctx, n_workers) if lines is None else None
+
+
+# -- the parent's half of the protocol -----------------------------------------------------
+def count_pipe_send(lines: "Lines | None", i: int) -> None:
+    """After sending through worker i's pipe: count it in its line, so a polling worker
+    knows a message waits without a system call."""
+    if lines is not None:
+        lines.set_word(i, PIPE_SENT, lines.word(i, PIPE_SENT) + 1)
+
+
+def ring(lines: Lines, active: list[int], memo: int, seq: int, wake: Any) -> None:
+    """Start call ``seq`` of the cached task ``memo`` on the ``active`` workers; ``wake(i)``
+    sends a pipe message to a worker that went to sleep (Dekker: flag, fence, re-read)."""
+    for i in active:
+        lines.set_word(i, MEMO, memo)
+        lines.set_word(i, RING, seq)
+    fence()  # a worker writes W_ASLEEP before re-reading RING
+    for i in active:
+        if lines.word(i, W_ASLEEP):
+            wake(i)
+
+
+def await_answers(lines: Lines, pending: set, seq: int, sleep: Any) -> None:
+    """Poll the pending workers' DONE words for SPIN_S, then sleep: ``sleep()`` waits on
+    the pipes and sentinels and removes workers that answered (or failed) through a pipe."""
+    def all_done() -> bool:
+        for i in list(pending):
+            if lines.word(i, DONE) == seq:
+                pending.discard(i)
+        return not pending
+
+    if spin_until(all_done):
+        return
+    asleep = list(pending)
+    for i in asleep:
+        lines.set_word(i, P_ASLEEP, 1)
+    fence()  # a worker writes DONE before re-reading P_ASLEEP
+    try:
+        while not all_done():
+            sleep()
+    finally:
+        for i in asleep:
+            lines.set_word(i, P_ASLEEP, 0)
+
+
+# -- the worker's half ---------------------------------------------------------------------
+class WorkerBell:
+    """Worker i's view of its line: wait for a rung call or a pipe message, answer a call."""
+
+    def __init__(self, lines: Lines, index: int):
+        self.lines, self.index = lines, index
+        self.pipe_seen = self.last_ring = 0
+
+    def _called(self) -> bool:
+        # PIPE_SENT is counted after the send, so it can lag behind what we received: ">"
+        return (self.lines.word(self.index, RING) != self.last_ring
+                or self.lines.word(self.index, PIPE_SENT) > self.pipe_seen)
+
+    def wait(self) -> str:
+        """"ring" (a cached call was rung: see memo()) or "pipe" (read the pipe, which may
+        block: the parent counts every send, and wakes a worker flagged asleep)."""
+        lines, i = self.lines, self.index
+        while True:
+            ring_seq = lines.word(i, RING)
+            if ring_seq != self.last_ring:
+                self.last_ring = ring_seq
+                return "ring"
+            if not spin_until(self._called):
+                lines.set_word(i, W_ASLEEP, 1)
+                fence()  # the parent reads W_ASLEEP after writing RING
+                if self._called():
+                    lines.set_word(i, W_ASLEEP, 0)
+                    continue
+                return "pipe"
+            if lines.word(i, PIPE_SENT) > self.pipe_seen:
+                return "pipe"
+
+    def got_pipe_message(self) -> None:
+        self.pipe_seen += 1
+        self.lines.set_word(self.index, W_ASLEEP, 0)
+
+    def memo(self) -> int:
+        return self.lines.word(self.index, MEMO)
+
+    def answer(self, seq: int, data: bytes, stats: tuple, send_done: Any) -> bool:
+        """Answer call ``seq`` through the line; False when ``data`` does not fit (send it
+        through the pipe). ``send_done()`` tells a parent that went to sleep."""
+        lines, i = self.lines, self.index
+        if not lines.set_result(i, data):
+            return False
+        lines.set_stats(i, stats)
+        lines.set_word(i, DONE, seq)
+        fence()  # the parent writes P_ASLEEP before re-reading DONE
+        if lines.word(i, P_ASLEEP):
+            send_done()
+        return True

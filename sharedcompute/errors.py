@@ -4,6 +4,8 @@ Messages say what was given, what was expected and how to fix it; they never rep
 """
 from __future__ import annotations
 
+import threading
+import traceback
 from concurrent.futures.process import BrokenProcessPool
 
 
@@ -58,10 +60,11 @@ class KernelError(SharedComputeError, RuntimeError):
     ``worker`` (pid), ``remote_type`` (name of the original exception type).
     """
 
-    def __init__(self, message: str, kernel: str = "", rows: tuple = (), worker: int = 0,
+    def __init__(self, message: str, kernel: str = "", rows: tuple = (), worker: int | None = 0,
                  remote_type: str = ""):
         super().__init__(message)
         self.kernel, self.rows, self.worker, self.remote_type = kernel, rows, worker, remote_type
+        self.echo = self.lost_task = False  # see remote_error_info
 
     def __reduce__(self):
         return (type(self), (str(self), self.kernel, self.rows, self.worker, self.remote_type))
@@ -72,6 +75,40 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\n" + str(self.args[0]) if self.args else ""
+
+
+class TaskLostError(SharedComputeError, LookupError):
+    """Internal: a worker was rung for a cached task it does not hold (never re-run)."""
+
+
+# -- the one wire format of a kernel's exception (worker or Dask task -> parent) -------------
+def remote_error_info(exc: BaseException, rows: tuple, pid: int | None,
+                      prefix: str = "") -> dict:
+    """A plain, always-picklable description of ``exc`` (some exceptions cannot be pickled).
+
+    ``echo``: a barrier broken because another worker failed first (report the first);
+    ``lost``: the worker did not hold the cached task it was rung for.
+    """
+    try:
+        text = str(exc)
+    except Exception:  # pragma: no cover
+        text = "<exception text unavailable>"
+    return dict(type=type(exc).__name__, message=prefix + text, rows=tuple(rows), pid=pid,
+                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                echo=isinstance(exc, threading.BrokenBarrierError),
+                lost=isinstance(exc, TaskLostError))
+
+
+def kernel_error(what: str, info: dict) -> KernelError:
+    """The KernelError the caller sees for a remote_error_info() (pid None: in process)."""
+    s, e = info["rows"]
+    where = "in process" if info["pid"] is None else f"worker {info['pid']}"
+    err = KernelError(f"kernel {what} raised {info['type']}: {info['message']} (rows [{s}, {e}), "
+                      f"{where})", kernel=what, rows=(s, e), worker=info["pid"],
+                      remote_type=info["type"])
+    err.echo, err.lost_task = info.get("echo", False), info.get("lost", False)
+    err.__cause__ = RemoteTraceback(info["traceback"])
+    return err
 
 
 class PoolError(SharedComputeError, RuntimeError):

@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import InputError
+
 MIN_CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 TARGET_CHUNKS = 256
@@ -85,12 +87,10 @@ def check_boundary(boundary: object) -> object:
     """Validate a boundary: 'none', 'reflect', 'periodic', 'nearest' or a number (constant)."""
     if isinstance(boundary, str):
         if boundary not in BOUNDARIES:
-            from .errors import InputError
             raise InputError(f"boundary={boundary!r} is not one of {BOUNDARIES} or a number")
         return boundary
     if isinstance(boundary, (int, float, np.number)) and not isinstance(boundary, bool):
         return boundary
-    from .errors import InputError
     raise InputError(f"boundary={boundary!r} must be one of {BOUNDARIES} or a number (constant)")
 
 

@@ -23,9 +23,9 @@ class _PlainBar:
         sys.stderr.flush()
 
 
-def progress_bar(spec: Any, desc: str) -> "Progress | None":
-    """A bar from the engine's ``(enabled, total)`` spec, or None when not asked for."""
-    enabled, total = spec if isinstance(spec, tuple) else (None, 0)
+def progress_bar(enabled: Any, total: int, desc: str) -> "Progress | None":
+    """A bar over ``total`` partitions when ``enabled`` (True, or an object with update/close),
+    else None."""
     return Progress(enabled, total, desc) if enabled else None
 
 

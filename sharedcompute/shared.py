@@ -1,74 +1,17 @@
-"""SharedArray: an N-d NumPy array whose data lives in one POSIX shared-memory block.
-
-A block is created owner-only (mode 0600, O_EXCL) under an unguessable name with the package
-prefix, its pages are reserved with ``posix_fallocate`` (a full /dev/shm is an exception at
-creation, never a SIGBUS later), and it is unlinked exactly once, by the process that made it.
-Other processes attach with ``shm_open`` + ``mmap`` directly instead of the stdlib
-``SharedMemory`` class, so an attaching process never registers the name with a resource
-tracker (gh-82300: on Python <= 3.12 the tracker unlinks live blocks when an attacher exits).
-"""
+"""SharedArray: an N-d NumPy array whose data lives in one shared-memory block (segments.py),
+and pickles as a small handle, never as data."""
 from __future__ import annotations
 
+import gc
 import itertools
-import mmap
-import os
-import secrets
-import sys
-import threading
-import weakref
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from ._system import SHM_DIR, format_bytes, shm_space
-from .errors import (ArrayFreedError, ArrayInUseError, InputError, SharedBlockCorruptedError,
-                     SharedBlockNotFoundError, SharedBlockSecurityError, SharedMemoryError,
-                     SharedMemoryFullError, UnsupportedDtypeError)
-
-try:
-    import _posixshmem  # the C module behind multiprocessing.shared_memory on POSIX
-except ImportError:  # pragma: no cover - Windows
-    _posixshmem = None
-
-PREFIX = "sc"
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-# Name -> Block this process created (weak: a block nobody references is unlinked).
-_owned: "weakref.WeakValueDictionary[str, Block]" = weakref.WeakValueDictionary()
-# (name, writable) -> Block this process attached; dropped when the owner says it was freed.
-_attached: dict[tuple[str, bool], "Block"] = {}
-_release_hooks: list[Callable[[str], None]] = []
-_lock = threading.Lock()
-
-
-def _base36(n: int) -> str:
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = _DIGITS[r] + out
-        if n == 0:
-            return out
-
-
-def make_block_name() -> str:
-    """``sc<creator pid in base 36>_<64 random bits>``: at most 25 characters (macOS allows 30)."""
-    return f"{PREFIX}{_base36(os.getpid())}_{secrets.token_hex(8)}"
-
-
-def creator_pid(name: str) -> int | None:
-    """The creating pid encoded in one of our block names, or None if the name is not ours."""
-    if not name.startswith(PREFIX) or "_" not in name:
-        return None
-    head, _, tail = name[len(PREFIX):].partition("_")
-    if not head or len(tail) != 16 or any(c not in _DIGITS for c in head):
-        return None
-    try:
-        int(tail, 16)
-    except ValueError:
-        return None
-    return int(head, 36)
-
+from .errors import ArrayFreedError, ArrayInUseError, InputError, UnsupportedDtypeError
+from .segments import (SHM_DIR, Block, _owned, creator_pid, forget_attached,  # noqa: F401
+                       list_segments, make_block_name, on_block_release)
 
 def check_dtype(dtype: Any) -> np.dtype:
     """Return ``dtype`` as a native-order numeric/bool dtype, or raise UnsupportedDtypeError."""
@@ -94,200 +37,6 @@ def check_dtype(dtype: Any) -> np.dtype:
             f"dtype {dt.str} is not in this machine's byte order; use "
             f"{dt.newbyteorder('=').str} (SharedArray.from_array converts automatically)")
     return dt
-
-
-class Block:
-    """One mapped shared-memory segment. Owner blocks keep their fd to detect tampering."""
-
-    def __init__(self, name: str, nbytes: int, mm: mmap.mmap, writable: bool,
-                 owner_pid: int | None, fd: int = -1):
-        self.name, self.nbytes, self.mm, self.writable = name, nbytes, mm, writable
-        self.owner_pid, self.fd = owner_pid, fd
-        self.root: np.ndarray | None = np.frombuffer(mm, dtype=np.uint8, count=nbytes)
-        self.freed = False
-        self.arrays: "weakref.WeakValueDictionary[int, SharedArray]" = weakref.WeakValueDictionary()
-        if owner_pid is not None:
-            self._finalizer = weakref.finalize(self, _unlink_owned, name, fd, owner_pid)
-
-    # -- creation and attachment ---------------------------------------------------------
-    @classmethod
-    def create(cls, nbytes: int, padding: int = 0) -> "Block":
-        """A new owner-only block of ``padding + nbytes`` bytes (errors speak of ``nbytes``,
-        what the caller asked for)."""
-        if _posixshmem is None:  # pragma: no cover
-            raise SharedMemoryError("sharedcompute needs POSIX shared memory (Linux or macOS)")
-        space = shm_space()
-        if space is not None and nbytes + padding > space.free:
-            raise SharedMemoryFullError(_full_message(nbytes, space.free, space.path, padding))
-        for _ in range(16):
-            name = make_block_name()
-            try:
-                fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
-                break
-            except FileExistsError:  # 64 random bits: only a squatter gets here
-                continue
-        else:
-            raise SharedMemoryError("could not find a free shared-memory name after 16 tries")
-        try:
-            os.fchmod(fd, 0o600)  # independent of the umask
-            _reserve(fd, nbytes, padding, space.free if space else None)
-            nbytes += padding
-            mm = mmap.mmap(fd, nbytes)
-        except BaseException:
-            os.close(fd)
-            _posixshmem.shm_unlink("/" + name)
-            raise
-        _tracker_register(name)
-        block = cls(name, nbytes, mm, True, os.getpid(), fd)
-        _owned[name] = block
-        return block
-
-    @classmethod
-    def attach(cls, name: str, nbytes: int, writable: bool = True) -> "Block":
-        """Attach by name (cached per process); verify owner, mode and size first."""
-        with _lock:
-            owned = _owned.get(name)
-            if owned is not None and not owned.freed:
-                return owned
-            cached = _attached.get((name, writable))
-            if cached is not None:
-                return cached
-            flags = os.O_RDWR if writable else os.O_RDONLY
-            try:
-                fd = _posixshmem.shm_open("/" + name, flags, mode=0)
-            except FileNotFoundError:
-                raise SharedBlockNotFoundError(
-                    f"shared-memory block {name!r} does not exist: it was freed, its pool closed, "
-                    "or another process removed it") from None
-            try:
-                st = os.fstat(fd)
-                if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-                    raise SharedBlockSecurityError(
-                        f"refusing to attach block {name!r}: owned by uid {st.st_uid} with mode "
-                        f"{st.st_mode & 0o777:o}, expected uid {os.geteuid()} and mode 600 "
-                        "(another user may have pre-created the name)")
-                if st.st_size < nbytes:
-                    raise SharedBlockCorruptedError(
-                        f"block {name!r} holds {st.st_size} bytes but the array needs {nbytes}: "
-                        "another process truncated it")
-                mm = mmap.mmap(fd, nbytes, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
-            block = cls(name, nbytes, mm, writable, None)
-            _attached[(name, writable)] = block
-            return block
-
-    # -- use -------------------------------------------------------------------------------
-    def check_intact(self) -> None:
-        """Raise if freed, truncated or unlinked by another process (owner side, before dispatch)."""
-        if self.freed:
-            raise ArrayFreedError(f"shared array in block {self.name!r} was freed; "
-                                  "create a new one (pool.array / pool.empty)")
-        if self.fd < 0:
-            return
-        st = os.fstat(self.fd)  # one syscall: this runs before every call
-        if st.st_size < self.nbytes:
-            raise SharedBlockCorruptedError(
-                f"block {self.name!r} was truncated by another process below its {self.nbytes} bytes")
-        # unlinked (perhaps re-created under the same name); macOS reports 0 links for shm
-        if st.st_nlink == 0 and sys.platform.startswith("linux"):
-            raise SharedBlockNotFoundError(
-                f"block {self.name!r} was removed from {SHM_DIR} by another process; "
-                "workers can no longer attach it")
-
-    def live_views(self) -> int:
-        """NumPy arrays still viewing this block (each view's base is ``root``)."""
-        return 0 if self.root is None else sys.getrefcount(self.root) - 2
-
-    def release(self, strict: bool) -> None:
-        """Unlink (owner only) and unmap. strict: refuse while views exist; else unmap later."""
-        if self.freed:
-            return
-        if strict and self.live_views():
-            raise ArrayInUseError(
-                f"cannot free shared array {self.name!r}: {self.live_views()} NumPy view(s) of it "
-                "are still alive (from np.asarray, .numpy() or ufunc outputs); delete them first, "
-                "or copy what you need with np.array(a)")
-        self.freed = True
-        self.root = None
-        if self.owner_pid is not None:
-            self._finalizer()
-        else:
-            _attached.pop((self.name, self.writable), None)
-        try:
-            self.mm.close()
-        except BufferError:
-            pass  # views still alive keep the mapping; it goes when the last one does
-        for hook in list(_release_hooks):
-            hook(self.name)
-
-
-def _unlink_owned(name: str, fd: int, owner_pid: int) -> None:
-    if os.getpid() != owner_pid:  # a forked child inherited the finalizer: not ours to unlink
-        return
-    try:
-        _posixshmem.shm_unlink("/" + name)
-    except FileNotFoundError:
-        pass
-    _tracker_unregister(name)
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _tracker_register(name: str) -> None:
-    # The parent registers what it creates, so that if it is SIGKILLed the tracker (kept alive
-    # until the last worker exits) unlinks the block. Workers never register or unregister.
-    from multiprocessing import resource_tracker
-    resource_tracker.register("/" + name, "shared_memory")
-
-
-def _tracker_unregister(name: str) -> None:
-    from multiprocessing import resource_tracker
-    resource_tracker.unregister("/" + name, "shared_memory")
-
-
-def _reserve(fd: int, nbytes: int, padding: int, free: int | None) -> None:
-    # tmpfs ftruncate reserves nothing: the first write past the free space is a SIGBUS.
-    if hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(fd, 0, padding + nbytes)
-        except OSError as exc:
-            raise SharedMemoryFullError(_full_message(nbytes, free, SHM_DIR, padding, exc)) \
-                from exc
-    else:  # macOS: no fallocate; ftruncate is all there is
-        os.ftruncate(fd, padding + nbytes)
-
-
-def _full_message(nbytes: int, free: int | None, path: str, padding: int = 0,
-                  exc: OSError | None = None) -> str:
-    have = "unknown" if free is None else format_bytes(free)
-    why = f" ({exc.strerror})" if exc is not None else ""
-    extra = f" (+{format_bytes(padding)} of alignment offset)" if padding else ""
-    return (f"cannot reserve {format_bytes(nbytes)}{extra} of shared memory: {path} has {have} "
-            f"free{why}. "
-            "Free other shared arrays, use smaller arrays, or give the machine more shared memory "
-            "(Docker: --shm-size=8g; Kubernetes: an emptyDir with medium: Memory)")
-
-
-def on_block_release(hook: Callable[[str], None]) -> None:
-    """Call ``hook(name)`` whenever a block is freed in this process (pools detach workers)."""
-    _release_hooks.append(hook)
-
-
-def forget_attached(names: Iterable[str]) -> None:
-    """Unmap attached (not owned) blocks by name; used by workers when the owner freed them."""
-    for name in names:
-        for writable in (True, False):
-            block = _attached.pop((name, writable), None)
-            if block is not None:
-                block.root = None
-                try:
-                    block.mm.close()
-                except BufferError:
-                    pass
 
 
 def _as_shared(obj: Any) -> Any:
@@ -513,6 +262,9 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
             return
         others = [a for a in block.arrays.values() if a is not self]
         if others:
+            gc.collect()  # views held only by reference cycles (e.g. a caught exception's frames)
+            others = [a for a in block.arrays.values() if a is not self]
+        if others:
             raise ArrayInUseError(
                 f"cannot free shared array {block.name!r}: {len(others)} other SharedArray view(s) "
                 "of the same block are alive (from slicing); delete them first")
@@ -577,11 +329,3 @@ def _rebuild(handle: tuple) -> SharedArray:
     if name is None:
         return SharedArray(None, shape, np.dtype(dtype), 0, strides)
     return SharedArray(Block.attach(name, nbytes, True), shape, np.dtype(dtype), offset, strides)
-
-
-def list_segments(directory: str = SHM_DIR) -> list[str]:
-    """Names of this package's blocks currently in the shared-memory directory."""
-    try:
-        return sorted(n for n in os.listdir(directory) if creator_pid(n) is not None)
-    except FileNotFoundError:
-        return []

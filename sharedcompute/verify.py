@@ -12,6 +12,8 @@ import numpy as np
 from .errors import InputError, VerificationError
 from .kernel import Kernel
 from .partition import TARGET_CHUNKS, chunk_grid, chunk_rows, pad_whole, valid_rows
+from .plan import Whole
+from .pool import Pool
 from .shared import SharedArray
 
 #: The fine splitting cuts the rows into about this many chunks (at least one row each), so
@@ -157,10 +159,6 @@ def run_reference(kernel: Kernel, args: list[Any], boundary: Any = None) -> Any:
     return kernel.reference(*call)
 
 
-def _is_cluster_array(x: Any) -> bool:
-    return type(x).__name__ == "DaskArray" and type(x).__module__ == "sharedcompute.dask_backend"
-
-
 # -- the pieces of verify -----------------------------------------------------------------------
 @dataclass
 class _Arg:
@@ -172,18 +170,13 @@ class _Arg:
     parted: bool        # split on axis 0 by the pool
 
 
-def _is_whole(x: Any) -> bool:
-    """``sc.whole(x)``'s marker, recognised by its shape wherever the engine defines it."""
-    return type(x).__name__ == "Whole" and type(x).__module__.startswith("sharedcompute.") \
-        and hasattr(x, "array")
-
-
-def _classify(kernel: Kernel, args: Sequence[Any]) -> list[_Arg]:
+def _classify(kernel: Kernel, args: Sequence[Any], array_types: tuple) -> list[_Arg]:
+    """``array_types``: the pool's own arrays (SharedArray, or a cluster's), as it says."""
     out = []
     for i, a in enumerate(args):
-        wrapper = type(a) if _is_whole(a) else None
+        wrapper = Whole if isinstance(a, Whole) else None
         inner = a.array if wrapper is not None else a
-        if isinstance(inner, SharedArray) or _is_cluster_array(inner):
+        if isinstance(inner, (SharedArray,) + tuple(array_types)):
             copy = np.array(np.asarray(inner))
             out.append(_Arg(copy, "shared", wrapper,
                             wrapper is None and i not in kernel.whole and copy.ndim >= 1))
@@ -319,7 +312,6 @@ def _run_per_chunk(kernel: Kernel, specs: list[_Arg], rows: int | None, boundary
     an inline pool with one worker per chunk (the engine's own planning and halos). A map
     calls its kernel once per worker's range, so on one worker the pool alone never shows
     a partition edge."""
-    from .pool import Pool
     inner = Pool(max(1, n_chunks), backend="inline")
     try:
         return _run_pool(inner, kernel, specs, rows, boundary, chunk)
@@ -394,7 +386,7 @@ def verify(pool: Any, kernel: Kernel, *args: Any, rows: int | None = None, bound
         raise InputError(f"{kernel!r} is not a sharedcompute kernel")
     if kernel.reference is None:
         raise InputError(f"kernel {kernel.name} has no reference= to verify against")
-    specs = _classify(kernel, args)
+    specs = _classify(kernel, args, pool.array_types)
     n_rows, own, fine = _grid(specs, rows)
     n_terms = _n_terms(kernel, specs, rows)
     workers = pool.n_workers

@@ -601,7 +601,7 @@ def test_row7_parent_sigkilled(method, tmp_path):
 
 # == row 9: /dev/shm too small =====================================================================
 SHM_FULL_SCRIPT = """
-    import sharedcompute.shared as shared
+    import sharedcompute.segments as shared  # where blocks are created (and shm_space read)
     from sharedcompute._system import shm_space
     result = {"event": "result", "free": shm_space().free}
     with sc.Pool(2) as pool:
@@ -721,6 +721,11 @@ def test_row10_truncated_mid_kernel(pool, arrays, markers):
     t = threading.Thread(target=call)
     t.start()
     assert wait_until(lambda: started_pids(markers), timeout=10)
+    # the other workers have written their rows (on a busy machine they may still be at it,
+    # and would take the SIGBUS instead); only the victim is inside the kernel now
+    others = [r for k, r in enumerate(worker_ranges()) if k != 1]
+    assert wait_until(lambda: all(bool(np.all(np.asarray(out)[a:b] == 3.0)) for a, b in others),
+                      timeout=20)
     fd = os.open(os.path.join(SHM, out.name), os.O_RDWR)
     os.ftruncate(fd, 0)
     os.close(fd)
@@ -1015,14 +1020,14 @@ def test_row15_squatted_name_refused(squat, monkeypatch):
 @needs_setpriv
 @pytest.mark.timeout(30)
 def _readable_copy_for_other_user(tmp: str) -> str:
-    """A world-readable folder holding what the other-uid probe imports (numpy and the three
+    """A world-readable folder holding what the other-uid probe imports (numpy and the four
     modules Block needs): a clone under a private directory (mktemp -d, mode 0700) is not
     readable by that user, and its .venv with it."""
     os.chmod(tmp, 0o755)
     site = os.path.join(tmp, "site")
     pkg = os.path.join(site, "sharedcompute")
     os.makedirs(pkg)
-    for mod in ("shared.py", "errors.py", "_system.py"):
+    for mod in ("shared.py", "segments.py", "errors.py", "_system.py"):
         shutil.copy(os.path.join(os.path.dirname(sc.__file__), mod), pkg)
     open(os.path.join(pkg, "__init__.py"), "w").close()
     np_dir = os.path.dirname(np.__file__)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import sharedcompute as sc
-from sharedcompute import shared
+from sharedcompute import segments, shared
 from sharedcompute._system import ShmSpace
 from sharedcompute.shared import SharedArray, creator_pid, list_segments, make_block_name
 
@@ -133,7 +133,7 @@ def test_zero_size_arrays_create_no_segment():
 
 
 def test_allocation_larger_than_free_space_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(shared, "shm_space",
+    monkeypatch.setattr(segments, "shm_space",
                         lambda: ShmSpace("/dev/shm", 64 << 20, 1 << 20))
     before = set(list_segments())
     with pytest.raises(sc.SharedMemoryFullError, match=r"cannot reserve 8\.0 MiB.*1\.0 MiB free"

@@ -1,0 +1,343 @@
+"""Run one Task on array views: what a worker does with its chunks, and what the calling
+process does for the inline backend and direct kernel calls (the same code, so the same
+partitioning, halos and combine order)."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from .errors import InputError
+from .kernel import Kernel
+from .partition import halo_pieces, padded_rows, tree_nodes, tree_reduce, valid_rows
+from .plan import ArgSpec, Task, converged, swap
+from .shared import SharedArray, view_from_handle
+
+
+class TaskStats(NamedTuple):
+    """What a finished task reports: seconds compiling, computing and busy; chunks done."""
+
+    compile_s: float
+    compute_s: float
+    busy_s: float
+    chunks_done: int
+
+
+class Stats:
+    """Seconds a task spent compiling and computing; the rows it was running (for errors)."""
+
+    __slots__ = ("compile_s", "compute_s", "rows", "chunks_done", "progress")
+
+    def __init__(self, progress: Callable[[int], None] | None = None):
+        self.compile_s = self.compute_s = 0.0
+        self.rows: tuple[int, int] = (0, 0)
+        self.chunks_done = 0
+        self.progress = progress
+
+    def report(self, t0: float) -> TaskStats:
+        return TaskStats(self.compile_s, self.compute_s, time.perf_counter() - t0,
+                         self.chunks_done)
+
+    def advance(self, chunks: int) -> None:
+        self.chunks_done += chunks
+        if self.progress:
+            self.progress(chunks)
+
+
+def resolve(specs: list[ArgSpec]) -> list[Any]:
+    """Arrays behind the specs: attach handles (workers) or use arrays as given (in process).
+    Every array a kernel does not declare in ``writes=`` is a read-only view, in workers and
+    in process alike, so a write to it fails the same way everywhere."""
+    out = []
+    for spec in specs:
+        v = spec.value
+        if isinstance(v, (np.ndarray, SharedArray)):
+            v = np.asarray(v)
+            out.append(v if spec.writable else read_only(v))
+        elif spec.kind == "value":
+            out.append(v)
+        else:
+            out.append(view_from_handle(v, writable=spec.writable))
+    return out
+
+
+def read_only(view: np.ndarray) -> np.ndarray:
+    ro = view.view()
+    ro.flags.writeable = False
+    return ro
+
+
+def call(func: Any, args: tuple, stats: Stats) -> Any:
+    """Call a numba dispatcher; a call that compiled a new signature counts as compile time
+    (typing the arguments ourselves first would cost more than the kernel on small calls)."""
+    overloads = getattr(func, "overloads", None)
+    before = len(overloads) if overloads is not None else 0
+    t0 = time.perf_counter()
+    result = func(*args)
+    elapsed = time.perf_counter() - t0
+    if overloads is not None and len(overloads) > before:
+        stats.compile_s += elapsed
+    else:
+        stats.compute_s += elapsed
+    return result
+
+
+def explain(exc: BaseException, task: Task, rows: tuple[int, int]) -> BaseException:
+    """Numba's words for two user mistakes, in the engine's: a write to an argument missing
+    from ``writes=``, and (bounds-checked builds) a read outside the rows and halo given."""
+    kernel: Kernel = task.kernel
+    text = str(exc)
+    if type(exc).__name__ == "TypingError" and "readonly array" in text and "setitem" in text:
+        read_only_args = [kernel.params[i] for i, spec in enumerate(task.specs[:len(kernel.params)])
+                          if not spec.writable and (spec.kind != "value"
+                                                    or isinstance(spec.value, np.ndarray))]
+        declared = tuple(kernel.params[i] for i in kernel.writes)
+        advice = declared + tuple(read_only_args[:1])
+        return InputError(
+            f"kernel {kernel.name} writes one of {read_only_args}, which are read-only because "
+            f"writes={declared} does not name them; declare every array the kernel writes, "
+            f"e.g. @sc.kernel(writes={advice})")
+    if isinstance(exc, IndexError) and task.boundscheck and "out of bounds" in text:
+        d = kernel.depth
+        return IndexError(
+            f"{text}: kernel {kernel.name} indexed outside the rows it was given (rows "
+            f"[{rows[0]}, {rows[1]}) of {task.n_rows}, with {d} halo rows on each side); "
+            f"a stencil that reads neighbouring rows must declare how far, e.g. "
+            f"@sc.kernel(depth={d + 1})")
+    return exc
+
+
+# -- the pieces of a task --------------------------------------------------------------------------
+def _kernel_fn(task: Task) -> Any:
+    return task.kernel.compiled(task.boundscheck)[0]
+
+
+def _chunk_args(views: list[Any], specs: list[ArgSpec], s: int, e: int,
+                include_written: bool = True) -> list[Any]:
+    out = []
+    for v, spec in zip(views, specs):
+        if spec.writable and not include_written:
+            continue
+        out.append(v[s:e] if spec.kind == "part" else v)
+    return out
+
+
+def _map_pieces(task: Task, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
+    """(start, stop, kernel arguments, reusable) for each piece of rows lo..hi; a piece
+    is not reusable when it got a padded copy of edge rows (stencils at the array's edge)."""
+    kernel = task.kernel
+    n, d, boundary = task.n_rows, kernel.depth, task.boundary
+    vlo, vhi = valid_rows(n, d, boundary)
+    lo, hi = max(lo, vlo), min(hi, vhi)
+    for s, e, in_place in halo_pieces(lo, hi, n, d):
+        args = []
+        for v, spec in zip(views, task.specs):
+            if spec.kind != "part":
+                args.append(v)
+            elif spec.writable or d == 0:
+                args.append(v[s:e])
+            elif in_place:
+                args.append(v[s - d:e + d])
+            else:
+                args.append(padded_rows(v, s, e, d, boundary))
+        if kernel.position:
+            args.append((s, e, n))
+        yield s, e, tuple(args), in_place or d == 0
+
+
+def _map_rows(task: Task, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
+    func = _kernel_fn(task)
+    for s, e, args, _ in _map_pieces(task, views, lo, hi):
+        stats.rows = (s, e)
+        call(func, args, stats)
+
+
+def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:
+    """Each chunk's (rows, kernel arguments), sliced once."""
+    n, chunks = task.n_rows, task.chunks
+    leaves = {}
+    for c in range(*task.chunk_range):
+        s, e = chunks[c]
+        args = _chunk_args(views, task.specs, s, e)
+        if task.kernel.position:
+            args.append((s, e, n))
+        leaves[c] = ((s, e), tuple(args))
+    return leaves
+
+
+# -- one function per op: (task, views, stats, barrier) -> result ---------------------------------
+def _run_map(task: Task, views: list, stats: Stats, barrier: Any) -> None:
+    ca, cb = task.chunk_range
+    if cb > ca:
+        chunks = task.chunks
+        _map_rows(task, views, chunks[ca][0], chunks[cb - 1][1], stats)
+        stats.advance(cb - ca)
+
+
+def _run_reduce(task: Task, views: list, stats: Stats, barrier: Any) -> dict:
+    """{tree node: partial} for the maximal nodes of the fixed tree inside this range."""
+    func, leaves = _kernel_fn(task), _reduce_leaves(task, views)
+
+    def leaf(c: int) -> Any:
+        rows, args = leaves[c]
+        stats.rows = rows
+        value = call(func, args, stats)
+        stats.advance(1)
+        return value
+    ca, cb = task.chunk_range
+    return {node: tree_reduce(node[0], node[1], leaf, task.kernel.combine)
+            for node in tree_nodes(0, len(task.chunks), ca, cb)}
+
+
+def _run_scan_totals(task: Task, views: list, stats: Stats, barrier: Any) -> list:
+    totals, chunks, out = task.kernel.compiled(task.boundscheck)[1], task.chunks, []
+    for c in range(*task.chunk_range):
+        s, e = chunks[c]
+        stats.rows = (s, e)
+        out.append(call(totals, tuple(_chunk_args(views, task.specs, s, e, False)), stats))
+    return out
+
+
+def _run_scan_apply(task: Task, views: list, stats: Stats, barrier: Any) -> None:
+    func, chunks, ca = _kernel_fn(task), task.chunks, task.chunk_range[0]
+    for c in range(*task.chunk_range):
+        s, e = chunks[c]
+        stats.rows = (s, e)
+        call(func, tuple(_chunk_args(views, task.specs, s, e) + [task.offsets[c - ca]]), stats)
+        stats.advance(1)
+
+
+def _run_iterate(task: Task, views: list, stats: Stats, barrier: Any) -> int:
+    """``steps`` sweeps with the loop here and a barrier between sweeps (no parent round
+    trip); returns how many ran (a residual <= tol stops early)."""
+    try:
+        return _sweep(task, stats, barrier)
+    except BaseException:
+        barrier.abort()  # the other workers leave their barrier wait instead of hanging
+        raise
+
+
+def _sweep(task: Task, stats: Stats, barrier: Any) -> int:
+    sw = task.sweeps
+    out_i, in_i = sw.swap
+    specs = [ArgSpec(s.kind, s.value, s.writable) for s in task.specs]
+    specs[in_i].writable = True  # both swap arrays are written in turn: map both writable
+    views = resolve(specs)
+    specs[in_i].writable = False
+    writable = {out_i: views[out_i], in_i: views[in_i]}
+    views[in_i] = read_only(views[in_i])
+    ca, cb = task.chunk_range
+    chunks = task.chunks
+    lo = chunks[ca][0] if cb > ca else 0
+    hi = chunks[cb - 1][1] if cb > ca else 0
+    residual = sw.residual
+    slots = None
+    if residual is not None:
+        slots = sw.slots if isinstance(sw.slots, np.ndarray) else view_from_handle(sw.slots)
+        check = residual.compiled(task.boundscheck)[0]
+    task = replace(task, specs=specs)  # swap() flips this list in place after each sweep
+    done = 0
+    for step in range(sw.steps):
+        _map_rows(task, views, lo, hi, stats)
+        barrier.wait()
+        done = step + 1
+        stats.advance(cb - ca)
+        if residual is not None and done % sw.check_every == 0:
+            for c in range(ca, cb):
+                s, e = chunks[c]
+                slots[c] = call(check, (views[out_i][s:e], views[in_i][s:e]), stats)
+            barrier.wait()
+            stop = converged(residual, list(slots), sw.tol)
+            barrier.wait()  # everyone has read the slots before they are overwritten
+            if stop:
+                break
+        writable[out_i], writable[in_i] = writable[in_i], writable[out_i]
+        views[out_i], views[in_i] = writable[out_i], read_only(writable[in_i])
+        swap(specs, out_i, in_i)
+    return done
+
+
+RUNNERS: dict[str, Callable[[Task, list, Stats, Any], Any]] = {
+    "map": _run_map, "reduce": _run_reduce, "scan_totals": _run_scan_totals,
+    "scan_apply": _run_scan_apply, "iterate": _run_iterate,
+}
+
+
+def run_task(task: Task, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
+    """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
+    scan totals: [partial per chunk]; iterate: the number of sweeps run. ``views``: the
+    specs' arrays when already resolved (a worker's cached task). Numba's errors for
+    undeclared writes and bounds-checked reads are explained in the engine's words."""
+    try:
+        runner = RUNNERS[task.op]
+        return runner(task, resolve(task.specs) if views is None and task.op != "iterate"
+                      else views, stats, barrier)
+    except Exception as exc:
+        better = explain(exc, task, stats.rows)
+        if better is exc:
+            raise
+        detached(exc)
+    try:  # raised outside the handler, and no frame keeps it: nothing pins the views
+        raise better
+    finally:
+        better = None
+
+
+def detached(exc: BaseException) -> BaseException:
+    """``exc`` to hand on without pinning this call's arrays: numba keeps a failed
+    compilation's exception in its dispatcher (``_FunctionCompiler._failed_cache``), and the
+    traceback our frames add to it would keep their array views, and so the blocks, alive.
+    Returns a copy that carries the traceback; the cached original keeps none."""
+    if not type(exc).__module__.startswith("numba"):
+        return exc
+    try:
+        twin = copy.copy(exc)
+    except Exception:  # pragma: no cover - an exception type copy cannot rebuild
+        twin = RuntimeError(str(exc))
+    twin.__traceback__, exc.__traceback__ = exc.__traceback__, None
+    return twin
+
+
+def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
+    """A worker's cached map or reduce task with every kernel argument sliced once, so a
+    repeated call costs the kernel calls only (the first call compiled them: the whole run
+    counts as compute). None when a piece needs fresh padding (stencil edges): run_task."""
+    ca, cb = task.chunk_range
+    dispatcher = _kernel_fn(task)
+    if task.op == "map":
+        pieces = []
+        if cb > ca:
+            chunks = task.chunks
+            for s, e, args, reusable in _map_pieces(task, views, chunks[ca][0], chunks[cb - 1][1]):
+                if not reusable:
+                    return None
+                pieces.append(((s, e), args))
+
+        def run_map(stats: Stats) -> None:
+            t0 = time.perf_counter()
+            for rows, args in pieces:
+                stats.rows = rows
+                dispatcher(*args)
+            stats.compute_s += time.perf_counter() - t0
+            stats.chunks_done += cb - ca
+        return run_map
+    if task.op == "reduce":
+        leaves = _reduce_leaves(task, views)
+        nodes = tree_nodes(0, len(task.chunks), ca, cb)
+        combine = task.kernel.combine
+
+        def run_reduce(stats: Stats) -> dict:
+            def leaf(c: int) -> Any:
+                rows, args = leaves[c]
+                stats.rows = rows
+                return dispatcher(*args)
+            t0 = time.perf_counter()
+            out = {node: tree_reduce(node[0], node[1], leaf, combine) for node in nodes}
+            stats.compute_s += time.perf_counter() - t0
+            stats.chunks_done += cb - ca
+            return out
+        return run_reduce
+    return None

@@ -1,0 +1,414 @@
+"""Plan a call: check its arguments, choose what is split, size the fixed chunk grid.
+
+``make_plan`` turns (kernel, arguments) into argument specs and a chunk grid, raising
+InputError before any work; ``Plan.task`` cuts it into the typed ``Task`` a worker (or the
+calling process) runs. Also here: what every backend shares about a call's shape, such as
+map/reduce kind checks, the scan offsets, the reduce finish and iterate's swap and edges.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .kernel import Kernel
+from .partition import (TARGET_CHUNKS, check_boundary, chunk_grid, chunk_rows, combine_all,
+                        tree_finish, valid_rows)
+from .shared import SharedArray, check_dtype
+
+class Whole:
+    """Mark a SharedArray argument to be passed whole (unpartitioned) to every partition."""
+
+    def __init__(self, array: Any):
+        self.array = array
+
+
+def whole(array: Any) -> Whole:
+    """Pass ``array`` unpartitioned to every partition, without a copy.
+
+    Examples
+    --------
+    >>> import sharedcompute as sc
+    >>> w = sc.whole([1.0, 2.0])
+    """
+    return Whole(array)
+
+
+@dataclass
+class ArgSpec:
+    kind: str            # "part" (rows of axis 0), "whole" (entire array) or "value"
+    value: Any           # handle (process pool), ndarray (in process) or a plain value
+    writable: bool = False
+
+
+@dataclass
+class Plan:
+    kernel: Kernel
+    specs: list[ArgSpec]
+    n_rows: int
+    rows_per_chunk: int
+    boundary: Any
+    arrays: dict[int, Any] = field(default_factory=dict)  # the caller's array objects by index
+    written_blocks: list[Any] = field(default_factory=list)
+    read_blocks: list[Any] = field(default_factory=list)
+    boundscheck: bool = False  # run the kernels compiled with numba's bounds checks
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The caller's written arrays, in argument order."""
+        return [self.arrays[i] for i in sorted(self.kernel.writes)]
+
+    def written(self) -> Any:
+        """What map returns: the written array, or a tuple when a kernel writes several."""
+        return written_result(self.outputs)
+
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        return chunk_grid(self.n_rows, self.rows_per_chunk)
+
+    def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> "Task":
+        return Task(op, self.kernel, self.specs, self.n_rows, self.rows_per_chunk,
+                    self.boundary, chunk_range, self.boundscheck, **extra)
+
+
+def written_result(outputs: list) -> Any:
+    """What map returns: the written array, or a tuple when a kernel writes several."""
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+@dataclass
+class Sweeps:
+    """What an iterate task adds: the two arrays it swaps, how many sweeps, when to stop."""
+
+    swap: tuple[int, int]  # (index of the written array, index of the one read)
+    steps: int
+    residual: Kernel | None = None
+    slots: Any = None  # per-chunk residual partials: a handle (workers) or an array
+    check_every: int = 1
+    tol: float = 0.0
+
+
+@dataclass
+class Task:
+    """One worker's share of a call: the kernel, its argument specs, the chunk grid and the
+    contiguous range of chunks it runs. Pickled to a worker as is (both ends run the same
+    code); ``op`` is "map", "reduce", "scan_totals", "scan_apply" or "iterate"."""
+
+    op: str
+    kernel: Kernel
+    specs: list[ArgSpec]
+    n_rows: int
+    rows_per_chunk: int
+    boundary: Any
+    chunk_range: tuple[int, int]
+    boundscheck: bool = False
+    offsets: list | None = None  # scan_apply: each chunk's offset
+    sweeps: Sweeps | None = None  # iterate
+
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        return chunk_grid(self.n_rows, self.rows_per_chunk)
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        """The rows [start, stop) this task covers (for error messages)."""
+        ca, cb = self.chunk_range
+        if cb <= ca:
+            return (0, 0)
+        chunks = self.chunks
+        return (chunks[ca][0], chunks[cb - 1][1])
+
+
+
+def _label(kernel: Kernel, i: int) -> str:
+    return kernel.params[i] if i < len(kernel.params) else f"argument {i}"
+
+
+def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary: Any,
+              in_process: bool, array_types: tuple = (), chunk_rows_override: int | None = None,
+              direct: bool = False, shared_ok: bool = True, boundscheck: bool = False) -> Plan:
+    """Check arguments and describe how to split them; raises InputError before any work.
+
+    Plain NumPy arrays are read-only and sent whole to every partition, as a process pool
+    must (they are not shared), on every backend; only a direct kernel call (``direct``)
+    splits them, since they are all it has. ``array_types``: the backend's own array
+    handles; ``shared_ok``: whether SharedArrays of this machine are usable (not on Dask);
+    ``chunk_rows_override`` forces a chunk size (verify checks a second, finer splitting).
+    """
+    if not isinstance(kernel, Kernel):
+        raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with @sc.kernel")
+    if len(args) != len(kernel.params):
+        raise InputError(f"kernel {kernel.name} takes {len(kernel.params)} arguments "
+                         f"{tuple(kernel.params)}, got {len(args)}")
+    if kernel.check is not None:
+        kernel.check(*[a.array if isinstance(a, Whole) else a for a in args])
+    boundary = kernel.boundary if boundary is None else check_boundary(boundary)
+    specs: list[ArgSpec] = []
+    plan = Plan(kernel, specs, 0, 1, boundary, boundscheck=boundscheck)
+    split_rows = _direct_rows(kernel, args) if direct else None
+    partitioned: list[tuple[int, Any]] = []  # (index, array) split on axis 0
+    sent_whole: list[tuple[int, np.ndarray]] = []  # plain arrays sent whole, not by request
+    for i, raw in enumerate(args):
+        label = _label(kernel, i)
+        writable = i in kernel.writes
+        asked_whole = isinstance(raw, Whole) or i in kernel.whole
+        arg = raw.array if isinstance(raw, Whole) else raw
+        _refuse_foreign(kernel, label, arg, array_types, shared_ok)
+        if isinstance(arg, list):
+            arg = np.asarray(arg)
+        if isinstance(arg, (SharedArray,) + array_types):
+            if isinstance(arg, SharedArray):
+                if arg.block is not None:
+                    arg.block.check_intact()
+                (plan.written_blocks if writable else plan.read_blocks).append(arg.block)
+            else:
+                check_dtype(arg.dtype)
+            is_whole = asked_whole or arg.ndim == 0
+        elif isinstance(arg, np.ndarray):
+            check_dtype(arg.dtype)
+            if writable and not direct:
+                raise InputError(f"kernel {kernel.name} writes {label!r}, a plain NumPy array; "
+                                 "create outputs in shared memory (pool.empty / pool.array)")
+            if writable and not arg.flags.writeable:
+                raise InputError(f"kernel {kernel.name} writes {label!r}, but that array is "
+                                 "read-only; pass a writable array")
+            is_whole = asked_whole or arg.ndim == 0 or not direct or (
+                not writable and arg.shape[0] != split_rows)
+            if is_whole and not writable:
+                if not asked_whole and arg.ndim > 0 and not direct:
+                    sent_whole.append((i, arg))
+                plan.arrays[i] = arg
+                specs.append(ArgSpec("value", arg))
+                continue
+        else:
+            if writable:
+                raise InputError(f"kernel {kernel.name} writes {label!r}, which is not an array")
+            specs.append(ArgSpec("value", arg))
+            continue
+        if writable and is_whole:
+            raise InputError(f"kernel {kernel.name} writes {label!r}, which is passed whole; "
+                             "outputs must be partitioned so each worker writes its own rows")
+        plan.arrays[i] = arg
+        value = arg if in_process or not isinstance(arg, SharedArray) else arg.handle()
+        specs.append(ArgSpec("whole" if is_whole else "part", value, writable))
+        if not is_whole:
+            partitioned.append((i, arg))
+    _size_grid(plan, kernel, partitioned, sent_whole, rows)
+    if chunk_rows_override is not None:
+        plan.rows_per_chunk = max(1, int(chunk_rows_override))
+    _check_aliasing(kernel, plan, in_process)
+    return plan
+
+
+def _direct_rows(kernel: Kernel, args: Sequence[Any]) -> int | None:
+    """Rows a direct kernel call splits: those of its first written array, else of its first
+    array argument not asked to be whole; other arrays with as many rows are split too."""
+    order = sorted(range(len(args)), key=lambda i: i not in kernel.writes)
+    for i in order:
+        a = args[i]
+        if isinstance(a, (np.ndarray, SharedArray)) and a.ndim >= 1 and i not in kernel.whole:
+            return a.shape[0]
+    return None
+
+
+def _refuse_foreign(kernel: Kernel, label: str, arg: Any, array_types: tuple,
+                    shared_ok: bool) -> None:
+    """Arguments that would silently compute something else: refuse them by name."""
+    where = f"kernel {kernel.name}, argument {label!r}"
+    if isinstance(arg, np.ma.MaskedArray):
+        raise InputError(f"{where} is a masked array; kernels see only its data, so the mask "
+                         "would be lost. Pass x.filled(value) with a neutral value (0 for a "
+                         "sum), or np.ma.getdata(x) and np.ma.getmaskarray(x) as two arrays "
+                         "to a kernel that reads both")
+    if isinstance(arg, SharedArray) and not shared_ok:
+        raise InputError(f"{where} is a SharedArray in this machine's shared memory, which "
+                         "the cluster's workers cannot see; copy it into the cluster with "
+                         "pool.array(x)")
+    if isinstance(arg, (SharedArray, np.ndarray, np.generic, list) + array_types):
+        return
+    if hasattr(arg, "__array__") or hasattr(arg, "__array_interface__") or (
+            hasattr(arg, "shape") and hasattr(arg, "dtype")):
+        kind = f"{type(arg).__module__}.{type(arg).__qualname__}"
+        raise InputError(f"{where} is a {kind}, which this pool cannot pass to a kernel (an "
+                         "array of another pool or library); bring it here with "
+                         "pool.array(np.asarray(x)) (one copy)")
+
+
+def _size_grid(plan: Plan, kernel: Kernel, partitioned: list, sent_whole: list,
+               rows: int | None) -> None:
+    """The number of rows to split and the chunk size, from the split arrays or rows=N."""
+    if partitioned:
+        first, n_rows = partitioned[0][0], partitioned[0][1].shape[0]
+        for i, a in partitioned[1:]:
+            if a.shape[0] != n_rows:
+                raise InputError(
+                    f"kernel {kernel.name}: mismatched leading dimensions: "
+                    f"{_label(kernel, first)!r} has {n_rows} rows but {_label(kernel, i)!r} "
+                    f"has {a.shape[0]}; partitioned arrays must agree on axis 0 "
+                    "(pass an array unpartitioned with sc.whole(x))")
+        if rows is not None and rows != n_rows:
+            raise InputError(f"rows={rows} disagrees with the arrays' {n_rows} rows; leave "
+                             "rows= out when arrays are split")
+        _refuse_lookalikes(kernel, sent_whole, n_rows, "as the shared arrays")
+        row_nbytes = max(math.prod(a.shape[1:]) * a.dtype.itemsize for _, a in partitioned)
+        plan.n_rows = n_rows
+        plan.rows_per_chunk = chunk_rows(n_rows, row_nbytes)
+        return
+    if rows is None:
+        if sent_whole:
+            i, _ = sent_whole[0]
+            raise InputError(
+                f"kernel {kernel.name} has no shared array to split: {_label(kernel, i)!r} is "
+                "a plain NumPy array, which is sent whole to every partition. Share it with "
+                "pool.array(x) so that each worker reads its own rows (or pass sc.whole(x) "
+                "and rows=N if each of N work items really needs all of it)")
+        if kernel.position or kernel.kind == "reduce":
+            raise InputError(f"kernel {kernel.name} has no partitioned array; say how many "
+                             "rows (independent work items) to split with rows=N")
+        rows = 0
+    if isinstance(rows, bool) or int(rows) != rows or rows < 0:
+        raise InputError(f"rows={rows!r} must be a non-negative integer")
+    _refuse_lookalikes(kernel, sent_whole, int(rows), f"as rows={rows}")
+    plan.n_rows = int(rows)
+    plan.rows_per_chunk = max(1, -(-int(rows) // TARGET_CHUNKS))
+
+
+def _refuse_lookalikes(kernel: Kernel, sent_whole: list, n_rows: int, what: str) -> None:
+    for i, a in sent_whole:
+        if a.shape[0] == n_rows and n_rows > 1:
+            raise InputError(
+                f"kernel {kernel.name}: {_label(kernel, i)!r} is a plain NumPy array with the "
+                f"same {n_rows} rows {what}; plain arrays are sent whole to every partition "
+                "(a copy), so each would see all of it. Use pool.array(x) to share and split "
+                "it, or sc.whole(x) if every partition really needs all of it")
+
+
+def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
+    """Refuse a written array that shares memory with another argument: workers would read
+    rows that others are writing. Only a kernel declared ``elementwise`` may read the very
+    same rows it writes (the same array passed twice)."""
+    views = {}
+    for i, a in plan.arrays.items():
+        if isinstance(a, SharedArray) and a.block is not None:
+            views[i] = a.numpy()
+        elif isinstance(a, np.ndarray) and (in_process or i in kernel.writes):
+            views[i] = a  # (a pool pickles plain read arrays: a copy cannot alias)
+    for w in kernel.writes:
+        if w not in views:
+            continue
+        for i, v in views.items():
+            if i == w or not np.may_share_memory(views[w], v):  # bounds only: cheap
+                continue
+            same = (v.__array_interface__["data"][0] == views[w].__array_interface__["data"][0]
+                    and v.shape == views[w].shape and v.strides == views[w].strides)
+            if (same and kernel.elementwise and i not in kernel.writes
+                    and plan.specs[i].kind == "part"):
+                continue
+            try:
+                overlap = np.shares_memory(views[w], v, max_work=100_000)
+            except np.exceptions.TooHardError if hasattr(np, "exceptions") else Exception:
+                overlap = True
+            if not overlap:
+                continue
+            hint = ("use a separate output array (pool.iterate swaps two arrays for you)"
+                    if kernel.depth else
+                    "write into a separate output array (pool.empty_like(x))"
+                    + ("" if kernel.elementwise or not same else
+                       ", or declare @sc.kernel(elementwise=True) if each output row depends "
+                       "only on the same row of its inputs"))
+            raise InputError(f"kernel {kernel.name} writes {_label(kernel, w)!r}, which shares "
+                             f"memory with {_label(kernel, i)!r} of the same call: partitions "
+                             f"would read rows that others are writing; {hint}")
+
+
+# -- what every backend shares about a call ----------------------------------------------------
+def boundscheck_default() -> bool:
+    """SHAREDCOMPUTE_BOUNDSCHECK=1 turns numba's bounds checks on where not given."""
+    return os.environ.get("SHAREDCOMPUTE_BOUNDSCHECK", "0") not in ("", "0")
+
+
+def check_kind(kernel: Any, op: str) -> None:
+    """map runs map and scan kernels, reduce runs reductions: checked before any planning."""
+    if not isinstance(kernel, Kernel):
+        return  # make_plan says what is wrong
+    if op == "map" and kernel.kind == "reduce":
+        raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+    if op == "reduce" and kernel.kind != "reduce":
+        raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
+                         "call pool.map")
+    if op == "iterate" and kernel.kind != "map":
+        raise InputError(f"iterate runs map/stencil kernels; {kernel.name} is a {kernel.kind}")
+
+
+def finish_reduce(kernel: Kernel, n_chunks: int, results: list) -> Any:
+    """Combine the workers' tree nodes into the final value (the same order for any split)."""
+    nodes: dict = {}
+    for result in results:
+        nodes.update(result)
+    value = tree_finish(n_chunks, nodes, kernel.combine)
+    return kernel.finalize(value) if kernel.finalize is not None else value
+
+
+def scan_offsets(kernel: Kernel, totals: list) -> list:
+    """Each chunk's offset: the combined totals of all chunks before it, in chunk order (the
+    same sequence for any worker count or backend)."""
+    offsets, running = [], kernel.identity
+    for t in totals:
+        offsets.append(running)
+        running = kernel.combine(running, t)
+    return offsets
+
+
+# -- iterate -------------------------------------------------------------------------------------
+def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
+                  check_every: int) -> tuple[int, int]:
+    """Validate an iterate call; return the indices of the two arrays it swaps."""
+    kernel = plan.kernel
+    check_kind(kernel, "iterate")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+        raise InputError(f"steps={steps!r} must be a non-negative integer")
+    if residual is not None and (not isinstance(residual, Kernel) or residual.kind != "reduce"):
+        raise InputError("residual= must be a reduction kernel taking (new, old) and returning "
+                         "a number, e.g. sharedcompute.kernels.reductions.max_abs_diff")
+    if check_every < 1:
+        raise InputError(f"check_every={check_every!r} must be >= 1")
+    if len(kernel.writes) != 1:
+        raise InputError(f"iterate needs a kernel that writes exactly one array; "
+                         f"{kernel.name} writes {len(kernel.writes)}")
+    out_i = kernel.writes[0]
+    reads = [i for i, s in enumerate(plan.specs) if s.kind == "part" and not s.writable]
+    if not reads:
+        raise InputError(f"iterate needs a kernel that reads a partitioned array; "
+                         f"{kernel.name} reads none")
+    in_i = reads[0]
+    out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
+    if out_arr.shape != in_arr.shape or out_arr.dtype != in_arr.dtype:
+        raise InputError(f"iterate swaps {kernel.params[out_i]!r} and {kernel.params[in_i]!r}, so "
+                         f"they need the same shape and dtype; got {out_arr.shape} {out_arr.dtype} "
+                         f"and {in_arr.shape} {in_arr.dtype}")
+    return out_i, in_i
+
+
+def fixed_edge_rows(plan: Plan) -> list[tuple[int, int]]:
+    """Row ranges a stencil with boundary 'none' never writes; iterate copies them from u to
+    out first, so they stay fixed (Dirichlet). With n <= 2*depth that is every row."""
+    d, n = plan.kernel.depth, plan.n_rows
+    if not d or plan.boundary != "none" or not n:
+        return []
+    lo, hi = valid_rows(n, d, "none")
+    return [(0, lo), (hi, n)] if hi > lo else [(0, n)]
+
+
+def swap(specs: list[ArgSpec], out_i: int, in_i: int) -> None:
+    """After a sweep: the array just written is read next, and the other one written."""
+    specs[out_i], specs[in_i] = specs[in_i], specs[out_i]
+    specs[out_i].writable, specs[in_i].writable = True, False
+
+
+def converged(residual: Kernel, partials: list, tol: float) -> bool:
+    """Whether the residual's per-chunk partials, combined in chunk order, are <= tol."""
+    return combine_all([np.float64(p) for p in partials], residual.combine) <= tol
