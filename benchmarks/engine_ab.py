@@ -40,13 +40,15 @@ with sc.Pool(2) as pool:
     u, w = pool.array(np.random.default_rng(0).random((32, 32))), pool.zeros((32, 32))
     pool.iterate(jacobi2d, w, u, steps=50)
     res["sweep_32_us"] = 1e6 * med(lambda: pool.iterate(jacobi2d, w, u, steps=200), 5) / 200
+    g = int(sys.argv[1])
+    if not g:  # --dispatch-only
+        print("RESULT " + json.dumps(res)); raise SystemExit
     n = 2**25
     A, B, C = pool.zeros(n), pool.array(np.ones(n)), pool.array(np.ones(n))
     pool.map(triad, A, B, C, 3.0)
     res["triad_2^25_ms"] = 1e3 * med(lambda: pool.map(triad, A, B, C, 3.0), 10)
     for x in (A, B, C):
         x.free()
-    g = int(sys.argv[1])
     U, W = pool.array(np.random.default_rng(1).random((g, g))), pool.zeros((g, g))
     pool.iterate(jacobi2d, W, U, steps=1)
     res[f"jacobi_{g}^2_x20_s"] = med(lambda: pool.iterate(jacobi2d, W, U, steps=20), 3)
@@ -82,12 +84,14 @@ def main() -> None:
     ap.add_argument("--new", default=".")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--grid", type=int, default=8192)
+    ap.add_argument("--dispatch-only", action="store_true",
+                    help="only the warm dispatch and the per-sweep cost")
     args = ap.parse_args()
     roots = {"old": _import_root(args.old), "new": _import_root(args.new)}
     rows: dict[str, dict[str, list]] = {"old": {}, "new": {}}
     for r in range(args.rounds):
         for label in (("old", "new") if r % 2 == 0 else ("new", "old")):
-            for k, v in run(roots[label].name, args.grid).items():
+            for k, v in run(roots[label].name, 0 if args.dispatch_only else args.grid).items():
                 rows[label].setdefault(k, []).append(v)
     print(f"{'measure':<22} {'old median':>12} {'new median':>12} {'new/old':>8}   all rounds")
     for k in rows["old"]:

@@ -41,7 +41,7 @@ from multiprocessing.connection import wait
 from typing import Any, Iterator
 
 from . import doorbell
-from ._task import Stats, TaskStats, detached, run_task
+from ._task import Stats, detached, run_task
 from .errors import (KernelError, KernelTimeoutError, WorkerCrashedError, kernel_error,
                      remote_error_info)
 from .plan import Task
@@ -83,10 +83,11 @@ class WorkerInsight:
     def __init__(self, pid: int):
         self.pid, self.compile_s, self.compute_s, self.busy_s, self.tasks = pid, 0.0, 0.0, 0.0, 0
 
-    def account(self, stats: TaskStats) -> None:
-        self.compile_s += stats.compile_s
-        self.compute_s += stats.compute_s
-        self.busy_s += stats.busy_s
+    def account(self, compile_s: float, compute_s: float, busy_s: float, *_: Any) -> None:
+        """Add one task's seconds (the fields of a TaskStats, which may be passed unpacked)."""
+        self.compile_s += compile_s
+        self.compute_s += compute_s
+        self.busy_s += busy_s
         self.tasks += 1
 
     def as_dict(self, wall: float) -> dict:
@@ -283,7 +284,7 @@ class ProcessExecutor:
             raise
         for i in active:
             if i not in piped:
-                self.insights[i].account(TaskStats(*lines.stats(i)))
+                self.insights[i].account(*lines.stats(i))
                 data = lines.result(i)
                 results[i] = pickle.loads(data) if data else None
         if errors:
@@ -291,7 +292,7 @@ class ProcessExecutor:
         return results
 
     def _finished(self, i: int, msg: tuple, results: list, errors: list, what: str) -> None:
-        self.insights[i].account(msg[3])
+        self.insights[i].account(*msg[3])
         if msg[0] == "ok":
             results[i] = msg[2]
         else:
@@ -389,7 +390,7 @@ class InlineExecutor:
                     failure = kernel_error(what, remote_error_info(exc, stats.rows, None))
                     cause = detached(exc)
                 finally:
-                    self.insights[0].account(stats.report(t0))
+                    self.insights[0].account(*stats.report(t0))
                 if failure is not None:
                     break
         finally:

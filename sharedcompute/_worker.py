@@ -129,7 +129,7 @@ def _run_rung(conn: Any, line: Any, prepared: dict, barrier: Any, pid: int) -> N
         task, views, run = prepared[memo]
         result = run(stats) if run is not None else run_task(task, stats, barrier, views)
         data = b"" if result is None else pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-        if not line.answer(seq, data, stats.report(t0), lambda: conn.send(("done", seq))):
+        if not line.answer(seq, data, stats.values(t0), conn, ("done", seq)):
             conn.send(("ok", seq, result, stats.report(t0)))
     except BaseException as exc:  # noqa: BLE001
         conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))

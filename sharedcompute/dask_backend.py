@@ -296,7 +296,7 @@ class DaskBackend:
                       for f, (s, e) in zip(futures, chunks)]
             handle.data = self.client.persist(da.concatenate(blocks, axis=0))
 
-    def map(self, kernel: Kernel, args: tuple, *, rows: Any = None, boundary: Any = None,
+    def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = None, chunk_rows: Any = None,
             boundscheck: bool = False) -> Any:
         check_kind(kernel, "map")
@@ -331,7 +331,7 @@ class DaskBackend:
         groups = self._gather(self.client.compute(tasks), timeout, progress, kernel.name)
         return [p for group in groups for p in group]
 
-    def reduce(self, kernel: Kernel, args: tuple, *, rows: Any = None, timeout: Any = None,
+    def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
                progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False) -> Any:
         check_kind(kernel, "reduce")
         plan = self._plan(kernel, args, rows, None, chunk_rows)

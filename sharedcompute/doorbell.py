@@ -230,11 +230,13 @@ class WorkerBell:
     def __init__(self, lines: Lines, index: int):
         self.lines, self.index = lines, index
         self.pipe_seen = self.last_ring = 0
+        words, stride = lines.words, lines.stride
+        ring_at, pipe_at = index * stride + RING, index * stride + PIPE_SENT
 
-    def _called(self) -> bool:
-        # PIPE_SENT is counted after the send, so it can lag behind what we received: ">"
-        return (self.lines.word(self.index, RING) != self.last_ring
-                or self.lines.word(self.index, PIPE_SENT) > self.pipe_seen)
+        def called() -> bool:  # polled in a tight loop: locals only, no method calls
+            # PIPE_SENT is counted after the send, so it can lag behind what we received: ">"
+            return words[ring_at] != self.last_ring or words[pipe_at] > self.pipe_seen
+        self._called = called
 
     def wait(self) -> str:
         """"ring" (a cached call was rung: see memo()) or "pipe" (read the pipe, which may
@@ -262,9 +264,9 @@ class WorkerBell:
     def memo(self) -> int:
         return self.lines.word(self.index, MEMO)
 
-    def answer(self, seq: int, data: bytes, stats: tuple, send_done: Any) -> bool:
+    def answer(self, seq: int, data: bytes, stats: tuple, conn: Any, done_msg: tuple) -> bool:
         """Answer call ``seq`` through the line; False when ``data`` does not fit (send it
-        through the pipe). ``send_done()`` tells a parent that went to sleep."""
+        through the pipe). ``done_msg`` goes through ``conn`` to a parent that went to sleep."""
         lines, i = self.lines, self.index
         if not lines.set_result(i, data):
             return False
@@ -272,5 +274,5 @@ class WorkerBell:
         lines.set_word(i, DONE, seq)
         fence()  # the parent writes P_ASLEEP before re-reading DONE
         if lines.word(i, P_ASLEEP):
-            send_done()
+            conn.send(done_msg)
         return True

@@ -134,14 +134,17 @@ class LocalBackend:
         return SharedArray.from_array(x)
 
     # -- calls -------------------------------------------------------------------------------
-    def map(self, kernel: Kernel, args: tuple, *, rows: Any = None, boundary: Any = None,
+    def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = False, chunk_rows: Any = None,
             boundscheck: bool = False) -> Any:
+        """Run a map (or scan) kernel over the rows of its shared arrays; returns the
+        written array(s). The arguments are Pool.map's (positional: the hot path)."""
         return self._call("map", kernel, args, rows, boundary, timeout, progress, chunk_rows,
                           boundscheck)
 
-    def reduce(self, kernel: Kernel, args: tuple, *, rows: Any = None, timeout: Any = None,
+    def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
                progress: Any = False, chunk_rows: Any = None, boundscheck: bool = False) -> Any:
+        """Run a reduction; partials combined along the fixed tree."""
         return self._call("reduce", kernel, args, rows, None, timeout, progress, chunk_rows,
                           boundscheck)
 
@@ -183,16 +186,18 @@ class LocalBackend:
                 slots.free()
         return out_arr if done % 2 == 1 else in_arr
 
-    def _check_sendable(self, *kernels: Any) -> None:
-        if not self.executor.in_process:
-            for k in kernels:
+    def _check_sendable(self, kernel: Any, residual: Any = None) -> None:
+        ex = self.executor
+        if not ex.in_process:
+            for k in (kernel, residual):
                 if isinstance(k, Kernel):
-                    k.check_sendable(self.start_method)
+                    k.check_sendable(ex.start_method)
 
     def _call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
               timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool) -> Any:
         ex = self.executor
-        self._check_sendable(kernel)
+        if not ex.in_process and isinstance(kernel, Kernel):
+            kernel.check_sendable(ex.start_method)  # cached per start method: a set lookup
         key = None
         if ex.rings and not progress and chunk_rows is None:
             key = _memo_key(op, kernel, args, rows, boundary)
@@ -205,6 +210,7 @@ class LocalBackend:
                 if exc.lost_task:  # a worker lost the task: never ring it again
                     self._memo.pop(key, None)  # (re-running a map is not safe: y += x twice)
                 raise
+        check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck)
         names = [b.name for b in plan.written_blocks if b is not None]

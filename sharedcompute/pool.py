@@ -22,7 +22,7 @@ from ._system import usable_cores
 from .errors import InputError, PoolClosedError
 from .execute import LocalBackend
 from .kernel import Kernel
-from .plan import boundscheck_default, check_kind
+from .plan import boundscheck_default
 from .shared import SharedArray, on_block_release
 
 START_METHODS = ("fork", "spawn", "forkserver")
@@ -171,11 +171,10 @@ class Pool:
         ...     pool.map(axpy, y, x, 10.0).numpy()
         array([ 1., 11., 21., 31., 41.])
         """
-        check_kind(kernel, "map")
-        with self._open():
-            return self._backend.map(kernel, args, rows=rows, boundary=boundary,
-                                     timeout=timeout, progress=progress, chunk_rows=_chunk_rows,
-                                     boundscheck=self.boundscheck)
+        with self._lock:
+            self._check_open()
+            return self._backend.map(kernel, args, rows, boundary, timeout, progress,
+                                     _chunk_rows, self.boundscheck)
 
     def reduce(self, kernel: Kernel, *args: Any, rows: int | None = None,
                timeout: float | None = None, progress: Any = False,
@@ -191,11 +190,10 @@ class Pool:
         ...     tuple(float(v) for v in pool.reduce(mean_var, pool.array(np.arange(4.0))))
         (4.0, 1.5, 1.25)
         """
-        check_kind(kernel, "reduce")
-        with self._open():
-            return self._backend.reduce(kernel, args, rows=rows, timeout=timeout,
-                                        progress=progress, chunk_rows=_chunk_rows,
-                                        boundscheck=self.boundscheck)
+        with self._lock:
+            self._check_open()
+            return self._backend.reduce(kernel, args, rows, timeout, progress, _chunk_rows,
+                                        self.boundscheck)
 
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float = 0.0,
@@ -218,16 +216,12 @@ class Pool:
         ...     pool.iterate(heat1d, out, u, 0.25, steps=2).numpy()
         array([0. , 1. , 1.5, 1. , 0. ])
         """
-        with self._open():
+        with self._lock:
+            self._check_open()
             return self._backend.iterate(kernel, (out, u) + params, steps=steps,
                                          residual=residual, tol=tol, check_every=check_every,
                                          boundary=boundary, timeout=timeout, progress=progress,
                                          boundscheck=self.boundscheck)
-
-    def _open(self) -> Any:
-        """The lock every call holds, after checking (again, under it) that the pool is open."""
-        self._check_open()
-        return _OpenCall(self)
 
     def _block_released(self, name: str) -> None:
         if not self._closed:
@@ -293,24 +287,6 @@ class Pool:
             self.close()
         except Exception:
             pass
-
-
-class _OpenCall:
-    """``with pool._open():`` holds the pool's lock and re-checks that it is still open."""
-
-    def __init__(self, pool: Pool):
-        self.pool = pool
-
-    def __enter__(self) -> None:
-        self.pool._lock.acquire()
-        try:
-            self.pool._check_open()
-        except BaseException:
-            self.pool._lock.release()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        self.pool._lock.release()
 
 
 def _shape_of(x: Any) -> tuple:
