@@ -1062,10 +1062,21 @@ def _interpreter_for_other_user(site: str) -> str | None:
     return None
 
 
-def test_row16_other_user_cannot_open(tmp_path_factory):
+@pytest.fixture
+def other_user_site():
+    # not under pytest's basetemp: /tmp/pytest-of-root is 0700, so the other user could not
+    # reach it; a fresh folder right under /tmp (1777) is
+    top = tempfile.mkdtemp(prefix="sc-otheruser-")
+    try:
+        yield _readable_copy_for_other_user(top)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_row16_other_user_cannot_open(other_user_site):
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run a probe as another user")
-    site = _readable_copy_for_other_user(str(tmp_path_factory.mktemp("otheruser")))
+    site = other_user_site
     exe = _interpreter_for_other_user(site)
     if exe is None:
         pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that uid 65534 can "
