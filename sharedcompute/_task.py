@@ -156,7 +156,11 @@ def _map_rows(task: Task, views: list[Any], lo: int, hi: int, stats: Stats) -> N
     func = _kernel_fn(task)
     for s, e, args, _ in _map_pieces(task, views, lo, hi):
         stats.rows = (s, e)
-        call(func, args, stats)
+        if call(func, args, stats) is not None:
+            raise InputError(
+                f"kernel {task.kernel.name} returned a value, which map drops: a map kernel "
+                "writes its outputs in place. To combine what each partition returns, "
+                "declare @sc.kernel(combine=...) and call pool.reduce")
 
 
 def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:

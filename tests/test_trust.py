@@ -284,3 +284,44 @@ def test_shape_assignment_is_an_in_place_reshape_or_an_error():
         a.dtype = np.int64
     del v
     a.free()
+
+
+# -- every suggestion in an error message works when followed -----------------------------------
+def test_map_kernel_returning_a_value_names_combine_and_the_advice_works(pool):
+    x0 = np.linspace(-1, 1, 2001)
+    x, out = pool.array(x0), pool.zeros(2001)
+    with pytest.raises(sc.KernelError, match=r"returned a value.*combine=.*pool\.reduce"):
+        pool.map(tk.count_positive_map, out, x)
+    assert int(pool.reduce(tk.count_positive, x)) == int(np.sum(x0 > 0))
+    x.free(), out.free()
+
+
+def test_wrong_call_for_the_kernel_kind_advice_works(pool):
+    x = pool.array(np.arange(10.0))
+    with pytest.raises(sc.InputError, match="is a reduction; call pool.reduce"):
+        pool.map(total, x)
+    assert float(pool.reduce(total, x)) == 45.0
+    out = pool.zeros(10)
+    with pytest.raises(sc.InputError, match=r"not a reduction \(declare combine=\); call pool.map"):
+        pool.reduce(tk.copy_rows, out, x)
+    pool.map(tk.copy_rows, out, x)
+    np.testing.assert_array_equal(np.asarray(out), np.arange(10.0))
+    x.free(), out.free()
+
+
+def test_plain_output_and_mismatched_rows_advice_works(pool):
+    x = pool.array(np.arange(10.0))
+    with pytest.raises(sc.InputError, match=r"a plain NumPy array; create outputs in shared "
+                                            r"memory \(pool\.empty / pool\.array\)"):
+        pool.map(tk.copy_rows, np.zeros(10), x)
+    out = pool.empty(10)
+    pool.map(tk.copy_rows, out, x)
+    np.testing.assert_array_equal(np.asarray(out), np.arange(10.0))
+    idx = pool.array(np.arange(10) % 4)
+    table = pool.array(np.arange(4.0) * 10)
+    with pytest.raises(sc.InputError, match=r"mismatched leading dimensions.*sc\.whole\(x\)"):
+        pool.map(tk.lookup, out, idx, table)
+    pool.map(tk.lookup, out, idx, sc.whole(table))
+    np.testing.assert_array_equal(np.asarray(out), (np.arange(10) % 4) * 10.0)
+    for a in (x, out, idx, table):
+        a.free()

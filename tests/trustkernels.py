@@ -82,3 +82,24 @@ def plain_sum(x):
     for i in range(x.shape[0]):
         acc += x[i]
     return acc
+
+
+@sc.kernel
+def count_positive_map(out, x):
+    """Returns a count from a map kernel: map would drop it, so it is an error."""
+    n = 0
+    for i in range(x.shape[0]):
+        out[i] = x[i]
+        if x[i] > 0:
+            n += 1
+    return n
+
+
+@sc.kernel(combine=np.add)
+def count_positive(x):
+    """The advice followed: a reduction whose partials are combined."""
+    n = 0
+    for i in range(x.shape[0]):
+        if x[i] > 0:
+            n += 1
+    return n
