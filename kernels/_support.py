@@ -27,8 +27,13 @@ def dtype_of(a: Any) -> np.dtype | None:
 
 
 def require_array(kernel: str, label: str, a: Any, dtypes: Iterable[str],
-                  ndim: int | tuple[int, ...] | None = None) -> None:
-    """``a`` is an array of one of ``dtypes`` (and of ``ndim`` dimensions), else InputError."""
+                  ndim: int | tuple[int, ...] | None = None,
+                  contiguous_nd: bool = False) -> None:
+    """``a`` is an array of one of ``dtypes`` (and of ``ndim`` dimensions), else InputError.
+
+    ``contiguous_nd``: any ndim, over all elements (as NumPy without ``axis=``); arrays of
+    2 or more dimensions must be C-contiguous (a chunk of their rows is then contiguous and
+    the kernel walks ``x.ravel()``, a view); 1-D arrays may have any stride, as before."""
     dt = dtype_of(a)
     shape = getattr(a, "shape", None)
     if dt is None or shape is None:
@@ -42,6 +47,26 @@ def require_array(kernel: str, label: str, a: Any, dtypes: Iterable[str],
         if len(shape) not in allowed:
             raise InputError(f"{kernel}: {label!r} must have {' or '.join(map(str, allowed))} "
                              f"dimension(s), got shape {tuple(shape)}")
+    if contiguous_nd and len(shape) > 1 and not _c_contiguous(a):
+        raise InputError(f"{kernel}: {label!r} of shape {tuple(shape)} is not C-contiguous "
+                         "(a transpose or a strided slice); N-D input is reduced over all "
+                         "elements in C order, so pass a C-ordered copy: "
+                         "pool.array(np.ascontiguousarray(x))")
+
+
+def _c_contiguous(a: Any) -> bool:
+    flags = getattr(a, "flags", None)
+    if flags is not None:
+        return bool(flags.c_contiguous)
+    strides = getattr(a, "strides", None)  # SharedArray: strides without building a view
+    if strides is None:
+        return True  # a cluster array (Dask) is stored C-ordered
+    step = np.dtype(a.dtype).itemsize
+    for dim, st in zip(reversed(tuple(a.shape)), reversed(tuple(strides))):
+        if dim > 1 and st != step:
+            return False
+        step *= max(dim, 1)
+    return True
 
 
 def require_same_shape(kernel: str, labels: tuple[str, ...], *arrays: Any) -> None:

@@ -36,15 +36,15 @@ def _as_numpy(v):
 
 def _check_vector(name):
     def check(x):
-        require_array(name, "x", x, NUMERIC, ndim=1)
+        require_array(name, "x", x, NUMERIC, contiguous_nd=True)
     check.__name__ = f"_check_{name}"
     return check
 
 
 def _check_pair(name):
     def check(x, y):
-        require_array(name, "x", x, NUMERIC, ndim=1)
-        require_array(name, "y", y, NUMERIC, ndim=1)
+        require_array(name, "x", x, NUMERIC, contiguous_nd=True)
+        require_array(name, "y", y, NUMERIC, contiguous_nd=True)
         require_same_shape(name, ("x", "y"), x, y)
     check.__name__ = f"_check_{name}"
     return check
@@ -78,9 +78,10 @@ def total(x):
     >>> total(np.array([2**31 - 1, 1], dtype=np.int32))  # exact, as np.sum
     np.int64(2147483648)
     """
+    xf = x.ravel()  # a view: a chunk of rows of a C-contiguous array is contiguous
     acc = int_or_float_zero(x)
-    for i in range(x.shape[0]):
-        acc += widen(x[i])
+    for i in range(xf.shape[0]):
+        acc += widen(xf[i])
     return acc
 
 
@@ -104,9 +105,11 @@ def dot(x, y):
     >>> float(dot(np.arange(3.0), np.arange(3.0)))
     5.0
     """
+    xf = x.ravel()
+    yf = y.ravel()
     acc = int_or_float_zero2(x, y)
-    for i in range(x.shape[0]):
-        acc += widen(x[i]) * widen(y[i])
+    for i in range(xf.shape[0]):
+        acc += widen(xf[i]) * widen(yf[i])
     return acc
 
 
@@ -128,9 +131,10 @@ def sum_squares(x):
     >>> float(sum_squares(np.array([1.0, 2.0, 3.0])))
     14.0
     """
+    xf = x.ravel()
     acc = int_or_float_zero(x)
-    for i in range(x.shape[0]):
-        v = widen(x[i])
+    for i in range(xf.shape[0]):
+        v = widen(xf[i])
         acc += v * v
     return acc
 
@@ -148,8 +152,8 @@ def _minmax_finalize(p):
 
 
 def _check_minmax(x):
-    require_array("minmax", "x", x, NUMERIC, ndim=1)
-    if x.shape[0] == 0:
+    require_array("minmax", "x", x, NUMERIC, contiguous_nd=True)
+    if int(np.prod(x.shape)) == 0:
         raise InputError("minmax: x is empty; the minimum of an empty array is undefined "
                          "(np.min raises ValueError too)")
 
@@ -175,12 +179,13 @@ def minmax(x):
     (-1.0, 3.0)
     """
     out = np.empty(2, dtype=x.dtype)
-    if x.shape[0] == 0:
+    xf = x.ravel()
+    if xf.shape[0] == 0:
         raise ValueError("minmax of an empty array is undefined")
-    lo = x[0]
-    hi = x[0]
-    for i in range(x.shape[0]):
-        v = x[i]
+    lo = xf[0]
+    hi = xf[0]
+    for i in range(xf.shape[0]):
+        v = xf[i]
         if v != v:  # NaN: the result is NaN whatever else is in the array
             out[0] = v
             out[1] = v
@@ -223,9 +228,9 @@ def _mean_var_finalize(p):
 
 
 def mean_var_reference(x):
-    if x.shape[0] == 0:
+    if x.size == 0:
         return (0.0, np.nan, np.nan)
-    return (float(x.shape[0]), np.mean(x, dtype=np.float64), np.var(x, dtype=np.float64))
+    return (float(x.size), np.mean(x, dtype=np.float64), np.var(x, dtype=np.float64))
 
 
 @kernel(reference=mean_var_reference, combine=_chan_combine, finalize=_mean_var_finalize,
@@ -249,19 +254,20 @@ def mean_var(x):
     >>> tuple(float(v) for v in mean_var(np.array([1.0, 2.0, 3.0, 4.0])))
     (4.0, 2.5, 1.25)
     """
-    n = x.shape[0]
+    xf = x.ravel()
+    n = xf.shape[0]
     if n == 0:
         return (0.0, 0.0, 0.0, 0.0)
     s = 0.0
     for i in range(n):
-        s += np.float64(x[i])
+        s += np.float64(xf[i])
     k = s / n
     if not np.isfinite(k):
         return (np.float64(n), k, 0.0, np.nan)
     s1 = 0.0
     s2 = 0.0
     for i in range(n):
-        d = np.float64(x[i]) - k
+        d = np.float64(xf[i]) - k
         s1 += d
         s2 += d * d
     return (np.float64(n), k, s1 / n, s2 - s1 * (s1 / n))
@@ -295,7 +301,7 @@ def _bin_dtype(x):
 
 
 def _check_histogram(x, bins, lo, hi):
-    require_array("histogram", "x", x, HISTOGRAM_DTYPES, ndim=1)
+    require_array("histogram", "x", x, HISTOGRAM_DTYPES, contiguous_nd=True)
     n, first, last = _histogram_range(bins, lo, hi)
     edges = np.linspace(first, last, n + 1, dtype=_bin_dtype(x))
     if np.any(edges[:-1] >= edges[1:]):
@@ -349,8 +355,9 @@ def histogram(x, bins, lo, hi):
     lo_b = edges[0]  # first (and last) in the bin dtype, as NumPy's weak Python floats
     hi_b = edges[n]
     norm = last - first  # np.float64 in NumPy: the division below runs in float64
-    for i in range(x.shape[0]):
-        v = cast_like(x[i], edges)
+    xf = x.ravel()
+    for i in range(xf.shape[0]):
+        v = cast_like(xf[i], edges)
         if not (v >= lo_b and v <= hi_b):  # also drops NaN
             continue
         f = (np.float64(v - lo_b) / norm) * np.float64(n)
@@ -370,8 +377,8 @@ def max_abs_diff_reference(x, y):
 
 
 def _check_max_abs_diff(x, y):
-    require_array("max_abs_diff", "x", x, NUMERIC)
-    require_array("max_abs_diff", "y", y, NUMERIC)
+    require_array("max_abs_diff", "x", x, NUMERIC, contiguous_nd=True)
+    require_array("max_abs_diff", "y", y, NUMERIC, contiguous_nd=True)
     require_same_shape("max_abs_diff", ("x", "y"), x, y)
 
 
