@@ -12,7 +12,7 @@ Examples
 import logging
 
 from .errors import (ArrayFreedError, ArrayInUseError, BlockBusyError, BrokenPoolError,
-                     InputError, KernelError, KernelNotSendableError, KernelTimeoutError,
+                     FileAccessError, FileChangedError, InputError, ReadOnlyArrayError, KernelError, KernelNotSendableError, KernelTimeoutError,
                      PoolClosedError, PoolError, SharedBlockCorruptedError,
                      SharedBlockNotFoundError, SharedBlockSecurityError, SharedComputeError,
                      SharedMemoryError, SharedMemoryFullError, UnsupportedDtypeError,
@@ -36,4 +36,5 @@ __all__ = [
     "SharedBlockCorruptedError", "SharedBlockSecurityError", "ArrayFreedError",
     "ArrayInUseError", "KernelError", "PoolError", "PoolClosedError", "BlockBusyError",
     "BrokenPoolError", "WorkerCrashedError", "KernelTimeoutError", "VerificationError",
+    "FileChangedError", "FileAccessError", "ReadOnlyArrayError",
 ]

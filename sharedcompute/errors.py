@@ -45,6 +45,18 @@ class SharedBlockSecurityError(SharedMemoryError, PermissionError):
     """A block is owned by another user or readable by others: refusing to attach."""
 
 
+class FileChangedError(SharedBlockCorruptedError):
+    """A file-backed array's file was truncated, replaced or deleted while it was open."""
+
+
+class FileAccessError(SharedComputeError, PermissionError):
+    """A file's permission bits do not allow the access asked for (checked even for root)."""
+
+
+class ReadOnlyArrayError(InputError):
+    """A write to an array opened read-only (``pool.open(path, mode="r")``, a mode-'r' memmap)."""
+
+
 class ArrayFreedError(SharedComputeError, ValueError):
     """A SharedArray was used after it was freed (or after its pool closed)."""
 

@@ -133,6 +133,12 @@ class LocalBackend:
     def array(self, x: Any) -> SharedArray:
         return SharedArray.from_array(x)
 
+    def open(self, path: Any, mode: str, shape: Any, dtype: Any) -> SharedArray:
+        return SharedArray.open(path, mode, shape, dtype)
+
+    def load(self, path: Any) -> SharedArray:
+        return SharedArray.load(path)
+
     # -- calls -------------------------------------------------------------------------------
     def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = False, chunk_rows: Any = None,

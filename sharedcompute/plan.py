@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ReadOnlyArrayError
 from .kernel import Kernel
 from .partition import (TARGET_CHUNKS, check_boundary, chunk_grid, chunk_rows, combine_all,
                         tree_finish, valid_rows)
@@ -157,6 +157,9 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
         writable = i in kernel.writes
         asked_whole = isinstance(raw, Whole) or i in kernel.whole
         arg = raw.array if isinstance(raw, Whole) else raw
+        if isinstance(arg, np.memmap) and shared_ok and not direct:
+            # np.memmap / np.load(mmap_mode=...): the workers map the same file by path
+            arg = SharedArray.from_memmap(arg) or np.asarray(arg)
         _refuse_foreign(kernel, label, arg, array_types, shared_ok)
         if isinstance(arg, list):
             arg = np.asarray(arg)
@@ -164,6 +167,8 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
             if isinstance(arg, SharedArray):
                 if arg.block is not None:
                     arg.block.check_intact()
+                if writable and arg.readonly:
+                    raise _read_only(kernel, label, arg)
                 (plan.written_blocks if writable else plan.read_blocks).append(arg.block)
             else:
                 check_dtype(arg.dtype)
@@ -202,6 +207,15 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
         plan.rows_per_chunk = max(1, int(chunk_rows_override))
     _check_aliasing(kernel, plan, in_process)
     return plan
+
+
+def _read_only(kernel: Kernel, label: str, arg: SharedArray) -> ReadOnlyArrayError:
+    where = arg.filename or "its file"
+    return ReadOnlyArrayError(
+        f"kernel {kernel.name} writes {label!r}, which is mapped read-only ({where} opened "
+        "with mode='r', or a mode-'r' memmap); open it with pool.open(path, mode='r+') (or "
+        "np.load(path, mmap_mode='r+')) to write the file in place, or write into a new "
+        "array (pool.empty_like(x), or pool.open(path2, mode='w+', shape=..., dtype=...))")
 
 
 def _direct_rows(kernel: Kernel, args: Sequence[Any]) -> int | None:
@@ -386,6 +400,8 @@ def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
                          f"{kernel.name} reads none")
     in_i = reads[0]
     out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
+    if isinstance(in_arr, SharedArray) and in_arr.readonly:  # written on every other sweep
+        raise _read_only(kernel, kernel.params[in_i], in_arr)
     if out_arr.shape != in_arr.shape or out_arr.dtype != in_arr.dtype:
         raise InputError(f"iterate swaps {kernel.params[out_i]!r} and {kernel.params[in_i]!r}, so "
                          f"they need the same shape and dtype; got {out_arr.shape} {out_arr.dtype} "

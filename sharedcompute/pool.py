@@ -152,6 +152,35 @@ class Pool:
         self._check_open()
         return self._own(self._backend.array(x))
 
+    def open(self, path: Any, mode: str = "r", shape: Any = None,
+             dtype: Any = None) -> SharedArray:
+        """Map a ``.npy`` file in place in every worker (MAP_SHARED: no copy, no /dev/shm).
+
+        ``mode``: "r" (read-only everywhere; a kernel that writes it is refused), "r+"
+        (kernels write the file in place) or "w+" (create or replace ``path`` with a new
+        ``.npy`` of ``shape`` and ``dtype``, as ``numpy.lib.format.open_memmap``). The result
+        is a SharedArray that pickles as a handle naming the file; ``a.flush()`` msyncs, and
+        closing the pool (or ``a.free()``) msyncs, unmaps and closes the file, which stays.
+        On a Dask pool the workers read the file themselves (mode "r" only).
+
+        Examples
+        --------
+        >>> import numpy as np, os, tempfile, sharedcompute as sc
+        >>> from sharedcompute.kernels.reductions import total
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.npy"); np.save(path, np.arange(10.0))
+        >>> with sc.Pool(2, backend="inline") as pool:
+        ...     float(pool.reduce(total, pool.open(path)))
+        45.0
+        """
+        self._check_open()
+        return self._own(self._backend.open(path, mode, shape, dtype))
+
+    def load(self, path: Any) -> SharedArray:
+        """Read a ``.npy`` file into a new shared array (readinto the block: no temporary
+        copy); for RAM speed when the file fits in /dev/shm."""
+        self._check_open()
+        return self._own(self._backend.load(path))
+
     # -- running kernels -----------------------------------------------------------------------
     def map(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
             timeout: float | None = None, progress: Any = False,

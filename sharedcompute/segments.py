@@ -72,6 +72,8 @@ def creator_pid(name: str) -> int | None:
 class Block:
     """One mapped shared-memory segment. Owner blocks keep their fd to detect tampering."""
 
+    is_file = False  # files.FileBlock: a regular file mapped MAP_SHARED
+
     def __init__(self, name: str, nbytes: int, mm: mmap.mmap, writable: bool,
                  owner_pid: int | None, fd: int = -1):
         self.name, self.nbytes, self.mm, self.writable = name, nbytes, mm, writable

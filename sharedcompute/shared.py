@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from .errors import ArrayFreedError, ArrayInUseError, InputError, UnsupportedDtypeError
+from .errors import (ArrayFreedError, ArrayInUseError, InputError, ReadOnlyArrayError,
+                     UnsupportedDtypeError)
+from .files import (FileBlock, attach_ref, check_file_dtype, check_regular, memmap_block,
+                    open_npy, read_header)
 from .segments import (SHM_DIR, Block, _owned, creator_pid, forget_attached,  # noqa: F401
                        list_segments, make_block_name, on_block_release)
 
@@ -131,12 +134,60 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
             np.copyto(out.numpy(), src)
         return out
 
+    @classmethod
+    def open(cls, path: Any, mode: str = "r", shape: Any = None,
+             dtype: Any = None) -> "SharedArray":
+        """Map a ``.npy`` file in place (MAP_SHARED, no copy, no /dev/shm): mode "r"
+        (read-only everywhere), "r+" (kernels write the file) or "w+" (a new file of
+        ``shape`` and ``dtype``, as numpy.lib.format.open_memmap)."""
+        block, shape, dt, offset = open_npy(path, mode, shape, dtype, check_dtype)
+        return cls(block, shape, dt, offset)
+
+    @classmethod
+    def load(cls, path: Any) -> "SharedArray":
+        """Read a ``.npy`` file straight into a new shared block (``readinto``: one pass over
+        the file, no temporary copy); a non-native byte order is converted in place."""
+        path = check_regular(path, "r")
+        with open(path, "rb", buffering=0) as f:
+            shape, dt, offset, fortran = read_header(path, f)
+            native = dt.newbyteorder("=") if dt.kind in "biufc" else dt
+            check_file_dtype(path, native, fortran, shape, check_dtype)
+            out = cls.empty(shape, native)
+            if out.size:
+                view = out.numpy()
+                buf, got = memoryview(view.reshape(-1).view(np.uint8)), 0
+                while got < len(buf):
+                    n = f.readinto(buf[got:])
+                    if not n:
+                        out.free()
+                        raise InputError(f"{path} ends after {got} of its {len(buf)} data "
+                                         "bytes: the file is truncated (its header promises "
+                                         "more); write it again")
+                    got += n
+                del buf
+                if not dt.isnative:
+                    view.byteswap(inplace=True)
+                del view
+        return out
+
+    @classmethod
+    def from_memmap(cls, m: np.memmap) -> "SharedArray | None":
+        """The same file mapped by path (what workers can map): a view of m's bytes, not a
+        copy; None when m maps no file (a memmap-typed ufunc result)."""
+        found = memmap_block(m)
+        if found is None:
+            return None
+        block, pos = found
+        return cls(block, m.shape, check_dtype(m.dtype), pos, m.strides)
+
     # -- views ---------------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A zero-copy NumPy view. While it lives, ``free()`` refuses to unmap the block."""
         block = self._block
         if block is None:
             return np.empty(self.shape, self.dtype)
+        if block.is_file:
+            block.check_size()  # a truncated file would SIGBUS on the first read past its end
         root = block.root
         if root is None:
             raise ArrayFreedError(
@@ -158,7 +209,33 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         return view
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        if self.readonly:
+            raise ReadOnlyArrayError(f"{self!r} is read-only (opened with mode='r'); open the "
+                                     "file with pool.open(path, mode='r+') to write it")
         self.numpy()[key] = _as_shared(value)
+
+    # Views that stay SharedArrays when NumPy returns a contiguous view of the block (the
+    # workers can map it from a handle and split its rows); other results (transposes,
+    # flatten's copy, non-contiguous reshapes that copy) are plain ndarrays, as NumPy gives.
+    def reshape(self, *shape: Any, **kw: Any) -> Any:
+        return self._maybe_shared(self.numpy().reshape(*shape, **kw))
+
+    def ravel(self, order: str = "C") -> Any:
+        return self._maybe_shared(self.numpy().ravel(order))
+
+    def squeeze(self, axis: Any = None) -> Any:
+        return self._maybe_shared(self.numpy().squeeze(axis))
+
+    def view(self, *args: Any, **kw: Any) -> Any:
+        out = self.numpy().view(*args, **kw)
+        return self._maybe_shared(out) if type(out) is np.ndarray else out
+
+    def _maybe_shared(self, view: Any) -> Any:
+        if (isinstance(view, np.ndarray) and self._block is not None
+                and view.base is self._block.root and view.flags.c_contiguous
+                and view.dtype.kind in "biufc"):
+            return self._wrap_view(view)
+        return view
 
     def _wrap_view(self, view: np.ndarray) -> "SharedArray":
         root = self._block.root
@@ -239,6 +316,23 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
     def block(self) -> Block | None:
         return self._block
 
+    @property
+    def readonly(self) -> bool:
+        """True for arrays mapped read-only (a file opened with mode='r')."""
+        return self._block is not None and not self._block.writable
+
+    @property
+    def filename(self) -> str | None:
+        """The file behind a file-backed array (as np.memmap.filename); None in /dev/shm."""
+        return self._block.path if self._block is not None and self._block.is_file else None
+
+    def flush(self) -> None:
+        """Write what kernels wrote to a file-backed array to disk (msync); a no-op for
+        shared-memory arrays, as np.memmap.flush."""
+        if self._block is not None and self._block.is_file:
+            self._block.check_size()
+            self._block.flush()
+
     def handle(self) -> tuple:
         """(name, block bytes, shape, dtype, offset, strides): all a process needs to attach."""
         block = self._block
@@ -246,14 +340,15 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
             return (None, 0, self.shape, self.dtype.str, 0, self._strides)
         if block.freed:
             self.numpy()  # raises ArrayFreedError
-        return (block.name, block.nbytes, self.shape, self.dtype.str, self._offset, self._strides)
+        return (block.ref if block.is_file else block.name, block.nbytes, self.shape, self.dtype.str, self._offset, self._strides)
 
     def __reduce__(self):
         return (_rebuild, (self.handle(),))
 
     # -- lifetime ------------------------------------------------------------------------------
     def free(self) -> None:
-        """Unlink and unmap the block now. Raises ArrayInUseError while other views are alive.
+        """Unlink and unmap the block now (a file-backed array: msync, unmap and close the
+        file, which stays). Raises ArrayInUseError while other views are alive.
 
         Freeing twice is a no-op; any other use of a freed array raises ArrayFreedError.
         """
@@ -317,7 +412,7 @@ def view_from_handle(handle: tuple, writable: bool = True) -> np.ndarray:
     name, nbytes, shape, dtype, offset, strides = handle
     if name is None:
         return np.empty(shape, dtype)
-    block = Block.attach(name, nbytes, writable)
+    block = attach_ref(name, nbytes, writable)
     view = np.ndarray(shape, np.dtype(dtype), buffer=block.root, offset=offset, strides=strides)
     if not writable and view.flags.writeable:
         view.flags.writeable = False
@@ -328,4 +423,4 @@ def _rebuild(handle: tuple) -> SharedArray:
     name, nbytes, shape, dtype, offset, strides = handle
     if name is None:
         return SharedArray(None, shape, np.dtype(dtype), 0, strides)
-    return SharedArray(Block.attach(name, nbytes, True), shape, np.dtype(dtype), offset, strides)
+    return SharedArray(attach_ref(name, nbytes, True), shape, np.dtype(dtype), offset, strides)
