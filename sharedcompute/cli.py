@@ -1,4 +1,4 @@
-"""The ``sharedcompute`` command: demo, verify, bench, info, cleanup. Thin: it calls the API."""
+"""The sharedcompute command: demo, verify, bench, info, cleanup. Thin: it calls the API."""
 from __future__ import annotations
 
 import argparse
@@ -143,7 +143,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for name in names:
             entry = ENTRIES[name]
             for dtype in entry.dtypes:
-                call, kwargs = entry.make(np.random.default_rng(0), args.rows, dtype)
+                rows = max(args.rows, entry.min_rows)  # minmax of nothing is undefined
+                call, kwargs = entry.make(np.random.default_rng(0), rows, dtype)
                 shared = share_args(pool, call)
                 report = sc.verify(pool, entry.kernel, *shared, **kwargs)
                 for a in shared:
@@ -276,6 +277,32 @@ def _add_bench(sub: Any) -> None:
     p.set_defaults(func=bench.run)
 
 
+def _count(minimum: int) -> Any:
+    """An argparse type: an integer >= minimum (bad values are argparse errors, before work)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _pool_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_count(1), default=None, metavar="N",
+                   help="worker processes (default: the cores this process may use)")
+    p.add_argument("--start-method", default=None, choices=("fork", "spawn", "forkserver"),
+                   help="how workers start (default: forkserver on Linux, else spawn)")
+
+
+def _library_kernels() -> list[str]:
+    from .kernels.registry import ENTRIES
+    return sorted(ENTRIES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # -v/-q before or after the subcommand
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -289,32 +316,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = lambda *a, **k: real_add(*a, parents=[common], **k)  # type: ignore
 
     p = sub.add_parser("demo", help="run the library's kernels on arrays sized to this machine")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--start-method", default=None)
+    _pool_options(p)
     p.add_argument("--small", action="store_true", help="small arrays (seconds)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 (needs the dask extra)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("verify", help="check kernels against their NumPy references")
-    p.add_argument("kernels", nargs="*", metavar="KERNEL")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--start-method", default=None)
-    p.add_argument("--rows", type=int, default=10_007)
-    p.add_argument("--json", action="store_true")
+    kernels = _library_kernels()
+    p = sub.add_parser("verify", help="check kernels against their NumPy references",
+                       description="Run library kernels on a pool and their NumPy references "
+                       "on copies, under the pool's own and a finer splitting, and compare. "
+                       f"Kernels: {', '.join(kernels)}.")
+    p.add_argument("kernels", nargs="*", metavar="KERNEL",
+                   help="library kernels to verify (default: all of them)")
+    _pool_options(p)
+    p.add_argument("--rows", type=_count(0), default=10_007, metavar="N",
+                   help="rows of the generated inputs (default: 10007)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_verify)
 
     _add_bench(sub)
 
     p = sub.add_parser("info", help="workers and why, start method, numba, /dev/shm")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("cleanup", help="remove segments left by processes that no longer exist")
     p.add_argument("--yes", action="store_true", help="remove them (default: only list)")
     p.add_argument("--dir", default="/dev/shm", help=argparse.SUPPRESS)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the segments found as JSON")
     p.set_defaults(func=cmd_cleanup)
     return parser
 

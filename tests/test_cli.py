@@ -124,3 +124,27 @@ def test_bench_quick_writes_json_and_a_plot(tmp_path):
     assert checked and all(r["ok"] for r in checked)
     assert data["leftover_segments"] == []
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_bad_arguments_are_argparse_errors_before_any_work():
+    for args, words in [(("verify", "--rows", "-5"), "argument --rows: -5 is less than 0"),
+                        (("verify", "--workers", "0"), "argument --workers: 0 is less than 1"),
+                        (("verify", "--workers", "two"), "'two' is not an integer"),
+                        (("demo", "--start-method", "threads"), "invalid choice: 'threads'"),
+                        (("bench", "--quick", "--plot", "/nonexistent/x.png"),
+                         "/nonexistent does not exist or is not writable")]:
+        proc = run_cli(*args, timeout=60)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert words in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_verify_help_lists_the_kernels_and_options_have_help():
+    out = " ".join(run_cli("verify", "--help").stdout.split())
+    from sharedcompute.kernels.registry import ENTRIES
+    assert all(name in out for name in ENTRIES)
+    for option, text in (("--workers N", "worker processes (default: the cores"),
+                         ("--start-method", "how workers start"),
+                         ("--rows N", "rows of the generated inputs"),
+                         ("--json", "print the results as JSON")):
+        assert option in out and text in out, option
+    assert "``" not in run_cli("--help").stdout  # no reST markup in the description

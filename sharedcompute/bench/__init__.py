@@ -95,6 +95,12 @@ def _kernel_names(args: argparse.Namespace) -> list[str] | None:
                   "pip install 'sharedcompute[plot]' (or matplotlib), or drop --plot",
                   file=sys.stderr)
             return None
+    for label, path in (("--plot", args.plot), ("--json", getattr(args, "json", None))):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.access(folder, os.W_OK):  # say so now, not after the whole run
+            print(f"sharedcompute bench: {label} {path}: the folder {folder} does not exist "
+                  "or is not writable", file=sys.stderr)
+            return None
     names = list(args.kernels or DEFAULT_KERNELS)
     if names == ["all"]:
         names = list(ENTRIES)
