@@ -101,11 +101,21 @@ def test_cleanup_removes_segments_of_dead_creators_only(tmp_path):
         alive.free()
 
 
-def test_errors_are_one_clear_line():
-    proc = run_cli("demo", "--small", "--workers", "0")
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == ("sharedcompute: error: n_workers=0 must be a positive "
-                                   "integer (or None for the usable cores)")
+def test_errors_are_one_clear_line(monkeypatch, capsys):
+    proc = run_cli("demo", "--small", "--workers", "0")  # refused by argparse, before work
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("sharedcompute demo: error: argument "
+                                                    "--workers: 0 is less than 1")
+    from sharedcompute import cli  # a library error during a command: one line, exit 1
+
+    def fails(args):
+        sc.Pool(0)
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=fails)
+    assert cli.main(["info"]) == 1
+    assert capsys.readouterr().err.strip() == ("sharedcompute: error: n_workers=0 must be a "
+                                               "positive integer (or None for the usable cores)")
 
 
 def test_bench_quick_writes_json_and_a_plot(tmp_path):
