@@ -67,6 +67,22 @@ class DaskArray(ArrayShape):
         return f"DaskArray(shape={self.shape}, dtype={self.dtype}, chunks={self.data.chunks[0][:3]}...)"
 
 
+def _npy_header(path: str) -> tuple:
+    """On a worker: the shape and dtype of a .npy file (refusing what cannot be mapped)."""
+    from .files import check_file_dtype, check_regular, read_header
+    real = check_regular(path, "r")
+    with open(real, "rb") as f:
+        shape, dt, _, fortran = read_header(real, f)
+    check_file_dtype(real, dt, fortran, shape, check_dtype)
+    return shape, dt
+
+
+def _npy_rows(path: str, s: Any, e: Any) -> np.ndarray:
+    """On a worker: rows [s, e) of a .npy file as a view of its page-cache mapping."""
+    m = np.load(path, mmap_mode="r")
+    return np.asarray(m if s is None else m[s:e])
+
+
 class _KernelFailure(Exception):
     """Raised on a Dask worker: a plain dict describing the kernel's exception."""
 
@@ -178,16 +194,52 @@ class DaskBackend:
             src = src.astype(src.dtype.newbyteorder("="))
         check_dtype(src.dtype)
         src = np.ascontiguousarray(src)
-        rows = src.shape[0] if src.ndim else 1
-        row_bytes = src.itemsize * int(np.prod(src.shape[1:], dtype=np.int64)) if src.ndim else 8
-        # Storage chunks: whole groups of grid chunks, a few per worker, so that a task's
-        # rows are one stored block (Dask charges milliseconds per task, not per byte).
-        grid = chunk_rows(rows, row_bytes)
-        n_grid = max(1, -(-rows // grid))
-        per_task = -(-n_grid // min(n_grid, 4 * self.n_workers)) * grid
-        chunks = (max(1, per_task),) + src.shape[1:] if src.ndim else ()
+        chunks = self._storage_rows(src.shape, src.itemsize)
+        chunks = (chunks,) + src.shape[1:] if src.ndim else ()
         data = da.from_array(src, chunks=chunks, name=False)  # name=False: no hashing of GBs
         return DaskArray(self.client.persist(data))
+
+    def _storage_rows(self, shape: tuple, itemsize: int) -> int:
+        """Storage chunks: whole groups of grid chunks, a few per worker, so that a task's
+        rows are one stored block (Dask charges milliseconds per task, not per byte)."""
+        rows = shape[0] if shape else 1
+        row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if shape else 8
+        grid = chunk_rows(rows, row_bytes)
+        n_grid = max(1, -(-rows // grid))
+        return max(1, -(-n_grid // min(n_grid, 4 * self.n_workers)) * grid)
+
+    def open(self, path: Any, mode: str = "r", shape: Any = None, dtype: Any = None,
+             persist: bool = False) -> DaskArray:
+        """A dask array read from ``path`` by the workers themselves: each storage chunk is
+        a task that maps the file (np.load(mmap_mode='r')) and views its rows, so no data
+        passes through the client. Read-only: Dask kernels return new arrays rather than
+        write in place, so "r+"/"w+" would silently leave the file unchanged."""
+        import dask
+        _, da, _ = _import_dask()
+        if mode != "r" or shape is not None or dtype is not None:
+            raise InputError(
+                f"mode={mode!r}: on the Dask backend pool.open reads files (mode='r'); kernels "
+                "there return new arrays instead of writing in place, so a file opened 'r+' "
+                "would not change. Open with mode='r' and save results with "
+                "np.save(path2, np.asarray(result)) or dask.array.to_npy_stack")
+        path = os.path.abspath(os.fspath(path))
+        shape, dt = self.client.submit(_npy_header, path, pure=False).result()
+        check_dtype(dt)
+        rows = self._storage_rows(shape, dt.itemsize)
+        n = shape[0] if shape else 1
+        blocks = [da.from_delayed(dask.delayed(_npy_rows, pure=False)(path, s, min(s + rows, n)),
+                                  shape=(min(s + rows, n) - s,) + tuple(shape[1:]), dtype=dt)
+                  for s in range(0, n, rows)] if shape else []
+        if not shape:
+            data = da.from_delayed(dask.delayed(_npy_rows, pure=False)(path, None, None),
+                                   shape=(), dtype=dt)
+        else:
+            data = da.concatenate(blocks, axis=0) if blocks else da.zeros(shape, dt)
+        return DaskArray(self.client.persist(data) if persist else data)
+
+    def load(self, path: Any) -> DaskArray:
+        """The file read into the workers' memory (persisted) by the workers themselves."""
+        return self.open(path, persist=True)
 
     def zeros(self, shape: Any, dtype: Any = np.float64) -> DaskArray:
         return self.array(np.zeros(shape, check_dtype(dtype)))

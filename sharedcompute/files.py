@@ -286,6 +286,11 @@ def open_npy(path: str, mode: str, shape: Any, dtype: Any, check: Any) -> tuple:
         shape, dt, offset, fortran = read_header(path, f)
     check_file_dtype(path, dt, fortran, shape, check)
     nbytes = offset + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    size = os.stat(path).st_size
+    if size < nbytes:
+        raise InputError(f"{path} holds {size} bytes but its header describes {nbytes} "
+                         f"(shape {shape}, {dt}): the file is truncated (an interrupted "
+                         "write?); write it again")
     block = FileBlock.map_path(path, nbytes, writable=mode == "r+")
     _opened[block.ref] = block
     return block, shape, dt, offset
@@ -344,6 +349,7 @@ def memmap_block(m: np.memmap) -> tuple[FileBlock, int] | None:
     path = getattr(m, "filename", None)
     if mm is None or path is None:
         return None
+    path = os.path.realpath(os.fspath(path))
     if m.mode == "c":
         raise InputError(f"np.memmap of {path} has mode 'c' (copy-on-write): its changes are "
                          "private to this process and workers would read the file instead; "
