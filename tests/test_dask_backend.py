@@ -89,3 +89,29 @@ def test_missing_dask_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_dask)
     with pytest.raises(sc.InputError, match=r'pip install "sharedcompute\[dask\]"'):
         sc.Pool(backend="dask", n_workers=1)
+
+
+def test_open_reads_the_file_on_the_workers_with_the_local_bits(dask_pool, tmp_path):
+    """pool.open on Dask (issue 13): the workers map the file themselves (the graph holds
+    the path, not the data), and every reduction equals the local pool's, bitwise."""
+    import cloudpickle
+    x = np.random.default_rng(5).standard_normal((257, 33, 17)).astype(np.float32)  # 575 KB
+    p = str(tmp_path / "x.npy")
+    np.save(p, x)
+    d = dask_pool.open(p)
+    assert d.shape == x.shape and d.dtype == x.dtype
+    graph = dict(d.data.__dask_graph__())
+    assert len(cloudpickle.dumps(graph)) < 50_000       # no chunk of data in the graph
+    local = shared_pool(2, START_METHODS[-1])
+    a = local.open(p)
+    for k, extra in [(reductions.total, ()), (reductions.minmax, ()), (reductions.mean_var, ()),
+                     (reductions.histogram, (20, -3.0, 3.0)), (reductions.sum_squares, ())]:
+        np.testing.assert_array_equal(_flat(dask_pool.reduce(k, d, *extra)),
+                                      _flat(local.reduce(k, a, *extra)))
+    np.testing.assert_array_equal(np.asarray(d), x)
+    with pytest.raises(sc.InputError, match="mode='r'"):
+        dask_pool.open(p, "r+")
+    loaded = dask_pool.load(p)                          # persisted in the workers' memory
+    np.testing.assert_array_equal(_flat(dask_pool.reduce(reductions.total, loaded)),
+                                  _flat(local.reduce(reductions.total, a)))
+    a.free()
