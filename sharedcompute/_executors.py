@@ -113,6 +113,8 @@ class Insights(list):
         lines.append(f"imbalance (max/mean compute): {self.imbalance:.2f}")
         return "\n".join(lines)
 
+    __repr__ = __str__  # a REPL shows the table, not a raw list
+
 
 def _first_error(errors: list[KernelError]) -> KernelError:
     """In iterate, a failing worker aborts the barrier and the others then report a broken
@@ -226,7 +228,7 @@ class ProcessExecutor:
         try:
             for i, task in enumerate(tasks):
                 try:
-                    self.send(i, ("task", seq, task, memo, list(drop)))
+                    self.send(i, ("task", seq, task, memo, list(drop), bar is not None))
                 except OSError:
                     self._crashed(i, tasks, what)
             while pending:

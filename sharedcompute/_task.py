@@ -178,11 +178,18 @@ def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:
 
 # -- one function per op: (task, views, stats, barrier) -> result ---------------------------------
 def _run_map(task: Task, views: list, stats: Stats, barrier: Any) -> None:
+    """One kernel call over all this task's rows; with a progress bar, one per chunk, so the
+    bar advances as chunks finish (the same rows and arithmetic either way)."""
     ca, cb = task.chunk_range
     if cb > ca:
         chunks = task.chunks
-        _map_rows(task, views, chunks[ca][0], chunks[cb - 1][1], stats)
-        stats.advance(cb - ca)
+        if stats.progress is None:
+            _map_rows(task, views, chunks[ca][0], chunks[cb - 1][1], stats)
+            stats.advance(cb - ca)
+            return
+        for c in range(ca, cb):
+            _map_rows(task, views, chunks[c][0], chunks[c][1], stats)
+            stats.advance(1)
 
 
 def _run_reduce(task: Task, views: list, stats: Stats, barrier: Any) -> dict:

@@ -3,7 +3,8 @@ stop or the parent goes away.
 
 Imports only the worker side (_task, plan, kernel, partition, shared, doorbell, errors,
 _system), never the executors or the pool.
-Messages in:  ("task", seq, Task, memo id or None, memo ids to drop) | ("forget", [block names])
+Messages in:  ("task", seq, Task, memo id or None, memo ids to drop, report progress?)
+              | ("forget", [block names])
               | ("wake",) | ("stop",); and calls rung through the doorbell (doorbell.py)
 Messages out: ("ok", seq, result, TaskStats) | ("err", seq, error info, TaskStats)
               | ("progress", seq, n) | ("done", seq) (a rung call finished while the parent sleeps)
@@ -77,13 +78,13 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
 
 def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> None:
     """A task sent through the pipe; with a memo id, keep it prepared for rung calls."""
-    _, seq, task, memo, drop = msg
+    _, seq, task, memo, drop, wants_progress = msg
     for old in drop:
         prepared.pop(old, None)
     views = None
     if task.op == "iterate" and barrier is not None:
         barrier.begin(seq)
-    stats = Stats(progress=_reporter(conn, seq))
+    stats = Stats(progress=_reporter(conn, seq) if wants_progress else None)
     t0 = time.perf_counter()
     try:
         if memo is not None:
@@ -101,18 +102,20 @@ def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> 
         detached(exc)  # numba's cache of failed compiles must not pin this call's views
 
 
+PROGRESS_EVERY_S = 0.05  # at most 20 progress messages a second per worker
+
+
 def _reporter(conn: Any, seq: int) -> Any:
-    """Progress callback: at most one message per 0.1 s through the pipe."""
-    last = [time.perf_counter()]
+    """Progress callback: the chunks done since the last message, at most one message per
+    PROGRESS_EVERY_S through the pipe (the rest arrive with the result)."""
+    state = [time.perf_counter(), 0]  # last send, chunks not yet reported
 
     def report(n: int) -> None:
+        state[1] += n
         now = time.perf_counter()
-        if now - last[0] > 0.1:
-            last[0] = now
-            conn.send(("progress", seq, n))
-            report.pending = 0
-        else:
-            report.pending = getattr(report, "pending", 0) + n
+        if now - state[0] >= PROGRESS_EVERY_S:
+            conn.send(("progress", seq, state[1]))
+            state[0], state[1] = now, 0
     return report
 
 

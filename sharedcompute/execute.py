@@ -201,6 +201,20 @@ class LocalBackend:
 
     def _call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
               timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool) -> Any:
+        if not log.isEnabledFor(logging.DEBUG):
+            return self._run_call(op, kernel, args, rows, boundary, timeout, progress,
+                                  chunk_rows, boundscheck)
+        t0 = time.perf_counter()
+        out = self._run_call(op, kernel, args, rows, boundary, timeout, progress, chunk_rows,
+                             boundscheck)
+        n_rows = next((a.shape[0] for a in args if isinstance(a, SharedArray) and a.ndim),
+                      rows)
+        log.debug("%s %s: %s rows on %d %s workers, %.6f s", op, getattr(kernel, "name", kernel),
+                  n_rows, self.n_workers, self.start_method, time.perf_counter() - t0)
+        return out
+
+    def _run_call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
+                  timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool) -> Any:
         ex = self.executor
         if not ex.in_process and isinstance(kernel, Kernel):
             kernel.check_sendable(ex.start_method)  # cached per start method: a set lookup
@@ -288,7 +302,8 @@ class LocalBackend:
         if not ex.alive:
             if ex.procs:
                 ex.stop(kill=True)
-            log.warning("sharedcompute: restarting %d workers after a failure", ex.n_workers)
+            log.info("restarting %d %s workers after a failure", ex.n_workers,
+                     ex.start_method)
             self.restarts += 1
             self._memo.clear()
             self._drop = []

@@ -83,3 +83,53 @@ def test_insights_account_compile_compute_and_idle():
         a.free()
     finally:
         pool.close()
+
+
+def test_progress_advances_during_a_call_and_a_callback_sees_it():
+    """Workers report chunks as they finish (rate-limited), so a bar moves during the call:
+    2 workers x 200 chunks of real work give many intermediate states, not 0 -> half -> all."""
+    from sharedcompute.kernels.elementwise import logistic_map
+    pool = shared_pool(2, START_METHODS[-1])
+    x, out = pool.array(np.full(20_000, 0.3)), pool.zeros(20_000)
+    pool.map(logistic_map, out, x, 3.7, 10, _chunk_rows=100)  # compiled: timing is the work
+    seen = []
+    pool.map(logistic_map, out, x, 3.7, 20_000, _chunk_rows=100,
+             progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (200, 200)
+    assert all(b[0] > a[0] for a, b in zip(seen, seen[1:]))  # strictly advancing
+    assert len([d for d, _ in seen if 0 < d < 200]) >= 3, seen  # intermediate states
+    x.free(), out.free()
+
+
+def test_progress_leaves_the_bar_unless_transient_and_bad_values_are_refused():
+    from sharedcompute.progress import Progress
+    assert Progress(True, 10, "k")._bar.leave is True
+    assert Progress("transient", 10, "k")._bar.leave is False
+    pool = shared_pool(2, START_METHODS[-1])
+    a = pool.zeros(1000)
+    pids = pool.pids
+    with pytest.raises(sc.InputError, match="progress='yes'"):
+        pool.map(fill_ones, a, progress="yes")
+    assert pool.pids == pids  # refused before any work: the workers were not touched
+    pool.map(fill_ones, a, progress="transient")
+    assert np.all(np.asarray(a) == 1.0)
+    a.free()
+
+
+def test_insights_print_as_a_table_in_a_repl():
+    with sc.Pool(1, backend="inline") as pool:
+        assert repr(pool.insights()).startswith("worker pid")
+
+
+def test_debug_log_has_one_line_per_call(caplog):
+    import logging
+    pool = shared_pool(2, START_METHODS[-1])
+    a = pool.zeros(5000)
+    with caplog.at_level(logging.DEBUG, logger="sharedcompute"):
+        pool.map(fill_ones, a)
+        pool.map(fill_ones, a)  # the repeated (doorbell) path logs too
+        pool.reduce(nd_sum, a)
+    lines = [r.getMessage() for r in caplog.records if r.name == "sharedcompute"]
+    assert len([ln for ln in lines if ln.startswith("map fill_ones: 5000 rows on 2 ")]) == 2
+    assert any(ln.startswith("reduce nd_sum: 5000 rows on 2 ") for ln in lines), lines
+    a.free()
