@@ -58,7 +58,20 @@ def test_demo_small_runs_verifies_and_leaves_nothing():
     assert "all results verified" in proc.stdout and "imbalance" in proc.stdout
     for step in ("triad", "dot", "jacobi2d", "mandelbrot"):
         assert step in proc.stdout
+    assert "fit in the caches (--small)" in proc.stdout  # it says why its speedups mean little
     assert _dead_creators(set(list_segments()) - before) == []
+
+
+def test_demo_notes_explain_memory_bound_speedups_and_load(monkeypatch):
+    from sharedcompute import cli
+    times = {"triad a = b + 2c": (0.10, 0.08), "dot(b, c)": (0.05, 0.04)}
+    n = 2**24
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    notes = cli._demo_notes(times, n, 2)
+    assert "memory-bound: one numba thread moved 5.4 GB/s, the pool 6.7 GB/s" in notes[0]  # dot
+    assert "load average 9.0" in notes[1]
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert len(cli._demo_notes(times, n, 2)) == 1
 
 
 def _dead_creators(names):
