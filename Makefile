@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ test: $(BIN)/python
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet ".[progress,plot]"
 	$(BIN)/sharedcompute bench
+
+# make docs: install the package with the docs extra; build the site into docs/_build/html with
+# warnings as errors (the examples/ gallery runs at small sizes), then run every >>> example of
+# the documented docstrings and of the user guide (sphinx doctest builder).
+docs: $(BIN)/python
+	$(BIN)/python -m pip install --quiet ".[docs]"
+	cd docs && $(CURDIR)/$(BIN)/sphinx-build -E -b html -W --keep-going -q . _build/html
+	cd docs && $(CURDIR)/$(BIN)/sphinx-build -E -b doctest -W --keep-going -q . _build/doctest
+	@echo "docs: open docs/_build/html/index.html"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

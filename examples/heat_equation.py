@@ -1,4 +1,5 @@
 """Heat equation on a rod: explicit finite differences, halo exchange through shared memory.
+=========================================================================================
 
 The rod starts cold with a hot spot in the middle; its two ends are held at 0 (boundary
 'none' keeps edge rows fixed). pool.iterate runs every time step inside the workers, each

@@ -1,4 +1,5 @@
 """An image pipeline that starts and ends with plain NumPy arrays.
+===============================================================
 
 A noisy synthetic image goes into shared memory once, is blurred ``--passes`` times with a
 3x3 box filter (edges reflected) on every core, and comes back as an ordinary array. The

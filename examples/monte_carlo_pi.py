@@ -1,4 +1,5 @@
 """Estimate pi by Monte Carlo on every core, reproducibly.
+=======================================================
 
 Each of ``--streams`` random streams is seeded with seed + its index, so the estimate is
 the same whatever the number of workers: run it with --workers 1 and --workers 4.
