@@ -28,7 +28,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from .errors import (ArrayFreedError, ArrayInUseError, FileAccessError, FileChangedError,
-                     InputError, SharedMemoryFullError, UnsupportedDtypeError)
+                     InputError, UnsupportedDtypeError)
 from .segments import Block, _attached, _lock, _release_hooks
 
 # ref -> FileBlock this process opened (the parent: pool.open, memmap arguments)
@@ -306,11 +306,11 @@ def _create(path: str, shape: Any, dtype: Any, check: Any) -> tuple:
     shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     dt = check(np.float64 if dtype is None else dtype)
     parent = os.path.dirname(path)
-    if os.path.isdir(path):
+    if os.path.exists(path):  # replacing a file takes the write access its owner gave
         _check_regular(path, "w+")
     header = {"descr": npformat.dtype_to_descr(dt), "fortran_order": False, "shape": shape}
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(os.dup(fd), "wb") as f:
@@ -323,9 +323,9 @@ def _create(path: str, shape: Any, dtype: Any, check: Any) -> tuple:
             os.posix_fallocate(fd, offset, max(nbytes, 1))
         except OSError as exc:
             if exc.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: no fallocate; ftruncate below
-                raise SharedMemoryFullError(
-                    f"cannot reserve {nbytes} bytes for {path}: {exc.strerror}; free disk "
-                    "space or choose another directory") from exc
+                raise OSError(exc.errno, f"cannot reserve {nbytes} bytes for {path} "
+                              f"({exc.strerror}): free disk space or choose another "
+                              "directory; nothing was written") from exc
         os.ftruncate(fd, offset + nbytes)
         os.replace(tmp, path)
     except BaseException:

@@ -234,6 +234,9 @@ def test_permissions_are_the_ones_the_owner_gave(tmp_path):
     a = pool.open(p, "r")                                # fix 1: read-only
     assert pool.reduce(R.total, a) == 45.0
     a.free()
+    with pytest.raises(sc.FileAccessError, match="chmod u\\+w"):
+        pool.open(p, "w+", shape=(3,))                   # nor replaced by a new file
+    assert np.load(p).shape == (10,)
     os.chmod(p, 0o644)                                   # fix 2: chmod u+w
     pool.open(p, "r+").free()
     if not IS_ROOT:
@@ -287,6 +290,17 @@ def test_file_truncated_replaced_or_deleted_while_open(method, tamper, tmp_path)
         b = pool.open(p)
         assert pool.reduce(R.total, b) == R.total(np.load(p))
         b.free()
+
+
+def test_empty_and_zero_d_files(tmp_path):
+    pool = shared_pool(2, START_METHODS[-1])
+    e = pool.open(_save(tmp_path / "e.npy", np.zeros((0, 3))))
+    assert e.shape == (0, 3) and np.asarray(e).size == 0
+    assert pool.reduce(R.total, e) == 0.0
+    z = pool.open(_save(tmp_path / "z.npy", np.float64(7.5)))
+    assert z.shape == () and float(np.asarray(z)) == 7.5
+    e.free()
+    z.free()
 
 
 # -- no leaked descriptors or mappings ----------------------------------------------------------------
@@ -394,6 +408,11 @@ if __name__ == "__main__":
         a = pool.open(path, "r")
         out["nbytes"] = a.nbytes
         out["total"] = float(pool.reduce(total, a))
+        try:                                             # a file too big for its disk
+            pool.open("/dev/shm/too_big.npy", "w+", shape=a.shape, dtype=a.dtype)
+        except OSError as exc:
+            out["full"] = [exc.errno, os.path.exists("/dev/shm/too_big.npy"),
+                           os.listdir("/dev/shm")]
         w = pool.open(path + ".out.npy", "w+", shape=a.shape, dtype=a.dtype)
         pool.map(axpy, w, a, 2.0)
         out["mv"] = [float(v) for v in pool.reduce(mean_var, w)]
@@ -420,6 +439,7 @@ def test_larger_than_dev_shm_on_a_private_1m_tmpfs(tmp_path):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["shm_free"] <= 1 << 20 < res["nbytes"] and res["load"] == "full"
     assert res["total"] == float(n * (n - 1) // 2)
+    assert res["full"] == [28, False, []]                # ENOSPC at creation, nothing left
     w = np.load(p + ".out.npy")
     np.testing.assert_array_equal(w, 2.0 * np.arange(n))
     assert res["mv"][0] == n and res["mv"][1] == pytest.approx(n - 1.0)
