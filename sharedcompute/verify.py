@@ -176,7 +176,10 @@ def _classify(kernel: Kernel, args: Sequence[Any], array_types: tuple) -> list[_
     for i, a in enumerate(args):
         wrapper = Whole if isinstance(a, Whole) else None
         inner = a.array if wrapper is not None else a
-        if isinstance(inner, (SharedArray,) + tuple(array_types)):
+        # a file-mapped np.memmap is split like a SharedArray on a local pool (issue 13)
+        mapped = (isinstance(inner, np.memmap) and getattr(inner, "_mmap", None) is not None
+                  and SharedArray in tuple(array_types))
+        if mapped or isinstance(inner, (SharedArray,) + tuple(array_types)):
             copy = np.array(np.asarray(inner))
             out.append(_Arg(copy, "shared", wrapper,
                             wrapper is None and i not in kernel.whole and copy.ndim >= 1))

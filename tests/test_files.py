@@ -161,6 +161,11 @@ def test_memmap_arguments_are_mapped_by_file(method, tmp_path):
     pool.map(axpy, flat, ones, 1.0)                      # writes reach the file
     m.flush()
     np.testing.assert_array_equal(np.fromfile(raw, np.float64, offset=12).reshape(x.shape), x + 1)
+    out = pool.zeros(x.size)                             # verify splits memmaps like the pool
+    assert sc.verify(pool, heat1d, out, np.load(p, mmap_mode="r").reshape(-1), 0.1).ok
+    assert sc.verify(pool, axpy, flat, ones, 0.5).ok     # on copies: the file is unchanged
+    np.testing.assert_array_equal(np.fromfile(raw, np.float64, offset=12).reshape(x.shape), x + 1)
+    out.free()
     with pytest.raises(sc.InputError, match="copy-on-write.*pool.array"):
         pool.reduce(R.total, np.load(p, mmap_mode="c"))
     c = np.load(p, mmap_mode="c")
