@@ -241,8 +241,12 @@ def read_header(path: str, f: Any) -> tuple[tuple, np.dtype, int, bool]:
             shape, fortran, dtype = npformat.read_array_header_1_0(f)
         elif version == (2, 0):
             shape, fortran, dtype = npformat.read_array_header_2_0(f)
-        else:
-            shape, fortran, dtype = npformat._read_array_header(f, version)
+        else:  # 3.0 (utf-8 field names): only NumPy's private reader takes it
+            impl = getattr(npformat, "_read_array_header", None)
+            if impl is None:
+                from numpy.lib import _format_impl
+                impl = _format_impl._read_array_header
+            shape, fortran, dtype = impl(f, version)
     except ValueError as exc:
         raise InputError(f"{path} is not a .npy file ({exc}); for raw binary data pass "
                          "np.memmap(path, dtype=..., mode='r', shape=...) to map/reduce "

@@ -88,6 +88,31 @@ def test_open_read_write_create_in_place(method, tmp_path):
     del last
 
 
+@given(shape=st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple),
+       dt=st.sampled_from(["<f8", "<f4", "<i8", "<i4", ">f8", "|u1", "|b1", "<c16"]),
+       version=st.sampled_from([(1, 0), (2, 0), (3, 0)]))
+def test_any_npy_round_trips_through_open_load_and_w_plus(tmp_path_factory, shape, dt, version):
+    d = tmp_path_factory.mktemp("rt")
+    x = (np.arange(int(np.prod(shape)), dtype=np.float64) * 3 % 7).astype(dt).reshape(shape)
+    p = str(d / "x.npy")
+    with open(p, "wb") as f:                             # every header version NumPy writes
+        np.lib.format.write_array(f, x, version=version)
+    with sc.SharedArray.load(p) as b:
+        assert b.dtype.isnative and np.array_equal(np.asarray(b), x)
+    if np.dtype(dt).isnative or np.dtype(dt).itemsize == 1:
+        a = sc.SharedArray.open(p)
+        assert a.shape == x.shape and a.dtype == x.dtype and np.array_equal(np.asarray(a), x)
+        w = sc.SharedArray.open(d / "w.npy", "w+", shape=x.shape, dtype=x.dtype)
+        np.asarray(w)[...] = x
+        w.free()
+        y = np.load(d / "w.npy")
+        assert y.dtype == x.dtype and np.array_equal(y, x)
+        a.free()
+    else:
+        with pytest.raises(sc.UnsupportedDtypeError, match="pool.load"):
+            sc.SharedArray.open(p)
+
+
 def test_handle_is_small_and_np_save_does_not_copy(tmp_path):
     pool = shared_pool(2, START_METHODS[-1])
     p = _save(tmp_path / "big.npy", np.arange(1 << 20, dtype=np.float64))   # 8 MiB
