@@ -306,9 +306,18 @@ def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
     rows that others are writing. Only a kernel declared ``elementwise`` may read the very
     same rows it writes (the same array passed twice)."""
     views = {}
+    widest = {}  # a file mapped twice (pool.open and a memmap): one mapping for the check
+    for a in plan.arrays.values():
+        if isinstance(a, SharedArray) and a.block is not None and a.block.is_file:
+            k = a.block.ident
+            if k not in widest or widest[k].nbytes < a.block.nbytes:
+                widest[k] = a.block
     for i, a in plan.arrays.items():
         if isinstance(a, SharedArray) and a.block is not None:
             views[i] = a.numpy()
+            if a.block.is_file and widest[a.block.ident] is not a.block:
+                views[i] = np.ndarray(a.shape, a.dtype, buffer=widest[a.block.ident].root,
+                                      offset=a._offset, strides=a.strides)
         elif isinstance(a, np.ndarray) and (in_process or i in kernel.writes):
             views[i] = a  # (a pool pickles plain read arrays: a copy cannot alias)
     for w in kernel.writes:

@@ -207,6 +207,19 @@ def test_memmap_arguments_are_mapped_by_file(method, tmp_path):
     assert pool.reduce(R.total, np.load(p, mmap_mode="r")) == R.total(x * 2)   # the fix
 
 
+def test_one_file_mapped_twice_still_counts_as_aliasing(tmp_path):
+    pool = shared_pool(2, START_METHODS[-1])
+    p = _save(tmp_path / "x.npy", np.arange(1000.0))
+    a = pool.open(p, "r+")
+    with pytest.raises(sc.InputError, match="shares memory"):  # two mappings, the same bytes
+        pool.map(axpy, a[1:], np.load(p, mmap_mode="r")[:-1], 1.0)
+    other = pool.array(np.load(p)[:-1])                  # the message's fix: a separate array
+    pool.map(axpy, a[1:], other, 1.0)
+    assert np.load(p)[5] == 5.0 + 4.0
+    a.free()
+    other.free()
+
+
 # -- refusals ------------------------------------------------------------------------------------------
 def test_refusals_name_the_problem_and_the_fix(tmp_path):
     pool = shared_pool(2, START_METHODS[-1])
