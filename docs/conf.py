@@ -126,6 +126,7 @@ if not os.environ.get("SHAREDCOMPUTE_DOCS_INTERSPHINX"):
 html_theme = "pydata_sphinx_theme"
 html_title = "sharedcompute"
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "header_links_before_dropdown": 4,
