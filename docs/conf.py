@@ -136,4 +136,6 @@ html_theme_options = {
     "footer_end": [],
 }
 html_sidebars = {"index": []}
+# "On this page" lists methods as map(), not Pool.map() (long names overflowed the column).
+toc_object_entries_show_parents = "hide"
 smartquotes_action = "qe"   # keep "--cells" as typed (no en dashes); quotes and ellipses only
