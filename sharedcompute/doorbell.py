@@ -34,7 +34,27 @@ COMPILE_S, COMPUTE_S, BUSY_S, CHUNKS = range(8, 12)
 HEADER_WORDS = 16                       # 128 bytes: two cache lines per worker
 RESULT_BYTES = 4096                     # reduce partials fit; bigger results use the pipe
 LINE_BYTES = HEADER_WORDS * 8 + RESULT_BYTES
-SPIN_S = float(os.environ.get("SHAREDCOMPUTE_SPIN_US", "500")) / 1e6
+MAX_SPIN_US = 100_000  # polling longer than 0.1 s before sleeping only burns idle cores
+
+
+def _spin_us(text: str | None, default: float = 500.0) -> float:
+    """SHAREDCOMPUTE_SPIN_US, checked: a bad value warns and falls back, never breaks import."""
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= MAX_SPIN_US:  # also NaN
+        import warnings
+        warnings.warn(f"sharedcompute: SHAREDCOMPUTE_SPIN_US={text!r} is not a number of "
+                      f"microseconds in [0, {MAX_SPIN_US}]; using {default:g}", RuntimeWarning,
+                      stacklevel=2)
+        return default
+    return value
+
+
+SPIN_S = _spin_us(os.environ.get("SHAREDCOMPUTE_SPIN_US")) / 1e6
 
 # x86 keeps stores in order and a locked instruction orders stores before later loads.
 ENABLED = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686") and SPIN_S > 0

@@ -19,7 +19,10 @@ BOUNDARIES = ("none", "reflect", "periodic", "nearest")
 
 
 def chunk_rows(n_rows: int, row_nbytes: int) -> int:
-    """Rows per chunk: about 1/256 of the array, clamped to 64 KiB..4 MiB (at least one row)."""
+    """Rows per chunk: about 1/256 of the array, clamped to 64 KiB..4 MiB (at least one row).
+    Rows of zero bytes (an empty array with many rows): 256 chunks, never millions."""
+    if row_nbytes <= 0:
+        return max(1, -(-n_rows // TARGET_CHUNKS))
     total = n_rows * max(row_nbytes, 1)
     target = min(max(total // TARGET_CHUNKS, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)
     return max(1, target // max(row_nbytes, 1))

@@ -242,6 +242,9 @@ def _refuse_foreign(kernel: Kernel, label: str, arg: Any, array_types: tuple,
         raise InputError(f"{where} is a SharedArray in this machine's shared memory, which "
                          "the cluster's workers cannot see; copy it into the cluster with "
                          "pool.array(x)")
+    if isinstance(arg, (memoryview, bytes, bytearray)):
+        raise InputError(f"{where} is a {type(arg).__name__}; pass an array: "
+                         "np.frombuffer(x, dtype=...) views its bytes without a copy")
     if isinstance(arg, (SharedArray, np.ndarray, np.generic, list) + array_types):
         return
     if hasattr(arg, "__array__") or hasattr(arg, "__array_interface__") or (
@@ -352,6 +355,21 @@ def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
 def boundscheck_default() -> bool:
     """SHAREDCOMPUTE_BOUNDSCHECK=1 turns numba's bounds checks on where not given."""
     return os.environ.get("SHAREDCOMPUTE_BOUNDSCHECK", "0") not in ("", "0")
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """``timeout=`` as seconds: None, or a positive finite number (checked before any work,
+    so a bad value never costs the workers)."""
+    if timeout is None:
+        return None
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(timeout, bool) or not 0 < value < 1e9:  # also NaN and inf
+        raise InputError(f"timeout={timeout!r} must be a positive, finite number of seconds "
+                         "(or None to wait as long as the call takes)")
+    return value
 
 
 def check_kind(kernel: Any, op: str) -> None:

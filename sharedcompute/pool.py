@@ -10,6 +10,7 @@ The path of one call, cold and repeated, is drawn in _executors.py.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 import threading
 import weakref
@@ -22,7 +23,7 @@ from ._system import usable_cores
 from .errors import InputError, PoolClosedError
 from .execute import LocalBackend
 from .kernel import Kernel
-from .plan import boundscheck_default
+from .plan import boundscheck_default, check_timeout
 from .shared import SharedArray, on_block_release
 
 START_METHODS = ("fork", "spawn", "forkserver")
@@ -38,6 +39,30 @@ def default_start_method() -> str:
 def _numba_threads_started() -> bool:
     mod = sys.modules.get("numba.np.ufunc.parallel")
     return bool(getattr(mod, "_is_initialized", False))
+
+
+MAX_WORKERS_PER_CORE = 8  # more processes than this per usable core only oversubscribes
+FDS_PER_WORKER = 4  # the parent's end of the pipe, the process sentinel, and slack
+
+
+def _check_worker_limits(n_workers: int) -> None:
+    """Refuse a worker count the machine cannot serve, before starting any process."""
+    cores = usable_cores().n
+    if n_workers > MAX_WORKERS_PER_CORE * max(cores, 1):
+        raise InputError(f"n_workers={n_workers} is more than {MAX_WORKERS_PER_CORE} per usable "
+                         f"core ({usable_cores().reason}); use n_workers=None for one per core")
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    except (ImportError, OSError, ValueError):
+        return
+    need = in_use + FDS_PER_WORKER * n_workers + 16
+    if soft != resource.RLIM_INFINITY and need > soft:
+        raise InputError(
+            f"starting {n_workers} workers needs about {need} file descriptors, but this process "
+            f"may open {soft} ({in_use} in use); raise the limit (`ulimit -n 4096`, or "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, ...)) or use fewer workers")
 
 
 def _process_backend(n_workers: int, start_method: str | None) -> LocalBackend:
@@ -93,6 +118,8 @@ class Pool:
                 or n_workers < 1:
             raise InputError(f"n_workers={n_workers!r} must be a positive integer (or None for "
                              "the usable cores)")
+        if backend == "processes":
+            _check_worker_limits(int(n_workers))
         self._lock = threading.RLock()
         self._closed = False
         self._blocks: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -200,6 +227,7 @@ class Pool:
         ...     pool.map(axpy, y, x, 10.0).numpy()
         array([ 1., 11., 21., 31., 41.])
         """
+        timeout = check_timeout(timeout)
         with self._lock:
             self._check_open()
             return self._backend.map(kernel, args, rows, boundary, timeout, progress,
@@ -219,6 +247,7 @@ class Pool:
         ...     tuple(float(v) for v in pool.reduce(mean_var, pool.array(np.arange(4.0))))
         (4.0, 1.5, 1.25)
         """
+        timeout = check_timeout(timeout)
         with self._lock:
             self._check_open()
             return self._backend.reduce(kernel, args, rows, timeout, progress, _chunk_rows,
@@ -245,6 +274,7 @@ class Pool:
         ...     pool.iterate(heat1d, out, u, 0.25, steps=2).numpy()
         array([0. , 1. , 1.5, 1. , 0. ])
         """
+        timeout = check_timeout(timeout)
         with self._lock:
             self._check_open()
             return self._backend.iterate(kernel, (out, u) + params, steps=steps,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ class ArrayShape:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: no int64 overflow
 
     @property
     def nbytes(self) -> int:
@@ -108,7 +109,10 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         """A new uninitialised (in practice zero-filled) shared array."""
         shape = _norm_shape(shape)
         dt = check_dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        nbytes = math.prod(shape) * dt.itemsize
+        if nbytes > MAX_BYTES:
+            raise InputError(f"shape {shape} of {dt} needs {nbytes:,} bytes, more than any "
+                             "machine can map; check the shape")
         if not nbytes:
             return cls(None, shape, dt)
         colour = _next_colour(nbytes)
@@ -398,12 +402,24 @@ def _c_strides(shape: tuple, dtype: np.dtype) -> tuple:
     return tuple(reversed(strides))
 
 
+MAX_BYTES = 1 << 62  # beyond what a 64-bit mapping (and NumPy's intp) can hold
+MAX_DIM = 1 << 48  # a dimension past this is a bug even for an empty array (it is split)
+
+
 def _norm_shape(shape: int | tuple) -> tuple:
-    if isinstance(shape, (int, np.integer)):
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (int(shape),)
-    shape = tuple(shape)
-    if any((not isinstance(s, (int, np.integer))) or s < 0 for s in shape):
-        raise InputError(f"shape {shape!r} must be non-negative integers")
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise InputError(f"shape {shape!r} must be a non-negative integer or a tuple of "
+                         "them") from None
+    if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 0
+           for s in shape):
+        raise InputError(f"shape {shape!r} must be non-negative integers (got a "
+                         f"{', '.join(sorted({type(s).__name__ for s in shape}))})")
+    if any(s > MAX_DIM for s in shape):
+        raise InputError(f"shape {shape!r} has a dimension over 2**48; check the shape")
     return tuple(int(s) for s in shape)
 
 

@@ -1,0 +1,97 @@
+"""Limits checked up front (issue 17, item 7 and 5): bad arguments are InputErrors before any
+work, and never cost the workers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sharedcompute as sc
+import trustkernels as tk
+from conftest import START_METHODS, shared_pool
+from sharedcompute.kernels.reductions import total
+
+METHOD = START_METHODS[-1]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 1e300, "soon", True])
+def test_bad_timeouts_are_refused_before_work(timeout):
+    pool = shared_pool(2, METHOD)
+    x = pool.array(np.arange(100.0))
+    pids = pool.pids
+    for call in (lambda: pool.reduce(total, x, timeout=timeout),
+                 lambda: pool.map(tk.copy_rows, pool.zeros(100), x, timeout=timeout)):
+        with pytest.raises(sc.InputError, match="must be a positive, finite number of seconds"):
+            call()
+    assert pool.pids == pids  # refused before any work: the workers were not touched
+    assert float(pool.reduce(total, x, timeout=30)) == 4950.0  # a valid timeout works
+    x.free()
+
+
+def test_memoryview_argument_is_refused_and_frombuffer_works():
+    pool = shared_pool(2, METHOD)
+    raw = np.arange(8.0).tobytes()
+    with pytest.raises(sc.InputError, match=r"np\.frombuffer"):
+        pool.reduce(tk.plain_sum, sc.whole(memoryview(raw)), rows=1)
+    x = pool.array(np.frombuffer(raw, dtype=np.float64))
+    assert float(pool.reduce(tk.plain_sum, x)) == 28.0
+    x.free()
+
+
+@pytest.mark.parametrize("shape", [3.5, (2, 3.0), (True, 2), "ab", (-1,), (2**49, 0)])
+def test_bad_shapes_are_input_errors(shape):
+    with pytest.raises(sc.InputError, match="shape"):
+        sc.SharedArray.empty(shape)
+
+
+@pytest.mark.parametrize("shape", [(2**32, 2**32), (2**62, 3), (2**40, 2**30)])
+def test_shape_products_do_not_overflow(shape):
+    words = "more than any machine can map|a dimension over 2\\*\\*48"
+    with pytest.raises(sc.InputError, match=words):
+        sc.SharedArray.empty(shape)
+    with sc.Pool(1, backend="inline") as pool:
+        with pytest.raises(sc.InputError, match=words):
+            pool.zeros(shape)
+
+
+def test_an_empty_array_with_many_rows_is_split_in_few_chunks():
+    from sharedcompute.plan import make_plan
+    with sc.Pool(2, backend="inline") as pool:
+        a = pool.zeros((2**40, 0))  # NumPy allows it; it must not be split into 2**24 chunks
+        assert a.size == 0 and a.shape == (2**40, 0)
+        plan = make_plan(tk.copy_rows, (a, pool.zeros((2**40, 0))), rows=None, boundary=None,
+                         in_process=True)
+        assert plan.n_rows == 2**40 and len(plan.chunks) <= 256
+
+
+def test_n_workers_is_capped_and_fd_limits_are_checked():
+    cores = sc.usable_cores().n
+    with pytest.raises(sc.InputError, match="more than 8 per usable core"):
+        sc.Pool(8 * cores + 1)
+    code = ("import resource, sharedcompute as sc\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+            "try:\n    sc.Pool(12)\nexcept sc.InputError as e:\n    print('REFUSED', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd="/tmp")
+    assert "REFUSED" in r.stdout and "ulimit -n" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "1e12", "-5", "nan"])
+def test_bad_spin_environment_warns_and_falls_back(value):
+    code = ("import warnings, sharedcompute.doorbell as d\n"
+            "print('SPIN', d.SPIN_S)\n")
+    env = dict(os.environ, SHAREDCOMPUTE_SPIN_US=value)
+    r = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                       text=True, timeout=120, cwd="/tmp", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "SPIN 0.0005" in r.stdout and "SHAREDCOMPUTE_SPIN_US" in r.stderr
+
+
+def test_verify_without_a_reference_is_an_input_error():
+    with sc.Pool(1, backend="inline") as pool:
+        x = pool.array(np.arange(3.0))
+        with pytest.raises(sc.InputError, match="no reference="):
+            sc.verify(pool, tk.plain_sum, x)
