@@ -92,8 +92,35 @@ def _inline_parameter_text(app, what, name, obj, options, lines):
     lines[:] = out
 
 
+_LINK = re.compile(r"(?<!!)\[([^\]\n]+)\]\(([^)\s:#]+)(#[^)\s]*)?\)")
+
+
+def _repo_links(app, relative_path, parent_docname, content):
+    """README links are relative to the repository (``benchmarks/soak.py``); in an included
+    section they would be read relative to the including page. Keep links that name a page
+    of these docs; write the others as text plus the path, so a README link never breaks
+    the -W build."""
+    here = os.path.dirname(app.env.docname)
+    srcdir = str(app.srcdir)
+
+    def fix(m):
+        text, target = m.group(1), m.group(2)
+        doc = os.path.normpath(os.path.join(srcdir, here, target))
+        if target.endswith((".md", ".rst")) and os.path.isfile(doc):
+            return m.group(0)
+        return text if text.strip("`") == target else f"{text} (`{target}`)"
+
+    out, fenced = [], False
+    for line in content[0].split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        out.append(line if fenced else _LINK.sub(fix, line))
+    content[0] = "\n".join(out)
+
+
 def setup(app):
     app.connect("autodoc-process-signature", _kernel_signature)
+    app.connect("include-read", _repo_links)
     app.connect("autodoc-process-docstring", _inline_parameter_text, priority=100)
 
 
