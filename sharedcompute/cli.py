@@ -82,21 +82,25 @@ def _pid_alive(pid: int) -> bool:
 
 
 def find_leftovers(directory: str) -> list[dict]:
-    """Our segments in ``directory`` with their creator, owner and whether removable."""
+    """Our segments in ``directory`` with their creator, owner and whether removable: only
+    a regular file (not a link, not a folder) whose name carries the package's tag and a
+    valid pid, owned by you, whose creator is gone. Anything else is kept, with the reason."""
+    import stat
     from .shared import creator_pid, list_segments
     out = []
     for name in list_segments(directory):
         pid = creator_pid(name)
         try:
-            st = os.stat(os.path.join(directory, name))
-        except FileNotFoundError:
+            st = os.lstat(os.path.join(directory, name))  # never follow a link
+        except OSError:
             continue
+        regular = stat.S_ISREG(st.st_mode)
         mine = st.st_uid == os.geteuid()
         alive = _pid_alive(pid)
-        reason = ("creator alive" if alive else "not owned by you" if not mine
-                  else "creator gone")
+        reason = ("not a regular file" if not regular else "creator alive" if alive
+                  else "not owned by you" if not mine else "creator gone")
         out.append(dict(name=name, pid=pid, bytes=st.st_size, creator_alive=alive,
-                        removable=mine and not alive, reason=reason))
+                        removable=regular and mine and not alive, reason=reason))
     return out
 
 
@@ -111,6 +115,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
                     removed.append(seg["name"])
                 except FileNotFoundError:
                     pass
+                except OSError as exc:  # note it and go on with the rest
+                    seg["reason"], seg["removable"] = f"could not remove: {exc.strerror}", False
     if args.json:
         print(json.dumps(dict(segments=found, removed=removed), indent=2))
         return 0

@@ -9,7 +9,9 @@ tracker (gh-82300: on Python <= 3.12 the tracker unlinks live blocks when an att
 """
 from __future__ import annotations
 
+import functools
 import gc
+import hashlib
 import mmap
 import os
 import secrets
@@ -50,23 +52,40 @@ def _base36(n: int) -> str:
             return out
 
 
+def _tag(stem: str) -> str:
+    """4 hex digits that only this package's names carry: a keyed hash of the rest, so a
+    foreign file whose name merely fits the pattern is taken for ours once in 65,536."""
+    return hashlib.blake2b(stem.encode(), digest_size=2, key=b"sharedcompute").hexdigest()
+
+
 def make_block_name() -> str:
-    """``sc<creator pid in base 36>_<64 random bits>``: at most 25 characters (macOS allows 30)."""
-    return f"{PREFIX}{_base36(os.getpid())}_{secrets.token_hex(8)}"
+    """``sc<creator pid in base 36>_<48 random bits><tag>``: at most 25 characters (macOS
+    allows 30); see _tag."""
+    stem = f"{PREFIX}{_base36(os.getpid())}_{secrets.token_hex(6)}"
+    return stem + _tag(stem)
 
 
 def creator_pid(name: str) -> int | None:
-    """The creating pid encoded in one of our block names, or None if the name is not ours."""
+    """The creating pid encoded in one of our block names, or None if the name is not ours
+    (wrong pattern, wrong tag, or a pid no process can have)."""
     if not name.startswith(PREFIX) or "_" not in name:
         return None
     head, _, tail = name[len(PREFIX):].partition("_")
     if not head or len(tail) != 16 or any(c not in _DIGITS for c in head):
         return None
-    try:
-        int(tail, 16)
-    except ValueError:
+    if any(c not in "0123456789abcdef" for c in tail) or tail[12:] != _tag(name[:-4]):
         return None
-    return int(head, 36)
+    pid = int(head, 36)
+    return pid if 0 < pid <= _pid_max() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4_194_304  # Linux's ceiling (PID_MAX_LIMIT); other systems are lower
 
 
 class Block:

@@ -171,3 +171,31 @@ def test_verify_help_lists_the_kernels_and_options_have_help():
                          ("--json", "print the results as JSON")):
         assert option in out and text in out, option
     assert "``" not in run_cli("--help").stdout  # no reST markup in the description
+
+
+def test_cleanup_never_touches_what_is_not_ours(tmp_path):
+    """Look-alike names (scipy_..., a pid above pid_max, a wrong tag), a folder and a link
+    with a real segment-like name are all kept; a genuine dead segment beside them goes."""
+    from sharedcompute.segments import _base36, _tag
+    d = tmp_path / "shm"
+    d.mkdir()
+    dead_pid = 4_000_000  # above any pid in use here (and still <= pid_max on most systems)
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid_max = int(f.read())
+    def ours(pid, rand="a1b2c3d4e5f6"):
+        stem = f"sc{_base36(pid)}_{rand}"
+        return stem + _tag(stem)
+    genuine = ours(min(dead_pid, pid_max))
+    foreign = ["scipy_0123456789abcdef", "scratch_00112233445566ff",
+               ours(pid_max + 1), ours(min(dead_pid, pid_max))[:-4] + "0000"]
+    for name in [genuine] + foreign:
+        (d / name).write_bytes(b"x" * 64)
+    folder = ours(min(dead_pid, pid_max), "0badc0ffee00")
+    (d / folder).mkdir()
+    link = ours(min(dead_pid, pid_max), "11223344aabb")
+    os.symlink(d / genuine, d / link)
+    data = json.loads(run_cli("cleanup", "--yes", "--json", "--dir", str(d)).stdout)
+    assert data["removed"] == [genuine]
+    kept = {s["name"]: s["reason"] for s in data["segments"] if s["name"] not in data["removed"]}
+    assert kept == {folder: "not a regular file", link: "not a regular file"}
+    assert sorted(os.listdir(d)) == sorted(foreign + [folder, link])

@@ -1004,8 +1004,11 @@ def test_row15_squatted_name_refused(squat, monkeypatch):
         assert isinstance(info.value, PermissionError) and name in str(info.value)
         # Creating never reuses a squatted name (O_EXCL): it picks another one.
         names = iter([name, make_block_name()])
-        monkeypatch.setattr(sc.shared, "make_block_name", lambda: next(names))
+        used = []
+        monkeypatch.setattr(sc.segments, "make_block_name",
+                            lambda: used.append(1) or next(names))
         a = sc.SharedArray.empty(16)
+        assert len(used) == 2  # the squatted name was tried first, then another
         assert a.name != name and np.asarray(a)[:1].tobytes() != b"EVIL"
         assert stat.S_IMODE(os.stat(os.path.join(SHM, a.name)).st_mode) == 0o600
         a.free()
