@@ -52,6 +52,13 @@ def release_writes(names: list[str]) -> None:
             _busy_writes.pop(n, None)
 
 
+def hold(blocks: list, step: int) -> None:
+    """Count a running call on each block (+1 before, -1 after): free() refuses meanwhile."""
+    for b in blocks:
+        if b is not None:
+            b.calls = getattr(b, "calls", 0) + step
+
+
 # -- the repeated-call cache -------------------------------------------------------------------
 def _memo_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any) -> tuple | None:
     """What identifies a repeatable call: the kernel, the very same SharedArray objects (by
@@ -168,6 +175,8 @@ class LocalBackend:
         out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
+        held = plan.written_blocks + plan.read_blocks
+        hold(held, 1)
         slots: Any = None
         try:
             o, u = np.asarray(out_arr), np.asarray(in_arr)
@@ -188,6 +197,7 @@ class LocalBackend:
                           total=n_chunks * int(steps))[0]
         finally:
             release_writes(names)
+            hold(held, -1)
             if isinstance(slots, SharedArray):
                 slots.free()
         return out_arr if done % 2 == 1 else in_arr
@@ -235,6 +245,8 @@ class LocalBackend:
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck)
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
+        held = plan.written_blocks + plan.read_blocks
+        hold(held, 1)
         memo_id = next(self._memo_ids) if key is not None else None
         tasks = None
         try:
@@ -245,6 +257,7 @@ class LocalBackend:
             raise
         finally:
             release_writes(names)
+            hold(held, -1)
         if memo_id is not None:
             stale = self._memo.pop(key, None)  # same key, objects gone (an id was reused)
             if stale is not None:
@@ -280,16 +293,18 @@ class LocalBackend:
 
     def _call_again(self, memo: _Memo, kernel: Kernel, args: tuple, timeout: Any) -> Any:
         """A call the workers have cached: check the arrays, ring the doorbell."""
-        for a in args:
-            if type(a) is SharedArray and a.block is not None:
-                a.block.check_intact()
+        held = [a.block for a in args if type(a) is SharedArray and a.block is not None]
+        for b in held:
+            b.check_intact()
         claim_writes(memo.written_names, kernel)
+        hold(held, 1)
         try:
             results = self.executor.ring(memo.memo_id, memo.active,
                                          {} if kernel.kind == "reduce" else None,
                                          what=kernel.name, timeout=timeout, tasks=memo.tasks)
         finally:
             release_writes(memo.written_names)
+            hold(held, -1)
         if kernel.kind == "reduce":
             return finish_reduce(kernel, memo.n_chunks, results)
         return written_result([args[i] for i in memo.writes])

@@ -92,6 +92,7 @@ class Block:
     """One mapped shared-memory segment. Owner blocks keep their fd to detect tampering."""
 
     is_file = False  # files.FileBlock: a regular file mapped MAP_SHARED
+    calls = 0  # pool calls running on this block now (execute.hold): free() refuses then
 
     def __init__(self, name: str, nbytes: int, mm: mmap.mmap, writable: bool,
                  owner_pid: int | None, fd: int = -1):
@@ -198,6 +199,10 @@ class Block:
         """Unlink (owner only) and unmap. strict: refuse while views exist; else unmap later."""
         if self.freed:
             return
+        if strict and getattr(self, "calls", 0):
+            raise ArrayInUseError(
+                f"cannot free shared array {self.name!r}: a pool call that uses it is running; "
+                "free it after the call returns")
         if strict and self.live_views():
             gc.collect()  # views held only by reference cycles (e.g. a caught exception's frames)
         if strict and self.live_views():

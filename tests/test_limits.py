@@ -95,3 +95,30 @@ def test_verify_without_a_reference_is_an_input_error():
         x = pool.array(np.arange(3.0))
         with pytest.raises(sc.InputError, match="no reference="):
             sc.verify(pool, tk.plain_sum, x)
+
+
+@pytest.mark.parametrize("repeated", [False, True])
+def test_free_during_a_running_call_is_refused(repeated):
+    """issue 17 item 8: free() of an array that a running call uses raises ArrayInUseError
+    (it returned a freed array before); after the call, free() works."""
+    import threading
+    import time
+    from sharedcompute.kernels.elementwise import logistic_map
+    pool = shared_pool(2, METHOD)
+    x, out = pool.array(np.full(4000, 0.3)), pool.zeros(4000)
+    steps = 2_000_000 if not repeated else 400_000
+    if repeated:  # the same call twice: the third goes through the doorbell
+        pool.map(logistic_map, out, x, 3.7, steps)
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault("out", pool.map(logistic_map, out, x,
+                                                                        3.7, steps)))
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive(), "the call finished too early to test (make it longer)"
+    for a in (x, out):
+        with pytest.raises(sc.ArrayInUseError, match="a pool call that uses it is running"):
+            a.free()
+    t.join(120)
+    assert done["out"] is out and not out.freed
+    x.free(), out.free()
+    assert x.freed and out.freed
