@@ -50,6 +50,7 @@ from .progress import progress_bar
 log = logging.getLogger("sharedcompute")
 
 UNGUARDED_MAIN_EXIT = 86  # a worker's exit code: the main module starts a pool on import
+UNREADABLE = -1  # the seq a worker answers with when it could not unpickle a task (_worker)
 
 
 def exit_if_importing_main() -> None:
@@ -318,7 +319,7 @@ class ProcessExecutor:
                 msg = obj.recv()
             except (EOFError, OSError):
                 self._crashed(i, tasks, what)
-            if msg[1] == seq and msg[0] != "done":
+            if (msg[1] == seq and msg[0] != "done") or msg[1] == UNREADABLE:
                 yield i, msg
 
     def _crashed(self, i: int, tasks: list[Task], what: str) -> None:

@@ -6,7 +6,8 @@ _system), never the executors or the pool.
 Messages in:  ("task", seq, Task, memo id or None, memo ids to drop, report progress?)
               | ("forget", [block names])
               | ("wake",) | ("stop",); and calls rung through the doorbell (doorbell.py)
-Messages out: ("ok", seq, result, TaskStats) | ("err", seq, error info, TaskStats)
+Messages out: ("ok", seq, result, TaskStats) | ("err", seq or -1 when the message could not
+              be read, error info, TaskStats)
               | ("progress", seq, n) | ("done", seq) (a rung call finished while the parent sleeps)
 """
 from __future__ import annotations
@@ -21,8 +22,11 @@ from typing import Any
 
 from . import doorbell, shared
 from ._system import limit_threads
-from ._task import Stats, detached, prepare, resolve, run_task
+from ._task import Stats, TaskStats, detached, prepare, resolve, run_task
 from .errors import TaskLostError, remote_error_info
+
+
+UNREADABLE = -1  # the seq of an error about a message the worker could not unpickle
 
 
 def _watch_parent() -> None:
@@ -62,6 +66,14 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             msg = conn.recv()
         except (EOFError, OSError):
             return
+        except Exception as exc:  # unpickling the task failed, e.g. importing its kernel's
+            if line is not None:  # module raised: say why, instead of dying with exit code 1
+                line.got_pipe_message()
+            conn.send(("err", UNREADABLE, remote_error_info(
+                exc, (0, 0), pid, "the task could not be read (importing the kernel's module "
+                "failed?): "), TaskStats(0.0, 0.0, 0.0, 0)))
+            detached(exc)
+            continue
         if line is not None:
             line.got_pipe_message()
         kind = msg[0]

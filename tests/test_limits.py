@@ -122,3 +122,29 @@ def test_free_during_a_running_call_is_refused(repeated):
     assert done["out"] is out and not out.freed
     x.free(), out.free()
     assert x.freed and out.freed
+
+
+@pytest.mark.parametrize("method", [m for m in ("spawn", "forkserver") if m in START_METHODS])
+def test_a_kernel_module_failing_to_import_in_workers_says_why(tmp_path, method):
+    """issue 17 item 10: a worker that cannot import the kernel's module answers with the
+    exception (here: the module starts a pool at import, which a daemonic worker cannot),
+    instead of dying with a bare 'exit code 1'; the workers stay."""
+    (tmp_path / "badmod.py").write_text(
+        "import sharedcompute as sc\nPOOL = sc.Pool(1, backend='inline')\n"
+        "import multiprocessing as mp\n"
+        "if mp.current_process().daemon:\n"
+        "    raise RuntimeError('badmod cannot be imported in a worker')\n"
+        "@sc.kernel\ndef fill(out):\n    for i in range(out.shape[0]):\n        out[i] = 1.0\n")
+    (tmp_path / "run.py").write_text(
+        "import sys, numpy as np, sharedcompute as sc\n"
+        "if __name__ == '__main__':\n"
+        "    import badmod\n"
+        f"    with sc.Pool(2, start_method={method!r}) as pool:\n"
+        "        out = pool.zeros(10)\n"
+        "        try:\n            pool.map(badmod.fill, out)\n"
+        "        except sc.KernelError as e:\n            print('ERROR', e)\n"
+        "        print('RESTARTS', pool.restarts)\n")
+    r = subprocess.run([sys.executable, "run.py"], capture_output=True, text=True, timeout=180,
+                       cwd=str(tmp_path))
+    assert "badmod cannot be imported in a worker" in r.stdout, r.stdout + r.stderr
+    assert "the task could not be read" in r.stdout and "RESTARTS 0" in r.stdout
