@@ -215,8 +215,10 @@ class Pool:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
         written array (a tuple if it writes several).
 
-        ``boundary`` overrides a stencil's default, ``timeout`` (seconds) raises
-        KernelTimeoutError and replaces stuck workers, ``progress=True`` shows a bar.
+        ``boundary`` overrides a stencil's default, ``timeout`` (seconds, positive and
+        finite) raises KernelTimeoutError and replaces stuck workers. ``progress=True``
+        shows a bar that advances as chunks finish and stays on screen ("transient" erases
+        it when done; a tqdm bar or a ``callback(done, total)`` also work).
 
         Examples
         --------
