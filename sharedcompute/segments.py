@@ -213,7 +213,8 @@ class Block:
         self.freed = True
         self.root = None
         if self.owner_pid is not None:
-            self._finalizer()
+            self._finalizer.detach()
+            _unlink_owned(self.name, self.fd, self.owner_pid, by_release=True)
         else:
             _attached.pop((self.name, self.writable), None)
         try:
@@ -224,7 +225,7 @@ class Block:
             hook(self.name)
 
 
-def _unlink_owned(name: str, fd: int, owner_pid: int) -> None:
+def _unlink_owned(name: str, fd: int, owner_pid: int, by_release: bool = False) -> None:
     if os.getpid() != owner_pid:  # a forked child inherited the finalizer: not ours to unlink
         return
     try:
@@ -237,6 +238,9 @@ def _unlink_owned(name: str, fd: int, owner_pid: int) -> None:
             os.close(fd)
         except OSError:
             pass
+    if not by_release:  # dropped (garbage-collected), not freed: tell the pools too, so their
+        for hook in list(_release_hooks):  # workers unmap it (issue 17: they kept every
+            hook(name)                     # dropped block mapped until the pool closed)
 
 
 def _tracker_register(name: str) -> None:

@@ -148,3 +148,25 @@ def test_a_kernel_module_failing_to_import_in_workers_says_why(tmp_path, method)
                        cwd=str(tmp_path))
     assert "badmod cannot be imported in a worker" in r.stdout, r.stdout + r.stderr
     assert "the task could not be read" in r.stdout and "RESTARTS 0" in r.stdout
+
+
+def test_dropped_arrays_are_unmapped_in_the_workers():
+    """issue 17 item 1: an array dropped with del (no free()) is unlinked and the workers are
+    told at the next call, so they do not keep every dropped block mapped until close()."""
+    import gc
+    pool = sc.Pool(2, start_method=METHOD)
+    try:
+        def mapped_blocks(pid):
+            with open(f"/proc/{pid}/maps") as f:
+                return {ln.split("/dev/shm/")[1].split()[0] for ln in f if "/dev/shm/sc" in ln}
+        keep = pool.zeros(1000)
+        for _ in range(12):
+            a, b = pool.zeros(600_000), pool.array(np.ones(600_000))  # 4.8 MB each
+            pool.map(tk.copy_rows, a, b)
+            del a, b
+            gc.collect()
+        pool.map(tk.copy_rows, keep, pool.array(np.ones(1000)))  # carries the forget message
+        for pid in pool.pids:
+            assert len(mapped_blocks(pid)) <= 4, mapped_blocks(pid)
+    finally:
+        pool.close()
