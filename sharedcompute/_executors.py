@@ -194,6 +194,16 @@ class ProcessExecutor:
             except OSError:
                 pass
 
+    def forget_after_fork(self) -> None:
+        """In an os.fork() child: the workers are the parent's. Drop them from this process's
+        view, including multiprocessing's list of children, whose exit handler would
+        otherwise terminate and join them (CPython Lib/multiprocessing/process.py keeps
+        ``_children``; its ``_exit_function`` terminates daemonic ones)."""
+        from multiprocessing import process
+        for p in self.procs:
+            process._children.discard(p)
+        self.procs, self.conns, self.lines, self.barrier = [], [], None, None
+
     def stop(self, kill: bool = False) -> None:
         if not kill:
             self.send_all(("stop",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -33,6 +34,16 @@ _SCALARS = (int, float, complex, bool, np.number, np.bool_)
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
 _busy_writes: dict[str, int] = {}
 _busy_lock = threading.Lock()
+
+
+def _fresh_claims_after_fork() -> None:  # another thread may have held the lock at the fork
+    global _busy_lock
+    _busy_lock = threading.Lock()
+    _busy_writes.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_claims_after_fork)
 
 
 def claim_writes(names: list[str], kernel: Any) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._executors import InlineExecutor, Insights, ProcessExecutor, exit_if_importing_main
 from ._system import usable_cores
-from .errors import InputError, PoolClosedError
+from .errors import InputError, PoolClosedError, PoolError
 from .execute import LocalBackend
 from .kernel import Kernel
 from .plan import boundscheck_default, check_timeout
@@ -138,6 +138,7 @@ class Pool:
         self.n_workers = self._backend.n_workers
         self.start_method = self._backend.start_method
         self._backend.start()
+        self._owner_pid = os.getpid()
         _live_pools.add(self)
 
     @property
@@ -316,7 +317,21 @@ class Pool:
 
     def _check_open(self) -> None:
         if self._closed:
+            if self._owner_pid != os.getpid():
+                raise PoolError(f"this pool belongs to process {self._owner_pid}, which forked "
+                                "this one; a forked child cannot use its parent's workers: "
+                                "create a new sc.Pool() here")
             raise PoolClosedError("this pool is closed; create a new sc.Pool()")
+
+    def _forked_away(self) -> None:
+        """In a child made by os.fork(): this pool's workers are the parent's. Let go of
+        them without stopping, joining or signalling any, and refuse further use."""
+        self._lock = threading.RLock()  # a parent thread may have held it at the fork
+        self._closed = True
+        self._blocks = weakref.WeakSet()  # the parent's to free, not ours
+        forget = getattr(self._backend.executor, "forget_after_fork", None)
+        if forget is not None:
+            forget()
 
     def close(self) -> None:
         """Stop the workers and free every shared array this pool created."""
@@ -364,3 +379,34 @@ def _on_release(name: str) -> None:
 
 
 on_block_release(_on_release)
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._forked_away()
+    _live_pools.clear()
+    _forget_parents_forkserver()
+
+
+def _forget_parents_forkserver() -> None:
+    """A forkserver started by the parent is the parent's child: the stdlib would waitpid()
+    it from here and fail (ChildProcessError). Forget it, so a pool made in this child starts
+    a server of its own (CPython Lib/multiprocessing/forkserver.py keeps the server's pid,
+    address and alive fd in its module-level ForkServer)."""
+    module = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(module, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None:
+        return
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        try:
+            os.close(alive_fd)  # our copy only: the parent's server stays up for the parent
+        except OSError:
+            pass
+    for attr in ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd"):
+        if hasattr(server, attr):
+            setattr(server, attr, None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

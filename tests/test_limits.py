@@ -170,3 +170,39 @@ def test_dropped_arrays_are_unmapped_in_the_workers():
             assert len(mapped_blocks(pid)) <= 4, mapped_blocks(pid)
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_forked_child_leaves_its_parents_pool_alone(tmp_path, method):
+    """issue 17 item 3: after os.fork(), the child's use of the parent's pool is refused with
+    a clear error, its ordinary exit stops none of the parent's workers, and sc.Pool() works
+    in the child."""
+    script = tmp_path / "fork.py"
+    script.write_text(f"""
+import os, sys, numpy as np, sharedcompute as sc
+from sharedcompute.kernels.reductions import total
+if __name__ == "__main__":
+    pool = sc.Pool(2, start_method={method!r})
+    x = pool.array(np.arange(100.0))
+    assert float(pool.reduce(total, x)) == 4950.0
+    pids = pool.pids
+    pid = os.fork()
+    if pid == 0:
+        try:
+            pool.reduce(total, x)
+        except sc.PoolError as e:
+            print("CHILD REFUSED", "create a new sc.Pool() here" in str(e), flush=True)
+        with sc.Pool(2) as own:
+            print("CHILD OWN", float(own.reduce(total, own.array(np.arange(10.0)))), flush=True)
+        sys.exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("CHILD EXIT", os.waitstatus_to_exitcode(status), flush=True)
+    print("PARENT", float(pool.reduce(total, x)), pool.pids == pids, pool.restarts, flush=True)
+    pool.close()
+""")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=180, cwd=str(tmp_path))
+    out = r.stdout
+    assert "CHILD REFUSED True" in out and "CHILD OWN 45.0" in out, out + r.stderr
+    assert "CHILD EXIT 0" in out and "PARENT 4950.0 True 0" in out, out + r.stderr
+    assert "can only join a child process" not in r.stderr, r.stderr
