@@ -137,6 +137,9 @@ class FileBlock(Block):
         """msync, unmap and close the file (never deleted). strict: refuse while views live."""
         if self.freed:
             return
+        if strict and self.calls:  # as Block.release: a running pool call holds this block
+            raise ArrayInUseError(f"cannot close file-backed array {self.path}: a pool call "
+                                  "that uses it is running; free it after the call returns")
         if strict and self.live_views():
             import gc
             gc.collect()
