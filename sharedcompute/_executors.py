@@ -42,8 +42,8 @@ from typing import Any, Iterator
 
 from . import doorbell
 from ._task import Stats, detached, run_task
-from .errors import (KernelError, KernelTimeoutError, WorkerCrashedError, kernel_error,
-                     remote_error_info)
+from .errors import (KernelError, KernelTimeoutError, PoolClosedError, WorkerCrashedError,
+                     kernel_error, remote_error_info)
 from .plan import Task
 from .progress import progress_bar
 
@@ -141,6 +141,7 @@ class ProcessExecutor:
         self.insights: list[WorkerInsight] = []
         self.lines: doorbell.Lines | None = None
         self.generation = 0  # bumped at every (re)start: cached tasks die with their workers
+        self.interrupted = False  # set by interrupt(): the pool is being closed
 
     @property
     def rings(self) -> bool:
@@ -192,6 +193,16 @@ class ProcessExecutor:
             try:
                 self.send(i, msg)
             except OSError:
+                pass
+
+    def interrupt(self) -> None:
+        """From another thread (Pool.close): kill the workers of the running call, which
+        notices at once (it sleeps on their sentinels) and raises PoolClosedError."""
+        self.interrupted = True
+        for p in list(self.procs):
+            try:
+                p.kill()
+            except Exception:  # already gone
                 pass
 
     def forget_after_fork(self) -> None:
@@ -333,6 +344,9 @@ class ProcessExecutor:
                 yield i, msg
 
     def _crashed(self, i: int, tasks: list[Task], what: str) -> None:
+        if self.interrupted:
+            raise PoolClosedError(f"the pool was closed by another thread while kernel {what} "
+                                  "ran; the rows it was writing are undefined")
         proc = self.procs[i]
         proc.join(timeout=1.0)
         code = proc.exitcode

@@ -337,11 +337,20 @@ class Pool:
         """Stop the workers and free every shared array this pool created."""
         if self._closed:
             return
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            # a call is running in another thread: interrupt it as Ctrl-C would (its workers
+            # are killed; it raises PoolClosedError), instead of waiting for it for ever
+            interrupt = getattr(self._backend.executor, "interrupt", None)
+            if interrupt is not None:
+                interrupt()
+            self._lock.acquire()
+        try:
             self._closed = True
             self._backend.close()
             for block in list(self._blocks):
                 block.release(strict=False)
+        finally:
+            self._lock.release()
         _live_pools.discard(self)
 
     def __enter__(self) -> "Pool":

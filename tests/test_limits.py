@@ -206,3 +206,32 @@ if __name__ == "__main__":
     assert "CHILD REFUSED True" in out and "CHILD OWN 45.0" in out, out + r.stderr
     assert "CHILD EXIT 0" in out and "PARENT 4950.0 True 0" in out, out + r.stderr
     assert "can only join a child process" not in r.stderr, r.stderr
+
+
+def test_close_from_another_thread_interrupts_a_running_call():
+    """issue 17 item 9: close() from another thread no longer waits for ever behind a call
+    with no timeout: the call's workers are killed, it raises PoolClosedError, /dev/shm is
+    left clean."""
+    import threading
+    import time
+    from sharedcompute.kernels.elementwise import logistic_map
+    pool = sc.Pool(2, start_method=METHOD)
+    x, out = pool.array(np.full(4000, 0.3)), pool.zeros(4000)
+    pool.map(logistic_map, out, x, 3.7, 10)  # compiled
+    box = {}
+
+    def call():
+        try:
+            pool.map(logistic_map, out, x, 3.7, 50_000_000)  # minutes of work, no timeout
+        except BaseException as exc:  # noqa: BLE001
+            box["err"] = exc
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    pool.close()
+    t.join(30)
+    assert not t.is_alive() and time.monotonic() - t0 < 30
+    assert isinstance(box.get("err"), sc.PoolClosedError), repr(box.get("err"))
+    assert "closed by another thread" in str(box["err"])
+    assert pool.closed and x.freed and out.freed
