@@ -163,6 +163,9 @@ def _worker_plugin() -> Any:
     return SharedcomputeSetup()
 
 
+WORKER_WAIT_S = 120.0  # how long a new Dask pool waits for its workers to join
+
+
 class DaskBackend:
     """Runs Pool calls on a distributed Client, with LocalBackend's methods; see the module
     docstring."""
@@ -183,8 +186,19 @@ class DaskBackend:
                 dashboard_address=None, silence_logs=40)
             client = distributed.Client(self._own_cluster)
         self.client = client
+        # On a busy machine the workers may not have joined when the Client returns: a pool
+        # of 0 workers would split by zero (seen under two CPU hogs). Wait for ours, and for
+        # at least one of a cluster we were given.
+        try:
+            wanted = (n_workers or 2) if self._own_cluster is not None else 1
+            client.wait_for_workers(wanted, timeout=WORKER_WAIT_S)
+        except Exception as exc:  # distributed's TimeoutError
+            self.close()
+            raise InputError(f"the Dask cluster has no workers after {WORKER_WAIT_S:g} s; "
+                             "start some (dask worker <scheduler address>) or check the "
+                             "address") from exc
         client.register_plugin(_worker_plugin())
-        self.n_workers = len(client.scheduler_info()["workers"])
+        self.n_workers = max(1, len(client.scheduler_info()["workers"]))
 
     # -- arrays --------------------------------------------------------------------------------
     def array(self, x: Any) -> DaskArray:
