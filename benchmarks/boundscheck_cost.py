@@ -1,7 +1,8 @@
-"""What Pool(boundscheck=True) costs: the same kernels on a 2-worker pool, with and without
-numba's bounds checks, interleaved in one run (medians of the ratios).
+"""What Pool(boundscheck=True) costs: the same kernels with and without numba's bounds
+checks, interleaved in one run (medians of the ratios): the compiled loops in one process,
+then on a 2-worker pool.
 
-    python benchmarks/boundscheck_cost.py
+    python benchmarks/boundscheck_cost.py [--direct-only]
 """
 import statistics
 import time
@@ -24,7 +25,29 @@ def timed(fn, repeats=7):
     return statistics.median(out)
 
 
+def direct(rounds: int = 5) -> list[tuple[str, float]]:
+    """The compiled loops alone, in this process: numba's bounds checks vs none."""
+    rng = np.random.default_rng(0)
+    n = 2**22
+    a, b, c = np.zeros(n), rng.random(n), rng.random(n)
+    g, u = np.zeros((1022, 1024)), rng.random((1024, 1024))
+    cases = [("triad 2^22", triad, (a, b, c, 3.0)), ("total 2^22", total, (b,)),
+             ("jacobi2d 1024^2", jacobi2d, (g, u))]
+    out = []
+    for name, k, args in cases:
+        plain, checked = k.compiled(False)[0], k.compiled(True)[0]
+        ratios = [timed(lambda: checked(*args)) / timed(lambda: plain(*args))
+                  for _ in range(rounds)]
+        out.append((name, statistics.median(ratios)))
+    return out
+
+
 def main():
+    import sys
+    for name, r in direct():
+        print(f"{name:<18} one process, boundscheck / plain time: {r:.2f}x")
+    if "--direct-only" in sys.argv:
+        return
     n = 2**24
     rng = np.random.default_rng(0)
     with sc.Pool(2) as fast, sc.Pool(2, boundscheck=True) as checked:
