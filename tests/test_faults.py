@@ -1023,14 +1023,14 @@ def test_row15_squatted_name_refused(squat, monkeypatch):
 @needs_setpriv
 @pytest.mark.timeout(30)
 def _readable_copy_for_other_user(tmp: str) -> str:
-    """A world-readable folder holding what the other-uid probe imports (numpy and the four
+    """A world-readable folder holding what the other-uid probe imports (numpy and the five
     modules Block needs): a clone under a private directory (mktemp -d, mode 0700) is not
     readable by that user, and its .venv with it."""
     os.chmod(tmp, 0o755)
     site = os.path.join(tmp, "site")
     pkg = os.path.join(site, "sharedcompute")
     os.makedirs(pkg)
-    for mod in ("shared.py", "segments.py", "errors.py", "_system.py"):
+    for mod in ("shared.py", "files.py", "segments.py", "errors.py", "_system.py"):
         shutil.copy(os.path.join(os.path.dirname(sc.__file__), mod), pkg)
     open(os.path.join(pkg, "__init__.py"), "w").close()
     np_dir = os.path.dirname(np.__file__)

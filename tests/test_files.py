@@ -21,7 +21,6 @@ from sharedcompute.kernels.elementwise import axpy
 from sharedcompute.kernels.stencils import heat1d
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-ROOT = os.path.dirname(TESTS_DIR)
 
 
 def _save(path, x):
@@ -40,7 +39,10 @@ def _maps(path, pid="self"):
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR, ROOT, env.get("PYTHONPATH", "")])
+    # the tests folder only: the checkout itself lacks sharedcompute.kernels (make test runs
+    # against the installed package, which has it)
+    # (and no empty entry: that would put the current folder, the checkout, on the path)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
     return env
 
 
