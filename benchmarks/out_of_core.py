@@ -189,7 +189,7 @@ def main(argv=None):
               f"|stencil diff|<={dprobe:.2e}")
     print(f"\ncold cache by {how}; dd read bandwidth of the file: cold "
           f"{np.median(ddc):.2f} GB/s, warm {np.median(ddw):.2f} GB/s\n")
-    print(f"| approach | cache | median s (min..max) | input GB/s | vs pool.open | vs dd |")
+    print("| approach | cache | median s (min..max) | input GB/s | vs pool.open | vs dd |")
     print("|---|---|---|---|---|---|")
     for (name, cache), times in results.items():
         med, lo, hi = summary(times)

@@ -280,9 +280,10 @@ class LocalBackend:
 
     def execute(self, op: str, plan: Plan, timeout: Any = None, progress: Any = False,
                 memo: int | None = None) -> tuple[Any, list]:
-        """Run a planned map (or scan) or reduce; returns (result, the tasks sent)."""
+        """Run a planned map (or scan) or reduce; returns (result, the tasks sent). The
+        caller has checked ``op`` against the kernel's kind (_run_call before planning;
+        run_inline picks ``op`` from it)."""
         kernel, ex = plan.kernel, self.executor
-        check_kind(kernel, op)
         n_chunks = len(plan.chunks)
         ranges = split_even(n_chunks, ex.n_workers)
         drop, self._drop = self._drop, []  # every worker hears which cached tasks to drop

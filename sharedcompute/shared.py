@@ -12,7 +12,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from .errors import (ArrayFreedError, ArrayInUseError, InputError, ReadOnlyArrayError,
                      UnsupportedDtypeError)
-from .files import (FileBlock, attach_ref, check_file_dtype, check_regular, memmap_block,
+from .files import (attach_ref, check_file_dtype, check_regular, memmap_block,
                     open_npy, read_header)
 from .segments import (SHM_DIR, Block, _owned, creator_pid, forget_attached,  # noqa: F401
                        list_segments, make_block_name, on_block_release)
