@@ -135,15 +135,54 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 # -- verify ----------------------------------------------------------------------------------
+def summary(doc: str | None, width: int = 72) -> str:
+    """A docstring's first sentence on one line, without reST markup, at most ``width``
+    characters: cut at a '; ', ', ' or ': ' outside brackets, else at a word."""
+    import inspect
+    text = " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].split()).replace("``", "")
+    depth, cuts = 0, {";": [], ",": [], ":": [], ".": [], " ": []}
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth == 0 and ch in cuts and (ch == " " or text[i + 1:i + 2] in (" ", "")):
+            cuts[ch].append(i)
+    if cuts["."]:  # the first sentence only
+        text = text[:cuts["."][0]]
+    if len(text) <= width:
+        return text
+    for ch in ";,:":
+        fits = [i for i in cuts[ch] if i <= width]
+        if fits:
+            return text[:fits[-1]]
+    spaces = [i for i in cuts[" "] if i <= width - 3] or [text.rfind(" ", 0, width - 3)]
+    return text[:max(spaces[-1], 1)] + "..."
+
+
+def kernel_list(names: list[str]) -> list[dict]:
+    """Name, kind, dtypes and one-line description of library kernels (``verify --list``)."""
+    from .kernels.registry import ENTRIES
+    return [dict(name=n, kind=ENTRIES[n].kernel.kind, dtypes=list(ENTRIES[n].dtypes),
+                 description=summary(ENTRIES[n].kernel.__doc__)) for n in names]
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     import sharedcompute as sc
     from .kernels.registry import ENTRIES, share_args
     names = args.kernels or sorted(ENTRIES)
     unknown = [n for n in names if n not in ENTRIES]
     if unknown:
-        print(f"unknown kernel(s): {', '.join(unknown)}; known: {', '.join(sorted(ENTRIES))}",
-              file=sys.stderr)
+        print(f"unknown kernel(s): {', '.join(unknown)}; known: {', '.join(sorted(ENTRIES))} "
+              "(`sharedcompute verify --list` describes them)", file=sys.stderr)
         return 2
+    if args.list:
+        listed = kernel_list(names)
+        if args.json:
+            print(json.dumps(listed, indent=2))
+            return 0
+        width = max(len(k["name"]) for k in listed)
+        for k in listed:
+            print(f"{k['name']:<{width}}  {k['kind']:<6}  {k['description']}")
+        return 0
     results = []
     with sc.Pool(args.workers, start_method=args.start_method) as pool:
         for name in names:
@@ -367,9 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check kernels against their NumPy references",
                        description="Run library kernels on a pool and their NumPy references "
                        "on copies, under the pool's own and a finer splitting, and compare. "
-                       f"Kernels: {', '.join(kernels)}.")
+                       f"Kernels: {', '.join(kernels)} (--list describes them).")
     p.add_argument("kernels", nargs="*", metavar="KERNEL",
                    help="library kernels to verify (default: all of them)")
+    p.add_argument("--list", action="store_true",
+                   help="list the kernels (name, map/reduce/scan, what it computes) and exit")
     _pool_options(p)
     p.add_argument("--rows", type=_count(0), default=10_007, metavar="N",
                    help="rows of the generated inputs (default: 10007)")

@@ -173,6 +173,35 @@ def test_verify_help_lists_the_kernels_and_options_have_help():
     assert "``" not in run_cli("--help").stdout  # no reST markup in the description
 
 
+def test_verify_list_names_every_kernel_with_a_one_line_description():
+    from sharedcompute.kernels.registry import ENTRIES
+    proc = run_cli("verify", "--list", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(ENTRIES)  # one line per kernel
+    for line in lines:
+        name, kind, description = line.split(None, 2)
+        assert kind == ENTRIES[name].kernel.kind and len(description) > 10, line
+        assert "``" not in description and len(line) <= 100, line
+    assert "triad           map     STREAM triad in place: a[...] = b + s * c" in proc.stdout
+    assert "Sum of a 1-D array" in proc.stdout  # total: cut before its detail
+    assert "MISMATCH" not in proc.stdout and "comparisons" not in proc.stdout  # nothing ran
+    data = json.loads(run_cli("verify", "--list", "dot", "cumsum", "--json", timeout=60).stdout)
+    assert [(k["name"], k["kind"]) for k in data] == [("dot", "reduce"), ("cumsum", "scan")]
+    assert data[0]["description"] == "Dot product of two 1-D arrays of equal length"
+    bad = run_cli("verify", "--list", "no_such_kernel", timeout=60)
+    assert bad.returncode == 2 and "verify --list" in bad.stderr
+
+
+def test_summary_cuts_long_docstrings_outside_brackets():
+    from sharedcompute.cli import summary
+    assert summary("``a`` plus b. More here.\n\nSecond paragraph.") == "a plus b"
+    long = "Sum of x (exact, wrapping; as NumPy does, " + "very " * 20 + "long), in float64"
+    assert summary(long, width=40) == "Sum of x..."  # not inside the brackets
+    assert summary("Word " * 30, width=20) == "Word Word Word..."  # 17 <= 20
+    assert summary(None) == ""
+
+
 def test_cleanup_never_touches_what_is_not_ours(tmp_path):
     """Look-alike names (scipy_..., a pid above pid_max, a wrong tag), a folder and a link
     with a real segment-like name are all kept; a genuine dead segment beside them goes."""
