@@ -29,20 +29,21 @@ def collect_info() -> dict:
     import numba
 
     import sharedcompute as sc
+
     from .shared import list_segments
     cores = usable_cores()
     space = shm_space()
     cache_dir = os.environ.get("NUMBA_CACHE_DIR") or ("__pycache__ beside each kernel's "
                                                        "source (numba's default)")
-    return dict(
-        version=sc.__version__, python=platform.python_version(), numpy=np.__version__,
-        numba=numba.__version__, numba_threading_layer=numba.config.THREADING_LAYER,
-        n_workers=cores.n, n_workers_reason=cores.reason, os_cpu_count=os.cpu_count(),
-        start_method=sc.default_start_method(),
-        shm_path=space.path if space else None, shm_total=space.total if space else None,
-        shm_free=space.free if space else None, numba_cache_dir=cache_dir,
-        numba_cache_enabled=os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0",
-        segments=list_segments())
+    return {
+        "version": sc.__version__, "python": platform.python_version(), "numpy": np.__version__,
+        "numba": numba.__version__, "numba_threading_layer": numba.config.THREADING_LAYER,
+        "n_workers": cores.n, "n_workers_reason": cores.reason, "os_cpu_count": os.cpu_count(),
+        "start_method": sc.default_start_method(),
+        "shm_path": space.path if space else None, "shm_total": space.total if space else None,
+        "shm_free": space.free if space else None, "numba_cache_dir": cache_dir,
+        "numba_cache_enabled": os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0",
+        "segments": list_segments()}
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -56,11 +57,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [
         ["sharedcompute", info["version"]],
         ["python / numpy / numba", f"{info['python']} / {info['numpy']} / {info['numba']}"],
-        ["workers (default)", f"{info['n_workers_reason']} (os.cpu_count() = "
-                              f"{info['os_cpu_count']})"],
+        ["workers (default)", (f"{info['n_workers_reason']} (os.cpu_count() = "
+                              f"{info['os_cpu_count']})")],
         ["start method (default)", info["start_method"]],
-        ["numba threading layer", f"{info['numba_threading_layer']} (pool workers run "
-                                  "kernels single-threaded)"],
+        ["numba threading layer", (f"{info['numba_threading_layer']} (pool workers run "
+                                  "kernels single-threaded)")],
         ["shared memory", shm],
         ["numba cache", info["numba_cache_dir"] if info["numba_cache_enabled"] else "disabled"],
         ["our segments in /dev/shm", str(len(info["segments"]))
@@ -86,6 +87,7 @@ def find_leftovers(directory: str) -> list[dict]:
     a regular file (not a link, not a folder) whose name carries the package's tag and a
     valid pid, owned by you, whose creator is gone. Anything else is kept, with the reason."""
     import stat
+
     from .shared import creator_pid, list_segments
     out = []
     for name in list_segments(directory):
@@ -99,8 +101,8 @@ def find_leftovers(directory: str) -> list[dict]:
         alive = _pid_alive(pid)
         reason = ("not a regular file" if not regular else "creator alive" if alive
                   else "not owned by you" if not mine else "creator gone")
-        out.append(dict(name=name, pid=pid, bytes=st.st_size, creator_alive=alive,
-                        removable=regular and mine and not alive, reason=reason))
+        out.append({"name": name, "pid": pid, "bytes": st.st_size, "creator_alive": alive,
+                    "removable": regular and mine and not alive, "reason": reason})
     return out
 
 
@@ -118,7 +120,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
                 except OSError as exc:  # note it and go on with the rest
                     seg["reason"], seg["removable"] = f"could not remove: {exc.strerror}", False
     if args.json:
-        print(json.dumps(dict(segments=found, removed=removed), indent=2))
+        print(json.dumps({"segments": found, "removed": removed}, indent=2))
         return 0
     if not found:
         print(f"no sharedcompute segments in {args.dir}")
@@ -161,12 +163,13 @@ def summary(doc: str | None, width: int = 72) -> str:
 def kernel_list(names: list[str]) -> list[dict]:
     """Name, kind, dtypes and one-line description of library kernels (``verify --list``)."""
     from .kernels.registry import ENTRIES
-    return [dict(name=n, kind=ENTRIES[n].kernel.kind, dtypes=list(ENTRIES[n].dtypes),
-                 description=summary(ENTRIES[n].kernel.__doc__)) for n in names]
+    return [{"name": n, "kind": ENTRIES[n].kernel.kind, "dtypes": list(ENTRIES[n].dtypes),
+             "description": summary(ENTRIES[n].kernel.__doc__)} for n in names]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import sharedcompute as sc
+
     from .kernels.registry import ENTRIES, share_args
     names = args.kernels or sorted(ENTRIES)
     unknown = [n for n in names if n not in ENTRIES]
@@ -196,15 +199,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     if isinstance(a, sc.SharedArray):
                         a.free()
                 for c in report.comparisons:
-                    results.append(dict(kernel=name, dtype=dtype, output=c.label,
-                                        splitting=c.splitting,
-                                        chunks=report.splittings.get(c.splitting, ""),
-                                        max_abs=c.max_abs, max_rel=c.max_rel, rtol=c.rtol,
-                                        atol=c.atol, scale=c.scale, n_terms=c.n_terms,
-                                        err_over_tol=c.worst, ok=c.ok, detail=c.detail))
+                    results.append({"kernel": name, "dtype": dtype, "output": c.label,
+                                    "splitting": c.splitting,
+                                    "chunks": report.splittings.get(c.splitting, ""),
+                                    "max_abs": c.max_abs, "max_rel": c.max_rel, "rtol": c.rtol,
+                                    "atol": c.atol, "scale": c.scale, "n_terms": c.n_terms,
+                                    "err_over_tol": c.worst, "ok": c.ok, "detail": c.detail})
     bad = [r for r in results if not r["ok"]]
     if args.json:
-        print(json.dumps(dict(workers=pool.n_workers, results=results, ok=not bad), indent=2))
+        print(json.dumps({"workers": pool.n_workers, "results": results, "ok": not bad}, indent=2))
     else:
         if not args.quiet:
             _print_table([[r["kernel"], r["dtype"], r["output"], r["splitting"],
@@ -235,6 +238,7 @@ def _median_time(fn: Any, repeats: int) -> float:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import sharedcompute as sc
+
     from .kernels import compute, elementwise, reductions, stencils
     space = shm_space()
     budget = min(space.free // 8 if space else 1 << 30, 1 << 30)  # stay far below /dev/shm
@@ -302,11 +306,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         insights = pool.insights()
     notes = _demo_notes(times, n, pool.n_workers)
     if args.json:
-        print(json.dumps(dict(workers=pool.n_workers, start_method=pool.start_method,
-                              pool_start_s=t_pool, rows=rows, ok=ok_all, notes=notes),
+        print(json.dumps({"workers": pool.n_workers, "start_method": pool.start_method,
+                          "pool_start_s": t_pool, "rows": rows, "ok": ok_all, "notes": notes},
                          indent=2))
     else:
-        why = f"on the Dask cluster at {args.scheduler}" if args.scheduler else usable_cores().reason
+        why = (f"on the Dask cluster at {args.scheduler}" if args.scheduler
+               else usable_cores().reason)
         print(f"sharedcompute demo: {pool.n_workers} workers ({why}), "
               f"start method {pool.start_method}, pool started in {t_pool:.2f} s\n")
         _print_table(rows, ["step", "size", "numba 1 thread ms", "pool ms", "speedup",
@@ -316,8 +321,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.verbose and not args.scheduler:
             print()
             print(insights)
-        print(f"\n{'all results verified against their NumPy references' if ok_all else 'VERIFICATION FAILED'}"
-              "; shared memory released")
+        verdict = ("all results verified against their NumPy references" if ok_all
+                   else "VERIFICATION FAILED")
+        print(f"\n{verdict}; shared memory released")
     return 0 if ok_all else 1
 
 

@@ -18,7 +18,7 @@ EXE = shutil.which("sharedcompute") or os.path.join(os.path.dirname(sys.executab
 
 def run_cli(*args, timeout=300):
     proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd="/tmp")
+                          cwd="/tmp", check=False)
     return proc
 
 
@@ -26,7 +26,7 @@ def test_console_script_and_module_both_work():
     assert os.path.exists(EXE), "the sharedcompute console script is not installed"
     a = run_cli("info", "--json")
     b = subprocess.run([sys.executable, "-m", "sharedcompute", "info", "--json"],
-                       capture_output=True, text=True, timeout=120, cwd="/tmp")
+                       capture_output=True, text=True, timeout=120, cwd="/tmp", check=False)
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     assert json.loads(a.stdout)["n_workers"] == json.loads(b.stdout)["n_workers"]
 
@@ -147,6 +147,15 @@ def test_bench_quick_writes_json_and_a_plot(tmp_path):
     assert checked and all(r["ok"] for r in checked)
     assert data["leftover_segments"] == []
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # the figure's speedups at the run's worker count are the table's rows of the same run
+    workers = data["env"]["workers"]
+    med = {(r["workload"], r["approach"]): r["median_s"] for r in data["results"] if r["times_s"]}
+    for wl, curves in data["scaling"]["speedups"].items():
+        for ap, (ws, ys) in curves.items():
+            assert ws == list(range(1, max(ws) + 1)) and workers in ws, (wl, ap, ws)
+            assert ys[ws.index(workers)] == med[(wl, "numba-1t")] / med[(wl, ap)], (wl, ap)
+    assert {r["workers"] for r in data["scaling_results"]} == set(range(1, max(ws) + 1)) - {
+        workers} or max(ws) == 1
 
 
 def test_bad_arguments_are_argparse_errors_before_any_work():

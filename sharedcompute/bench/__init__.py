@@ -38,9 +38,9 @@ import sys
 import time
 from typing import Any
 
-from .costs import fixed_costs, scaling
+from .costs import fixed_costs, stream_scaling
 from .peers import stream
-from .report import env_info, plot, print_report
+from .report import env_info, plot, print_report, scaling_series
 from .session import Result, Session, available_bytes, leftover_segments
 from .workloads import peak_bytes, problem_size, workload_for
 
@@ -60,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'all' for every registry kernel)")
     parser.add_argument("--json", metavar="PATH", help="write every result (all timings) as JSON")
     parser.add_argument("--plot", metavar="PATH",
-                        help="write a figure (needs matplotlib): scaling with workers and time "
-                             "per approach")
+                        help="write a figure (needs matplotlib) of the run's table: speedup "
+                             "with 1..cores workers (triad, mandelbrot) and time per approach")
     parser.add_argument("--repeats", type=int,
                         help="timed repeats per approach (default: the registry's per workload)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
 
     from sharedcompute.kernels.registry import ENTRIES
 
-    from .._system import usable_cores
     ctx = Session(args)
     if ctx.workers > numba.config.NUMBA_NUM_THREADS:
         ctx.pthreads = numba.config.NUMBA_NUM_THREADS
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{ctx.workers}")
     t_start = time.perf_counter()
     load_start = _loadavg()
-    steps = ["fixed costs", "STREAM"] + names + (["scaling"] if args.plot else [])
+    steps = ["fixed costs", "STREAM"] + names + (["bandwidth per workers"] if args.plot else [])
     bar = _progress(not args.no_progress, len(steps))
     step_t = [time.perf_counter(), ""]
 
@@ -172,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
             step(name)
             _run_workload(ctx, ENTRIES[name])
         if args.plot:
-            step("scaling")
-            scaling(ctx, max(usable_cores().n, 1))
+            step("bandwidth per workers")
+            stream_scaling(ctx)
         step("")
     finally:
         if bar is not None:
@@ -187,15 +186,17 @@ def run(args: argparse.Namespace) -> int:
     print_report(ctx, env, elapsed, leftovers)
     rc = 1 if leftovers or any(r.ok is False for r in ctx.results) else 0
     if args.json:
-        data = dict(env=env, stream=ctx.stream, stream_1t=ctx.stream_1t, fixed=ctx.fixed,
-                    results=[r.as_dict() for r in ctx.results], scaling=ctx.scaling,
-                    notes=ctx.notes, elapsed_s=elapsed, step_s=ctx.step_s,
-                    leftover_segments=leftovers)
+        data = {"env": env, "stream": ctx.stream, "stream_1t": ctx.stream_1t, "fixed": ctx.fixed,
+                "results": [r.as_dict() for r in ctx.results],
+                "scaling": dict(ctx.scaling, speedups=scaling_series(ctx)),
+                "scaling_results": [r.as_dict() for r in ctx.scaling_results],
+                "notes": ctx.notes, "elapsed_s": elapsed, "step_s": ctx.step_s,
+                "leftover_segments": leftovers}
         with open(args.json, "w") as f:
             json.dump(data, f, indent=1, default=float)
         print(f"wrote {args.json}")
     if args.plot:
-        plot(ctx, args.plot)
+        plot(ctx, args.plot, env)
         print(f"wrote {args.plot}")
     return rc
 

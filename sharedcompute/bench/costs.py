@@ -4,20 +4,19 @@
 exists in this process), the dispatch latency of tiny maps and reductions on a warm pool,
 the per-sweep cost of ``pool.iterate`` against one ``pool.map`` per sweep, and the workers'
 private memory after a map over shared arrays; it also starts the run's main pool.
-``scaling`` (for ``--plot``) measures the speedup of pool and prange with the worker count.
+``stream_scaling`` (for ``--plot``) measures the memory bandwidth at each worker count.
 """
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import statistics
 import time
 
 import numpy as np
 
-from .peers import stream, twins
-from .session import MANDEL_BOX, Session, measure
-from .workloads import jacobi_sweeps, problem_size
+from .peers import stream
+from .session import Session
+from .workloads import jacobi_sweeps
 
 
 def worker_memory(pids: list[int]) -> list[dict]:
@@ -27,7 +26,7 @@ def worker_memory(pids: list[int]) -> list[dict]:
         return []
     out = []
     for pid in pids:
-        d: dict = dict(pid=pid)
+        d: dict = {"pid": pid}
         try:
             d["uss"] = psutil.Process(pid).memory_full_info().uss
             with open(f"/proc/{pid}/status") as f:
@@ -75,22 +74,22 @@ def fixed_costs(ctx: Session, reps: int) -> None:
             t2 = time.perf_counter()
             p.close()
             t3 = time.perf_counter()
-            rows.append(dict(start_s=t1 - t0, first_map_s=t2 - t1, total_s=t2 - t0,
-                             close_s=t3 - t2))
+            rows.append({"start_s": t1 - t0, "first_map_s": t2 - t1, "total_s": t2 - t0,
+                         "close_s": t3 - t2})
         if method == "forkserver":  # the first start also starts the fork server itself
             starts["forkserver (first, starts server)"] = rows[:1]
             rows = rows[1:]
         starts[method] = rows
-    ctx.fixed["pool_start"] = {m: dict(runs=r, median_total_s=statistics.median(
-        [x["total_s"] for x in r]), median_start_s=statistics.median([x["start_s"] for x in r]),
-        median_first_map_s=statistics.median([x["first_map_s"] for x in r]),
-        median_close_s=statistics.median([x["close_s"] for x in r])) for m, r in starts.items()}
+    ctx.fixed["pool_start"] = {m: {"runs": r, "median_total_s": statistics.median(
+        [x["total_s"] for x in r]), "median_start_s": statistics.median([x["start_s"] for x in r]),
+        "median_first_map_s": statistics.median([x["first_map_s"] for x in r]),
+        "median_close_s": statistics.median([x["close_s"] for x in r])} for m, r in starts.items()}
 
     done("pool starts")
     # the run's main pool (default start method: forkserver on Linux)
     ctx.pool = sc.Pool(n_workers=W)
     pool = ctx.pool
-    ctx.fixed["main_pool"] = dict(workers=W, start_method=pool.start_method)
+    ctx.fixed["main_pool"] = {"workers": W, "start_method": pool.start_method}
     n_maps = 60 if ctx.quick else 200
     for _ in range(20):
         pool.map(triad, tiny[0], tiny[1], tiny[2], 2.0)
@@ -104,10 +103,11 @@ def fixed_costs(ctx: Session, reps: int) -> None:
         t0 = time.perf_counter()
         pool.reduce(total, tiny[1])
         rlat.append(time.perf_counter() - t0)
-    ctx.fixed["dispatch"] = dict(
-        n=n_maps, map_median_s=statistics.median(lat), map_p10_s=float(np.percentile(lat, 10)),
-        map_p90_s=float(np.percentile(lat, 90)), reduce_median_s=statistics.median(rlat),
-        reduce_p90_s=float(np.percentile(rlat, 90)), rows=1000)
+    ctx.fixed["dispatch"] = {
+        "n": n_maps, "map_median_s": statistics.median(lat),
+        "map_p10_s": float(np.percentile(lat, 10)),
+        "map_p90_s": float(np.percentile(lat, 90)), "reduce_median_s": statistics.median(rlat),
+        "reduce_p90_s": float(np.percentile(rlat, 90)), "rows": 1000}
 
     done("main pool + dispatch")
     # iterate: per-sweep cost with the loop in the workers vs one pool.map per sweep
@@ -135,16 +135,16 @@ def fixed_costs(ctx: Session, reps: int) -> None:
     t0 = time.perf_counter()
     jacobi_sweeps(jacobi2d.dispatcher, a, b, steps)
     one = (time.perf_counter() - t0) / steps
-    ctx.fixed["iterate"] = dict(grid=g, steps=steps, iterate_per_sweep_s=statistics.median(it),
-                                map_per_sweep_s=statistics.median(mp_),
-                                numba_1t_per_sweep_s=one, map_sweeps=n_map_sweeps)
+    ctx.fixed["iterate"] = {"grid": g, "steps": steps, "iterate_per_sweep_s": statistics.median(it),
+                            "map_per_sweep_s": statistics.median(mp_),
+                            "numba_1t_per_sweep_s": one, "map_sweeps": n_map_sweeps}
     for x in (us, outs):
         x.free()
 
     done("iterate")
     # private memory per worker after a map over a big array
     n = ctx.args.mem_n or (2**22 if ctx.quick else 2**26)
-    mem: dict = dict(n=n, array_bytes=8 * n, idle=worker_memory(pool.pids))
+    mem: dict = {"n": n, "array_bytes": 8 * n, "idle": worker_memory(pool.pids)}
     bs, cs, as_ = pool.array(np.ones(n)), pool.array(np.ones(n)), pool.zeros(n)
     pool.map(triad, as_, bs, cs, 2.0)
     mem["after_map"] = worker_memory(pool.pids)
@@ -160,62 +160,18 @@ def fixed_costs(ctx: Session, reps: int) -> None:
     done("memory")
 
 
-def scaling(ctx: Session, max_workers: int) -> None:
-    """Speedup over numba-1t of pool and prange for 1..max_workers, triad and mandelbrot
-    (full run: triad 2^24 and mandelbrot at half the side, enough for the curve's shape)."""
+def stream_scaling(ctx: Session) -> None:
+    """The bandwidth limit of the scaling panel: STREAM triad GB/s at each of its worker
+    counts. 1 thread and the run's prange threads reuse the run's own STREAM figures (so the
+    line ends where the report's 'bandwidth ceiling' says); other counts are measured."""
     import numba
-
-    import sharedcompute as sc
-    from sharedcompute.kernels.compute import mandelbrot
-    from sharedcompute.kernels.elementwise import triad
-    from sharedcompute.kernels.registry import ENTRIES
-    tw = twins()
-    nt = problem_size(ENTRIES["triad"], ctx.quick)
-    nm = problem_size(ENTRIES["mandelbrot"], ctx.quick)
-    if not ctx.quick:
-        nt, nm = min(nt, 2**24), max(nm // 2, 1)
-    out_sizes = dict(triad_n=nt, mandelbrot_n=nm)
-    mi = int(ENTRIES["mandelbrot"].bench.get("max_iter", 200))
-    reps = 3
-    rng = np.random.default_rng(7)
-    b, c, a = rng.random(nt), rng.random(nt), np.empty(nt)
-    m = np.empty((nm, nm), np.int32)
-    out: dict = dict(workers=[], triad=dict(pool=[], prange=[]),
-                     mandelbrot=dict(pool=[], prange=[]), stream_triad=[])
-    t1 = statistics.median(measure(lambda: triad.dispatcher(a, b, c, 3.0), repeats=reps,
-                                   warmup=1)[0])
-    m1 = statistics.median(measure(lambda: mandelbrot.dispatcher(m, *MANDEL_BOX, mi,
-                                                                 (0, nm, nm)),
-                                   repeats=reps, warmup=1)[0])
-    out["numba_1t"] = dict(triad=t1, mandelbrot=m1)
-    out["sizes"] = out_sizes
-    max_threads = numba.config.NUMBA_NUM_THREADS
-    for w in range(1, max_workers + 1):
-        out["workers"].append(w)
-        pool = ctx.pool if w == ctx.workers and ctx.pool is not None else sc.Pool(n_workers=w)
-        try:
-            bs, cs, as_ = pool.array(b), pool.array(c), pool.empty(nt)
-            ms = pool.empty((nm, nm), np.int32)
-            tp = measure(lambda: pool.map(triad, as_, bs, cs, 3.0), repeats=reps, warmup=1)[0]
-            mp_ = measure(lambda: pool.map(mandelbrot, ms, *MANDEL_BOX, mi), repeats=reps,
-                          warmup=1)[0]
-            out["triad"]["pool"].append(t1 / statistics.median(tp))
-            out["mandelbrot"]["pool"].append(m1 / statistics.median(mp_))
-            for x in (bs, cs, as_, ms):
-                x.free()
-        finally:
-            if pool is not ctx.pool:
-                pool.close()
-        if w <= max_threads:
-            numba.set_num_threads(w)
-            tp = measure(lambda: tw.triad(a, b, c, 3.0), repeats=reps, warmup=1)[0]
-            mp_ = measure(lambda: tw.mandelbrot(m, *MANDEL_BOX, mi), repeats=reps, warmup=1)[0]
-            out["triad"]["prange"].append(t1 / statistics.median(tp))
-            out["mandelbrot"]["prange"].append(m1 / statistics.median(mp_))
-            out["stream_triad"].append(stream(max(nt, 2**23), w, 5)["triad"])
-        else:
-            out["triad"]["prange"].append(math.nan)
-            out["mandelbrot"]["prange"].append(math.nan)
-            out["stream_triad"].append(math.nan)
+    gbs: dict[int, float] = {}
+    if ctx.stream_1t:
+        gbs[1] = ctx.stream_1t["triad"]
+    if ctx.stream:
+        gbs[ctx.pthreads] = ctx.stream["triad"]
+    for w in ctx.scaling_workers():
+        if w not in gbs and w <= numba.config.NUMBA_NUM_THREADS and ctx.stream:
+            gbs[w] = stream(ctx.stream["n"], w, 5)["triad"]
     numba.set_num_threads(ctx.pthreads)
-    ctx.scaling = out
+    ctx.scaling["stream_triad"] = dict(sorted(gbs.items()))

@@ -12,14 +12,15 @@ The worker functions are module-level so that they pickle by name
 """
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .session import JOBLIB_PREFIX, Session, measure, nan_fill
-
 
 # -- numba parallel twins and STREAM -----------------------------------------------------------
 _TWINS: Any = None
@@ -29,7 +30,7 @@ def _njit_parallel() -> Callable:
     import numba
     try:
         return numba.njit(parallel=True, cache=True)
-    except Exception:  # pragma: no cover - no writable cache location
+    except Exception:  # noqa: BLE001 - no writable cache location  # pragma: no cover
         return numba.njit(parallel=True)
 
 
@@ -127,7 +128,7 @@ def stream(n: int, threads: int, repeats: int) -> dict:
     tw = twins()
     a, b, c = np.zeros(n), np.full(n, 1.0), np.full(n, 2.0)
     numba.set_num_threads(threads)
-    out: dict = dict(n=n, threads=threads)
+    out: dict = {"n": n, "threads": threads}
     for name, run, nbytes in (("copy", lambda: tw.copy(a, b), 16 * n),
                               ("triad", lambda: tw.triad(a, b, c, 3.0), 24 * n),
                               ("read", lambda: tw.total(b), 8 * n)):
@@ -191,7 +192,7 @@ def mp_matmul(task: tuple) -> np.ndarray:
 def bounds(n: int, parts: int, lo: int = 0) -> list[tuple[int, int]]:
     """Rows lo..n in ``parts`` near-equal blocks (empty ones dropped): the textbook chunks."""
     edges = np.linspace(lo, n, parts + 1).astype(int)
-    return [(int(s), int(e)) for s, e in zip(edges[:-1], edges[1:]) if e > s]
+    return [(int(s), int(e)) for s, e in itertools.pairwise(edges) if e > s]
 
 
 def have_joblib() -> bool:
@@ -211,6 +212,7 @@ def joblib_triad(ctx: Session, name: str, a: np.ndarray, b: np.ndarray, c: np.nd
 
     from joblib import Parallel, delayed
     from joblib.externals.loky import get_reusable_executor
+
     from .._system import SHM_DIR
     tmp = tempfile.mkdtemp(prefix=JOBLIB_PREFIX, dir=SHM_DIR if os.path.isdir(SHM_DIR) else None)
     try:

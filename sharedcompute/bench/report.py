@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import platform
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,14 @@ def format_time(t: float) -> str:
     return f"{t * 1e6:.0f} us"
 
 
+def speedup(base: Result | None, r: Result) -> float:
+    """How many times faster ``r`` ran than ``base``: the ratio of their median times, as the
+    table's 'x numba1' and 'x prange' columns and the figure's panel (a) show it."""
+    if base is None or not base.times or not r.times:
+        return math.nan
+    return base.median / r.median
+
+
 def table(ctx: Session) -> str:
     """The results as a plain-text table (ratios: time of the baseline / time of the row)."""
     lines = []
@@ -37,7 +46,7 @@ def table(ctx: Session) -> str:
     for r in ctx.results:
         by_wl.setdefault(r.workload, []).append(r)
     for wl, rows in by_wl.items():
-        base = {r.approach: r.median for r in rows if r.times}
+        base = {r.approach: r for r in rows if r.times}
         for r in rows:
             if not r.times:
                 lines.append(f"{wl:<26} {r.approach:<9} {'':>2} {'-':>9} {'':>19} {'':>8} "
@@ -47,8 +56,8 @@ def table(ctx: Session) -> str:
                 continue
             med = r.median
             mm = f"{format_time(min(r.times))}..{format_time(max(r.times))}"
-            x1 = f"{base['numba-1t'] / med:.2f}" if "numba-1t" in base else "-"
-            xp = f"{base['prange'] / med:.2f}" if "prange" in base else "-"
+            x1 = f"{speedup(base['numba-1t'], r):.2f}" if "numba-1t" in base else "-"
+            xp = f"{speedup(base['prange'], r):.2f}" if "prange" in base else "-"
             gbs = pct = "-"
             if r.nbytes:
                 g = r.nbytes / med / 1e9
@@ -143,43 +152,87 @@ def env_info(ctx: Session) -> dict:
     shm = shm_space()
     try:
         layer = numba.threading_layer()
-    except Exception:
+    except Exception:  # noqa: BLE001 - ValueError until a parallel region has run
         layer = "not started"
-    return dict(python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
-                sharedcompute=sc.__version__, cpu=cpu, usable_cores=sc.usable_cores().reason,
-                workers=ctx.workers, prange_threads=ctx.pthreads, numba_threading_layer=layer,
-                ram_bytes=ctx.ram, shm_total_bytes=shm.total if shm else None,
-                thp=read("/sys/kernel/mm/transparent_hugepage/enabled"),
-                thp_shmem=read("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
-                platform=platform.platform(), quick=ctx.quick)
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "sharedcompute": sc.__version__, "cpu": cpu,
+            "usable_cores": sc.usable_cores().reason, "workers": ctx.workers,
+            "prange_threads": ctx.pthreads, "numba_threading_layer": layer,
+            "ram_bytes": ctx.ram, "shm_total_bytes": shm.total if shm else None,
+            "thp": read("/sys/kernel/mm/transparent_hugepage/enabled"),
+            "thp_shmem": read("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+            "platform": platform.platform(), "quick": ctx.quick}
 
 
-def plot(ctx: Session, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
-    sc_ = ctx.scaling
-    if sc_:
-        ws = sc_["workers"]
-        ax1.plot(ws, ws, "k--", label="ideal")
-        for wl, marker in (("triad", "o"), ("mandelbrot", "s")):
-            ax1.plot(ws, sc_[wl]["pool"], marker=marker, label=f"{wl}: pool")
-            ax1.plot(ws, sc_[wl]["prange"], marker=marker, linestyle=":",
-                     label=f"{wl}: prange")
-        st = sc_["stream_triad"]
-        if st and math.isfinite(st[0]) and st[0] > 0:
-            ceil = [x / st[0] for x in st]
-            ax1.plot(ws, ceil, color="grey", linewidth=3, alpha=0.5,
-                     label="bandwidth ceiling (STREAM(w) / STREAM(1))")
-        ax1.set_xlabel("workers / threads")
-        ax1.set_ylabel("speedup over numba, 1 thread")
+SCALED = ("triad", "mandelbrot")  # the workloads of panel (a): memory- and compute-bound
+LABELS = {"numpy": "NumPy (one core)", "numba-1t": "numba, 1 thread",
+          "prange": "numba prange (parallel=True threads)", "pool": "sharedcompute Pool",
+          "mp.Pool": "multiprocessing.Pool (pickled chunks)", "joblib": "joblib (loky)"}
+
+
+def scaling_series(ctx: Session) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """Panel (a)'s points: for triad and mandelbrot, pool and prange, the worker counts and
+    the speedups over the table's numba-1t row of the same workload. At the run's own count
+    the point is the table's row itself; the others were timed the same way (``scale``)."""
+    out: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    for wl in dict.fromkeys(r.workload for r in ctx.results):
+        if wl.split()[0] not in SCALED:
+            continue
+        rows = [r for r in ctx.results if r.workload == wl]
+        base = next((r for r in rows if r.approach == "numba-1t" and r.times), None)
+        for ap, own in (("pool", ctx.workers), ("prange", ctx.pthreads)):
+            pts = [(own, r) for r in rows if r.approach == ap]
+            pts += [(r.workers, r) for r in ctx.scaling_results
+                    if r.workload == wl and r.approach == ap]
+            xy = sorted((w, speedup(base, r)) for w, r in pts if r.times)
+            if xy:
+                out.setdefault(wl, {})[ap] = ([w for w, _ in xy], [s for _, s in xy])
+    return out
+
+
+def bandwidth_limit(ctx: Session) -> tuple[list[int], list[float]]:
+    """Panel (a)'s grey line: STREAM triad GB/s with w threads over that with one thread."""
+    gbs = ctx.scaling.get("stream_triad") or {}
+    one = gbs.get(1)
+    if not one:
+        return [], []
+    ws = sorted(w for w, g in gbs.items() if g and math.isfinite(g))
+    return ws, [gbs[w] / one for w in ws]
+
+
+def figure(ctx: Session, env: dict | None = None) -> Any:
+    """The ``--plot`` figure of a finished run, drawn from the same records as ``table``."""
+    import textwrap
+
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(14, 7.4))
+    ax1, ax2 = fig.subplots(1, 2)
+    series = scaling_series(ctx)
+    ws = sorted({w for s in series.values() for xs, _ in s.values() for w in xs})
+    if ws:
+        ax1.plot(ws, ws, "k--", label="ideal: w workers, w times faster")
+        for wl, marker in zip(series, "os^v"):
+            kind = "memory-bound" if wl.startswith("triad") else "compute-bound"
+            for ap, style in (("pool", "-"), ("prange", ":")):
+                if ap in series[wl]:
+                    xs, ys = series[wl][ap]
+                    ax1.plot(xs, ys, marker=marker, linestyle=style,
+                             label=f"{wl} ({kind}): {LABELS[ap]}")
+        lx, ly = bandwidth_limit(ctx)
+        if lx:
+            ax1.plot(lx, ly, color="grey", linewidth=3, alpha=0.5,
+                     label="memory-speed limit: bandwidth with w threads / with 1")
+        ax1.axvline(ctx.workers, color="k", alpha=0.3, linewidth=1, linestyle="-.",
+                    label=f"{ctx.workers} workers: the table's own rows")
         ax1.set_xticks(ws)
-        sz = sc_.get("sizes", {})
-        ax1.set_title(f"(a) scaling: triad n={sz.get('triad_n')}, mandelbrot "
-                      f"{sz.get('mandelbrot_n')}^2")
-        ax1.legend(fontsize=8)
-        ax1.grid(alpha=0.3)
+        ax1.legend(fontsize=7.5, loc="best")
+    else:
+        ax1.text(0.5, 0.5, "no triad or mandelbrot rows in this run\n(add them to --kernels)",
+                 ha="center", va="center", transform=ax1.transAxes)
+    ax1.set_xlabel("workers (pool processes, or prange threads)")
+    ax1.set_ylabel("times faster than one numba thread (higher is better)")
+    ax1.set_title("(a) speedup as workers are added")
+    ax1.grid(alpha=0.3)
     by_wl: dict[str, dict[str, float]] = {}
     for r in ctx.results:
         if r.times:
@@ -190,16 +243,40 @@ def plot(ctx: Session, path: str) -> None:
         xs = [i + k * width for i, wl in enumerate(wls) if ap in by_wl[wl]]
         ys = [by_wl[wl][ap] for wl in wls if ap in by_wl[wl]]
         if xs:
-            ax2.bar(xs, ys, width, label=ap)
+            ax2.bar(xs, ys, width, label=LABELS[ap])
     ax2.set_xticks([i + 0.4 - width / 2 for i in range(len(wls))])
     ax2.set_xticklabels(wls, rotation=30, ha="right", fontsize=8)
     ax2.set_yscale("log")
-    ax2.set_ylabel("median time per call (s, log)")
-    ax2.set_title(f"(b) time per approach, {ctx.workers} workers")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tallest = max((y for d in by_wl.values() for y in d.values()), default=0.0)
+    if tallest > 0:
+        ax2.set_ylim(top=tallest * 30)  # headroom for the legend above the bars
+    ax2.set_ylabel("median seconds per call (log scale; lower is better)")
+    ax2.set_title(f"(b) time per call of each approach, {ctx.workers} workers")
+    ax2.legend(fontsize=7.5, loc="upper left", ncol=2)
+    env = env or {}
+    loads = [f"{env[k]:.1f} at {k[8:]}" for k in ("loadavg_start", "loadavg_end")
+             if isinstance(env.get(k), float) and math.isfinite(env[k])]
+    run = (f"sharedcompute bench{' --quick' if ctx.quick else ''}, {ctx.workers} workers"
+           + (f", {env['cpu']}" if env.get("cpu") else "")
+           + (f", cores: {env['usable_cores']}" if env.get("usable_cores") else "")
+           + (f", load average {' and '.join(loads)}" if loads else ""))
+    caption = (
+        f"{run}. (a) How many times faster than a single numba thread each approach runs "
+        "triad (a = b + s*c over float64 arrays: little arithmetic per byte, so limited by "
+        "memory speed) and mandelbrot (much arithmetic per pixel, limited by the cores). "
+        f"The points at {ctx.workers} workers are the table's 'x numba1' figures; the other "
+        "counts were timed the same way in the same run. The grey line is how much faster w "
+        "threads move memory than one (a copy-and-add loop over large arrays, the STREAM "
+        "triad): a memory-bound kernel cannot beat it however many cores it gets. "
+        "(b) The table's median time per call of each approach, per workload.")
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(caption, 190)), fontsize=8.5, va="bottom")
+    fig.tight_layout(rect=(0, 0.11, 1, 1))
+    return fig
+
+
+def plot(ctx: Session, path: str, env: dict | None = None) -> None:
+    """Write the ``--plot`` figure (``figure``) to ``path``."""
+    figure(ctx, env).savefig(path, dpi=110)
 
 
 def print_report(ctx: Session, env: dict, elapsed: float, leftovers: list[str]) -> None:

@@ -7,14 +7,16 @@ on one workload as a ``Result``, its answer checked by ``verdict`` against the r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import math
 import multiprocessing as mp
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,17 +38,19 @@ class Result:
     nbytes: float | None = None     # bytes moved per call (memory-bound workloads)
     stream: str | None = None       # which STREAM figure it is compared with
     wall_s: float = 0.0             # warm-up, setup and check included
+    workers: int | None = None      # pool workers or prange threads; None: the run's own
 
     @property
     def median(self) -> float:
         return statistics.median(self.times) if self.times else math.nan
 
     def as_dict(self) -> dict:
-        d = dict(workload=self.workload, approach=self.approach, times_s=self.times,
-                 median_s=self.median, min_s=min(self.times) if self.times else None,
-                 max_s=max(self.times) if self.times else None, ok=self.ok, check=self.check,
-                 note=self.note, bytes_per_call=self.nbytes, stream_ref=self.stream,
-                 wall_s=self.wall_s)
+        d = {"workload": self.workload, "approach": self.approach, "times_s": self.times,
+             "median_s": self.median, "min_s": min(self.times) if self.times else None,
+             "max_s": max(self.times) if self.times else None, "ok": self.ok,
+             "check": self.check,
+             "note": self.note, "bytes_per_call": self.nbytes, "stream_ref": self.stream,
+             "wall_s": self.wall_s, "workers": self.workers}
         if self.nbytes and self.times:
             d["gb_per_s"] = self.nbytes / self.median / 1e9
         return d
@@ -123,7 +127,7 @@ def ram_bytes() -> int:
     try:
         import psutil
         return int(psutil.virtual_memory().total)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no psutil, or it cannot read /proc: ask the OS
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
@@ -131,19 +135,19 @@ def available_bytes() -> int:
     try:
         import psutil
         return int(psutil.virtual_memory().available)
-    except Exception:
+    except Exception:  # noqa: BLE001 - as in ram_bytes
         return ram_bytes()
 
 
 def leftover_segments() -> list[str]:
     """This process's shared-memory blocks (and joblib memmap folders) still in /dev/shm."""
-    from ..shared import creator_pid, list_segments
     from .._system import SHM_DIR
+    from ..shared import creator_pid, list_segments
     pid = os.getpid()
     left = [n for n in list_segments() if creator_pid(n) == pid]
     try:
-        left += [n for n in os.listdir(SHM_DIR) if n.startswith(JOBLIB_PREFIX)
-                 or n.startswith(f"joblib_memmapping_folder_{pid}_")]
+        prefixes = (JOBLIB_PREFIX, f"joblib_memmapping_folder_{pid}_")
+        left += [n for n in os.listdir(SHM_DIR) if n.startswith(prefixes)]
     except OSError:
         pass
     return left
@@ -164,6 +168,10 @@ class Session:
         self.stream_1t: dict = {}
         self.fixed: dict = {}
         self.scaling: dict = {}
+        # --plot: the table's pool and prange measurements repeated at the other worker
+        # counts (same arrays, setup, repeats and check), for the scaling panel
+        self.scaling_results: list[Result] = []
+        self._other_pools: dict[int, Any] = {}
         self.step_s: dict = {}
         # timed seconds per approach after which its remaining repeats are dropped (n shows
         # how many ran): keeps the textbook Pool and NumPy's Mandelbrot from eating the run
@@ -186,10 +194,8 @@ class Session:
     def free_shared(self) -> None:
         gc.collect()
         for a in self._shared:
-            try:
+            with contextlib.suppress(Exception):  # a view is alive: the pool frees it at close
                 a.free()
-            except Exception:  # a view is still alive: the pool frees it at close
-                pass
         self._shared = []
 
     def mp_pool(self) -> Any:
@@ -199,8 +205,27 @@ class Session:
             self._mp_pool = ctx.Pool(self.workers)
         return self._mp_pool
 
+    def scaling_workers(self) -> list[int]:
+        """The worker counts of the scaling panel: 1 .. usable cores, and the run's own."""
+        if not getattr(self.args, "plot", None):
+            return []
+        from .._system import usable_cores
+        return sorted(set(range(1, usable_cores().n + 1)) | {self.workers})
+
+    def pool_of(self, n_workers: int) -> Any:
+        """A pool of ``n_workers`` (the run's main pool for its own count), kept to the end."""
+        if n_workers == self.workers:
+            return self.pool
+        if n_workers not in self._other_pools:
+            import sharedcompute as sc
+            self._other_pools[n_workers] = sc.Pool(n_workers=n_workers)
+        return self._other_pools[n_workers]
+
     def close(self) -> None:
         self.free_shared()
+        for p in self._other_pools.values():
+            p.close()
+        self._other_pools = {}
         if self._mp_pool is not None:
             self._mp_pool.close()
             self._mp_pool.join()
@@ -212,9 +237,10 @@ class Session:
     def add(self, wl: str, approach: str, run: Callable[[], Any], *, repeats: int,
             setup: Callable[[], Any] | None = None, check: Callable[[Any], tuple] | None = None,
             warmup: int = 1, note: str = "", nbytes: float | None = None,
-            stream: str | None = None) -> Result:
-        """Time one approach; a failure is recorded in the table, never dropped."""
-        res = Result(wl, approach, note=note, nbytes=nbytes, stream=stream)
+            stream: str | None = None, workers: int | None = None) -> Result:
+        """Time one approach; a failure is recorded in the table, never dropped. With
+        ``workers`` (another count than the run's), it goes to ``scaling_results``."""
+        res = Result(wl, approach, note=note, nbytes=nbytes, stream=stream, workers=workers)
         if self.args.repeats:
             repeats = self.args.repeats
         t0 = time.perf_counter()
@@ -230,7 +256,7 @@ class Session:
             res.ok, res.check = False, f"error: {type(exc).__name__}: {str(exc)[:160]}"
             res.times = []
         res.wall_s = time.perf_counter() - t0
-        self.results.append(res)
+        (self.results if workers is None else self.scaling_results).append(res)
         return res
 
     def skip(self, wl: str, approach: str, why: str) -> None:

@@ -11,7 +11,8 @@ not fit). Every result is checked against the kernel's NumPy reference.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,24 @@ def problem_size(entry: Any, quick: bool) -> int:
     return int(entry.bench["quick"] if quick else entry.bench["size"])
 
 
+def scale(ctx: Session, name: str, pool_run: Callable[[Any], Callable[[], Any]],
+          pool_kw: dict, prange_run: Callable[[], Any], prange_kw: dict) -> None:
+    """With --plot: this workload's pool and prange rows again at the scaling panel's other
+    worker counts, timed exactly as the table's rows (same arrays, setup, repeats, check),
+    so the panel's curve runs through the table's own figures."""
+    import numba
+    for w in ctx.scaling_workers():
+        if w != ctx.workers:
+            ctx.add(name, "pool", pool_run(ctx.pool_of(w)), workers=w, **pool_kw)
+    for w in ctx.scaling_workers():
+        if w != ctx.pthreads and w <= numba.config.NUMBA_NUM_THREADS:
+            numba.set_num_threads(w)
+            try:
+                ctx.add(name, "prange", prange_run, workers=w, **prange_kw)
+            finally:
+                numba.set_num_threads(ctx.pthreads)
+
+
 def wl_triad(ctx: Session, entry: Any) -> None:
     k, n, reps = entry.kernel, problem_size(entry, ctx.quick), entry.bench.get("repeats", 5)
     name = f"triad n=2^{int(math.log2(n))}" if n & (n - 1) == 0 else f"triad n={n}"
@@ -50,11 +69,15 @@ def wl_triad(ctx: Session, entry: Any) -> None:
     a = np.empty(n)
     ctx.add(name, "numba-1t", lambda: (k.dispatcher(a, b, c, s), a)[1], repeats=reps,
             setup=nan_fill(a), check=chk, nbytes=nbytes, stream="triad")
-    ctx.add(name, "prange", lambda: (tw.triad(a, b, c, s), a)[1], repeats=reps,
-            setup=nan_fill(a), check=chk, nbytes=nbytes, stream="triad")
+    prange_kw = {"repeats": reps, "setup": nan_fill(a), "check": chk, "nbytes": nbytes,
+                 "stream": "triad"}
+    ctx.add(name, "prange", lambda: (tw.triad(a, b, c, s), a)[1], **prange_kw)
     bs, cs, as_ = ctx.share(b), ctx.share(c), ctx.empty(n)
-    ctx.add(name, "pool", lambda: ctx.pool.map(k, as_, bs, cs, s), repeats=reps,
-            setup=nan_fill(as_), check=chk, nbytes=nbytes, stream="triad")
+    pool_kw = {"repeats": reps, "setup": nan_fill(as_), "check": chk, "nbytes": nbytes,
+               "stream": "triad"}
+    ctx.add(name, "pool", lambda: ctx.pool.map(k, as_, bs, cs, s), **pool_kw)
+    scale(ctx, name, lambda p: lambda: p.map(k, as_, bs, cs, s), pool_kw,
+          lambda: (tw.triad(a, b, c, s), a)[1], prange_kw)
     chunks = bounds(n, W)
     if ctx.mp_fits(name, nbytes):
         def mp_run() -> np.ndarray:
@@ -224,11 +247,13 @@ def wl_mandelbrot(ctx: Session, entry: Any) -> None:
     out = np.empty((n, n), np.int32)
     ctx.add(name, "numba-1t", lambda: (k.dispatcher(out, *box, max_iter, (0, n, n)), out)[1],
             repeats=reps, setup=nan_fill(out), check=chk)
-    ctx.add(name, "prange", lambda: (tw.mandelbrot(out, *box, max_iter), out)[1],
-            repeats=reps, setup=nan_fill(out), check=chk, note="static schedule")
+    prange_kw = {"repeats": reps, "setup": nan_fill(out), "check": chk, "note": "static schedule"}
+    ctx.add(name, "prange", lambda: (tw.mandelbrot(out, *box, max_iter), out)[1], **prange_kw)
     outs = ctx.empty((n, n), np.int32)
-    ctx.add(name, "pool", lambda: ctx.pool.map(k, outs, *box, max_iter), repeats=reps,
-            setup=nan_fill(outs), check=chk)
+    pool_kw = {"repeats": reps, "setup": nan_fill(outs), "check": chk}
+    ctx.add(name, "pool", lambda: ctx.pool.map(k, outs, *box, max_iter), **pool_kw)
+    scale(ctx, name, lambda p: lambda: p.map(k, outs, *box, max_iter), pool_kw,
+          lambda: (tw.mandelbrot(out, *box, max_iter), out)[1], prange_kw)
     chunks = bounds(n, W)
 
     def mp_run() -> np.ndarray:
@@ -250,7 +275,7 @@ def wl_matmul(ctx: Session, entry: Any) -> None:
     try:
         from threadpoolctl import threadpool_limits
         limit: Any = threadpool_limits(limits=W, user_api="blas")
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001  # pragma: no cover - BLAS keeps its threads
         limit = None
     try:
         ctx.add(name, "numpy", lambda: k.reference(want, a, b), repeats=reps,
@@ -324,7 +349,7 @@ def wl_generic(ctx: Session, entry: Any) -> None:
         keep = np.ones(want.shape[0], bool)
         if k.depth and k.boundary == "none":  # edge rows are never written
             keep[:k.depth] = keep[want.shape[0] - k.depth:] = False
-        chk = lambda got: verdict(np.asarray(got)[keep], want[keep], rtol, atol)  # noqa: E731
+        chk = lambda got: verdict(np.asarray(got)[keep], want[keep], rtol, atol)
         ctx.add(name, "numba-1t", lambda: (k(*here, rows=rows), here[out_i])[1],
                 repeats=reps, setup=restore(here), check=chk, nbytes=nbytes, stream=stream,
                 note="engine in process (its chunking)")
