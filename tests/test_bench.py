@@ -157,3 +157,18 @@ def test_the_plot_without_scaled_workloads_says_what_is_missing(tmp_path):
     fig = report.figure(ctx)
     assert "no triad or mandelbrot rows" in fig.axes[0].texts[0].get_text()
     assert (tmp_path / "x.png").stat().st_size > 10_000
+
+
+def test_the_bandwidth_line_reuses_the_runs_stream_figures(monkeypatch):
+    from sharedcompute.bench import costs
+    measured = []
+    monkeypatch.setattr(costs, "stream", lambda n, w, reps: measured.append(w) or {"triad": 99.0})
+    ctx = _finished_run(workers=2)
+    costs.stream_scaling(ctx)
+    gbs = ctx.scaling["stream_triad"]
+    assert gbs[1] == 16.7 and gbs[2] == 21.1  # the STREAM line's 1-thread and 2-thread figures
+    assert 1 not in measured and 2 not in measured and all(gbs[w] == 99.0 for w in measured)
+    ctx = _finished_run(workers=1)
+    ctx.pthreads = 1
+    costs.stream_scaling(ctx)
+    assert ctx.scaling["stream_triad"][1] == 16.7  # the line starts at 1.0 even so
