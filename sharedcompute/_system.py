@@ -16,14 +16,36 @@ THREAD_ENV = {var: "1" for var in THREAD_VARS}
 
 def limit_threads() -> Any:
     """One thread for every thread pool in this (worker) process: the environment for pools
-    not yet loaded, threadpoolctl for those already loaded (NumPy's OpenBLAS). Keep the
-    returned handle alive for the process's lifetime."""
-    os.environ.update(THREAD_ENV)
+    not yet loaded, threadpoolctl for those already loaded (NumPy's OpenBLAS), and numba's
+    own count. Keep the returned handle alive for the process's lifetime.
+
+    Runs after spawn/forkserver re-imported the main module, which may already have started
+    numba's threads (``numba.set_num_threads(2)`` at import): numba then refuses any new
+    NUMBA_NUM_THREADS at the next compile ("Cannot set NUMBA_NUM_THREADS to a different value
+    once the threads have been launched"), so the variable keeps the launched count and
+    ``numba.set_num_threads(1)`` caps what parallel code uses instead (issue 17, item 12).
+    """
+    env = dict(THREAD_ENV)
+    launched = _numba_threads_launched()
+    if launched:
+        env["NUMBA_NUM_THREADS"] = str(launched)
+    os.environ.update(env)
+    if launched:
+        import numba
+        numba.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
         return threadpool_limits(limits=1)
     except Exception:  # pragma: no cover - threadpoolctl is a dependency
         return None
+
+
+def _numba_threads_launched() -> int:
+    """How many threads numba's parallel pool started in this process (0: none yet)."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if not getattr(parallel, "_is_initialized", False):
+        return 0
+    return int(sys.modules["numba.core.config"].NUMBA_NUM_THREADS)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ by ``("file", realpath, st_dev, st_ino, read_only)``; a worker maps the path onl
 is that inode and is long enough, so a replaced or truncated file is an error, never another
 file's data or a SIGBUS. Before every call the parent re-checks its own descriptor (fstat)
 and the path (stat): truncation, deletion and replacement are refused before any worker runs.
+That descriptor is the one fd a file keeps, in the process that opened it (the mapping keeps
+none: segments.Mapping); workers and consumers that map a file by its handle keep none.
 
 mtime is not part of the identity on purpose: our own kernels' writes through the mapping
 change it. A file modified in place by another program (same inode, same size) cannot be
@@ -29,7 +31,8 @@ from numpy.lib import format as npformat
 
 from .errors import (ArrayFreedError, ArrayInUseError, FileAccessError, FileChangedError,
                      InputError, UnsupportedDtypeError)
-from .segments import Block, _attached, _lock, _release_hooks
+from .segments import (Block, Mapping, _attached, _drop_cached, _handles, _lock,
+                       _release_hooks, fd_errors)
 
 # ref -> FileBlock this process opened (the parent: pool.open, memmap arguments)
 _opened: "weakref.WeakValueDictionary[tuple, FileBlock]" = weakref.WeakValueDictionary()
@@ -40,25 +43,32 @@ class FileBlock(Block):
 
     is_file = True
 
-    def __init__(self, path: str, ident: tuple, nbytes: int, mm: mmap.mmap, writable: bool,
+    def __init__(self, path: str, ident: tuple, nbytes: int, mm: Mapping, writable: bool,
                  fd: int = -1, opener: bool = False):
         # not Block.__init__: a file is never unlinked, only unmapped and its fd closed
         self.path, self.ident = path, ident
         self.name = "file:" + path  # write claims, forget messages, error texts
         self.nbytes, self.mm, self.writable, self.fd = nbytes, mm, writable, fd
-        self.owner_pid = None
-        self.root = np.frombuffer(mm, dtype=np.uint8, count=nbytes)  # read-only for ACCESS_READ
+        self.owner_pid, self.opener = None, opener
+        self.root = np.asarray(mm)  # read-only for a read-only mapping
         self.freed = False
         self.arrays = weakref.WeakValueDictionary()
         self.ref = ("file", path, ident[0], ident[1], not writable)
-        self._finalizer = weakref.finalize(self, _close, mm, fd, self.name if opener else None)
+        self._finalizer = weakref.finalize(self, _close, fd, self.name if opener else None)
+
+    @property
+    def created_here(self) -> bool:
+        """True in the process that opened the file (pool.open): free() closes it there."""
+        return self.opener
 
     # -- opening and attaching -------------------------------------------------------------
     @classmethod
     def map_path(cls, path: str, nbytes: int, writable: bool, expect: tuple | None = None,
                  keep_fd: bool = True) -> "FileBlock":
-        """Map ``path``'s first ``nbytes`` bytes; ``expect``: the (st_dev, st_ino) it must be."""
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        """Map ``path``'s first ``nbytes`` bytes; ``expect``: the (st_dev, st_ino) it must be.
+        ``keep_fd``: keep one descriptor open, for check_size's fstat (the opener only)."""
+        with fd_errors(f"open {path}"):
+            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
@@ -68,8 +78,7 @@ class FileBlock(Block):
                     f"{st.st_ino}, not {expect[1]}); open the new file with pool.open(path)")
             if st.st_size < nbytes:
                 raise FileChangedError(_truncated(path, st.st_size, nbytes))
-            mm = mmap.mmap(fd, nbytes, mmap.MAP_SHARED,
-                           mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
+            mm = Mapping(fd, nbytes, writable)
         except BaseException:
             os.close(fd)
             raise
@@ -79,8 +88,10 @@ class FileBlock(Block):
         return cls(path, ident, nbytes, mm, writable, fd, opener=keep_fd)
 
     @classmethod
-    def attach(cls, ref: tuple, nbytes: int, writable: bool = True) -> "FileBlock":
-        """What a worker does with a handle: map the file by path once (cached), checked."""
+    def attach(cls, ref: tuple, nbytes: int, writable: bool = True,
+               pin: bool = True) -> "FileBlock":
+        """What a worker does with a handle: map the file by path once (cached), checked;
+        ``pin`` as Block.attach (False: a consumer's SharedArray, mapped while it lives)."""
         _, path, dev, ino, read_only = ref
         writable = writable and not read_only
         with _lock:
@@ -88,15 +99,17 @@ class FileBlock(Block):
             if own is not None and not own.freed and own.nbytes >= nbytes:
                 return own
             key = ("file:" + path, writable)
-            cached = _attached.get(key)
+            cached = _attached.get(key) or _handles.get(key)
             if cached is not None:
                 if cached.ident == (dev, ino) and cached.nbytes >= nbytes:
+                    if pin:
+                        _attached[key] = cached
                     return cached
-                _attached.pop(key, None)  # an older file at this path: drop its mapping
-                cached.root = None
+                _drop_cached(cached)  # an older file at this path: drop its mapping
+                cached.root = cached.mm = None
                 cached._finalizer()
             block = cls.map_path(path, nbytes, writable, expect=(dev, ino), keep_fd=False)
-            _attached[key] = block
+            (_attached if pin else _handles)[key] = block
             return block
 
     # -- use -------------------------------------------------------------------------------
@@ -152,16 +165,13 @@ class FileBlock(Block):
         except (OSError, ValueError):
             pass
         self.freed = True
-        self.root = None
+        self.root = self.mm = None  # unmapped now, or with the last NumPy view
         _opened.pop(self.ref, None)
-        self._finalizer()  # closes the mapping (later, if views remain) and the fd; tells pools
+        _drop_cached(self)
+        self._finalizer()  # closes the fd; tells pools
 
 
-def _close(mm: mmap.mmap, fd: int, name: str | None) -> None:
-    try:
-        mm.close()
-    except BufferError:
-        pass  # NumPy views still alive keep the mapping; it goes with the last one
+def _close(fd: int, name: str | None) -> None:
     if fd >= 0:
         try:
             os.close(fd)
@@ -178,11 +188,12 @@ def _truncated(path: str, size: int, nbytes: int) -> str:
             "file again and open it anew with pool.open(path)")
 
 
-def attach_ref(ref: Any, nbytes: int, writable: bool) -> Block:
-    """The block a handle names: a shared-memory block by name, or a file by its ref."""
+def attach_ref(ref: Any, nbytes: int, writable: bool, pin: bool = True) -> Block:
+    """The block a handle names: a shared-memory block by name, or a file by its ref
+    (``pin``: see Block.attach)."""
     if isinstance(ref, tuple):
-        return FileBlock.attach(ref, nbytes, writable)
-    return Block.attach(ref, nbytes, writable)
+        return FileBlock.attach(ref, nbytes, writable, pin)
+    return Block.attach(ref, nbytes, writable, pin)
 
 
 # -- opening .npy files ----------------------------------------------------------------------
@@ -289,7 +300,7 @@ def open_npy(path: str, mode: str, shape: Any, dtype: Any, check: Any) -> tuple:
         raise InputError(f"shape= and dtype= are for mode='w+' (a new file); mode={mode!r} "
                          "reads them from the file's header")
     _check_regular(path, mode)
-    with open(path, "rb") as f:
+    with fd_errors(f"open {path}"), open(path, "rb") as f:
         shape, dt, offset, fortran = read_header(path, f)
     check_file_dtype(path, dt, fortran, shape, check)
     nbytes = offset + int(np.prod(shape, dtype=np.int64)) * dt.itemsize

@@ -6,9 +6,21 @@ creation, never a SIGBUS later), and it is unlinked exactly once, by the process
 Other processes attach with ``shm_open`` + ``mmap`` directly instead of the stdlib
 ``SharedMemory`` class, so an attaching process never registers the name with a resource
 tracker (gh-82300: on Python <= 3.12 the tracker unlinks live blocks when an attacher exits).
+
+No block keeps a file descriptor (issue 17: two per array ran a 256-fd process out at array
+124): the fd is closed right after libc's ``mmap`` (the stdlib's ``mmap.mmap`` keeps a dup of
+it), and the integrity check stats the name instead (device, inode, size). A mapping lives as
+long as the last NumPy array over it, so it is never unmapped under a live view.
+
+Attached blocks are cached per process: strongly for workers (``view_from_handle``; the
+parent names freed blocks, ``forget_attached``), weakly for SharedArray handles a consumer
+unpickled, so a block is unmapped there when its last SharedArray is closed or collected.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import functools
 import gc
 import hashlib
@@ -18,7 +30,7 @@ import secrets
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -37,8 +49,10 @@ _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 # Name -> Block this process created (weak: a block nobody references is unlinked).
 _owned: "weakref.WeakValueDictionary[str, Block]" = weakref.WeakValueDictionary()
-# (name, writable) -> Block this process attached; dropped when the owner says it was freed.
+# (name, writable) -> Block this process attached: pinned (workers) until the owner says it
+# was freed; held by handles (consumers) only while a SharedArray of it lives.
 _attached: dict[tuple[str, bool], "Block"] = {}
+_handles: weakref.WeakValueDictionary[tuple[str, bool], Block] = weakref.WeakValueDictionary()
 _release_hooks: list[Callable[[str], None]] = []
 _lock = threading.Lock()
 
@@ -88,22 +102,140 @@ def _pid_max() -> int:
         return 4_194_304  # Linux's ceiling (PID_MAX_LIMIT); other systems are lower
 
 
+# -- mappings that keep no file descriptor ---------------------------------------------------
+_MS_SYNC = 4 if sys.platform.startswith("linux") else 0x10  # Linux; macOS and the BSDs
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    libc.msync.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
+
+
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class Mapping:
+    """``nbytes`` of an open file mapped ``MAP_SHARED`` with libc's mmap; the caller closes the
+    fd at once (``mmap.mmap`` would keep a dup of it open until closed).
+
+    NumPy arrays over it (``np.asarray(m)``) keep it alive as their base, and it is unmapped
+    when it is collected, so no view can outlive its pages.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> with tempfile.TemporaryFile() as f:
+    ...     _ = f.write(bytes(8))
+    ...     f.flush()
+    ...     m = Mapping(f.fileno(), 8, writable=True)
+    >>> a = np.asarray(m)          # the file is closed: the mapping needs no fd
+    >>> a[:] = 7
+    >>> int(a.sum()), a.base is m
+    (56, True)
+    """
+
+    __slots__ = ("addr", "nbytes", "readonly")
+
+    def __init__(self, fd: int, nbytes: int, writable: bool):
+        libc = _libc()
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        addr = libc.mmap(None, nbytes, prot, mmap.MAP_SHARED, fd, 0)
+        if addr is None or addr == _MAP_FAILED:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        self.addr, self.nbytes, self.readonly = addr, nbytes, not writable
+
+    @property
+    def __array_interface__(self) -> dict:
+        return {"shape": (self.nbytes,), "typestr": "|u1", "version": 3,
+                "data": (self.addr, self.readonly)}
+
+    def flush(self) -> None:
+        """msync(MS_SYNC): written pages are on disk (file mappings) when this returns."""
+        if self.addr and _libc().msync(self.addr, self.nbytes, _MS_SYNC) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"msync: {os.strerror(err)}")
+
+    def __del__(self) -> None:
+        addr, self.addr = self.addr, 0
+        if addr:
+            try:
+                _libc().munmap(addr, self.nbytes)
+            except (AttributeError, TypeError):  # pragma: no cover - interpreter shutdown
+                return
+
+
+def fd_limit_error(what: str, exc: OSError) -> SharedMemoryError:
+    """The SharedMemoryError for an EMFILE/ENFILE ``exc``, naming the limit and the fix."""
+    if exc.errno == errno.ENFILE:
+        return SharedMemoryError(
+            f"cannot {what}: the system's table of open files is full ({exc.strerror}); close "
+            "files or processes, or raise the system limit (Linux: sysctl fs.file-max)")
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover
+        soft = hard = -1
+    inf = getattr(sys.modules.get("resource"), "RLIM_INFINITY", -1)
+    cap = "unlimited" if hard == inf else str(hard)
+    want = max(4096, 2 * soft) if hard == inf else min(hard, max(4096, 2 * soft))
+    return SharedMemoryError(
+        f"cannot {what}: this process has no file descriptor left ({exc.strerror}; its limit, "
+        f"RLIMIT_NOFILE, is {soft}, hard limit {cap}). sharedcompute keeps no descriptor per "
+        "array, so something else holds them: close files you no longer need, or raise the "
+        f"limit with `ulimit -n {want}` in the shell that starts Python (or "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({want}, hard)) in the program)")
+
+
+@contextlib.contextmanager
+def fd_errors(what: str) -> Iterator[None]:
+    """Turn running out of file descriptors into SharedMemoryError (see fd_limit_error)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE) and not isinstance(exc, SharedMemoryError):
+            raise fd_limit_error(what, exc) from exc
+        raise
+
+
+def _map(fd: int, nbytes: int, writable: bool, name: str) -> Mapping:
+    try:
+        return Mapping(fd, nbytes, writable)
+    except OSError as exc:
+        raise SharedMemoryError(
+            f"cannot map {format_bytes(nbytes)} of {name!r}: {exc.strerror}"
+            + (" (too many mappings: vm.max_map_count, or the address-space limit "
+               "RLIMIT_AS); free arrays you no longer need" if exc.errno == errno.ENOMEM
+               else "")) from exc
+
+
 class Block:
-    """One mapped shared-memory segment. Owner blocks keep their fd to detect tampering."""
+    """One mapped shared-memory segment; it keeps no fd (check_intact stats the name)."""
 
     is_file = False  # files.FileBlock: a regular file mapped MAP_SHARED
     calls = 0  # pool calls running on this block now (execute.hold): free() refuses then
 
-    def __init__(self, name: str, nbytes: int, mm: mmap.mmap, writable: bool,
-                 owner_pid: int | None, fd: int = -1):
+    def __init__(self, name: str, nbytes: int, mm: Mapping, writable: bool,
+                 owner_pid: int | None, ident: tuple = ()):
         self.name, self.nbytes, self.mm, self.writable = name, nbytes, mm, writable
-        self.owner_pid, self.fd = owner_pid, fd
-        self.root: np.ndarray | None = np.frombuffer(mm, dtype=np.uint8, count=nbytes)
+        self.owner_pid, self.ident = owner_pid, ident  # ident: (st_dev, st_ino) when mapped
+        self.root: np.ndarray | None = np.asarray(mm)  # every view's base; keeps mm alive
         self.freed = False
         # the SharedArray views of this block (shared.py), so free() can refuse while others live
         self.arrays: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
         if owner_pid is not None:
-            self._finalizer = weakref.finalize(self, _unlink_owned, name, fd, owner_pid)
+            self._finalizer = weakref.finalize(self, _unlink_owned, name, owner_pid)
+
+    @property
+    def created_here(self) -> bool:
+        """True in the process that created (and alone may unlink) this block."""
+        return self.owner_pid == os.getpid()
 
     # -- creation and attachment ---------------------------------------------------------
     @classmethod
@@ -118,7 +250,9 @@ class Block:
         for _ in range(16):
             name = make_block_name()
             try:
-                fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+                with fd_errors(f"create a shared array of {format_bytes(nbytes)}"):
+                    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR,
+                                              mode=0o600)
                 break
             except FileExistsError:  # 64 random bits: only a squatter gets here
                 continue
@@ -128,29 +262,38 @@ class Block:
             os.fchmod(fd, 0o600)  # independent of the umask
             _reserve(fd, nbytes, padding, space.free if space else None)
             nbytes += padding
-            mm = mmap.mmap(fd, nbytes)
+            st = os.fstat(fd)
+            mm = _map(fd, nbytes, True, name)
         except BaseException:
-            os.close(fd)
             _posixshmem.shm_unlink("/" + name)
             raise
+        finally:
+            os.close(fd)  # the mapping needs no fd; check_intact stats the name
         _tracker_register(name)
-        block = cls(name, nbytes, mm, True, os.getpid(), fd)
+        block = cls(name, nbytes, mm, True, os.getpid(), (st.st_dev, st.st_ino))
         _owned[name] = block
         return block
 
     @classmethod
-    def attach(cls, name: str, nbytes: int, writable: bool = True) -> "Block":
-        """Attach by name (cached per process); verify owner, mode and size first."""
+    def attach(cls, name: str, nbytes: int, writable: bool = True, pin: bool = True) -> "Block":
+        """Attach by name (cached per process); verify owner, mode and size first.
+
+        ``pin``: keep it mapped until forget_attached (workers); else only while something
+        references the Block (a consumer's SharedArrays), so dropping them unmaps it."""
+        key = (name, writable)
         with _lock:
             owned = _owned.get(name)
             if owned is not None and not owned.freed:
                 return owned
-            cached = _attached.get((name, writable))
+            cached = _attached.get(key) or _handles.get(key)
             if cached is not None:
+                if pin:
+                    _attached[key] = cached
                 return cached
             flags = os.O_RDWR if writable else os.O_RDONLY
             try:
-                fd = _posixshmem.shm_open("/" + name, flags, mode=0)
+                with fd_errors(f"attach shared array {name!r}"):
+                    fd = _posixshmem.shm_open("/" + name, flags, mode=0)
             except FileNotFoundError:
                 raise SharedBlockNotFoundError(
                     f"shared-memory block {name!r} does not exist: it was freed, its pool closed, "
@@ -166,11 +309,11 @@ class Block:
                     raise SharedBlockCorruptedError(
                         f"block {name!r} holds {st.st_size} bytes but the array needs {nbytes}: "
                         "another process truncated it")
-                mm = mmap.mmap(fd, nbytes, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+                mm = _map(fd, nbytes, writable, name)
             finally:
                 os.close(fd)
-            block = cls(name, nbytes, mm, writable, None)
-            _attached[(name, writable)] = block
+            block = cls(name, nbytes, mm, writable, None, (st.st_dev, st.st_ino))
+            (_attached if pin else _handles)[key] = block
             return block
 
     # -- use -------------------------------------------------------------------------------
@@ -179,17 +322,17 @@ class Block:
         if self.freed:
             raise ArrayFreedError(f"shared array in block {self.name!r} was freed; "
                                   "create a new one (pool.array / pool.empty)")
-        if self.fd < 0:
+        if not self.ident:
             return
-        st = os.fstat(self.fd)  # one syscall: this runs before every call
+        st = _stat_name(self.name)  # one syscall on Linux: this runs before every call
+        if st is None or (st.st_dev, st.st_ino) != self.ident:
+            again = "" if st is None else " (another block now has its name)"
+            raise SharedBlockNotFoundError(
+                f"block {self.name!r} was removed from {SHM_DIR} by another process{again}; "
+                "workers can no longer attach it")
         if st.st_size < self.nbytes:
             raise SharedBlockCorruptedError(
                 f"block {self.name!r} was truncated by another process below its {self.nbytes} bytes")
-        # unlinked (perhaps re-created under the same name); macOS reports 0 links for shm
-        if st.st_nlink == 0 and sys.platform.startswith("linux"):
-            raise SharedBlockNotFoundError(
-                f"block {self.name!r} was removed from {SHM_DIR} by another process; "
-                "workers can no longer attach it")
 
     def live_views(self) -> int:
         """NumPy arrays still viewing this block (each view's base is ``root``)."""
@@ -211,21 +354,42 @@ class Block:
                 "are still alive (from np.asarray, .numpy() or ufunc outputs); delete them first, "
                 "or copy what you need with np.array(a)")
         self.freed = True
-        self.root = None
+        self.root = self.mm = None  # unmapped now, or when the last NumPy view goes
         if self.owner_pid is not None:
             self._finalizer.detach()
-            _unlink_owned(self.name, self.fd, self.owner_pid, by_release=True)
+            _unlink_owned(self.name, self.owner_pid, by_release=True)
         else:
-            _attached.pop((self.name, self.writable), None)
-        try:
-            self.mm.close()
-        except BufferError:
-            pass  # views still alive keep the mapping; it goes when the last one does
+            _drop_cached(self)
         for hook in list(_release_hooks):
             hook(self.name)
 
 
-def _unlink_owned(name: str, fd: int, owner_pid: int, by_release: bool = False) -> None:
+def _drop_cached(block: Block) -> None:
+    key = (block.name, block.writable)
+    for cache in (_attached, _handles):
+        if cache.get(key) is block:
+            cache.pop(key, None)
+
+
+def _stat_name(name: str) -> os.stat_result | None:
+    """stat of a block by name, None if there is none; Linux: the file in /dev/shm."""
+    if sys.platform.startswith("linux"):
+        try:
+            return os.stat(os.path.join(SHM_DIR, name))
+        except FileNotFoundError:
+            return None
+    try:  # macOS: shm objects have no path; a descriptor for the moment of the fstat
+        with fd_errors(f"check shared array {name!r}"):
+            fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_owned(name: str, owner_pid: int, by_release: bool = False) -> None:
     if os.getpid() != owner_pid:  # a forked child inherited the finalizer: not ours to unlink
         return
     try:
@@ -233,11 +397,6 @@ def _unlink_owned(name: str, fd: int, owner_pid: int, by_release: bool = False) 
     except FileNotFoundError:
         pass
     _tracker_unregister(name)
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
     if not by_release:  # dropped (garbage-collected), not freed: tell the pools too, so their
         for hook in list(_release_hooks):  # workers unmap it (issue 17: they kept every
             hook(name)                     # dropped block mapped until the pool closed)
@@ -287,13 +446,10 @@ def forget_attached(names: Iterable[str]) -> None:
     """Unmap attached (not owned) blocks by name; used by workers when the owner freed them."""
     for name in names:
         for writable in (True, False):
-            block = _attached.pop((name, writable), None)
-            if block is not None:
-                block.root = None
-                try:
-                    block.mm.close()
-                except BufferError:
-                    pass
+            for cache in (_attached, _handles):
+                block = cache.pop((name, writable), None)
+                if block is not None:  # unmapped now, or when the last NumPy view goes
+                    block.root = block.mm = None
 
 
 def list_segments(directory: str = SHM_DIR) -> list[str]:

@@ -90,12 +90,13 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
     >>> a.free()
     """
 
-    __slots__ = ("_block", "_shape", "_dtype", "_offset", "_strides", "__weakref__")
+    __slots__ = ("_block", "_shape", "_dtype", "_offset", "_strides", "_closed", "__weakref__")
     __array_priority__ = 20
 
     def __init__(self, block: Block | None, shape: tuple, dtype: np.dtype, offset: int = 0,
                  strides: tuple | None = None):
         self._block = block
+        self._closed: str | None = None  # the block's name once close() dropped it
         self._shape = tuple(int(s) for s in shape)
         self._dtype = np.dtype(dtype)
         self._offset = offset
@@ -189,6 +190,8 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         """A zero-copy NumPy view. While it lives, ``free()`` refuses to unmap the block."""
         block = self._block
         if block is None:
+            if self._closed is not None:
+                raise self._closed_error()
             return np.empty(self.shape, self.dtype)
         if block.is_file:
             block.check_size()  # a truncated file would SIGBUS on the first read past its end
@@ -272,8 +275,8 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         return iter(self.numpy())
 
     def __repr__(self) -> str:
-        name = self._block.name if self._block is not None else "<no block: empty>"
-        state = " freed" if self.freed else ""
+        name = self.name if self.name is not None else "<no block: empty>"
+        state = " closed" if self._closed else " freed" if self.freed else ""
         return f"SharedArray(shape={self.shape}, dtype={self.dtype}, block={name!r}{state})"
 
     # -- properties ----------------------------------------------------------------------------
@@ -310,14 +313,17 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
     @property
     def name(self) -> str | None:
         """The shared-memory block's name (None for a zero-size array, which has no block)."""
-        return None if self._block is None else self._block.name
+        return self._closed if self._block is None else self._block.name
 
     @property
     def freed(self) -> bool:
-        return self._block is not None and self._block.freed
+        """True once this array can no longer be used: freed, its pool closed, or close()d."""
+        return self._closed is not None or (self._block is not None and self._block.freed)
 
     @property
     def block(self) -> Block | None:
+        if self._closed is not None:
+            raise self._closed_error()
         return self._block
 
     @property
@@ -341,6 +347,8 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         """(name, block bytes, shape, dtype, offset, strides): all a process needs to attach."""
         block = self._block
         if block is None:
+            if self._closed is not None:
+                raise self._closed_error()
             return (None, 0, self.shape, self.dtype.str, 0, self._strides)
         if block.freed:
             self.numpy()  # raises ArrayFreedError
@@ -369,11 +377,57 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
                 "of the same block are alive (from slicing); delete them first")
         block.release(strict=True)
 
+    def close(self) -> None:
+        """Release this process's hold on the array, without destroying it for others.
+
+        The process that received the array (an unpickled handle) unmaps its block once no
+        SharedArray of it is left open here; the block stays for the creator and every other
+        process. In the creator, closing the last SharedArray of a block frees it, as
+        dropping it would (only the creator can unlink it). NumPy views still alive keep
+        their pages mapped until they go; this array itself raises ArrayFreedError from now
+        on. Closing twice is a no-op. Garbage collection of a process's last SharedArray of a
+        block does the same as close(); ``with a:`` closes a received array and frees one
+        this process created.
+
+        Examples
+        --------
+        >>> import pickle
+        >>> a = SharedArray.from_array(np.arange(4.0))
+        >>> b = pickle.loads(pickle.dumps(a))   # another process would attach by name
+        >>> b.close()                           # here both are one block; a keeps it
+        >>> b.freed, a.freed, float(a.sum())
+        (True, False, 6.0)
+        >>> a.close()                           # the creator's last one: freed, as by del
+        >>> a.freed
+        True
+        """
+        block = self._block
+        if block is None:
+            return
+        others = [a for a in block.arrays.values() if a is not self]
+        if not others and not block.freed and block.calls:
+            raise ArrayInUseError(
+                f"cannot close shared array {block.name!r}: a pool call that uses it is "
+                "running; close it after the call returns")
+        self._closed, self._block = block.name, None
+        block.arrays.pop(id(self), None)
+        if not others:
+            block.release(strict=False)  # unlinks only in its creator; views keep their pages
+
+    def _closed_error(self) -> ArrayFreedError:
+        return ArrayFreedError(f"shared array {self._closed!r} was closed in this process "
+                               "(close(), or the end of a with block); unpickle its handle "
+                               "again to use it")
+
     def __enter__(self) -> "SharedArray":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.free()
+        block = self._block
+        if block is not None and block.created_here:
+            self.free()
+        else:
+            self.close()
 
 
 _colours = itertools.count()
@@ -439,4 +493,6 @@ def _rebuild(handle: tuple) -> SharedArray:
     name, nbytes, shape, dtype, offset, strides = handle
     if name is None:
         return SharedArray(None, shape, np.dtype(dtype), 0, strides)
-    return SharedArray(attach_ref(name, nbytes, True), shape, np.dtype(dtype), offset, strides)
+    # not pinned: the block stays mapped here only while a SharedArray of it lives
+    block = attach_ref(name, nbytes, True, pin=False)
+    return SharedArray(block, shape, np.dtype(dtype), offset, strides)

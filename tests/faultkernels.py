@@ -290,3 +290,38 @@ def box_result(x):
 
 
 box_result = sc.kernel(numba.njit(nogil=True)(box_result), combine=_box_combine)
+
+
+# -- a long-lived consumer process (issue 17, item 2) -------------------------------------------
+def mapped_blocks(pid: int | str = "self") -> set:
+    """Names of our shared-memory blocks mapped in process ``pid`` (from /proc/<pid>/maps)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {ln.split("/dev/shm/")[1].split()[0] for ln in f if "/dev/shm/sc" in ln}
+
+
+def consumer(conn, how: str) -> None:
+    """Receives SharedArrays (pickled handles) until None; sums each and lets it go ``how``:
+    "close" (a.close()), "with" (a with block) or "drop" (del: garbage collection). Answers
+    (sum, the blocks it still maps, whether the dropped array is now refused)."""
+    import gc
+    while True:
+        a = conn.recv()
+        if a is None:
+            return
+        refused = None
+        if how == "with":
+            with a:
+                total = float(np.asarray(a).sum())
+        else:
+            total = float(a.sum())
+            if how == "close":
+                a.close()
+        if how in ("close", "with"):
+            try:
+                a.sum()
+                refused = False
+            except sc.ArrayFreedError:
+                refused = True
+        del a
+        gc.collect()
+        conn.send((total, sorted(mapped_blocks()), refused))

@@ -6,7 +6,9 @@ every start method. Faults that can poison or kill the test process itself (Ctrl
 SIGKILL, fork after numba threads, /dev/shm size, other users, cache directories) run in a
 subprocess, which must exit cleanly with an empty stderr and leave no segment and no process.
 
-Fault kernels live in tests/faultkernels.py (importable by every start method).
+Fault kernels live in tests/faultkernels.py (importable by every start method). Rows 21-32
+are issue 17's twelve items (reliability, round two): ISSUE17 below lists each with the test
+that shows it, here or in tests/test_limits.py and tests/test_cli.py.
 """
 from __future__ import annotations
 
@@ -747,7 +749,7 @@ ATTACHER = textwrap.dedent("""
     a = pickle.loads(sys.stdin.buffer.read())
     a[0] = 42.0                           # unpickled handle: writes land in the creator's block
     b = Block.attach(a.name, a.nbytes)    # and attaching by name
-    assert np.frombuffer(b.mm, np.float64, 3)[0] == 42.0
+    assert b.root.view(np.float64)[0] == 42.0
     print(float(a[1:4].sum()))
 """)
 ATTACH_SCRIPT = """
@@ -1256,3 +1258,319 @@ def test_row19_unwritable_numba_cache(what, tmp_path):
     else:
         assert r["warnings"] == []
         assert any(f.endswith(".nbi") for f in _files_under(cache))
+
+
+# == rows 21-32: issue 17, reliability round two ===================================================
+# Each item of issue 17 and the test that shows it (file::function). Tests here run under every
+# start method where the start method matters; test_issue17_catalogue checks that every row
+# names a test that exists, so a renamed or dropped test cannot leave a row unbacked.
+ISSUE17 = [
+    ("21", 1, "dropped arrays stay mapped in every worker",
+     "test_faults.py::test_row21_dropped_arrays_unmapped_in_workers"),
+    ("22", 2, "consumer processes keep freed blocks",
+     "test_faults.py::test_row22_consumer_releases_blocks"),
+    ("22", 2, "close() and with in the creator",
+     "test_faults.py::test_row22_close_in_the_creator"),
+    ("23", 3, "a forked child breaks its parent's pool",
+     "test_limits.py::test_a_forked_child_leaves_its_parents_pool_alone"),
+    ("24", 4, "cleanup --yes deletes files that are not the library's",
+     "test_cli.py::test_cleanup_never_touches_what_is_not_ours"),
+    ("24", 4, "cleanup removes dead creators' segments only",
+     "test_cli.py::test_cleanup_removes_segments_of_dead_creators_only"),
+    ("25", 5, "shape products overflow",
+     "test_limits.py::test_shape_products_do_not_overflow"),
+    ("25", 5, "an empty array with many rows",
+     "test_limits.py::test_an_empty_array_with_many_rows_is_split_in_few_chunks"),
+    ("26", 6, "two file descriptors per array",
+     "test_faults.py::test_row26_no_descriptor_per_array"),
+    ("26", 6, "out of descriptors: the message's ulimit -n works",
+     "test_faults.py::test_row26_fd_limit_message_and_its_fix"),
+    ("27", 7, "bad timeouts", "test_limits.py::test_bad_timeouts_are_refused_before_work"),
+    ("27", 7, "memoryview arguments",
+     "test_limits.py::test_memoryview_argument_is_refused_and_frombuffer_works"),
+    ("27", 7, "bad shapes", "test_limits.py::test_bad_shapes_are_input_errors"),
+    ("27", 7, "n_workers and fd limits",
+     "test_limits.py::test_n_workers_is_capped_and_fd_limits_are_checked"),
+    ("27", 7, "bad SHAREDCOMPUTE_SPIN_US",
+     "test_limits.py::test_bad_spin_environment_warns_and_falls_back"),
+    ("27", 7, "verify without a reference",
+     "test_limits.py::test_verify_without_a_reference_is_an_input_error"),
+    ("28", 8, "free() during a running call",
+     "test_limits.py::test_free_during_a_running_call_is_refused"),
+    ("29", 9, "a hung call blocks close() from another thread",
+     "test_limits.py::test_close_from_another_thread_interrupts_a_running_call"),
+    ("30", 10, "the cause of a worker's import failure is hidden",
+     "test_limits.py::test_a_kernel_module_failing_to_import_in_workers_says_why"),
+    ("31", 11, "the CLI crashes on bad input",
+     "test_cli.py::test_bad_arguments_are_argparse_errors_before_any_work"),
+    ("32", 12, "numba.set_num_threads at import of the main module",
+     "test_faults.py::test_row32_main_module_sets_numba_threads"),
+]
+
+
+def test_issue17_catalogue():
+    """Every item of issue 17 has a row, and every row names a test that exists."""
+    import importlib
+    assert sorted({item for _, item, _, _ in ISSUE17}) == list(range(1, 13))
+    for row, item, what, ref in ISSUE17:
+        module, func = ref.split("::")
+        mod = importlib.import_module(module[:-3])
+        assert callable(getattr(mod, func, None)), f"row {row} (item {item}: {what}): no {ref}"
+
+
+@pytest.mark.timeout(60)
+def test_row21_dropped_arrays_unmapped_in_workers(pool):
+    """Item 1 under each start method: arrays dropped with del (no free()) are unmapped in the
+    workers at the next call (they kept every dropped block mapped until close())."""
+    import gc
+    keep, one = pool.zeros(1000), pool.array(np.ones(1000))
+    for _ in range(8):
+        a, b = pool.zeros(300_000), pool.array(np.ones(300_000))  # 2.4 MB each
+        pool.map(fk.fault_map, a, b, fk.NONE, -1, 0.0)
+        del a, b
+        gc.collect()
+    pool.map(fk.fault_map, keep, one, fk.NONE, -1, 0.0)  # carries the forget message
+    for pid in pool.pids:
+        held = fk.mapped_blocks(pid) - {keep.name, one.name}
+        assert len(held) <= 2, f"worker {pid} still maps {len(held)} dropped blocks"
+    keep.free(), one.free()
+
+
+def _consumer_context(method: str):
+    if method == "fork" and sc.pool._numba_threads_started():
+        pytest.skip("numba's OpenMP threads ran in this process: no fork children here")
+    return mp.get_context(method)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["close", "with", "drop"])
+@pytest.mark.parametrize("method", METHODS)
+def test_row22_consumer_releases_blocks(method, how):
+    """Item 2: a long-lived process that unpickles handles unmaps each block when it closes
+    the array (close(), a with block) or drops it; closing does not destroy the array for
+    the creator; after the creator frees it, nothing of it is mapped anywhere (the consumer
+    used to keep every block it ever attached: 30 blocks, 481 MiB)."""
+    ctx = _consumer_context(method)
+    here, there = ctx.Pipe()
+    proc = ctx.Process(target=fk.consumer, args=(there, how), daemon=True)
+    proc.start()
+    there.close()
+    try:
+        names = []
+        for k in range(6):
+            a = sc.SharedArray.from_array(np.full(200_000, float(k)))  # 1.6 MB
+            names.append(a.name)
+            here.send(a)
+            total, mapped, refused = here.recv()
+            assert total == 200_000.0 * k
+            assert a.name not in mapped, f"{how}: the consumer still maps {a.name}"
+            assert refused is (None if how == "drop" else True)
+            assert float(a.sum()) == 200_000.0 * k   # closing there did not free it here
+            a.free()
+        assert not set(names) & fk.mapped_blocks(proc.pid)
+        here.send(None)
+        proc.join(30)
+        assert proc.exitcode == 0
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        here.close()
+    assert segments_of(names) == []
+
+
+@pytest.mark.timeout(30)
+def test_row22_close_in_the_creator(pool):
+    """close() in the creator: the last SharedArray of a block frees it (only the creator can
+    unlink it; closing without unlinking would leak it), an earlier one only lets go; NumPy
+    views keep their pages until they go; with frees what this process created."""
+    a = pool.array(np.arange(10.0))
+    sub, name = a[2:5], a.name
+    a.close()
+    with pytest.raises(sc.ArrayFreedError, match="closed in this process"):
+        np.asarray(a)
+    with pytest.raises(sc.ArrayFreedError):
+        pool.map(fk.fault_map, pool.zeros(10), a, fk.NONE, -1, 0.0)
+    assert float(sub.sum()) == 9.0 and os.path.exists(os.path.join(SHM, name))
+    view = np.asarray(sub)
+    sub.close()                                   # the last one: unlinked now
+    assert not os.path.exists(os.path.join(SHM, name))
+    assert view.tolist() == [2.0, 3.0, 4.0]       # a live view keeps its pages: no segfault
+    a.close(), sub.close()                        # closing twice is a no-op
+    with pool.zeros(4) as b:
+        name = b.name
+        pool.map(fk.fault_fill, b, 1.0, fk.NONE, -1, 0.0)
+    assert b.freed and not os.path.exists(os.path.join(SHM, name))
+
+
+FD_SCRIPT = """
+    import resource
+    from sharedcompute.shared import SharedArray
+    method = sys.argv[1]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    def fds(pid="self"):
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    with sc.Pool(2, start_method=method) as pool:
+        x = pool.zeros(10); pool.map(fk.fault_fill, x, 1.0, fk.NONE, -1, 0.0)
+        before = {p: fds(p) for p in ["self", *pool.pids]}
+        arrays = []
+        for k in range(600):                      # 600 live arrays, each used by the workers
+            a = pool.zeros(1000)
+            pool.map(fk.fault_fill, a, float(k), fk.NONE, -1, 0.0)
+            arrays.append(a)
+        after = {p: fds(p) for p in ["self", *pool.pids]}
+        ok = all(float(a[999]) == k for k, a in enumerate(arrays))
+        emit(event="result", before=before, after=after, ok=ok, n=len(arrays))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", METHODS)
+def test_row26_no_descriptor_per_array(method):
+    """Item 6: no array keeps a file descriptor, in the parent or in a worker, so 600 live
+    arrays fit under a 256-descriptor limit (array 124 failed with a bare EMFILE)."""
+    if method == "fork" and sc.pool._numba_threads_started():
+        pytest.skip("numba's OpenMP threads ran in this process")  # not inherited: a subprocess
+    proc = run_script(FD_SCRIPT, method, timeout=110)
+    assert_clean(proc)
+    r = events(proc.stdout)["result"]
+    assert r["ok"] and r["n"] == 600
+    for p, n in r["after"].items():
+        assert n - r["before"][p] <= 4, f"process {p}: {r['before'][p]} -> {n} descriptors"
+
+
+FD_FILES_SCRIPT = """
+    import re, resource
+    from sharedcompute.shared import SharedArray
+    folder, limit = sys.argv[1], int(sys.argv[2])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if limit:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    for k in range(300):
+        np.save(os.path.join(folder, f"f{k}.npy"), np.full(16, float(k)))
+    opened, err = [], None
+    try:
+        for k in range(300):      # a file keeps one descriptor, in the process that opened it
+            opened.append(SharedArray.open(os.path.join(folder, f"f{k}.npy")))
+    except sc.SharedComputeError as exc:
+        err = exc
+    held = []
+    if err is not None:
+        try:
+            while True:                           # use up what is left: a shm array then
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            SharedArray.zeros(10)
+            shm_err = None
+        except sc.SharedComputeError as exc:
+            shm_err = exc
+        for fd in held:
+            os.close(fd)
+    else:
+        shm_err = None
+    emit(event="result", opened=len(opened), ok=all(float(a[0]) == k for k, a in enumerate(opened)),
+         err=None if err is None else [type(err).__name__, isinstance(err, OSError), str(err)],
+         shm_err=None if shm_err is None else [type(shm_err).__name__, str(shm_err)])
+    for a in opened:
+        a.free()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_row26_fd_limit_message_and_its_fix(tmp_path):
+    """Item 6, out of descriptors: opening more .npy files than the limit allows (one fd per
+    opened file) and creating a shared array with no descriptor left both raise
+    SharedMemoryError naming RLIMIT_NOFILE and `ulimit -n N`; run again after that
+    `ulimit -n N`, the same script opens every file."""
+    first = tmp_path / "first"
+    first.mkdir()
+    proc = run_script(FD_FILES_SCRIPT, str(first), "256")
+    assert_clean(proc)
+    r = events(proc.stdout)["result"]
+    assert 200 < r["opened"] < 256 and r["ok"], r
+    kind, is_oserror, msg = r["err"]
+    assert kind == "SharedMemoryError" and is_oserror
+    assert "RLIMIT_NOFILE, is 256" in msg and "ulimit -n" in msg, msg
+    kind, shm_msg = r["shm_err"]
+    assert kind == "SharedMemoryError" and "ulimit -n" in shm_msg, shm_msg
+    want = re.search(r"ulimit -n (\d+)", msg).group(1)
+    second = tmp_path / "second"
+    second.mkdir()
+    proc = run_script(FD_FILES_SCRIPT, str(second), "0",
+                      argv0=["sh", "-c", f'ulimit -n {want} && exec "$@"', "sh"])
+    assert_clean(proc)
+    r = events(proc.stdout)["result"]
+    assert r["opened"] == 300 and r["ok"] and r["err"] is None, r
+
+
+THREADS_MAIN = """
+import sys
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+numba.set_num_threads(2)                 # at import: spawn/forkserver workers run this too
+threadpool_limits(2)
+import sharedcompute as sc
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return max([i["num_threads"] for i in threadpool_info()] or [1])
+
+
+@sc.kernel
+def probe(out):
+    with numba.objmode(blas="int64"):
+        blas = _blas_threads()
+    n = numba.get_num_threads()
+    for i in range(out.shape[0]):
+        out[i, 0] = n
+        out[i, 1] = blas
+
+
+@numba.njit(parallel=True)
+def psum(v):
+    t = 0.0
+    for i in numba.prange(v.shape[0]):
+        t += v[i]
+    return t
+
+
+if __name__ == "__main__":
+    print("PARENT", psum(np.ones(1000)), numba.get_num_threads(), flush=True)
+    try:
+        with sc.Pool(2, start_method=sys.argv[1]) as pool:
+            out = pool.zeros((2, 2), np.int64)
+            pool.map(probe, out)
+            print("WORKERS", np.asarray(out).tolist(), flush=True)
+    except sc.SharedComputeError as exc:
+        print("ERROR", type(exc).__name__, exc, flush=True)
+    print("PARENT", psum(np.ones(1000)), numba.get_num_threads(), flush=True)
+"""
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("method", METHODS)
+def test_row32_main_module_sets_numba_threads(method, tmp_path):
+    """Item 12: a main module that calls numba.set_num_threads(2) (and threadpool_limits(2))
+    at import, as a script with prange code does: spawn/forkserver workers re-import it and
+    every fresh kernel failed to compile ("Cannot set NUMBA_NUM_THREADS to a different value
+    once the threads have been launched"). Now the workers compile, run on one numba and one
+    BLAS thread, and the parent's own prange code keeps its two threads. A fork pool is
+    refused (row 17): the parent's numba threads are running."""
+    script = tmp_path / "threads_main.py"
+    script.write_text(THREADS_MAIN)
+    env = subprocess_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # cold: the compile happens
+    proc = subprocess.run([sys.executable, str(script), method], capture_output=True,
+                          text=True, timeout=140, env=env, cwd=str(tmp_path))
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert out.count("PARENT 1000.0 2") == 2, out + proc.stderr
+    if method == "fork":
+        assert "ERROR InputError start_method='fork' is unsafe here" in out, out
+        return
+    assert "ERROR" not in out, out + proc.stderr
+    assert "WORKERS [[1, 1], [1, 1]]" in out, out
