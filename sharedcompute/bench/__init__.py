@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write every result (all timings) as JSON")
     parser.add_argument("--plot", metavar="PATH",
                         help="write a figure (needs matplotlib) of the run's table: speedup "
-                             "with 1..cores workers (triad, mandelbrot) and time per approach")
+                             "with 1..cores workers (triad and mandelbrot, also timed at the "
+                             "other worker counts) and time per approach")
     parser.add_argument("--repeats", type=int,
                         help="timed repeats per approach (default: the registry's per workload)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
