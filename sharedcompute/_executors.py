@@ -358,7 +358,7 @@ class ProcessExecutor:
                 "the main module. Put the script's work under `if __name__ == \"__main__\":` "
                 "(or start_method='fork' on Linux); restarting the workers cannot help",
                 pid=proc.pid, exitcode=code, signal_name=_signal_name(code), rows=(0, 0))
-        rows = tasks[i].rows if i < len(tasks) else (0, 0)
+        rows = tasks[i].rows if i < len(tasks) and tasks[i] is not None else (0, 0)
         sig = _signal_name(code)
         hint = (" (SIGKILL usually means the kernel ran out of memory and the OS killed it)"
                 if sig == "SIGKILL" else "")

@@ -94,7 +94,10 @@ def explain(exc: BaseException, task: Task, rows: tuple[int, int]) -> BaseExcept
     from ``writes=``, and (bounds-checked builds) a read outside the rows and halo given."""
     kernel: Kernel = task.kernel
     text = str(exc)
-    if type(exc).__name__ == "TypingError" and "readonly array" in text and "setitem" in text:
+    numba_words = (type(exc).__name__ == "TypingError" and "readonly array" in text
+                   and "setitem" in text)
+    numpy_words = (not kernel.jit and isinstance(exc, ValueError) and "read-only" in text)
+    if numba_words or numpy_words:
         read_only_args = [kernel.params[i] for i, spec in enumerate(task.specs[:len(kernel.params)])
                           if not spec.writable and (spec.kind != "value"
                                                     or isinstance(spec.value, np.ndarray))]
@@ -105,7 +108,7 @@ def explain(exc: BaseException, task: Task, rows: tuple[int, int]) -> BaseExcept
             f"writes={declared} does not name them; declare every array the kernel writes, "
             f"e.g. @sc.kernel(writes={advice})")
     if isinstance(exc, IndexError) and task.boundscheck and "out of bounds" in text:
-        d = kernel.depth
+        d = task.depth
         return IndexError(
             f"{text}: kernel {kernel.name} indexed outside the rows it was given (rows "
             f"[{rows[0]}, {rows[1]}) of {task.n_rows}, with {d} halo rows on each side); "
@@ -133,7 +136,7 @@ def _map_pieces(task: Task, views: list[Any], lo: int, hi: int) -> Iterator[tupl
     """(start, stop, kernel arguments, reusable) for each piece of rows lo..hi; a piece
     is not reusable when it got a padded copy of edge rows (stencils at the array's edge)."""
     kernel = task.kernel
-    n, d, boundary = task.n_rows, kernel.depth, task.boundary
+    n, d, boundary = task.n_rows, task.depth, task.boundary
     vlo, vhi = valid_rows(n, d, boundary)
     lo, hi = max(lo, vlo), min(hi, vhi)
     for s, e, in_place in halo_pieces(lo, hi, n, d):

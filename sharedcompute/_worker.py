@@ -4,6 +4,8 @@ stop or the parent goes away.
 Imports only the worker side (_task, plan, kernel, partition, shared, doorbell, errors,
 _system), never the executors or the pool.
 Messages in:  ("task", seq, Task, memo id or None, memo ids to drop, report progress?)
+              | ("call", [(seq, pickled (function, args, kwargs)), ...]): tasks (tasks.py),
+                each answered on its own, so a crash is charged to the one that ran
               | ("forget", [block names])
               | ("wake",) | ("stop",); and calls rung through the doorbell (doorbell.py)
 Messages out: ("ok", seq, result, TaskStats) | ("err", seq or -1 when the message could not
@@ -81,6 +83,9 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             continue
         if kind == "stop":
             return
+        if kind == "call":
+            _run_calls(conn, msg[1], pid)
+            continue
         if kind == "forget":
             prepared.clear()  # drop views first, so the blocks can be unmapped
             shared.forget_attached(msg[1])
@@ -112,6 +117,36 @@ def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> 
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
         conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
         detached(exc)  # numba's cache of failed compiles must not pin this call's views
+
+
+def _run_calls(conn: Any, items: list, pid: int) -> None:
+    """Tasks: call each function on its arguments (SharedArrays arrive as handles and attach
+    here) and answer with its pickled result, or its exception (pickled when it can be, so
+    the caller can catch its own type) and traceback text."""
+    for seq, payload in items:
+        t0 = time.perf_counter()
+        try:
+            fn, args, kwargs = pickle.loads(payload)
+            result = fn(*args, **kwargs)
+            busy = time.perf_counter() - t0
+            del fn, args, kwargs  # views into blocks: not kept past the task
+            try:
+                conn.send(("ok", seq, result, TaskStats(0.0, busy, busy, 1)))
+            except Exception as exc:  # pickling fails before anything is written
+                raise TypeError(f"the task's result ({type(result).__name__}) could not be "
+                                f"pickled back to the caller: {exc}") from exc
+            finally:
+                del result
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            info = remote_error_info(exc, (0, 0), pid)
+            try:
+                info["pickled"] = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+                pickle.loads(info["pickled"])  # some exceptions pickle but cannot be rebuilt
+            except Exception:
+                info.pop("pickled", None)
+            busy = time.perf_counter() - t0
+            conn.send(("err", seq, info, TaskStats(0.0, busy, busy, 1)))
+            detached(exc)
 
 
 PROGRESS_EVERY_S = 0.05  # at most 20 progress messages a second per worker

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._system import THREAD_ENV, limit_threads
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
-from .kernel import Kernel
+from .kernel import Kernel, check_schedule
 from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
 from .plan import (Plan, check_iterate, check_kind, converged, fixed_edge_rows, make_plan,
                    scan_offsets, swap)
@@ -83,6 +83,11 @@ def _npy_rows(path: str, s: Any, e: Any) -> np.ndarray:
     return np.asarray(m if s is None else m[s:e])
 
 
+def _check_schedule(kernel: Any, schedule: Any) -> None:
+    if schedule is not None:
+        check_schedule(schedule)
+
+
 class _KernelFailure(Exception):
     """Raised on a Dask worker: a plain dict describing the kernel's exception."""
 
@@ -95,10 +100,10 @@ def _call_kernel(kernel: Kernel, func: Any, args: list, rows: tuple) -> Any:
 
 
 def _map_block(kernel: Kernel, kinds: tuple, s: int, e: int, vs: int, ve: int, n: int,
-               boundary: Any, extra: Any, *inputs: Any) -> tuple:
-    """One chunk on a worker: copy the output rows, run the kernel on rows [vs, ve)."""
+               boundary: Any, extra: Any, d: int, *inputs: Any) -> tuple:
+    """One chunk on a worker: copy the output rows, run the kernel on rows [vs, ve) with
+    ``d`` halo rows on each side."""
     args, outs = [], []
-    d = kernel.depth
     for (kind, writable, const_mask), inp in zip(kinds, inputs):
         if kind == "value" or kind == "whole":
             args.append(inp)
@@ -263,10 +268,10 @@ class DaskBackend:
 
     # -- calls ---------------------------------------------------------------------------------
     def _plan(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
-              chunk_rows: int | None = None) -> Plan:
+              chunk_rows: int | None = None, depth: int | None = None) -> Plan:
         return make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
                          array_types=(DaskArray,), chunk_rows_override=chunk_rows,
-                         shared_ok=False)
+                         shared_ok=False, depth=depth)
 
     def start(self) -> None:
         """Nothing to start: the cluster is running."""
@@ -303,7 +308,7 @@ class DaskBackend:
         return self.client.gather(futures) if fetch else []
 
     def _chunk_inputs(self, plan: Plan, s: int, e: int, vs: int, ve: int) -> tuple[tuple, list]:
-        n, d = plan.n_rows, plan.kernel.depth
+        n, d = plan.n_rows, plan.depth
         kinds, inputs = [], []
         for spec in plan.specs:
             if spec.kind == "value":
@@ -335,7 +340,7 @@ class DaskBackend:
         import dask
         _, da, _ = _import_dask()
         kernel, n = plan.kernel, plan.n_rows
-        vlo, vhi = valid_rows(n, kernel.depth, plan.boundary)
+        vlo, vhi = valid_rows(n, plan.depth, plan.boundary)
         tasks = []
         grid = plan.chunks if n else []
         if extras is None:  # plain maps: group chunks into bigger tasks
@@ -349,7 +354,7 @@ class DaskBackend:
             kinds, inputs = self._chunk_inputs(plan, s, e, vs, ve)
             extra = extras[c] if extras is not None else None
             tasks.append(dask.delayed(_map_block, pure=False)(
-                kernel, kinds, s, e, vs, ve, n, plan.boundary, extra, *inputs))
+                kernel, kinds, s, e, vs, ve, n, plan.boundary, extra, plan.depth, *inputs))
         futures = self.client.compute(tasks)
         self._gather(futures, timeout, progress, kernel.name, fetch=False)
         writes = [i for i, sp in enumerate(plan.specs) if sp.writable]
@@ -364,9 +369,12 @@ class DaskBackend:
 
     def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = None, chunk_rows: Any = None,
-            boundscheck: bool = False) -> Any:
+            boundscheck: bool = False, depth: Any = None, schedule: Any = None) -> Any:
+        """As LocalBackend.map; ``schedule`` is accepted and left to Dask's own scheduler,
+        which hands tasks to idle workers already."""
         check_kind(kernel, "map")
-        plan = self._plan(kernel, args, rows, boundary, chunk_rows)
+        _check_schedule(kernel, schedule)
+        plan = self._plan(kernel, args, rows, boundary, chunk_rows, depth)
         if kernel.kind == "scan":
             offsets = scan_offsets(kernel, self._leaves(plan, "totals", timeout))
             self._map_chunks(plan, timeout, progress, extras=offsets)
@@ -398,8 +406,10 @@ class DaskBackend:
         return [p for group in groups for p in group]
 
     def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
-               progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False) -> Any:
+               progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False,
+               schedule: Any = None) -> Any:
         check_kind(kernel, "reduce")
+        _check_schedule(kernel, schedule)
         plan = self._plan(kernel, args, rows, None, chunk_rows)
         partials = self._leaves(plan, "dispatcher", timeout, progress)
         value = combine_all(partials, kernel.combine)
@@ -407,8 +417,8 @@ class DaskBackend:
 
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: float, check_every: int, boundary: Any = None, timeout: Any = None,
-                progress: Any = None, boundscheck: bool = False) -> Any:
-        plan = self._plan(kernel, args, None, boundary)
+                progress: Any = None, boundscheck: bool = False, depth: Any = None) -> Any:
+        plan = self._plan(kernel, args, None, boundary, depth=depth)
         out_i, in_i = check_iterate(plan, steps, residual, check_every)
         specs = plan.specs
         out_h, in_h = specs[out_i].value, specs[in_i].value

@@ -18,9 +18,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._dispatch import run_dynamic
 from ._executors import InlineExecutor, Insights
-from .errors import BlockBusyError, KernelError
-from .kernel import Kernel
+from .errors import BlockBusyError, InputError, KernelError
+from .kernel import Kernel, check_schedule
 from .partition import split_even
 from .plan import (Plan, Sweeps, boundscheck_default, check_iterate, check_kind, finish_reduce,
                    fixed_edge_rows, make_plan, scan_offsets, written_result)
@@ -71,12 +72,13 @@ def hold(blocks: list, step: int) -> None:
 
 
 # -- the repeated-call cache -------------------------------------------------------------------
-def _memo_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any) -> tuple | None:
+def _memo_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
+              depth: Any = None) -> tuple | None:
     """What identifies a repeatable call: the kernel, the very same SharedArray objects (by
     id, checked with weak references) and equal scalars. None: not cacheable."""
     if not isinstance(kernel, Kernel) or kernel.kind != op:
         return None  # maps and reductions only (a scan is two calls)
-    key: list = [op, kernel, rows, _scalar_key(boundary)]
+    key: list = [op, kernel, rows, _scalar_key(boundary), depth]
     for a in args:
         if type(a) is SharedArray:
             key.append(id(a))
@@ -160,28 +162,29 @@ class LocalBackend:
     # -- calls -------------------------------------------------------------------------------
     def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = False, chunk_rows: Any = None,
-            boundscheck: bool = False) -> Any:
+            boundscheck: bool = False, depth: Any = None, schedule: Any = None) -> Any:
         """Run a map (or scan) kernel over the rows of its shared arrays; returns the
         written array(s). The arguments are Pool.map's (positional: the hot path)."""
         return self._call("map", kernel, args, rows, boundary, timeout, progress, chunk_rows,
-                          boundscheck)
+                          boundscheck, depth, schedule)
 
     def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
-               progress: Any = False, chunk_rows: Any = None, boundscheck: bool = False) -> Any:
+               progress: Any = False, chunk_rows: Any = None, boundscheck: bool = False,
+               schedule: Any = None) -> Any:
         """Run a reduction; partials combined along the fixed tree."""
         return self._call("reduce", kernel, args, rows, None, timeout, progress, chunk_rows,
-                          boundscheck)
+                          boundscheck, None, schedule)
 
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: float, check_every: int, boundary: Any = None, timeout: Any = None,
-                progress: Any = False, boundscheck: bool = False) -> Any:
+                progress: Any = False, boundscheck: bool = False, depth: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps; inline, one task
         runs every chunk's sweeps (the same rows, the same arithmetic)."""
         ex = self.executor
         self._check_sendable(kernel, residual)
         self._ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
-                         boundscheck=boundscheck)
+                         boundscheck=boundscheck, depth=depth)
         out_i, in_i = check_iterate(plan, steps, residual, check_every)
         out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
         names = [b.name for b in plan.written_blocks if b is not None]
@@ -221,13 +224,14 @@ class LocalBackend:
                     k.check_sendable(ex.start_method)
 
     def _call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
-              timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool) -> Any:
+              timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool, depth: Any,
+              schedule: Any) -> Any:
         if not log.isEnabledFor(logging.DEBUG):
             return self._run_call(op, kernel, args, rows, boundary, timeout, progress,
-                                  chunk_rows, boundscheck)
+                                  chunk_rows, boundscheck, depth, schedule)
         t0 = time.perf_counter()
         out = self._run_call(op, kernel, args, rows, boundary, timeout, progress, chunk_rows,
-                             boundscheck)
+                             boundscheck, depth, schedule)
         n_rows = next((a.shape[0] for a in args if isinstance(a, SharedArray) and a.ndim),
                       rows)
         log.debug("%s %s: %s rows on %d %s workers, %.6f s", op, getattr(kernel, "name", kernel),
@@ -235,13 +239,15 @@ class LocalBackend:
         return out
 
     def _run_call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
-                  timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool) -> Any:
+                  timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool, depth: Any,
+                  schedule: Any) -> Any:
         ex = self.executor
         if not ex.in_process and isinstance(kernel, Kernel):
             kernel.check_sendable(ex.start_method)  # cached per start method: a set lookup
+        dynamic = _dynamic(kernel, schedule, ex)
         key = None
-        if ex.rings and not progress and chunk_rows is None:
-            key = _memo_key(op, kernel, args, rows, boundary)
+        if ex.rings and not progress and chunk_rows is None and not dynamic:
+            key = _memo_key(op, kernel, args, rows, boundary, depth)
         self._ensure_workers()
         memo = self._memo.get(key) if key is not None else None
         if memo is not None and memo.matches(args, ex.generation):
@@ -253,7 +259,7 @@ class LocalBackend:
                 raise
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
-                         chunk_rows_override=chunk_rows, boundscheck=boundscheck)
+                         chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
         held = plan.written_blocks + plan.read_blocks
@@ -261,7 +267,7 @@ class LocalBackend:
         memo_id = next(self._memo_ids) if key is not None else None
         tasks = None
         try:
-            out, tasks = self.execute(op, plan, timeout, progress, memo_id)
+            out, tasks = self.execute(op, plan, timeout, progress, memo_id, dynamic)
         except BaseException:
             if memo_id is not None:
                 self._drop.append(memo_id)  # some workers may have cached it
@@ -279,14 +285,21 @@ class LocalBackend:
         return out
 
     def execute(self, op: str, plan: Plan, timeout: Any = None, progress: Any = False,
-                memo: int | None = None) -> tuple[Any, list]:
+                memo: int | None = None, dynamic: bool = False) -> tuple[Any, list]:
         """Run a planned map (or scan) or reduce; returns (result, the tasks sent). The
         caller has checked ``op`` against the kernel's kind (_run_call before planning;
-        run_inline picks ``op`` from it)."""
+        run_inline picks ``op`` from it). ``dynamic``: idle workers take the next chunks
+        (a map or reduce; the same chunks and combine tree, so the same result)."""
         kernel, ex = plan.kernel, self.executor
         n_chunks = len(plan.chunks)
         ranges = split_even(n_chunks, ex.n_workers)
         drop, self._drop = self._drop, []  # every worker hears which cached tasks to drop
+        if dynamic and kernel.kind != "scan":
+            results = run_dynamic(ex, lambda r: plan.task(op, r), n_chunks, what=kernel.name,
+                                  timeout=timeout, progress=progress, drop=drop)
+            if op == "reduce":
+                return finish_reduce(kernel, n_chunks, results), []
+            return plan.written(), []
         if kernel.kind == "scan":
             totals: list = []
             for part in ex.run([plan.task("scan_totals", r) for r in ranges], what=kernel.name,
@@ -353,12 +366,23 @@ class LocalBackend:
             self.executor.stop()
 
 
+def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
+    """Whether this call hands chunks out as workers finish (worth it with 2+ workers)."""
+    if schedule is None:
+        schedule = getattr(kernel, "schedule", "static")
+    elif check_schedule(schedule) == "dynamic" and getattr(kernel, "kind", "") == "scan":
+        raise InputError(f"kernel {kernel.name} is a scan, whose chunks depend on the ones "
+                         "before them; it runs with schedule='static' only")
+    return schedule == "dynamic" and not executor.in_process and executor.n_workers > 1
+
+
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
-               boundary: Any = None, boundscheck: bool | None = None) -> Any:
+               boundary: Any = None, boundscheck: bool | None = None,
+               depth: int | None = None) -> Any:
     """A direct kernel call: the pool's partitioning and combine order, in this process."""
     if boundscheck is None:
         boundscheck = boundscheck_default()
     plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True, direct=True,
-                     boundscheck=boundscheck)
+                     boundscheck=boundscheck, depth=depth)
     op = "reduce" if kernel.kind == "reduce" else "map"
     return LocalBackend(InlineExecutor(1)).execute(op, plan)[0]

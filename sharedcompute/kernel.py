@@ -1,4 +1,5 @@
-"""The ``@kernel`` decorator: a numba-compiled loop plus how the engine may split it.
+"""The ``@kernel`` decorator: a numba-compiled loop (or, with ``jit=False``, any Python
+function of NumPy views) plus how the engine may split it.
 
 A Kernel records what the engine needs: which arguments it writes, which it needs whole,
 its halo depth and boundary, whether it is a reduction (``combine``) or a scan (``totals``),
@@ -59,7 +60,7 @@ class Kernel:
                  finalize: Callable | None, writes: Sequence[str] | None, whole: Sequence[str],
                  depth: int, boundary: Any, position: bool, totals: Callable | None,
                  identity: Any, rtol: Any, atol: Any, check: Callable | None = None,
-                 elementwise: bool = False):
+                 elementwise: bool = False, jit: bool = True, schedule: str = "static"):
         py_func = getattr(func, "py_func", func)
         self.py_func = py_func
         self._sendable: set[str] = set()  # start methods check_sendable passed for
@@ -109,23 +110,50 @@ class Kernel:
         self.identity = identity
         self.rtol, self.atol = rtol, atol
         self.check = check
-        self.dispatcher = _jit(func)
-        self.totals = _jit(totals) if totals is not None else None
+        self.jit = bool(jit)
+        self.schedule = check_schedule(schedule)
+        # jit=False: the function runs as it is on each partition's views (NumPy, SciPy...)
+        self.dispatcher = _jit(func) if self.jit else func
+        self.totals = (_jit(totals) if self.jit else totals) if totals is not None else None
         self._checked: tuple | None = None  # (dispatcher, totals) with bounds checks, on demand
         REGISTRY[f"{self.module}:{self.qualname}"] = self
 
     # -- running in this process -------------------------------------------------------------
     def __call__(self, *args: Any, rows: int | None = None, boundary: Any = None,
-                 boundscheck: bool | None = None) -> Any:
+                 depth: int | None = None, boundscheck: bool | None = None,
+                 **kwargs: Any) -> Any:
         # The one upward import of the engine (as dask's Array.map_overlap imports overlap
         # lazily): running a kernel needs the executors, which import this module.
         from .execute import run_inline
-        return run_inline(self, args, rows=rows, boundary=boundary, boundscheck=boundscheck)
+        return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
+                          depth=depth, boundscheck=boundscheck)
+
+    def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
+        """The call's arguments in parameter order: keyword arguments placed by name."""
+        if not kwargs:
+            return tuple(args)
+        if len(args) > len(self.params):
+            raise InputError(f"kernel {self.name} takes {len(self.params)} arguments "
+                             f"{tuple(self.params)}, got {len(args)} positional ones")
+        bound = list(args) + [_MISSING] * (len(self.params) - len(args))
+        for name, value in kwargs.items():
+            if name not in self.params:
+                raise InputError(f"kernel {self.name} has no parameter {name!r}; its "
+                                 f"parameters are {tuple(self.params)}")
+            i = self.params.index(name)
+            if bound[i] is not _MISSING:
+                raise InputError(f"kernel {self.name} got {name!r} twice (by position and by "
+                                 "name)")
+            bound[i] = value
+        missing = [self.params[i] for i, v in enumerate(bound) if v is _MISSING]
+        if missing:
+            raise InputError(f"kernel {self.name} is missing arguments {missing}")
+        return tuple(bound)
 
     def compiled(self, boundscheck: bool = False) -> tuple[Any, Any]:
         """(kernel, totals) dispatchers; with ``boundscheck`` compiled with numba's index
         checks (uncached: a debugging build), so a read past the rows raises IndexError."""
-        if not boundscheck:
+        if not boundscheck or not self.jit:  # plain Python indexes its arrays checked
             return self.dispatcher, self.totals
         if self._checked is None:
             import numba
@@ -210,7 +238,26 @@ class Kernel:
 
     def __repr__(self) -> str:
         extra = f", depth={self.depth}, boundary={self.boundary!r}" if self.depth else ""
+        extra += "" if self.jit else ", jit=False"
+        extra += "" if self.schedule == "static" else f", schedule={self.schedule!r}"
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+SCHEDULES = ("static", "dynamic")
+
+
+def check_schedule(schedule: Any) -> str:
+    """'static' (each worker a fixed, contiguous share of the chunks) or 'dynamic' (idle
+    workers take the next chunks as they finish); the result is the same either way."""
+    if schedule not in SCHEDULES:
+        raise InputError(f"schedule={schedule!r} must be one of {SCHEDULES}")
+    return schedule
 
 
 def resolve_kernel(module: str, qualname: str) -> Kernel:
@@ -229,7 +276,8 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            writes: Sequence[str] | None = None, whole: Sequence[str] = (), depth: int = 0,
            boundary: Any = "none", position: bool = False, totals: Callable | None = None,
            identity: Any = 0, rtol: Any = None, atol: Any = None,
-           check: Callable | None = None, elementwise: bool = False) -> Any:
+           check: Callable | None = None, elementwise: bool = False, jit: bool = True,
+           schedule: str = "static") -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -241,7 +289,7 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     writes : names of the arguments written in place (default: the first, for map kernels).
     whole : names of array arguments every partition receives whole (e.g. B of a matmul).
     depth, boundary : halo rows on axis 0 and how to fill them at the array's edges, in dask's
-        words: 'none' (edge rows within ``depth`` are not written), 'reflect', 'periodic',
+        words: 'none' (edge rows within ``depth`` are not written), 'reflect', 'mirror', 'periodic',
         'nearest' or a constant. Read arguments then carry ``depth`` extra rows on each side.
     position : the kernel's last parameter receives ``(start, stop, total)``: its rows' place
         in the whole array (dask's ``block_info``).
@@ -256,6 +304,13 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     check : ``check(*args)`` runs in the calling process before any work, with the arguments
         as the caller passed them, and raises :class:`InputError` for invalid parameters
         (e.g. ``bins <= 0``), so they never reach numba or a worker.
+    jit : False takes a plain Python function (NumPy, SciPy, scikit-image calls) with the
+        same contract: it receives each partition's views (with halos) in the workers and
+        writes its rows or returns its partial. NumPy and SciPy release the GIL in their
+        loops, but one process per worker is what makes them run on every core.
+    schedule : "static" (default: each worker a fixed contiguous share of the chunks) or
+        "dynamic" (idle workers take the next chunks as they finish, for rows of unequal
+        cost); also a per-call option. Results are bitwise the same under both.
 
     Examples
     --------
@@ -273,5 +328,5 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
                       whole=whole, depth=depth, boundary=boundary, position=position,
                       totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,
-                      elementwise=elementwise)
+                      elementwise=elementwise, jit=jit, schedule=schedule)
     return wrap(func) if func is not None else wrap

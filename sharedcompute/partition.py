@@ -15,17 +15,21 @@ from .errors import InputError
 MIN_CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 TARGET_CHUNKS = 256
-BOUNDARIES = ("none", "reflect", "periodic", "nearest")
+MIN_CHUNKS = 16  # the grid never depends on the worker count: 16 balance up to 16 workers
+BOUNDARIES = ("none", "reflect", "mirror", "periodic", "nearest")
 
 
 def chunk_rows(n_rows: int, row_nbytes: int) -> int:
-    """Rows per chunk: about 1/256 of the array, clamped to 64 KiB..4 MiB (at least one row).
-    Rows of zero bytes (an empty array with many rows): 256 chunks, never millions."""
+    """Rows per chunk: about 1/256 of the array, clamped to 64 KiB..4 MiB (at least one row),
+    yet at least MIN_CHUNKS chunks when there are that many rows, so that a small array
+    under a compute-heavy kernel still keeps every worker busy (10,000 float64 rows were
+    two chunks of 8,192 and 1,808 rows). Rows of zero bytes (an empty array with many
+    rows): 256 chunks, never millions."""
     if row_nbytes <= 0:
         return max(1, -(-n_rows // TARGET_CHUNKS))
     total = n_rows * max(row_nbytes, 1)
     target = min(max(total // TARGET_CHUNKS, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)
-    return max(1, target // max(row_nbytes, 1))
+    return max(1, min(target // max(row_nbytes, 1), n_rows // MIN_CHUNKS))
 
 
 def chunk_grid(n_rows: int, rows_per_chunk: int) -> list[tuple[int, int]]:
@@ -87,7 +91,9 @@ def tree_finish(n_chunks: int, nodes: dict, combine: Callable) -> object:
 
 # -- halos ----------------------------------------------------------------------------------
 def check_boundary(boundary: object) -> object:
-    """Validate a boundary: 'none', 'reflect', 'periodic', 'nearest' or a number (constant)."""
+    """Validate a boundary: 'none', 'reflect', 'mirror', 'periodic', 'nearest' or a number
+    (constant). In scipy.ndimage's words: 'reflect', 'mirror', 'wrap', 'nearest', and
+    'constant' with that ``cval``."""
     if isinstance(boundary, str):
         if boundary not in BOUNDARIES:
             raise InputError(f"boundary={boundary!r} is not one of {BOUNDARIES} or a number")
@@ -117,6 +123,12 @@ def source_row(i: int, n: int, boundary: object) -> int:
         period = 2 * n
         j = i % period
         return j if j < n else period - 1 - j
+    if boundary == "mirror":  # about the edge row, not repeating it (np.pad 'reflect', scipy
+        if n == 1:            # 'mirror')
+            return 0
+        period = 2 * n - 2
+        j = i % period
+        return j if j < n else period - j
     return -1
 
 

@@ -56,6 +56,7 @@ class Plan:
     written_blocks: list[Any] = field(default_factory=list)
     read_blocks: list[Any] = field(default_factory=list)
     boundscheck: bool = False  # run the kernels compiled with numba's bounds checks
+    depth: int = 0  # halo rows: the kernel's, or the call's depth=
 
     @property
     def outputs(self) -> list[Any]:
@@ -72,7 +73,7 @@ class Plan:
 
     def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> "Task":
         return Task(op, self.kernel, self.specs, self.n_rows, self.rows_per_chunk,
-                    self.boundary, chunk_range, self.boundscheck, **extra)
+                    self.boundary, chunk_range, self.boundscheck, depth=self.depth, **extra)
 
 
 def written_result(outputs: list) -> Any:
@@ -106,6 +107,7 @@ class Task:
     boundary: Any
     chunk_range: tuple[int, int]
     boundscheck: bool = False
+    depth: int = 0  # halo rows on each side (the kernel's default or the call's)
     offsets: list | None = None  # scan_apply: each chunk's offset
     sweeps: Sweeps | None = None  # iterate
 
@@ -130,14 +132,16 @@ def _label(kernel: Kernel, i: int) -> str:
 
 def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary: Any,
               in_process: bool, array_types: tuple = (), chunk_rows_override: int | None = None,
-              direct: bool = False, shared_ok: bool = True, boundscheck: bool = False) -> Plan:
+              direct: bool = False, shared_ok: bool = True, boundscheck: bool = False,
+              depth: int | None = None) -> Plan:
     """Check arguments and describe how to split them; raises InputError before any work.
 
     Plain NumPy arrays are read-only and sent whole to every partition, as a process pool
     must (they are not shared), on every backend; only a direct kernel call (``direct``)
     splits them, since they are all it has. ``array_types``: the backend's own array
     handles; ``shared_ok``: whether SharedArrays of this machine are usable (not on Dask);
-    ``chunk_rows_override`` forces a chunk size (verify checks a second, finer splitting).
+    ``chunk_rows_override`` forces a chunk size (verify checks a second, finer splitting);
+    ``depth`` overrides the kernel's halo depth for this call (a window from a command line).
     """
     if not isinstance(kernel, Kernel):
         raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with @sc.kernel")
@@ -148,7 +152,8 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
         kernel.check(*[a.array if isinstance(a, Whole) else a for a in args])
     boundary = kernel.boundary if boundary is None else check_boundary(boundary)
     specs: list[ArgSpec] = []
-    plan = Plan(kernel, specs, 0, 1, boundary, boundscheck=boundscheck)
+    plan = Plan(kernel, specs, 0, 1, boundary, boundscheck=boundscheck,
+                depth=check_depth(kernel, depth))
     split_rows = _direct_rows(kernel, args) if direct else None
     partitioned: list[tuple[int, Any]] = []  # (index, array) split on axis 0
     sent_whole: list[tuple[int, np.ndarray]] = []  # plain arrays sent whole, not by request
@@ -341,7 +346,7 @@ def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
             if not overlap:
                 continue
             hint = ("use a separate output array (pool.iterate swaps two arrays for you)"
-                    if kernel.depth else
+                    if plan.depth else
                     "write into a separate output array (pool.empty_like(x))"
                     + ("" if kernel.elementwise or not same else
                        ", or declare @sc.kernel(elementwise=True) if each output row depends "
@@ -370,6 +375,19 @@ def check_timeout(timeout: Any) -> float | None:
         raise InputError(f"timeout={timeout!r} must be a positive, finite number of seconds "
                          "(or None to wait as long as the call takes)")
     return value
+
+
+def check_depth(kernel: Kernel, depth: Any) -> int:
+    """A call's ``depth=`` (None: the kernel's): halo rows for map kernels only."""
+    if depth is None:
+        return kernel.depth
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+        raise InputError(f"depth={depth!r} must be a non-negative integer (halo rows on each "
+                         "side)")
+    if depth and kernel.kind != "map":
+        raise InputError(f"kernel {kernel.name}: halos (depth=) apply to map kernels only; it "
+                         f"is a {kernel.kind}")
+    return int(depth)
 
 
 def check_kind(kernel: Any, op: str) -> None:
@@ -439,7 +457,7 @@ def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
 def fixed_edge_rows(plan: Plan) -> list[tuple[int, int]]:
     """Row ranges a stencil with boundary 'none' never writes; iterate copies them from u to
     out first, so they stay fixed (Dirichlet). With n <= 2*depth that is every row."""
-    d, n = plan.kernel.depth, plan.n_rows
+    d, n = plan.depth, plan.n_rows
     if not d or plan.boundary != "none" or not n:
         return []
     lo, hi = valid_rows(n, d, "none")

@@ -9,74 +9,28 @@ The path of one call, cold and repeated, is drawn in _executors.py.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import sys
 import threading
 import weakref
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ._executors import InlineExecutor, Insights, ProcessExecutor, exit_if_importing_main
+from ._executors import InlineExecutor, Insights, exit_if_importing_main
+from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exported
+                     _forget_parents_forkserver, _numba_threads_started, _process_backend,
+                     default_start_method)
 from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
 from .execute import LocalBackend
 from .kernel import Kernel
 from .plan import boundscheck_default, check_timeout
 from .shared import SharedArray, on_block_release
+from ._imap import imap
+from .tasks import TaskRunner, check_sendable, run_now
 
-START_METHODS = ("fork", "spawn", "forkserver")
 _live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
-
-
-def default_start_method() -> str:
-    """forkserver where available (Linux; 3.14's default), else spawn. Never fork by default:
-    forking after numba's OpenMP layer or any thread has started can kill or hang the child."""
-    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-
-
-def _numba_threads_started() -> bool:
-    mod = sys.modules.get("numba.np.ufunc.parallel")
-    return bool(getattr(mod, "_is_initialized", False))
-
-
-MAX_WORKERS_PER_CORE = 8  # more processes than this per usable core only oversubscribes
-FDS_PER_WORKER = 4  # the parent's end of the pipe, the process sentinel, and slack
-
-
-def _check_worker_limits(n_workers: int) -> None:
-    """Refuse a worker count the machine cannot serve, before starting any process."""
-    cores = usable_cores().n
-    if n_workers > MAX_WORKERS_PER_CORE * max(cores, 1):
-        raise InputError(f"n_workers={n_workers} is more than {MAX_WORKERS_PER_CORE} per usable "
-                         f"core ({usable_cores().reason}); use n_workers=None for one per core")
-    try:
-        import resource
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
-    except (ImportError, OSError, ValueError):
-        return
-    need = in_use + FDS_PER_WORKER * n_workers + 16
-    if soft != resource.RLIM_INFINITY and need > soft:
-        raise InputError(
-            f"starting {n_workers} workers needs about {need} file descriptors, but this process "
-            f"may open {soft} ({in_use} in use); raise the limit (`ulimit -n 4096`, or "
-            "resource.setrlimit(resource.RLIMIT_NOFILE, ...)) or use fewer workers")
-
-
-def _process_backend(n_workers: int, start_method: str | None) -> LocalBackend:
-    method = start_method or default_start_method()
-    if method not in START_METHODS or method not in mp.get_all_start_methods():
-        raise InputError(f"start_method={method!r} is not available here; use one of "
-                         f"{[m for m in START_METHODS if m in mp.get_all_start_methods()]}")
-    if method == "fork" and _numba_threads_started():
-        raise InputError(
-            "start_method='fork' is unsafe here: numba's parallel threads (OpenMP) have "
-            "already run in this process, and a forked worker would be killed "
-            "('fork() called from a process already using GNU OpenMP'); use "
-            "start_method='forkserver' or 'spawn'")
-    return LocalBackend(ProcessExecutor(n_workers, method))
 
 
 class Pool:
@@ -137,6 +91,7 @@ class Pool:
                              "'dask' or a distributed.Client")
         self.n_workers = self._backend.n_workers
         self.start_method = self._backend.start_method
+        self._tasks: TaskRunner | None = None  # made at the first submit
         self._backend.start()
         self._owner_pid = os.getpid()
         _live_pools.add(self)
@@ -211,15 +166,23 @@ class Pool:
 
     # -- running kernels -----------------------------------------------------------------------
     def map(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
-            timeout: float | None = None, progress: Any = False,
-            _chunk_rows: int | None = None) -> Any:
+            depth: int | None = None, schedule: str | None = None,
+            timeout: float | None = None, progress: Any = False, chunksize: int | None = None,
+            _chunk_rows: int | None = None, **kwargs: Any) -> Any:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
         written array (a tuple if it writes several).
 
-        ``boundary`` overrides a stencil's default, ``timeout`` (seconds, positive and
-        finite) raises KernelTimeoutError and replaces stuck workers. ``progress=True``
-        shows a bar that advances as chunks finish and stays on screen ("transient" erases
-        it when done; a tqdm bar or a ``callback(done, total)`` also work).
+        Kernel arguments may be given by name (``pool.map(k, a, x, r=3.9)``). ``depth`` and
+        ``boundary`` override a stencil's halo for this call (a window width from the
+        command line); ``schedule="dynamic"`` hands chunks to workers as they finish (rows
+        of unequal cost; the same result); ``timeout`` (seconds, positive and finite) raises
+        KernelTimeoutError and replaces stuck workers. ``progress=True`` shows a bar that
+        advances as chunks finish and stays on screen ("transient" erases it when done; a
+        tqdm bar or a ``callback(done, total)`` also work).
+
+        Given a plain function and one iterable instead of a kernel, this is the stdlib's
+        ``Pool.map``: ``pool.map(fn, items)`` returns ``[fn(x) for x in items]`` computed as
+        tasks (see :meth:`imap`; ``chunksize`` as there).
 
         Examples
         --------
@@ -230,17 +193,23 @@ class Pool:
         ...     pool.map(axpy, y, x, 10.0).numpy()
         array([ 1., 11., 21., 31., 41.])
         """
+        if not isinstance(kernel, Kernel):
+            return self._map_tasks(kernel, args, kwargs, chunksize, timeout, progress)
+        if kwargs:
+            args = kernel.bind(args, kwargs)
         timeout = check_timeout(timeout)
+        self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
             return self._backend.map(kernel, args, rows, boundary, timeout, progress,
-                                     _chunk_rows, self.boundscheck)
+                                     _chunk_rows, self.boundscheck, depth, schedule)
 
     def reduce(self, kernel: Kernel, *args: Any, rows: int | None = None,
-               timeout: float | None = None, progress: Any = False,
-               _chunk_rows: int | None = None) -> Any:
+               schedule: str | None = None, timeout: float | None = None,
+               progress: Any = False, _chunk_rows: int | None = None, **kwargs: Any) -> Any:
         """Run a reduction kernel; partials are combined in a fixed pairwise order, so the
-        result is bitwise the same for any number of workers.
+        result is bitwise the same for any number of workers, and under
+        ``schedule="dynamic"`` too. Kernel arguments may be given by name.
 
         Examples
         --------
@@ -250,16 +219,23 @@ class Pool:
         ...     tuple(float(v) for v in pool.reduce(mean_var, pool.array(np.arange(4.0))))
         (4.0, 1.5, 1.25)
         """
+        if kwargs and isinstance(kernel, Kernel):
+            args = kernel.bind(args, kwargs)
+        elif kwargs:
+            raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with "
+                             "@sc.kernel(combine=...)")
         timeout = check_timeout(timeout)
+        self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
             return self._backend.reduce(kernel, args, rows, timeout, progress, _chunk_rows,
-                                        self.boundscheck)
+                                        self.boundscheck, schedule)
 
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float = 0.0,
-                check_every: int = 10, boundary: Any = None, timeout: float | None = None,
-                progress: Any = False) -> SharedArray:
+                check_every: int = 10, boundary: Any = None, depth: int | None = None,
+                timeout: float | None = None, progress: Any = False,
+                **kwargs: Any) -> SharedArray:
         """Run ``steps`` sweeps of ``kernel(out, u, *params)``, swapping out and u after each,
         with the loop inside the workers and a barrier between sweeps.
 
@@ -277,13 +253,126 @@ class Pool:
         ...     pool.iterate(heat1d, out, u, 0.25, steps=2).numpy()
         array([0. , 1. , 1.5, 1. , 0. ])
         """
+        args = (out, u) + params
+        if kwargs and isinstance(kernel, Kernel):
+            args = kernel.bind(args, kwargs)
         timeout = check_timeout(timeout)
+        self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
-            return self._backend.iterate(kernel, (out, u) + params, steps=steps,
+            return self._backend.iterate(kernel, args, steps=steps,
                                          residual=residual, tol=tol, check_every=check_every,
                                          boundary=boundary, timeout=timeout, progress=progress,
-                                         boundscheck=self.boundscheck)
+                                         boundscheck=self.boundscheck, depth=depth)
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def submit(self, fn: Any, /, *args: Any, timeout: float | None = None,
+               **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` in a worker; returns a ``concurrent.futures.Future``.
+
+        ``fn`` is any importable function (numba or not). SharedArray arguments travel as
+        handles (no copy) and a task may write its own slice of a shared output; the result
+        comes back pickled, an exception with the worker's traceback as its cause. Idle
+        workers take the next task; tiny tasks are batched automatically. ``timeout``
+        (seconds from the task's start; for a keyword of that name, use functools.partial)
+        raises KernelTimeoutError in the future and replaces its worker. A worker that dies fails only its own task's future, with
+        WorkerCrashedError; the pool restarts its workers and goes on. ``future.cancel()``
+        works until the task starts. Kernel calls wait while tasks run, and tasks while a
+        kernel call runs.
+
+        Examples
+        --------
+        >>> import math, sharedcompute as sc
+        >>> from concurrent.futures import as_completed
+        >>> with sc.Pool(2) as pool:
+        ...     futures = [pool.submit(math.factorial, n) for n in range(5)]
+        ...     sorted(f.result() for f in as_completed(futures))
+        [1, 1, 2, 6, 24]
+        """
+        timeout = check_timeout(timeout)
+        runner = self._task_runner(fn)
+        if runner is None:
+            return run_now(fn, args, kwargs)
+        return runner.submit(fn, args, kwargs, timeout)
+
+    def imap(self, fn: Any, iterable: Iterable, chunksize: int | None = None, *,
+             timeout: float | None = None, progress: Any = False) -> Iterator:
+        """``fn(x)`` for each item of ``iterable`` as tasks, yielded in order (the stdlib's
+        ``Pool.imap``). Items are taken lazily (at most about a thousand ahead); with
+        ``chunksize=None`` tiny tasks are batched by their measured cost, and every item is
+        still its own task (a crash fails only it). ``timeout`` applies to each task,
+        ``progress`` advances per finished task; a failed item raises when reached, and
+        leaving the loop early cancels the items not yet started.
+
+        Examples
+        --------
+        >>> import math, sharedcompute as sc
+        >>> with sc.Pool(2) as pool:
+        ...     list(pool.imap(math.sqrt, [1, 4, 9]))
+        [1.0, 2.0, 3.0]
+        """
+        return self._imap(fn, iterable, True, chunksize, timeout, progress)
+
+    def imap_unordered(self, fn: Any, iterable: Iterable, chunksize: int | None = None, *,
+                       timeout: float | None = None, progress: Any = False) -> Iterator:
+        """As :meth:`imap`, but results are yielded as tasks finish.
+
+        Examples
+        --------
+        >>> import math, sharedcompute as sc
+        >>> with sc.Pool(2) as pool:
+        ...     sorted(pool.imap_unordered(math.sqrt, [1, 4, 9]))
+        [1.0, 2.0, 3.0]
+        """
+        return self._imap(fn, iterable, False, chunksize, timeout, progress)
+
+    def _imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
+              progress: Any) -> Iterator:
+        timeout = check_timeout(timeout)
+        runner = self._task_runner(fn)
+        submit = runner.submit if runner is not None else (
+            lambda f, a, k, t: run_now(f, a, k))
+        return imap(submit, fn, iterable, ordered=ordered, chunksize=chunksize,
+                    timeout=timeout, progress=progress, what=getattr(fn, "__name__", "task"),
+                    n_workers=self.n_workers)
+
+    def _map_tasks(self, fn: Any, args: tuple, kwargs: dict, chunksize: Any, timeout: Any,
+                   progress: Any) -> list:
+        if getattr(fn, "py_func", None) is not None:
+            raise InputError(f"{fn!r} is a numba function, not a sharedcompute kernel: decorate "
+                             "it with @sc.kernel to run it over partitions of shared arrays, "
+                             "or call pool.imap(fn, items) to run it once per item")
+        if len(args) != 1 or kwargs or isinstance(args[0], SharedArray):
+            # (a SharedArray's rows would each be pickled: a copy per task)
+            raise InputError(f"{fn!r} is not a sharedcompute kernel; decorate it with "
+                             "@sc.kernel (jit=False for plain NumPy code) to run it over "
+                             "partitions of shared arrays, or call pool.map(fn, items) with "
+                             "one iterable of items (e.g. range(n), indexing the shared "
+                             "array inside fn) to run fn once per item")
+        return list(self._imap(fn, args[0], True, chunksize, timeout, progress))
+
+    def _refuse_in_task_thread(self) -> None:
+        if self._tasks is not None and self._tasks.thread is threading.current_thread():
+            raise PoolError("a kernel call from a task's done-callback would wait for the "
+                            "tasks that run the callback; submit it as a task, or call it "
+                            "after future.result() in your own thread")
+
+    def _task_runner(self, fn: Any) -> TaskRunner | None:
+        """The pool's task runner (None for the inline backend: tasks run at once)."""
+        self._check_open()
+        backend = self._backend
+        if not isinstance(backend, LocalBackend):
+            raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
+                             "backends; on a Dask cluster use client.submit directly")
+        if backend.executor.in_process:
+            check_sendable(fn, "fork")  # the same functions as a process pool takes
+            return None
+        check_sendable(fn, self.start_method)
+        if self._tasks is None:
+            with self._lock:
+                if self._tasks is None:
+                    self._tasks = TaskRunner(backend, self._lock)
+        return self._tasks
 
     def _block_released(self, name: str) -> None:
         if not self._closed:
@@ -334,9 +423,14 @@ class Pool:
             forget()
 
     def close(self) -> None:
-        """Stop the workers and free every shared array this pool created."""
+        """Stop the workers and free every shared array this pool created. Tasks not yet
+        started are cancelled and running ones fail with PoolClosedError (leaving a
+        ``with`` block normally waits for submitted tasks first)."""
         if self._closed:
             return
+        runner = self._tasks
+        if runner is not None:
+            runner.close()
         if not self._lock.acquire(blocking=False):
             # a call is running in another thread: interrupt it as Ctrl-C would (its workers
             # are killed; it raises PoolClosedError), instead of waiting for it for ever
@@ -351,12 +445,16 @@ class Pool:
                 block.release(strict=False)
         finally:
             self._lock.release()
+        if runner is not None:
+            runner.wait_idle()  # every future is settled when close() returns
         _live_pools.discard(self)
 
     def __enter__(self) -> "Pool":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None and self._tasks is not None and not self._closed:
+            self._tasks.wait_idle()  # as ProcessPoolExecutor's shutdown(wait=True)
         self.close()
 
     def __reduce__(self):
@@ -395,26 +493,6 @@ def _after_fork_in_child() -> None:
         pool._forked_away()
     _live_pools.clear()
     _forget_parents_forkserver()
-
-
-def _forget_parents_forkserver() -> None:
-    """A forkserver started by the parent is the parent's child: the stdlib would waitpid()
-    it from here and fail (ChildProcessError). Forget it, so a pool made in this child starts
-    a server of its own (CPython Lib/multiprocessing/forkserver.py keeps the server's pid,
-    address and alive fd in its module-level ForkServer)."""
-    module = sys.modules.get("multiprocessing.forkserver")
-    server = getattr(module, "_forkserver", None)
-    if server is None or getattr(server, "_forkserver_pid", None) is None:
-        return
-    alive_fd = getattr(server, "_forkserver_alive_fd", None)
-    if alive_fd is not None:
-        try:
-            os.close(alive_fd)  # our copy only: the parent's server stays up for the parent
-        except OSError:
-            pass
-    for attr in ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd"):
-        if hasattr(server, attr):
-            setattr(server, attr, None)
 
 
 if hasattr(os, "register_at_fork"):

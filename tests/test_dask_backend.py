@@ -115,3 +115,11 @@ def test_open_reads_the_file_on_the_workers_with_the_local_bits(dask_pool, tmp_p
     np.testing.assert_array_equal(_flat(dask_pool.reduce(reductions.total, loaded)),
                                   _flat(local.reduce(reductions.total, a)))
     a.free()
+
+
+def test_dask_pools_refuse_tasks_with_the_way_to_do_it(dask_pool):
+    import math
+    with pytest.raises(sc.InputError, match="client.submit"):
+        dask_pool.submit(math.sqrt, 4.0)
+    with pytest.raises(sc.InputError, match="client.submit"):
+        list(dask_pool.imap(math.sqrt, [4.0]))

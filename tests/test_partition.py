@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from sharedcompute.errors import InputError
-from sharedcompute.partition import (check_boundary, chunk_grid, chunk_rows, halo_pieces,
+from sharedcompute.partition import (MIN_CHUNKS, check_boundary, chunk_grid, chunk_rows, halo_pieces,
                                      pad_whole, split_even, tree_finish, tree_nodes, tree_reduce,
                                      valid_rows)
 
@@ -18,7 +18,9 @@ def test_chunk_grid_covers_rows_without_overlap(n, row_bytes):
     assert all(e - s <= rpc for s, e in grid)
     assert rpc == 1 or rpc * row_bytes <= 4 * 1024 * 1024  # chunks stay cache/RAM friendly
     if n * row_bytes <= 64 * 1024:
-        assert len(grid) == 1  # small arrays are not split into tiny pieces
+        assert len(grid) <= 2 * MIN_CHUNKS  # small arrays are not split into tiny pieces
+    if n >= MIN_CHUNKS:
+        assert len(grid) >= MIN_CHUNKS  # ...yet enough pieces to keep every worker busy
 
 
 @given(st.integers(0, 1000), st.integers(1, 64))
