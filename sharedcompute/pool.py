@@ -28,7 +28,7 @@ from .kernel import Kernel
 from .plan import boundscheck_default, check_timeout
 from .shared import SharedArray, on_block_release
 from ._imap import imap
-from .tasks import TaskRunner, check_sendable, run_now
+from .tasks import TaskRunner, items_to_map, run_now, runs_tasks
 
 _live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 
@@ -338,18 +338,8 @@ class Pool:
 
     def _map_tasks(self, fn: Any, args: tuple, kwargs: dict, chunksize: Any, timeout: Any,
                    progress: Any) -> list:
-        if getattr(fn, "py_func", None) is not None:
-            raise InputError(f"{fn!r} is a numba function, not a sharedcompute kernel: decorate "
-                             "it with @sc.kernel to run it over partitions of shared arrays, "
-                             "or call pool.imap(fn, items) to run it once per item")
-        if len(args) != 1 or kwargs or isinstance(args[0], SharedArray):
-            # (a SharedArray's rows would each be pickled: a copy per task)
-            raise InputError(f"{fn!r} is not a sharedcompute kernel; decorate it with "
-                             "@sc.kernel (jit=False for plain NumPy code) to run it over "
-                             "partitions of shared arrays, or call pool.map(fn, items) with "
-                             "one iterable of items (e.g. range(n), indexing the shared "
-                             "array inside fn) to run fn once per item")
-        return list(self._imap(fn, args[0], True, chunksize, timeout, progress))
+        items = items_to_map(fn, args, kwargs)
+        return list(self._imap(fn, items, True, chunksize, timeout, progress))
 
     def _refuse_in_task_thread(self) -> None:
         if self._tasks is not None and self._tasks.thread is threading.current_thread():
@@ -360,18 +350,12 @@ class Pool:
     def _task_runner(self, fn: Any) -> TaskRunner | None:
         """The pool's task runner (None for the inline backend: tasks run at once)."""
         self._check_open()
-        backend = self._backend
-        if not isinstance(backend, LocalBackend):
-            raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
-                             "backends; on a Dask cluster use client.submit directly")
-        if backend.executor.in_process:
-            check_sendable(fn, "fork")  # the same functions as a process pool takes
+        if not runs_tasks(self._backend, fn, self.start_method):  # checks fn every time
             return None
-        check_sendable(fn, self.start_method)
         if self._tasks is None:
             with self._lock:
                 if self._tasks is None:
-                    self._tasks = TaskRunner(backend, self._lock)
+                    self._tasks = TaskRunner(self._backend, self._lock)
         return self._tasks
 
     def _block_released(self, name: str) -> None:

@@ -366,6 +366,33 @@ def task_exception(name: str, info: dict) -> BaseException:
     return err
 
 
+def runs_tasks(backend: Any, fn: Any, start_method: str) -> bool:
+    """Check ``fn`` for this backend: True where a TaskRunner runs it (worker processes),
+    False where it runs at once (inline); a Dask cluster is refused with its own way."""
+    executor = getattr(backend, "executor", None)
+    if executor is None or not hasattr(executor, "n_workers"):
+        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
+                         "backends; on a Dask cluster use client.submit directly")
+    check_sendable(fn, "fork" if executor.in_process else start_method)
+    return not executor.in_process
+
+
+def items_to_map(fn: Any, args: tuple, kwargs: dict) -> Any:
+    """``pool.map(fn, items)`` with a plain function: its one iterable, checked."""
+    if getattr(fn, "py_func", None) is not None:
+        raise InputError(f"{fn!r} is a numba function, not a sharedcompute kernel: decorate "
+                         "it with @sc.kernel to run it over partitions of shared arrays, "
+                         "or call pool.imap(fn, items) to run it once per item")
+    if len(args) != 1 or kwargs or isinstance(args[0], SharedArray):
+        # (a SharedArray's rows would each be pickled: a copy per task)
+        raise InputError(f"{fn!r} is not a sharedcompute kernel; decorate it with "
+                         "@sc.kernel (jit=False for plain NumPy code) to run it over "
+                         "partitions of shared arrays, or call pool.map(fn, items) with "
+                         "one iterable of items (e.g. range(n), indexing the shared "
+                         "array inside fn) to run fn once per item")
+    return args[0]
+
+
 def run_now(fn: Any, args: tuple, kwargs: dict) -> Future:
     """A task on the inline backend: run in the calling thread, a settled Future back."""
     future: Future = Future()
