@@ -142,6 +142,7 @@ class ProcessExecutor:
         self.lines: doorbell.Lines | None = None
         self.generation = 0  # bumped at every (re)start: cached tasks die with their workers
         self.interrupted = False  # set by interrupt(): the pool is being closed
+        self.preload: dict = {}  # what _preload.start_forkserver did at the last start
 
     @property
     def rings(self) -> bool:
@@ -150,6 +151,9 @@ class ProcessExecutor:
 
     def start(self) -> None:
         from . import _worker
+        if self.start_method == "forkserver":  # one preloaded server forks every worker
+            from ._preload import start_forkserver
+            self.preload = start_forkserver(self.ctx)
         self.lines = doorbell.Lines.create(self.ctx, self.n_workers) if doorbell.ENABLED else None
         self.barrier = doorbell.make_barrier(self.ctx, self.lines, self.n_workers)
         self.generation += 1
@@ -315,6 +319,38 @@ class ProcessExecutor:
             raise _first_error(errors)
         return results
 
+    def warmup(self, items: list, timeout: float | None) -> None:
+        """Every worker compiles (or loads from numba's cache) the items' signatures now;
+        the seconds count as compile time in insights, not as a task."""
+        self.seq += 1
+        seq = self.seq
+        pending = set(range(self.n_workers))
+        stand_ins = [_Warmup()] * self.n_workers  # what _crashed/_timed_out name
+        errors: list[KernelError] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for i in range(self.n_workers):
+                try:
+                    self.send(i, ("warmup", seq, items))
+                except OSError:
+                    self._crashed(i, stand_ins, "warmup")
+            while pending:
+                for i, msg in self._messages(pending, seq, deadline, stand_ins, "warmup",
+                                             timeout):
+                    if msg[0] == "progress":
+                        continue
+                    stats = msg[3]
+                    self.insights[i].compile_s += stats.compile_s
+                    self.insights[i].busy_s += stats.busy_s
+                    if msg[0] == "err":
+                        errors.append(kernel_error(msg[2].get("kernel", "warmup"), msg[2]))
+                    pending.discard(i)
+        except BaseException:
+            self.stop(kill=True)  # as run(): a crash or Ctrl-C leaves workers in no known state
+            raise
+        if errors:
+            raise errors[0]
+
     def _finished(self, i: int, msg: tuple, results: list, errors: list, what: str) -> None:
         self.insights[i].account(*msg[3])
         if msg[0] == "ok":
@@ -376,6 +412,12 @@ class ProcessExecutor:
             f"kernel {what} did not finish within timeout={timeout} s ({desc}); the stuck "
             "workers were killed and are replaced on the next call; rows they were writing "
             "are undefined")
+
+
+class _Warmup:
+    """Stands in for a Task in the error messages of a warmup: it has no rows."""
+
+    rows = (0, 0)
 
 
 class _NoBarrier:

@@ -7,6 +7,8 @@ Messages in:  ("task", seq, Task, memo id or None, memo ids to drop, report prog
               | ("call", [(seq, pickled (function, args, kwargs)), ...]): tasks (tasks.py),
                 each answered on its own, so a crash is charged to the one that ran
               | ("forget", [block names])
+              | ("warmup", seq, [(kernel, boundscheck, signatures, totals signatures)]):
+                compile (or load from numba's cache) before any call (Pool.warmup)
               | ("wake",) | ("stop",); and calls rung through the doorbell (doorbell.py)
 Messages out: ("ok", seq, result, TaskStats) | ("err", seq or -1 when the message could not
               be read, error info, TaskStats)
@@ -86,6 +88,9 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
         if kind == "call":
             _run_calls(conn, msg[1], pid)
             continue
+        if kind == "warmup":
+            _run_warmup(conn, msg[1], msg[2], pid)
+            continue
         if kind == "forget":
             prepared.clear()  # drop views first, so the blocks can be unmapped
             shared.forget_attached(msg[1])
@@ -147,6 +152,38 @@ def _run_calls(conn: Any, items: list, pid: int) -> None:
             busy = time.perf_counter() - t0
             conn.send(("err", seq, info, TaskStats(0.0, busy, busy, 1)))
             detached(exc)
+
+
+def compile_signatures(items: list, current: list) -> int:
+    """Compile each kernel's dispatcher for each signature; Dispatcher.compile loads the
+    machine code from numba's disk cache first (numba/core/dispatcher.py). Returns how many;
+    ``current`` holds the kernel and signature being compiled, for an error message."""
+    n = 0
+    for kernel, boundscheck, sigs, totals_sigs in items:
+        func, totals = kernel.compiled(boundscheck)
+        for disp, group in ((func, sigs), (totals, totals_sigs)):
+            for sig in group:
+                current[:] = [kernel.name, ", ".join(map(str, sig))]
+                disp.compile(sig)
+                n += 1
+    return n
+
+
+def _run_warmup(conn: Any, seq: int, items: list, pid: int) -> None:
+    """Answer a warmup message: the seconds count as compile time in Pool.insights()."""
+    t0 = time.perf_counter()
+    current: list = []
+    try:
+        n = compile_signatures(items, current)
+        busy = time.perf_counter() - t0
+        conn.send(("ok", seq, n, TaskStats(busy, 0.0, busy, 0)))
+    except BaseException as exc:  # noqa: BLE001 - a typing error goes back to the parent
+        busy = time.perf_counter() - t0
+        info = remote_error_info(exc, (0, 0), pid, f"warmup for ({current[1]}): "
+                                 if current else "warmup: ")
+        info["kernel"] = current[0] if current else "warmup"
+        conn.send(("err", seq, info, TaskStats(busy, 0.0, busy, 0)))
+        detached(exc)
 
 
 PROGRESS_EVERY_S = 0.05  # at most 20 progress messages a second per worker

@@ -1,0 +1,333 @@
+"""A warm forkserver: NumPy, numba (its CPU target set up), sharedcompute's worker side and
+the parent's kernel modules imported once, in the server,
+so every forked worker inherits them instead of importing them itself (about 0.8 s each).
+
+Parent side, ``start_forkserver(ctx)``, called by ProcessExecutor.start before the first
+worker of a forkserver pool: asks multiprocessing for a server whose preload list is the
+user's (``['__main__']`` by default) plus this module, and passes what this module needs
+(the parent's package folder, sys.path, kernel modules) in the environment variable
+``SHAREDCOMPUTE_PRELOAD``, set only while the server is spawned.
+
+Server side: importing this module with that variable set runs ``_boot()``. Every step
+tolerates every error (a failed step is recorded in ``REPORT`` and the workers import the
+module again, reporting a failure as they always did), so a broken kernel module never
+breaks the server: CPython's own preload loop catches only ImportError, and an exception
+there kills the server and with it every later worker start.
+
+What it cannot do:
+- The forkserver is process-wide and starts once (CPython Lib/multiprocessing/forkserver.py:
+  ``set_forkserver_preload`` only matters before ``ensure_running`` spawns it). A server that
+  is already running (a previous pool, or the user's own forkserver processes) is reused as
+  it is: kernel modules imported since are imported by each worker, as without a preload.
+  A running server is never restarted: its children's exit statuses come through it.
+- Which sharedcompute: the server is ``python -c``, whose sys.path starts with '' (the
+  current folder); CPython ignored the parent's sys.path there until gh-117378 (fixed in
+  late-2024 releases of 3.12 and 3.13, after the ``__main__`` preload even then). A checkout in the current folder would then be imported instead of the
+  installed package the parent runs. ``_shadowed()`` sees that from the parent and leaves
+  sharedcompute, the kernel modules and ``__main__`` out of the preload (NumPy and numba
+  only); ``_boot()`` checks the package folder again and unloads a wrong copy.
+- ``SHAREDCOMPUTE_PRELOAD=0`` turns the whole thing off (the stdlib's default server).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+ENV = "SHAREDCOMPUTE_PRELOAD"
+THIS = __name__  # "sharedcompute._preload"
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+REPORT: dict[str, Any] = {}  # the server's record (forked workers inherit it): steps, errors
+LAST: dict[str, Any] = {}  # the parent's record of its last start_forkserver() call
+
+
+# -- the parent ---------------------------------------------------------------------------------
+def enabled() -> bool:
+    return os.environ.get(ENV, "1") != "0"
+
+
+def kernel_modules() -> dict[str, str]:
+    """Modules (name -> file) of the kernels this process has defined, but __main__."""
+    from .kernel import REGISTRY
+    out = {}
+    for k in list(REGISTRY.values()):
+        mod = sys.modules.get(k.module)
+        path = getattr(mod, "__file__", None)
+        if k.module != "__main__" and path:
+            out[k.module] = os.path.realpath(path)
+    return out
+
+
+def _shadowed() -> str | None:
+    """A sharedcompute in the current folder that is not ours: the server (sys.path[0] '')
+    would import it. Returns its location, or None."""
+    from importlib.machinery import PathFinder
+    try:
+        spec = PathFinder.find_spec("sharedcompute", [os.getcwd()])
+    except (OSError, ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    where = list(spec.submodule_search_locations or []) or [os.path.dirname(spec.origin or "")]
+    if any(os.path.realpath(w) == os.path.realpath(PACKAGE_DIR) for w in where):
+        return None
+    return where[0]
+
+
+def _server() -> Any:
+    from multiprocessing import forkserver
+    return forkserver._forkserver  # the module-level ForkServer behind set_forkserver_preload
+
+
+def running() -> bool:
+    """Whether this process already has a forkserver (started by anyone)."""
+    return getattr(_server(), "_forkserver_pid", None) is not None
+
+
+def start_forkserver(ctx: Any) -> dict:
+    """Make sure the forkserver runs, preloaded when we start it; returns (and keeps in
+    ``LAST``) what was done: state 'preloaded', 'shadowed', 'running' or 'off'."""
+    server = _server()
+    if not enabled() or running():
+        server.ensure_running()  # restarts a dead one with the user's list, as the stdlib
+        LAST.clear()
+        LAST.update(state="off" if not enabled() else "running")
+        return dict(LAST)
+    theirs = list(getattr(server, "_preload_modules", ["__main__"]))
+    theirs = [m for m in theirs if m != THIS]
+    shadow = _shadowed()
+    if shadow:  # nothing that imports sharedcompute: the server would find the wrong copy
+        preload = [m for m in theirs if m != "__main__"] + ["numpy", "numba"]
+        modules: dict[str, str] = {}
+    else:
+        modules = kernel_modules()
+        preload = theirs + [THIS]
+    config = dict(package=os.path.realpath(PACKAGE_DIR), sys_path=list(sys.path),
+                  modules=modules, parent=os.getpid())
+    old_env = os.environ.get(ENV)
+    ctx.set_forkserver_preload(preload)
+    os.environ[ENV] = json.dumps(config)  # read (and removed) by the server's _boot()
+    try:
+        server.ensure_running()
+    finally:
+        if old_env is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = old_env
+        ctx.set_forkserver_preload(theirs)  # process-wide: leave the user's list as it was
+    LAST.clear()
+    LAST.update(state="shadowed" if shadow else "preloaded", preload=preload,
+                modules=sorted(modules), shadowed_by=shadow)
+    return dict(LAST)
+
+
+# -- the server -----------------------------------------------------------------------------------
+def _step(name: str, fn: Any) -> Any:
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+        REPORT.setdefault("steps", {})[name] = round(time.perf_counter() - t0, 4)
+        return out
+    except BaseException as exc:  # noqa: BLE001 - a preload step never kills the server
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        REPORT.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def _init_numba() -> None:
+    from numba.core.registry import cpu_target
+    # The lazy part of numba's start-up (~0.3 s): the typing and target contexts and their
+    # registries, which every first compile or cache load in a worker would otherwise build.
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+
+
+def _import_kernel_module(name: str, path: str) -> None:
+    import importlib
+    mod = importlib.import_module(name)
+    got = os.path.realpath(getattr(mod, "__file__", "") or "")
+    if got != path:  # another file by that name: not what the parent runs
+        sys.modules.pop(name, None)
+        raise ImportError(f"{name} resolved to {got}, the parent's is {path}")
+
+
+def _in_forkserver(config: dict) -> bool:
+    """Whether this process is the server the parent just spawned (not the parent itself,
+    which imports this module too)."""
+    return ("multiprocessing.forkserver" in sys.modules and os.getpid() != config["parent"]
+            and os.getppid() == config["parent"])
+
+
+def _boot() -> None:
+    raw = os.environ.get(ENV)
+    if not raw or not raw.startswith("{"):
+        return
+    config = json.loads(raw)
+    if not _in_forkserver(config):
+        return
+    del os.environ[ENV]  # the workers must not see it
+    t0 = time.perf_counter()
+    if os.path.realpath(PACKAGE_DIR) != config["package"]:  # a copy found through sys.path
+        for name in [m for m in sys.modules if m == "sharedcompute"
+                     or m.startswith("sharedcompute.")]:
+            del sys.modules[name]  # so workers import the parent's, from its sys.path
+        REPORT["errors"] = {"package": f"{PACKAGE_DIR} is not the parent's {config['package']}"}
+        return
+    from ._system import THREAD_ENV
+    for var, value in THREAD_ENV.items():  # before NumPy/OpenBLAS start their threads
+        os.environ.setdefault(var, value)
+    sys.path[:] = config["sys_path"]  # as gh-117378's fix does, and as the workers' will be
+    _step("numpy", lambda: __import__("numpy"))
+    _step("numba", lambda: __import__("numba"))
+    _step("numba target", _init_numba)
+    _step("worker side", lambda: __import__("sharedcompute._worker"))
+    _step("threadpoolctl", lambda: __import__("threadpoolctl"))
+    for name, path in config.get("modules", {}).items():
+        _step(f"import {name}", lambda n=name, p=path: _import_kernel_module(n, p))
+    REPORT.update(pid=os.getpid(), seconds=round(time.perf_counter() - t0, 4),
+                  modules=sorted(config.get("modules", {})))
+    sys.stdout.flush()  # gh-135335: buffered output would be inherited by every child
+    sys.stderr.flush()
+
+
+_boot()
+
+
+# -- warmup: the signatures a call would compile (the parent) -----------------------------------------
+def _entries(kernels: Any) -> list[tuple[Any, tuple | None]]:
+    """(kernel, example arguments or None) for a kernel, a (kernel, *args) tuple or a list."""
+    from .errors import InputError
+    from .kernel import Kernel
+    if isinstance(kernels, Kernel) or (isinstance(kernels, tuple) and kernels
+                                       and isinstance(kernels[0], Kernel)):
+        kernels = [kernels]
+    out = []
+    for item in kernels if isinstance(kernels, (list, tuple)) else [kernels]:
+        if isinstance(item, Kernel):
+            out.append((item, None))
+        elif isinstance(item, tuple) and item and isinstance(item[0], Kernel):
+            out.append((item[0], tuple(item[1:])))
+        else:
+            raise InputError(f"warmup takes sharedcompute kernels or (kernel, *example_args) "
+                             f"tuples, not {item!r}; e.g. pool.warmup([(triad, a, b, c, 2.0), "
+                             "total], [np.float64, np.float32])")
+    return out
+
+
+def _array_type(x: Any, writable: bool, dtype: Any, pickled: bool) -> Any:
+    import numba
+    import numpy as np
+    arr = np.asarray(x)
+    t = numba.typeof(arr)
+    if pickled:  # a plain array sent whole arrives as a C-ordered copy
+        t = t.copy(layout="C")
+    if dtype is not None:
+        t = t.copy(dtype=numba.from_dtype(np.dtype(dtype)))
+    return t.copy(readonly=not writable)
+
+
+def _signatures(kernel: Any, examples: tuple | None, dtype: Any, in_process: bool) -> list:
+    """The argument types a call compiles: writes= arrays writable, the others read-only
+    views (_task.resolve), (start, stop, total) for position=, and for stencils also the
+    writable padded copies at the array's edges (partition.padded_rows)."""
+    import numba
+    import numpy as np
+    from numba import types
+
+    from .errors import InputError
+    from .plan import Whole
+    from .shared import SharedArray
+    if examples is None:
+        dt = numba.from_dtype(np.dtype(dtype or np.float64))
+        sig = [types.Array(dt, 1, "C", readonly=i not in kernel.writes)
+               for i in range(len(kernel.params))]
+        parts = set(range(len(kernel.params))) - set(kernel.whole)
+    else:
+        if len(examples) != len(kernel.params):
+            raise InputError(f"warmup of kernel {kernel.name}: {len(examples)} example "
+                             f"arguments given, it takes {len(kernel.params)} "
+                             f"{tuple(kernel.params)}")
+        sig, parts = [], set()
+        for i, x in enumerate(examples):
+            whole = isinstance(x, Whole) or i in kernel.whole
+            x = x.array if isinstance(x, Whole) else x
+            if isinstance(x, (SharedArray, np.ndarray)):
+                pickled = isinstance(x, np.ndarray) and not in_process
+                sig.append(_array_type(x, i in kernel.writes, dtype, pickled))
+                if not whole and not pickled and np.ndim(x) > 0:
+                    parts.add(i)
+            else:
+                sig.append(numba.typeof(x))
+    if kernel.position:
+        sig.append(numba.typeof((0, 0, 0)))
+    out = [tuple(sig)]
+    edge = [t.copy(readonly=False) if i in parts and i not in kernel.writes else t
+            for i, t in enumerate(sig)]
+    if kernel.depth and tuple(edge) not in out:
+        out.append(tuple(edge))
+    return out
+
+
+def warmup_items(kernels: Any, dtypes: Any, boundscheck: bool, in_process: bool,
+                 start_method: str) -> tuple[list, dict]:
+    """The "warmup" message's items, [(kernel, boundscheck, signatures, totals
+    signatures)], and {kernel name: [signature text]} for the caller."""
+    from .errors import InputError
+    if dtypes is not None and not isinstance(dtypes, (list, tuple)):
+        dtypes = [dtypes]
+    items, names = [], {}
+    for kernel, examples in _entries(kernels):
+        if not in_process:
+            kernel.check_sendable(start_method)
+        if not kernel.jit:  # jit=False: plain Python, nothing to compile
+            names[kernel.name] = []
+            continue
+        sigs: list = []
+        for dt in (dtypes or [None]):
+            try:
+                sigs += [s for s in _signatures(kernel, examples, dt, in_process)
+                         if s not in sigs]
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"warmup of kernel {kernel.name}: {exc}") from exc
+        totals = []
+        if kernel.kind == "scan":  # the totals pass reads the inputs only
+            totals = [tuple(t for i, t in enumerate(s[:len(kernel.params)])
+                            if i not in kernel.writes) for s in sigs]
+            sigs = []  # the apply pass's carry type is only known from a real call
+        items.append((kernel, bool(boundscheck), sigs, totals))
+        names[kernel.name] = [", ".join(str(t) for t in s) for s in sigs + totals]
+    return items, names
+
+
+def warmup(backend: Any, kernels: Any, dtypes: Any, boundscheck: bool,
+           timeout: float | None) -> dict:
+    """Pool.warmup: the signatures (_preload.warmup_items), compiled in every worker, or in
+    this process for the inline backend. Returns {kernel name: [signature text]}."""
+    from .errors import InputError
+    ex = getattr(backend, "executor", None)
+    if ex is None:
+        raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
+                         "Dask worker compiles a kernel at its first call")
+    items, names = warmup_items(kernels, dtypes, boundscheck, ex.in_process, ex.start_method)
+    if ex.in_process:
+        from ._worker import compile_signatures
+        from .errors import kernel_error, remote_error_info
+        t0, current = time.perf_counter(), []
+        try:
+            compile_signatures(items, current)
+        except Exception as exc:  # a typing error: the KernelError a worker's would give
+            info = remote_error_info(exc, (0, 0), None, f"warmup for ({current[1]}): "
+                                     if current else "warmup: ")
+            raise kernel_error(current[0] if current else "warmup", info) from None
+        finally:
+            ex.insights[0].compile_s += time.perf_counter() - t0
+            ex.insights[0].busy_s += time.perf_counter() - t0
+        return names
+    ensure = getattr(backend, "_ensure_workers", None)  # dead workers: start new ones first
+    if ensure is not None:
+        ensure()
+    ex.warmup(items, timeout)
+    return names
