@@ -72,6 +72,49 @@ def jacobi2d(out, u):
             out[i, m - 1] = u[r, m - 1]
 
 
+def jacobi2d_residual_reference(out, u):
+    jacobi2d_reference(out, u)
+    return np.max(np.abs(out - u[1:-1]), initial=0.0)
+
+
+@kernel(reference=jacobi2d_residual_reference, depth=1, boundary="none", combine=np.maximum,
+        check=_check_2d("jacobi2d_residual"))
+def jacobi2d_residual(out, u):
+    """``jacobi2d`` that also returns the largest change ``max|out - u|`` of its rows, from
+    the same pass: ``pool.iterate`` stops on it with no second pass over the grid.
+
+    The rows written are ``jacobi2d``'s (``scipy.ndimage.correlate`` with the 5-point
+    average on the interior columns); the partial is ``np.max(np.abs(out - u[1:-1]))``
+    over them (0.0 for no rows), combined with ``np.maximum`` (a NaN propagates), in the
+    array's dtype and returned as a float.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sharedcompute.kernels.stencils import jacobi2d_residual
+    >>> u = np.zeros((3, 3)); u[0] = 4.0
+    >>> out = u.copy(); _ = jacobi2d_residual(out, u); float(out[1, 1])
+    1.0
+    """
+    m = out.shape[1]
+    big = 0.0
+    if m == 0:
+        return big
+    q = weak_scalar(0.25, u)
+    for i in range(out.shape[0]):
+        r = i + 1
+        out[i, 0] = u[r, 0]
+        for j in range(1, m - 1):
+            v = q * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
+            out[i, j] = v
+            c = abs(v - u[r, j])
+            if c > big or c != c:  # a NaN stays the answer
+                big = c
+        if m > 1:
+            out[i, m - 1] = u[r, m - 1]
+    return big
+
+
 def heat1d_reference(out, u, alpha):
     out[...] = u[1:-1] + alpha * ((u[:-2] - 2.0 * u[1:-1]) + u[2:])
 

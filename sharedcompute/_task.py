@@ -12,8 +12,10 @@ import numpy as np
 
 from .errors import InputError
 from .kernel import Kernel
-from .partition import halo_pieces, padded_rows, tree_nodes, tree_reduce, valid_rows
-from .plan import ArgSpec, Task, converged, swap
+from ._sweeps import partial_number, run_block, scratch_for
+from .partition import (halo_pieces, padded_rows, tree_finish, tree_nodes, tree_reduce,
+                        valid_rows)
+from .plan import ArgSpec, Task, swap
 from .shared import SharedArray, view_from_handle
 
 
@@ -159,7 +161,7 @@ def _map_rows(task: Task, views: list[Any], lo: int, hi: int, stats: Stats) -> N
     func = _kernel_fn(task)
     for s, e, args, _ in _map_pieces(task, views, lo, hi):
         stats.rows = (s, e)
-        if call(func, args, stats) is not None:
+        if call(func, args, stats) is not None and not task.kernel.fused:
             raise InputError(
                 f"kernel {task.kernel.name} returned a value, which map drops: a map kernel "
                 "writes its outputs in place. To combine what each partition returns, "
@@ -228,9 +230,9 @@ def _run_scan_apply(task: Task, views: list, stats: Stats, barrier: Any) -> None
         stats.advance(1)
 
 
-def _run_iterate(task: Task, views: list, stats: Stats, barrier: Any) -> int:
+def _run_iterate(task: Task, views: list, stats: Stats, barrier: Any) -> tuple:
     """``steps`` sweeps with the loop here and a barrier between sweeps (no parent round
-    trip); returns how many ran (a residual <= tol stops early)."""
+    trip); returns (sweeps run, last residual checked or None): a residual <= tol stops."""
     try:
         return _sweep(task, stats, barrier)
     except BaseException:
@@ -238,7 +240,32 @@ def _run_iterate(task: Task, views: list, stats: Stats, barrier: Any) -> int:
         raise
 
 
-def _sweep(task: Task, stats: Stats, barrier: Any) -> int:
+def _chunk_partial(task: Task, func: Any, views: list, s: int, e: int,
+                   stats: Stats) -> np.float64:
+    """A fused kernel's partial for chunk [s, e): its pieces' partials combined in row order;
+    a chunk with no row to write (edges under 'none', an empty array) gets the kernel's
+    value for zero rows, so every chunk has a leaf whatever the split."""
+    value = None
+    for ps, pe, args, _ in _map_pieces(task, views, s, e):
+        stats.rows = (ps, pe)
+        p = call(func, args, stats)
+        value = p if value is None else task.kernel.combine(value, p)
+    if value is None:
+        d, empty = task.depth, []
+        for v, spec in zip(views, task.specs):
+            if spec.kind != "part":
+                empty.append(v)
+            elif spec.writable or not d:
+                empty.append(v[s:s])
+            else:  # a read input has 2 * depth more rows than its output
+                empty.append(np.zeros((2 * d,) + v.shape[1:], v.dtype))
+        if task.kernel.position:
+            empty.append((s, s, task.n_rows))
+        value = call(func, tuple(empty), stats)
+    return partial_number(task.kernel, value)
+
+
+def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
     sw = task.sweeps
     out_i, in_i = sw.swap
     specs = [ArgSpec(s.kind, s.value, s.writable) for s in task.specs]
@@ -249,33 +276,50 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> int:
     views[in_i] = read_only(views[in_i])
     ca, cb = task.chunk_range
     chunks = task.chunks
+    n_chunks = len(chunks)
     lo = chunks[ca][0] if cb > ca else 0
     hi = chunks[cb - 1][1] if cb > ca else 0
-    residual = sw.residual
-    slots = None
-    if residual is not None:
+    func = _kernel_fn(task)
+    judge = sw.residual if sw.residual is not None else task.kernel if sw.fused else None
+    if judge is not None:
         slots = sw.slots if isinstance(sw.slots, np.ndarray) else view_from_handle(sw.slots)
-        check = residual.compiled(task.boundscheck)[0]
+        check = sw.residual.compiled(task.boundscheck)[0] if sw.residual is not None else None
+        mine = tree_nodes(0, n_chunks, ca, cb)  # this worker's subtrees of the fixed tree
+        every = [nd for r in sw.ranges for nd in tree_nodes(0, n_chunks, *r)]
+    blocks = sw.schedule or (1,) * sw.steps
+    scratch = (scratch_for(views[in_i], max(blocks), task.depth, sw.tile_rows)
+               if max(blocks, default=1) > 1 else None)
     task = replace(task, specs=specs)  # swap() flips this list in place after each sweep
-    done = 0
-    for step in range(sw.steps):
-        _map_rows(task, views, lo, hi, stats)
+    done, value, checks = 0, None, 0
+    for size in blocks:
+        checking = judge is not None and size == 1 and (done + 1) % sw.check_every == 0
+        if size > 1:
+            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch)
+        elif checking and check is None:  # the fused kernel's own partials, same pass
+            partials = [_chunk_partial(task, func, views, *chunks[c], stats)
+                        for c in range(ca, cb)]
+        else:
+            _map_rows(task, views, lo, hi, stats)
+            if checking:  # residual(new, old) of this worker's own rows: before the barrier
+                partials = [partial_number(judge, call(check, (views[out_i][s:e],
+                                                               views[in_i][s:e]), stats))
+                            for s, e in chunks[ca:cb]]
+        if checking:  # two slot rows in turn: nobody overwrites a row still being read
+            row = slots[checks % 2]
+            for nd in mine:
+                row[nd[0]] = tree_reduce(nd[0], nd[1], lambda c: partials[c - ca], judge.combine)
         barrier.wait()
-        done = step + 1
-        stats.advance(cb - ca)
-        if residual is not None and done % sw.check_every == 0:
-            for c in range(ca, cb):
-                s, e = chunks[c]
-                slots[c] = call(check, (views[out_i][s:e], views[in_i][s:e]), stats)
-            barrier.wait()
-            stop = converged(residual, list(slots), sw.tol)
-            barrier.wait()  # everyone has read the slots before they are overwritten
-            if stop:
+        done += size
+        stats.advance((cb - ca) * size)
+        if checking:
+            value = tree_finish(n_chunks, {nd: row[nd[0]] for nd in every}, judge.combine)
+            checks += 1
+            if value <= sw.tol:
                 break
         writable[out_i], writable[in_i] = writable[in_i], writable[out_i]
         views[out_i], views[in_i] = writable[out_i], read_only(writable[in_i])
         swap(specs, out_i, in_i)
-    return done
+    return done, None if value is None else float(value)
 
 
 RUNNERS: dict[str, Callable[[Task, list, Stats, Any], Any]] = {

@@ -18,7 +18,8 @@ from ._system import THREAD_ENV, limit_threads
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
 from .kernel import Kernel, check_schedule
 from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
-from .plan import (Plan, check_iterate, check_kind, converged, fixed_edge_rows, make_plan,
+from ._sweeps import IterateResult, check_block_sweeps
+from .plan import (Plan, check_iterate, check_kind, fixed_edge_rows, make_plan, residual_value,
                    scan_offsets, swap)
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
@@ -417,7 +418,15 @@ class DaskBackend:
 
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: float, check_every: int, boundary: Any = None, timeout: Any = None,
-                progress: Any = None, boundscheck: bool = False, depth: Any = None) -> Any:
+                progress: Any = None, boundscheck: bool = False, depth: Any = None,
+                info: bool = False, block_sweeps: Any = None) -> Any:
+        """One persisted map per sweep (Dask arrays are functional: no halos in place, so
+        sweeps are plain whatever ``block_sweeps`` says: the same result)."""
+        check_block_sweeps(block_sweeps)
+        if getattr(kernel, "fused", False):
+            raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
+                             "(combine=), which the Dask backend does not collect; use the "
+                             "same stencil without combine= and residual=max_abs_diff there")
         plan = self._plan(kernel, args, None, boundary, depth=depth)
         out_i, in_i = check_iterate(plan, steps, residual, check_every)
         specs = plan.specs
@@ -431,16 +440,18 @@ class DaskBackend:
                 last = e
             out_h.data = self.client.persist(da.concatenate(
                 [p for p in pieces + [out_h.data[last:]] if p.shape[0]], axis=0))
-        done = 0
+        done, value = 0, None
         for step in range(steps):
             self._map_chunks(plan, timeout, None)
             done = step + 1
             if residual is not None and done % check_every == 0:
                 rplan = self._plan(residual, (specs[out_i].value, specs[in_i].value))
-                if converged(residual, self._leaves(rplan, "dispatcher", timeout), tol):
+                value = residual_value(residual, self._leaves(rplan, "dispatcher", timeout))
+                if value <= tol:
                     break
             swap(specs, out_i, in_i)
-        return out_h if done % 2 == 1 else in_h
+        last = out_h if done % 2 == 1 else in_h
+        return IterateResult(last, done, value, 1) if info else last
 
     def close(self) -> None:
         if self._own_cluster is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ import numpy as np
 
 from ._dispatch import run_dynamic
 from ._executors import InlineExecutor, Insights
+from ._sweeps import IterateResult, check_block_sweeps, choose_block, schedule
 from .errors import BlockBusyError, InputError, KernelError
 from .kernel import Kernel, check_schedule
 from .partition import split_even
@@ -177,10 +179,14 @@ class LocalBackend:
 
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: float, check_every: int, boundary: Any = None, timeout: Any = None,
-                progress: Any = False, boundscheck: bool = False, depth: Any = None) -> Any:
-        """``steps`` sweeps inside the workers, a barrier between sweeps; inline, one task
-        runs every chunk's sweeps (the same rows, the same arithmetic)."""
+                progress: Any = False, boundscheck: bool = False, depth: Any = None,
+                info: bool = False, block_sweeps: Any = None) -> Any:
+        """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
+        of sweeps: _sweeps.py); inline, one task runs every chunk's sweeps (the same rows,
+        the same arithmetic). Returns the array holding the last sweep, or with ``info`` an
+        IterateResult."""
         ex = self.executor
+        block_sweeps = check_block_sweeps(block_sweeps)
         self._check_sendable(kernel, residual)
         self._ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
@@ -192,29 +198,39 @@ class LocalBackend:
         held = plan.written_blocks + plan.read_blocks
         hold(held, 1)
         slots: Any = None
+        done, value, k = 0, None, 1
         try:
             o, u = np.asarray(out_arr), np.asarray(in_arr)
             for s, e in fixed_edge_rows(plan):  # never written: held fixed in both arrays
                 o[s:e] = u[s:e]
             del o, u
-            if steps == 0:
-                return in_arr
             n_chunks = len(plan.chunks)
             ranges = [(0, n_chunks)] if ex.in_process else split_even(n_chunks, ex.n_workers)
-            if residual is not None:
-                slots = np.zeros(n_chunks) if ex.in_process else SharedArray.zeros(n_chunks)
+            checks = residual is not None or kernel.fused
+            if checks:
+                slots = (np.zeros((2, n_chunks)) if ex.in_process
+                         else SharedArray.zeros((2, n_chunks)))
+            tile = 0
+            if plan.boundary == "none" and block_sweeps != 1:  # padded edges: plain sweeps
+                row = math.prod(in_arr.shape[1:]) * in_arr.dtype.itemsize
+                k, tile = choose_block(plan.n_rows, row, plan.depth, ex.n_workers,
+                                       block_sweeps)
+            blocks = schedule(int(steps), k, check_every, checks)
+            k = max(blocks, default=1)
             sweeps = Sweeps((out_i, in_i), int(steps), residual,
                             slots if slots is None or ex.in_process else slots.handle(),
-                            check_every, tol)
-            done = ex.run([plan.task("iterate", r, sweeps=sweeps) for r in ranges],
-                          what=kernel.name, timeout=timeout, progress=progress,
-                          total=n_chunks * int(steps))[0]
+                            check_every, tol, kernel.fused, tuple(ranges), blocks, tile)
+            if steps:
+                done, value = ex.run([plan.task("iterate", r, sweeps=sweeps) for r in ranges],
+                                     what=kernel.name, timeout=timeout, progress=progress,
+                                     total=n_chunks * int(steps))[0]
         finally:
             release_writes(names)
             hold(held, -1)
             if isinstance(slots, SharedArray):
                 slots.free()
-        return out_arr if done % 2 == 1 else in_arr
+        last = out_arr if done % 2 == 1 else in_arr
+        return IterateResult(last, done, value, k) if info else last
 
     def _check_sendable(self, kernel: Any, residual: Any = None) -> None:
         ex = self.executor

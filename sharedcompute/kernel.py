@@ -75,7 +75,11 @@ class Kernel:
         if position and len(params) < 1:
             raise InputError(f"kernel {self.name}: position=True needs a last parameter for "
                              "(start, stop, total)")
-        self.kind = "reduce" if combine is not None else "scan" if totals is not None else "map"
+        # A stencil (depth=) or a map with writes= that also declares combine= writes its
+        # rows and returns their partial from the same pass (pool.iterate's residual).
+        self.fused = combine is not None and totals is None and bool(depth or writes)
+        self.kind = ("map" if self.fused else "reduce" if combine is not None
+                     else "scan" if totals is not None else "map")
         if self.kind == "scan" and combine is None:
             self.combine = np.add
         if writes is None:
@@ -85,13 +89,11 @@ class Kernel:
             if unknown:
                 raise InputError(f"kernel {self.name}: {label}={tuple(names)} names {unknown}, "
                                  f"which are not among its parameters {self.params}")
-        if self.kind == "reduce" and writes:
-            raise InputError(f"kernel {self.name}: a reduction (combine=) returns partials and "
-                             "cannot also write arrays")
         if depth < 0 or int(depth) != depth:
             raise InputError(f"kernel {self.name}: depth={depth!r} must be a non-negative integer")
         if depth and self.kind != "map":
-            raise InputError(f"kernel {self.name}: halos (depth=) apply to map kernels only")
+            raise InputError(f"kernel {self.name}: halos (depth=) apply to map kernels and to "
+                             "stencils that also return a partial (combine=), not to scans")
         if elementwise and (depth or self.kind != "map"):
             raise InputError(f"kernel {self.name}: elementwise=True is for map kernels whose "
                              "output row i reads only row i of their inputs (no depth=)")
@@ -238,6 +240,7 @@ class Kernel:
 
     def __repr__(self) -> str:
         extra = f", depth={self.depth}, boundary={self.boundary!r}" if self.depth else ""
+        extra += ", fused" if self.fused else ""
         extra += "" if self.jit else ", jit=False"
         extra += "" if self.schedule == "static" else f", schedule={self.schedule!r}"
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
@@ -284,7 +287,10 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     ----------
     reference : plain-NumPy function with the same signature, run on whole arrays by ``verify``.
     combine : makes a reduction: the kernel returns its rows' partial, ``combine(p, q)`` merges
-        two partials (scalars, tuples or small arrays), in a fixed pairwise order.
+        two partials (scalars, tuples or small arrays), in a fixed pairwise order. With
+        ``depth=`` (or ``writes=``) too, a stencil that writes its rows and returns their
+        partial from the same pass: ``pool.iterate`` uses it as its residual (``map``
+        writes the rows and returns the written array, dropping the partial).
     finalize : applied once to the combined partial (e.g. (count, mean, M2) -> variance).
     writes : names of the arguments written in place (default: the first, for map kernels).
     whole : names of array arguments every partition receives whole (e.g. B of a matmul).

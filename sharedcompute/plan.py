@@ -91,6 +91,10 @@ class Sweeps:
     slots: Any = None  # per-chunk residual partials: a handle (workers) or an array
     check_every: int = 1
     tol: float = 0.0
+    fused: bool = False  # the kernel's own partial is the residual (no second pass)
+    ranges: tuple = ()  # every worker's chunk range: where the combine tree's nodes lie
+    schedule: tuple = ()  # block sizes (_sweeps.schedule); empty: plain sweeps
+    tile_rows: int = 0  # rows per tile of a block
 
 
 @dataclass
@@ -386,7 +390,8 @@ def check_depth(kernel: Kernel, depth: Any) -> int:
                          "side)")
     if depth and kernel.kind != "map":
         raise InputError(f"kernel {kernel.name}: halos (depth=) apply to map kernels only; it "
-                         f"is a {kernel.kind}")
+                         f"is a {kernel.kind} (a stencil that returns a partial declares both "
+                         "depth= and combine= in @sc.kernel)")
     return int(depth)
 
 
@@ -433,6 +438,9 @@ def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
     if residual is not None and (not isinstance(residual, Kernel) or residual.kind != "reduce"):
         raise InputError("residual= must be a reduction kernel taking (new, old) and returning "
                          "a number, e.g. sharedcompute.kernels.reductions.max_abs_diff")
+    if residual is not None and kernel.fused:
+        raise InputError(f"kernel {kernel.name} returns its own residual (combine=); drop "
+                         "residual=, or pass a kernel without combine=")
     if check_every < 1:
         raise InputError(f"check_every={check_every!r} must be >= 1")
     if len(kernel.writes) != 1:
@@ -470,6 +478,11 @@ def swap(specs: list[ArgSpec], out_i: int, in_i: int) -> None:
     specs[out_i].writable, specs[in_i].writable = True, False
 
 
+def residual_value(residual: Kernel, partials: list) -> float:
+    """The residual's per-chunk partials as float64, combined along the fixed tree."""
+    return float(combine_all([np.float64(p) for p in partials], residual.combine))
+
+
 def converged(residual: Kernel, partials: list, tol: float) -> bool:
     """Whether the residual's per-chunk partials, combined in chunk order, are <= tol."""
-    return combine_all([np.float64(p) for p in partials], residual.combine) <= tol
+    return residual_value(residual, partials) <= tol

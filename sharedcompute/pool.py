@@ -234,24 +234,46 @@ class Pool:
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float = 0.0,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
-                timeout: float | None = None, progress: Any = False,
-                **kwargs: Any) -> SharedArray:
+                timeout: float | None = None, progress: Any = False, info: bool = False,
+                block_sweeps: int | None = None, **kwargs: Any) -> Any:
         """Run ``steps`` sweeps of ``kernel(out, u, *params)``, swapping out and u after each,
         with the loop inside the workers and a barrier between sweeps.
 
-        With ``residual`` (a reduction of (new, old) to a float), stop early once its value
-        is <= ``tol``, checked every ``check_every`` sweeps. Returns the array holding the
-        last sweep. With boundary 'none' the edge rows of ``u`` are copied to ``out`` first,
-        so they stay fixed (Dirichlet).
+        Stops early once the residual is <= ``tol``, checked every ``check_every`` sweeps.
+        The residual is ``residual`` (a reduction of (new, old) to a number, one more pass
+        over the grid per check) or, for a stencil declared with ``combine=`` (e.g.
+        ``jacobi2d_residual``), the partial the kernel returns from the sweep itself, with
+        no second pass. Partials are combined along the fixed chunk tree, so the sweep
+        count and residual are bitwise the same for any number of workers. With boundary
+        'none' the edge rows of ``u`` are copied to ``out`` first, so they stay fixed.
+
+        Returns the array holding the last sweep (the other holds the sweep before), or
+        with ``info=True`` an ``IterateResult(array, sweeps, residual, block_sweeps)``:
+        the sweeps run and the last residual checked (None without one).
+
+        ``block_sweeps``: stencils with boundary 'none' run up to k sweeps per barrier in
+        cache-sized tiles (temporal blocking: halo rows recomputed to save memory traffic);
+        None chooses k from the depth, the row size and the cache, 1 runs plain sweeps.
+        The residual is checked only at block boundaries, and every check sweep (and the
+        last) ends a block and runs plain, so results, residuals, the sweep count and both
+        arrays are bitwise those of plain sweeps. Other boundaries run k = 1 ('periodic'
+        needs the other end of the array at every sweep).
 
         Examples
         --------
         >>> import numpy as np, sharedcompute as sc
-        >>> from sharedcompute.kernels.stencils import heat1d
+        >>> from sharedcompute.kernels.stencils import heat1d, jacobi2d_residual
         >>> with sc.Pool(2, backend="inline") as pool:
         ...     u = pool.array(np.array([0.0, 0.0, 4.0, 0.0, 0.0])); out = pool.empty_like(u)
         ...     pool.iterate(heat1d, out, u, 0.25, steps=2).numpy()
         array([0. , 1. , 1.5, 1. , 0. ])
+        >>> with sc.Pool(2, backend="inline") as pool:
+        ...     g = np.zeros((6, 6)); g[0] = 1.0
+        ...     u = pool.array(g); out = pool.empty_like(u)
+        ...     r = pool.iterate(jacobi2d_residual, out, u, steps=10_000, tol=1e-3,
+        ...                      check_every=1, info=True)
+        ...     r.sweeps, r.residual <= 1e-3
+        (21, True)
         """
         args = (out, u) + params
         if kwargs and isinstance(kernel, Kernel):
@@ -263,7 +285,36 @@ class Pool:
             return self._backend.iterate(kernel, args, steps=steps,
                                          residual=residual, tol=tol, check_every=check_every,
                                          boundary=boundary, timeout=timeout, progress=progress,
-                                         boundscheck=self.boundscheck, depth=depth)
+                                         boundscheck=self.boundscheck, depth=depth, info=info,
+                                         block_sweeps=block_sweeps)
+
+    def bind(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
+             depth: int | None = None, schedule: str | None = None,
+             timeout: float | None = None, **kwargs: Any) -> Any:
+        """A call planned and checked once, for hot loops: ``call()`` runs it again and
+        returns what ``map`` (or, for a reduction, ``reduce``) returns.
+
+        Arguments and options are those of map/reduce, fixed now; wrong ones raise here.
+        The first ``call()`` sends the task; later calls only ring the workers (no planning,
+        no per-array checks: one poll says no worker died and no block was touched).
+        Arrays freed, closed, truncated or unlinked are still refused before any worker
+        runs, and a restarted pool plans again by itself. A small plain NumPy argument may
+        be changed in place between calls: its new contents are used.
+
+        Examples
+        --------
+        >>> import numpy as np, sharedcompute as sc
+        >>> from sharedcompute.kernels.elementwise import axpy
+        >>> with sc.Pool(2) as pool:
+        ...     y = pool.zeros(4); x = pool.array(np.arange(4.0))
+        ...     step = pool.bind(axpy, y, x, 0.5)
+        ...     for _ in range(4):
+        ...         _ = step()
+        ...     y.numpy()
+        array([0., 2., 4., 6.])
+        """
+        from .bind import BoundCall
+        return BoundCall(self, kernel, args, kwargs, rows, boundary, depth, schedule, timeout)
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit(self, fn: Any, /, *args: Any, timeout: float | None = None,

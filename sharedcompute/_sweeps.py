@@ -1,0 +1,163 @@
+"""iterate's schedule: which sweeps run one at a time and which run k to a barrier
+(temporal blocking), the tile size that keeps a block's sweeps in cache, and the blocked
+sweeps themselves.
+
+A block of k sweeps reads the array holding sweep s once and writes sweep s + k into the
+other one: each worker goes over its rows in tiles, computing the tile's rows plus ``depth``
+rows per remaining level on each side (recomputed by the neighbouring tile or worker too) in
+two private scratch buffers, so the intermediate sweeps stay in cache. Every row is computed
+from the same values by the same kernel call as in a plain sweep, so the result is bitwise
+the same. A check sweep (``residual``/``tol``) and the last sweep always run plain, and a
+segment runs as many array swaps as plain sweeps would: both arrays end exactly as plain
+sweeps leave them, and the returned array is the same object.
+
+Only boundary 'none' is blocked: a padded boundary is refilled from each sweep's own edge
+rows ('periodic' from the other end of the array, another worker's rows), so those run
+plain sweeps (k = 1).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .errors import InputError
+
+
+class IterateResult(NamedTuple):
+    """What ``pool.iterate(..., info=True)`` returns: the array holding the last sweep, how
+    many sweeps ran, the last residual checked (None if none was), the largest block."""
+
+    array: Any
+    sweeps: int
+    residual: float | None
+    block_sweeps: int
+
+
+def check_block_sweeps(value: Any) -> int | None:
+    """``block_sweeps=``: None (chosen from the cache) or a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"block_sweeps={value!r} must be a positive integer (sweeps per "
+                         "barrier; 1 runs plain sweeps) or None to choose it from the cache")
+    return int(value)
+
+
+@functools.lru_cache(maxsize=1)
+def cache_bytes() -> tuple[int, int]:
+    """(L2 per core, last-level cache) in bytes from sysfs; (1 MiB, 8 MiB) where unknown."""
+    sizes = {}
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(root):
+            if not entry.startswith("index"):
+                continue
+            with open(f"{root}/{entry}/level") as f:
+                level = int(f.read())
+            with open(f"{root}/{entry}/size") as f:
+                text = f.read().strip()
+            mult = {"K": 1024, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            sizes[level] = int(text.rstrip("KMG")) * mult
+    except (OSError, ValueError):
+        pass
+    l2 = sizes.get(2, 1 << 20)
+    return l2, max(sizes.get(3, 8 << 20), l2)
+
+
+def choose_block(n_rows: int, row_nbytes: int, depth: int, n_workers: int,
+                 k: int | None) -> tuple[int, int]:
+    """(sweeps per block, tile rows). A tile's two scratch buffers get the worker's share
+    of the last-level cache; k is as large as keeps the recomputed halo rows at most 1/8 of
+    a tile (capped at 8), unless the caller gave k."""
+    if depth < 1 or n_rows <= 2 * depth:
+        return 1, 0
+    _, llc = cache_bytes()
+    budget = llc // max(n_workers, 1) // 2  # half of the share: the streams need the rest
+    rows = max(budget // max(2 * row_nbytes, 1), 1)
+    if k is None:
+        k = max(1, min(8, rows // (18 * depth)))
+    tile = max(rows - 2 * k * depth, 4 * k * depth, 1)
+    return k, tile
+
+
+def schedule(steps: int, k: int, check_every: int, checks: bool) -> tuple[int, ...]:
+    """Block sizes summing to ``steps``: up to each check sweep (or the end), blocks of at
+    most k, as many blocks as keep the swaps' parity, then one plain sweep. Empty: all
+    plain."""
+    if k <= 1 or steps <= 1:
+        return ()
+    seg = check_every if checks else steps
+    out: list[int] = []
+    done = 0
+    while done < steps:
+        length = min(seg - done % seg, steps - done)
+        body = length - 1
+        nb = -(-body // k)
+        if nb % 2 != body % 2:
+            nb += 1  # the same number of swaps as plain sweeps: same array at the end
+        out += [body // nb + (1 if i < body % nb else 0) for i in range(nb)] + [1]
+        done += length
+    return tuple(out)
+
+
+def scratch_for(u: np.ndarray, k: int, depth: int, tile: int) -> list[np.ndarray]:
+    """A worker's two private tile buffers for blocks of k sweeps."""
+    shape = (tile + 2 * k * depth,) + u.shape[1:]
+    return [np.empty(shape, u.dtype) for _ in range(2)]
+
+
+def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, lo: int,
+              hi: int, scratch: list[np.ndarray]) -> None:
+    """k sweeps of this worker's rows [lo, hi), boundary 'none': from views[in] (holding
+    sweep s) into views[out] (sweep s + k), tile by tile through ``scratch``."""
+    n, d = task.n_rows, task.depth
+    out_i, in_i = swap
+    lo, hi = max(lo, d), min(hi, n - d)
+    src, dst = views[in_i], views[out_i]
+    tile = scratch[0].shape[0] - 2 * k * d
+    readable = [a.view() for a in scratch]
+    for a in readable:
+        a.flags.writeable = False  # the kernel's read argument is typed read-only: one compile
+    others = [(i, v) for i, (v, s) in enumerate(zip(views, task.specs))
+              if i not in swap and s.kind == "part"]
+    args = list(views)
+    position = task.kernel.position
+    for t0 in range(lo, hi, tile):
+        t1 = min(t0 + tile, hi)
+        base, top = max(t0 - k * d, 0), min(t1 + k * d, n)
+        for a in scratch:  # rows that never change, read at every level near the edges
+            if base < d:
+                a[:d - base] = src[base:d]
+            if top > n - d:
+                a[n - d - base:top - base] = src[n - d:top]
+        prev, pbase = src, 0
+        for j in range(1, k + 1):
+            r0, r1 = max(t0 - (k - j) * d, d), min(t1 + (k - j) * d, n - d)
+            if j == k:
+                args[out_i], tbase = dst[r0:r1], 0
+            else:
+                args[out_i], tbase = scratch[j % 2][r0 - base:r1 - base], base
+            args[in_i] = prev[r0 - d - pbase:r1 + d - pbase]
+            for i, v in others:
+                args[i] = v[r0 - d:r1 + d]
+            if position:
+                func(*args, (r0, r1, n))
+            else:
+                func(*args)
+            prev, pbase = (readable[j % 2], base) if j < k else (prev, pbase)
+
+
+def partial_number(kernel: Any, value: Any) -> np.float64:
+    """A chunk's residual partial as float64 (the combine then runs on float64, as before)."""
+    try:
+        number = np.float64(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or np.ndim(value) != 0 or isinstance(value, (complex, np.complexfloating)):
+        raise InputError(f"kernel {kernel.name} returned {value!r} as a partition's partial; "
+                         "iterate compares the combined partial with tol, so it must be one "
+                         "real number per partition (e.g. the largest change)")
+    return number

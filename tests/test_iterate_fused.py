@@ -1,0 +1,249 @@
+"""Issue 15, iterate: stencils that also return their residual (combine= with depth=), and
+temporal blocking (block_sweeps). Everything is compared with plain NumPy loops written
+here, bitwise: the arrays, the sweep count and the residual."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sharedcompute as sc
+from sharedcompute._sweeps import schedule
+from sharedcompute.kernels.reductions import max_abs_diff
+from sharedcompute.kernels.stencils import heat1d, jacobi2d, jacobi2d_residual
+
+from conftest import START_METHODS, shared_pool
+
+
+# -- NumPy loops (not the kernels' references) ------------------------------------------------
+def jacobi_numpy(u, steps, tol=None, every=1):
+    """(grid, sweeps run, last residual checked): 5-point average on the interior, edges
+    fixed, max |new - old| as the residual, stopping when <= tol at every ``every``."""
+    u, res, done = u.copy(), None, 0
+    q = u.dtype.type(0.25)
+    for _ in range(steps):
+        new = u.copy()
+        if u.shape[0] > 2 and u.shape[1] > 2:
+            new[1:-1, 1:-1] = q * (((u[:-2, 1:-1] + u[2:, 1:-1]) + u[1:-1, :-2]) + u[1:-1, 2:])
+        change = float(np.max(np.abs(new - u), initial=0.0))
+        u, done = new, done + 1
+        if tol is not None and done % every == 0:
+            res = change
+            if res <= tol:
+                break
+    return u, done, res
+
+
+def smooth2_numpy(u, f, steps):
+    """smooth2 (below) as a NumPy loop: depth 2, a source term, the row's global index."""
+    u, n = u.copy(), u.shape[0]
+    rows = np.arange(n, dtype=np.float64)
+    for _ in range(steps):
+        new = u.copy()
+        if n > 4:
+            new[2:-2] = (0.2 * ((((u[:-4] + u[1:-3]) + u[2:-2]) + u[3:-1]) + u[4:])
+                         + 0.01 * f[2:-2] + 1e-3 * rows[2:-2] / n)
+        u = new
+    return u
+
+
+@sc.kernel(depth=2, boundary="none", position=True)
+def smooth2(out, u, f, pos):
+    start, _, total = pos
+    for i in range(out.shape[0]):
+        r = i + 2
+        out[i] = (0.2 * ((((u[r - 2] + u[r - 1]) + u[r]) + u[r + 1]) + u[r + 2])
+                  + 0.01 * f[r] + 1e-3 * (start + i) / total)
+
+
+@sc.kernel(depth=1, combine=max)
+def tuple_partial(out, u):
+    for i in range(out.shape[0]):
+        out[i] = u[i + 1]
+    return (1.0, 2.0)
+
+
+def _run(pool, g, kernel=jacobi2d_residual, **kw):
+    u, out = pool.array(g), pool.empty_like(g)
+    try:
+        r = pool.iterate(kernel, out, u, info=True, **kw)
+        other = out if r.array is u else u
+        return r, np.array(r.array), np.array(other), r.array is (out if r.sweeps % 2 else u)
+    finally:
+        u.free(), out.free()
+
+
+# -- the kernel --------------------------------------------------------------------------------
+def test_a_stencil_may_declare_combine_and_map_returns_the_written_array():
+    assert jacobi2d_residual.fused and jacobi2d_residual.kind == "map"
+    assert jacobi2d_residual.writes == (0,) and not jacobi2d.fused
+    g = np.random.default_rng(1).random((40, 9))
+    want = np.zeros_like(g)
+    jacobi2d(want, g)
+    pool = shared_pool(2, START_METHODS[-1])
+    u, out = pool.array(g), pool.zeros_like(g)
+    assert pool.map(jacobi2d_residual, out, u) is out  # the partial is dropped by map
+    np.testing.assert_array_equal(np.asarray(out)[1:-1], want[1:-1])
+    direct = np.zeros_like(g)
+    assert jacobi2d_residual(direct, g) is direct
+    np.testing.assert_array_equal(direct[1:-1], want[1:-1])
+    u.free(), out.free()
+    with sc.Pool(2, backend="inline") as inline:
+        report = sc.verify(inline, jacobi2d_residual, inline.zeros_like(g), inline.array(g))
+    assert report.ok, report
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_laplace_with_the_fused_residual_is_bitwise_the_numpy_loop(start_method, workers):
+    g = np.zeros((150, 31))
+    g[0] = 1.0
+    g[:, -1] = 0.5
+    want, sweeps, res = jacobi_numpy(g, 400, 1e-3, 1)
+    assert sweeps < 400  # it converged, so the stop sweep is tested
+    r, got, _, same_array = _run(shared_pool(workers, start_method), g, steps=400, tol=1e-3,
+                                 check_every=1)
+    assert same_array and (r.sweeps, r.residual) == (sweeps, res)
+    np.testing.assert_array_equal(got, want)
+    with sc.Pool(workers, backend="inline") as pool:
+        r2, got2, _, _ = _run(pool, g, steps=400, tol=1e-3, check_every=1)
+    assert (r2.sweeps, r2.residual) == (sweeps, res)
+    np.testing.assert_array_equal(got2, want)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(0, 40), m=st.integers(0, 6), dtype=st.sampled_from(["float64", "float32"]),
+       workers=st.integers(1, 3), steps=st.integers(0, 14), every=st.integers(1, 6),
+       quantile=st.floats(0, 1), block=st.sampled_from([None, 1, 2, 3, 5]),
+       fused=st.booleans(), seed=st.integers(0, 2**16))
+def test_hypothesis_fused_and_blocked_equal_the_numpy_loop(n, m, dtype, workers, steps, every,
+                                                          quantile, block, fused, seed):
+    g = np.random.default_rng(seed).random((n, m)).astype(dtype)
+    _, _, last = jacobi_numpy(g, steps, -1.0, 1)  # the residuals a run would see
+    tol = quantile * (last or 0.0)
+    want, sweeps, res = jacobi_numpy(g, steps, tol, every)
+    prev, _, _ = jacobi_numpy(g, max(sweeps - 1, 0), None)
+    kw = dict(steps=steps, tol=tol, check_every=every, block_sweeps=block)
+    if fused:
+        args = (jacobi2d_residual,)
+    else:
+        args, kw["residual"] = (jacobi2d,), max_abs_diff
+    pool = shared_pool(workers, START_METHODS[-1])
+    r, got, other, same_array = _run(pool, g, *args, **kw)
+    np.testing.assert_array_equal(got, want)
+    assert (r.sweeps, r.residual) == (sweeps, res if sweeps >= every else None)
+    assert same_array
+    if sweeps:
+        np.testing.assert_array_equal(other, prev)  # the other array: the sweep before
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(0, 60), workers=st.integers(1, 3), steps=st.integers(0, 12),
+       block=st.sampled_from([None, 2, 3, 4, 9]), seed=st.integers(0, 2**16))
+def test_hypothesis_blocking_depth2_with_source_term_and_position(n, workers, steps, block, seed):
+    rng = np.random.default_rng(seed)
+    g, f = rng.random(n), rng.random(n)
+    pool = shared_pool(workers, START_METHODS[0])
+    u, out, fs = pool.array(g), pool.empty(n), pool.array(f)
+    r = pool.iterate(smooth2, out, u, fs, steps=steps, block_sweeps=block, info=True)
+    np.testing.assert_array_equal(np.asarray(r.array), smooth2_numpy(g, f, steps))
+    assert r.array is (out if steps % 2 else u)
+    u.free(), out.free(), fs.free()
+
+
+def test_blocking_is_used_and_bitwise_on_a_big_grid_heat1d_too():
+    g = np.random.default_rng(3).random((600, 50))
+    pool = shared_pool(3, START_METHODS[-1])
+    plain = _run(pool, g, jacobi2d, steps=21, block_sweeps=1)
+    for block in (None, 4, 8):
+        r, got, other, same = _run(pool, g, jacobi2d, steps=21, block_sweeps=block)
+        assert r.block_sweeps > 1 and same
+        np.testing.assert_array_equal(got, plain[1])
+        np.testing.assert_array_equal(other, plain[2])
+    h = np.random.default_rng(4).random(5000)
+    want = h.copy()
+    for _ in range(9):
+        new = want.copy()
+        new[1:-1] = want[1:-1] + 0.25 * ((want[:-2] - 2.0 * want[1:-1]) + want[2:])
+        want = new
+    u, out = pool.array(h), pool.empty(5000)
+    r = pool.iterate(heat1d, out, u, 0.25, steps=9, block_sweeps=4, info=True)
+    assert r.block_sweeps == 4
+    np.testing.assert_array_equal(np.asarray(r.array), want)
+    u.free(), out.free()
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect", "nearest", 0.5])
+def test_padded_boundaries_run_plain_sweeps(boundary):
+    g = np.random.default_rng(5).random((50, 8))
+    pool = shared_pool(2, START_METHODS[-1])
+    r, got, _, _ = _run(pool, g, jacobi2d, steps=6, block_sweeps=3, boundary=boundary)
+    assert r.block_sweeps == 1
+    a, b = pool.array(g), pool.empty_like(g)
+    for _ in range(6):
+        pool.map(jacobi2d, b, a, boundary=boundary)
+        a, b = b, a
+    np.testing.assert_array_equal(got, np.asarray(a))
+    a.free(), b.free()
+
+
+def test_schedule_keeps_checks_plain_and_the_parity():
+    for steps in range(0, 30):
+        for k in (1, 2, 3, 5, 8):
+            for every in (1, 2, 7, 10):
+                for checks in (False, True):
+                    blocks = schedule(steps, k, every, checks)
+                    if not blocks:
+                        continue
+                    assert sum(blocks) == steps and max(blocks) <= k
+                    ends, done, swaps = set(), 0, 0
+                    for b in blocks:
+                        done, swaps = done + b, swaps + 1
+                        ends.add(done)
+                        if done % every == 0 and checks or done == steps:
+                            assert b == 1 and swaps % 2 == done % 2
+                    if checks:
+                        assert set(range(every, steps + 1, every)) <= ends
+
+
+def test_iterate_without_info_still_returns_the_array():
+    g = np.random.default_rng(6).random((30, 5))
+    with sc.Pool(2, backend="inline") as pool:
+        u, out = pool.array(g), pool.empty_like(g)
+        assert pool.iterate(jacobi2d_residual, out, u, steps=3) is out
+        r = pool.iterate(jacobi2d, out, u, steps=0, info=True)
+        assert (r.array, r.sweeps, r.residual) == (u, 0, None)
+
+
+def test_errors_say_what_to_do():
+    g = np.zeros((10, 4))
+    with sc.Pool(2, backend="inline") as pool:
+        u, out = pool.array(g), pool.empty_like(g)
+        with pytest.raises(sc.InputError, match="drop residual="):
+            pool.iterate(jacobi2d_residual, out, u, steps=2, residual=max_abs_diff)
+        for bad in (0, -1, True, 1.5, "2"):
+            with pytest.raises(sc.InputError, match="block_sweeps"):
+                pool.iterate(jacobi2d, out, u, steps=2, block_sweeps=bad)
+        with pytest.raises(sc.KernelError, match="InputError.*one real number per partition"):
+            pool.iterate(tuple_partial, out, u, steps=2, check_every=1)
+    with pytest.raises(sc.InputError, match="depth= and combine="):
+        max_abs_diff(g, g, depth=1)
+
+
+def test_dask_refuses_the_fused_kernel_and_reports_info():
+    pytest.importorskip("distributed")
+    pool = sc.Pool(2, backend="dask")
+    try:
+        g = np.zeros((20, 5))
+        g[0] = 1.0
+        u, out = pool.array(g), pool.array(g)
+        with pytest.raises(sc.InputError, match="Dask backend"):
+            pool.iterate(jacobi2d_residual, out, u, steps=2)
+        r = pool.iterate(jacobi2d, out, u, steps=10, residual=max_abs_diff, tol=0.0,
+                         check_every=5, block_sweeps=4, info=True)
+        want, sweeps, res = jacobi_numpy(g, 10, 0.0, 5)
+        assert (r.sweeps, r.residual) == (sweeps, res)
+        np.testing.assert_array_equal(np.asarray(r.array), want)
+    finally:
+        pool.close()
