@@ -24,9 +24,11 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from . import doorbell, shared
 from ._system import limit_threads
-from ._task import Stats, TaskStats, detached, prepare, resolve, run_task
+from ._task import Stats, TaskStats, detached, prepare, read_only, resolve, run_task
 from .errors import TaskLostError, remote_error_info
 
 
@@ -213,6 +215,7 @@ def _run_rung(conn: Any, line: Any, prepared: dict, barrier: Any, pid: int) -> N
         if memo not in prepared:
             raise TaskLostError(f"sharedcompute internal error: task memo {memo} is unknown to "
                                 "this worker")
+        _take_values(line, prepared, memo)
         task, views, run = prepared[memo]
         result = run(stats) if run is not None else run_task(task, stats, barrier, views)
         data = b"" if result is None else pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
@@ -221,6 +224,19 @@ def _run_rung(conn: Any, line: Any, prepared: dict, barrier: Any, pid: int) -> N
     except BaseException as exc:  # noqa: BLE001
         conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
         detached(exc)
+
+
+def _take_values(line: Any, prepared: dict, memo: int) -> None:
+    """A rung call that carries new scalar (or small plain array) arguments: prepare the
+    cached task again with them; its arrays and slices stay the same."""
+    data = line.lines.values(line.index)
+    if not data:
+        return
+    task, views, _ = prepared[memo]  # this worker's own copies: changed in place
+    for i, value in pickle.loads(data):
+        task.specs[i].value = value
+        views[i] = read_only(value) if isinstance(value, np.ndarray) else value
+    prepared[memo] = (task, views, prepare(task, views))
 
 
 if __name__ == "__main__":  # pragma: no cover

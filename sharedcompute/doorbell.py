@@ -2,9 +2,10 @@
 
 A pipe round trip costs ~70 us here (the OS puts the reader to sleep and wakes it); two
 processes polling a word in shared memory see each other's writes in ~2 us. So a call the
-workers have seen before (same kernel, arrays and scalars: its task is cached in each worker
-under a memo id) is started by writing (memo id, sequence number) into each worker's line of
-a small shared block, and its result comes back the same way:
+workers have seen before (same kernel and arrays: its task is cached in each worker under a
+memo id) is started by writing (memo id, sequence number) into each worker's line of a small
+shared block, with new scalar values (or small plain arrays) pickled into the line when they
+changed (``VALUES``), and its result comes back the same way:
 
     parent                              worker i (after a task: polls its line for SPIN_S,
     line[MEMO], line[RING] = id, seq      then sleeps in recv() on its pipe)
@@ -31,6 +32,7 @@ from typing import Any
 # Word indices in each worker's line (int64); stats are float64 words of the same line.
 RING, MEMO, W_ASLEEP, DONE, P_ASLEEP, RESULT_LEN, PIPE_SENT, ARRIVED, ABORTED = range(9)
 COMPILE_S, COMPUTE_S, BUSY_S, CHUNKS = range(8, 12)
+VALUES = 12  # bytes of new argument values left in the result area for a rung call (0: none)
 HEADER_WORDS = 16                       # 128 bytes: two cache lines per worker
 RESULT_BYTES = 4096                     # reduce partials fit; bigger results use the pipe
 LINE_BYTES = HEADER_WORDS * 8 + RESULT_BYTES
@@ -114,6 +116,24 @@ class Lines:
         self.bytes[start:start + len(data)] = data
         self.set_word(i, RESULT_LEN, len(data))
         return True
+
+    def set_values(self, active: list[int], data: bytes) -> bool:
+        """Before ringing: the pickled (index, value) pairs a rung call runs with (empty:
+        the values it had). Every ring sets it, so none is left over for another call."""
+        if len(data) > RESULT_BYTES:
+            return False
+        for i in active:
+            if data:
+                start = i * LINE_BYTES + HEADER_WORDS * 8
+                self.bytes[start:start + len(data)] = data
+            self.set_word(i, VALUES, len(data))
+        return True
+
+    def values(self, i: int) -> bytes:
+        """A rung call's new argument values (read before the result overwrites them)."""
+        n = self.word(i, VALUES)
+        start = i * LINE_BYTES + HEADER_WORDS * 8
+        return bytes(self.bytes[start:start + n]) if n else b""
 
     def release(self) -> None:
         for view in (self.words, self.floats, self.bytes):

@@ -12,27 +12,29 @@ import itertools
 import logging
 import math
 import os
+import pickle
+import select
 import threading
 import time
-import weakref
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import _watch
 from ._dispatch import run_dynamic
 from ._executors import InlineExecutor, Insights
 from ._sweeps import IterateResult, check_block_sweeps, choose_block, schedule
-from .errors import BlockBusyError, InputError, KernelError
+from .bind import _REPLAN, _Memo, _memo_key, _values_of, check_blocks
+from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
 from .partition import split_even
-from .plan import (Plan, Sweeps, boundscheck_default, check_iterate, check_kind, finish_reduce,
+from .plan import (Plan, Sweeps, Whole, boundscheck_default, check_iterate, check_kind, finish_reduce,
                    fixed_edge_rows, make_plan, scan_offsets, written_result)
 from .shared import SharedArray
 
 log = logging.getLogger("sharedcompute")
 
 MEMO_SIZE = 32  # cached calls per pool (each worker keeps what the parent names)
-_SCALARS = (int, float, complex, bool, np.number, np.bool_)
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
 _busy_writes: dict[str, int] = {}
@@ -73,57 +75,6 @@ def hold(blocks: list, step: int) -> None:
             b.calls = getattr(b, "calls", 0) + step
 
 
-# -- the repeated-call cache -------------------------------------------------------------------
-def _memo_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
-              depth: Any = None) -> tuple | None:
-    """What identifies a repeatable call: the kernel, the very same SharedArray objects (by
-    id, checked with weak references) and equal scalars. None: not cacheable."""
-    if not isinstance(kernel, Kernel) or kernel.kind != op:
-        return None  # maps and reductions only (a scan is two calls)
-    key: list = [op, kernel, rows, _scalar_key(boundary), depth]
-    for a in args:
-        if type(a) is SharedArray:
-            key.append(id(a))
-        elif isinstance(a, _SCALARS):
-            key.append(_scalar_key(a))
-        else:
-            return None
-    try:
-        hash(tuple(key))
-    except TypeError:
-        return None
-    return tuple(key)
-
-
-def _scalar_key(value: Any) -> Any:
-    """A scalar as its type and exact bits: 0.0 == -0.0 would otherwise share a cached call."""
-    if isinstance(value, np.generic):
-        return (type(value), value.tobytes())
-    if isinstance(value, float):
-        return (type(value), value.hex())
-    if isinstance(value, complex):
-        return (type(value), value.real.hex(), value.imag.hex())
-    return (type(value), value)
-
-
-class _Memo:
-    """A call whose tasks every worker keeps under ``memo_id``: valid for one generation of
-    workers, and only while the very same array objects are passed."""
-
-    def __init__(self, memo_id: int, generation: int, args: tuple, plan: Plan, tasks: list):
-        self.memo_id, self.generation = memo_id, generation
-        self.n_chunks = len(plan.chunks)
-        self.refs = [weakref.ref(a) if type(a) is SharedArray else None for a in args]
-        self.writes = sorted(plan.kernel.writes)  # indices: never hold the arrays themselves
-        self.written_names = [b.name for b in plan.written_blocks if b is not None]
-        self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
-        self.active = [i for i, t in enumerate(tasks) if t.chunk_range[1] > t.chunk_range[0]]
-
-    def matches(self, args: tuple, generation: int) -> bool:
-        return generation == self.generation and all(
-            r is None or r() is a for r, a in zip(self.refs, args))
-
-
 class LocalBackend:
     """Calls on this machine's workers (or inline); see the module docstring."""
 
@@ -136,6 +87,7 @@ class LocalBackend:
         self._memo_ids = itertools.count(1)
         self._drop: list[int] = []  # cached ids the workers should drop (next task message)
         self._forget: list[str] = []  # freed blocks the workers should unmap
+        self._poller: tuple = (None, None)  # (generation, poll over sentinels + tamper watch)
 
     n_workers = property(lambda self: self.executor.n_workers)
     start_method = property(lambda self: self.executor.start_method)
@@ -261,18 +213,28 @@ class LocalBackend:
         if not ex.in_process and isinstance(kernel, Kernel):
             kernel.check_sendable(ex.start_method)  # cached per start method: a set lookup
         dynamic = _dynamic(kernel, schedule, ex)
-        key = None
+        key = vals = None
         if ex.rings and not progress and chunk_rows is None and not dynamic:
-            key = _memo_key(op, kernel, args, rows, boundary, depth)
-        self._ensure_workers()
+            found = _memo_key(op, kernel, args, rows, boundary, depth)
+            if found is not None:
+                key, vals = found
+        quiet = key is not None and self.quiet()
+        if not quiet:
+            self._ensure_workers()
         memo = self._memo.get(key) if key is not None else None
         if memo is not None and memo.matches(args, ex.generation):
+            self._memo[key] = self._memo.pop(key)  # most recently used: evicted last
             try:
-                return self._call_again(memo, kernel, args, timeout)
-            except KernelError as exc:
-                if exc.lost_task:  # a worker lost the task: never ring it again
-                    self._memo.pop(key, None)  # (re-running a map is not safe: y += x twice)
+                out = self._call_again(memo, kernel, args, timeout, vals, quiet)
+            except BaseException as exc:
+                # a worker lost the task (re-running a map is not safe: y += x twice), or
+                # new values may have reached some workers only: never ring it again
+                if getattr(exc, "lost_task", False) or vals != memo.vals:
+                    self._discard(key)
                 raise
+            if out is not _REPLAN:
+                return out
+            self._discard(key)
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
@@ -292,13 +254,35 @@ class LocalBackend:
             release_writes(names)
             hold(held, -1)
         if memo_id is not None:
-            stale = self._memo.pop(key, None)  # same key, objects gone (an id was reused)
-            if stale is not None:
-                self._drop.append(stale.memo_id)
+            self._discard(key)  # same key, objects gone (an id was reused)
             if len(self._memo) >= MEMO_SIZE:
-                self._drop.append(self._memo.pop(next(iter(self._memo))).memo_id)
-            self._memo[key] = _Memo(memo_id, ex.generation, args, plan, tasks)
+                self._discard(next(iter(self._memo)))
+            self._memo[key] = _Memo(memo_id, ex.generation, args, plan, tasks, vals)
         return out
+
+    def _discard(self, key: Any) -> None:
+        """Forget a cached call; the workers drop it with the next task message."""
+        memo = self._memo.pop(key, None)
+        if memo is not None:
+            memo.live = False
+            self._drop.append(memo.memo_id)
+
+    def quiet(self) -> bool:
+        """One poll(0): every worker alive, no freed block to name, no tamper event queued
+        (then no block needs a stat, _watch.py). False: take the checking path."""
+        ex = self.executor
+        if self._forget or len(ex.procs) != ex.n_workers:
+            return False
+        gen, poller = self._poller
+        w = _watch.watcher()
+        if gen != (ex.generation, w) or poller is None:
+            poller = select.poll()
+            for p in ex.procs:
+                poller.register(p.sentinel, select.POLLIN)
+            if w is not None:
+                poller.register(w.fd, select.POLLIN)
+            self._poller = ((ex.generation, w), poller)
+        return w is not None and not poller.poll(0)
 
     def execute(self, op: str, plan: Plan, timeout: Any = None, progress: Any = False,
                 memo: int | None = None, dynamic: bool = False) -> tuple[Any, list]:
@@ -332,11 +316,25 @@ class LocalBackend:
             return finish_reduce(kernel, n_chunks, results), tasks
         return plan.written(), tasks
 
-    def _call_again(self, memo: _Memo, kernel: Kernel, args: tuple, timeout: Any) -> Any:
-        """A call the workers have cached: check the arrays, ring the doorbell."""
-        held = [a.block for a in args if type(a) is SharedArray and a.block is not None]
-        for b in held:
-            b.check_intact()
+    def _call_again(self, memo: _Memo, kernel: Kernel, args: tuple, timeout: Any,
+                    vals: tuple = (), drained: bool = False) -> Any:
+        """A call the workers have cached: check the arrays (with one read of the tamper
+        watch for all), send changed values with the doorbell, ring it. _REPLAN: the new
+        values do not fit in a line; plan the call afresh."""
+        held = memo.blocks(args)
+        check_blocks(held, drained)
+        data = b""
+        if vals != memo.vals:
+            if memo.check is not None:  # the kernel's own argument check, on the new values
+                memo.check(*[a.array if type(a) is Whole else a for a in args])
+            data = pickle.dumps([(i, args[i]) for i in memo.value_at], pickle.HIGHEST_PROTOCOL)
+        if not self.executor.lines.set_values(memo.active, data):
+            return _REPLAN
+        out = self._ring(memo, kernel, args, held, timeout)
+        memo.vals = vals
+        return out
+
+    def _ring(self, memo: _Memo, kernel: Kernel, args: tuple, held: list, timeout: Any) -> Any:
         claim_writes(memo.written_names, kernel)
         hold(held, 1)
         try:
@@ -350,6 +348,38 @@ class LocalBackend:
             return finish_reduce(kernel, memo.n_chunks, results)
         return written_result([args[i] for i in memo.writes])
 
+    # -- bound calls (bind.py) ---------------------------------------------------------------
+    def check_bound(self, b: Any) -> None:
+        """Plan a bound call once, to check it (nothing runs): wrong arguments fail at bind."""
+        self._check_sendable(b.kernel)
+        _dynamic(b.kernel, b.schedule, self.executor)
+        make_plan(b.kernel, b.args, rows=b.rows, boundary=b.boundary,
+                  in_process=self.executor.in_process, boundscheck=b.boundscheck, depth=b.depth)
+
+    def call_bound(self, b: Any) -> Any:
+        """Ring a bound call's cached task when nothing changed since its last call (one
+        poll, no per-array work); else the checking path of a repeated call, which plans
+        again where needed (restarted workers, an evicted entry)."""
+        memo = b.memo
+        if (memo is not None and memo.live and b.releases == _watch.releases and b.watched
+                and memo.generation == self.executor.generation and self.quiet()
+                and (not b.plain or _values_of(b.args) == memo.vals)):
+            self.executor.lines.set_values(memo.active, b"")
+            try:
+                return self._ring(memo, b.kernel, b.args, b.blocks, b.timeout)
+            except BaseException as exc:
+                if getattr(exc, "lost_task", False):
+                    self._discard(b.key)
+                raise
+        releases = _watch.releases
+        out = self._run_call(b.op, b.kernel, b.args, b.rows, b.boundary, b.timeout, False,
+                             None, b.boundscheck, b.depth, b.schedule)
+        b.memo = memo = self._memo.get(b.key) if b.key is not None else None
+        b.releases = releases
+        b.blocks = memo.blocks(b.args) if memo is not None else []
+        b.watched = memo is not None and all(not x.is_file and x.watched for x in b.blocks)
+        return out
+
     # -- workers -----------------------------------------------------------------------------
     def _ensure_workers(self) -> None:
         ex = self.executor
@@ -361,12 +391,14 @@ class LocalBackend:
             log.info("restarting %d %s workers after a failure", ex.n_workers,
                      ex.start_method)
             self.restarts += 1
-            self._memo.clear()
+            for key in list(self._memo):
+                self._discard(key)
             self._drop = []
             ex.start()
             self._forget = []
         elif self._forget:
-            self._memo.clear()  # the workers drop every cached task when told to forget
+            for key in list(self._memo):  # the workers drop every cached task when told to
+                self._memo.pop(key).live = False  # forget
             ex.send_all(("forget", self._forget))
             self._forget = []
 

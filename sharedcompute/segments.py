@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from . import _watch
+from ._watch import released  # noqa: F401 - shared.close counts a release too
 from ._system import SHM_DIR, format_bytes, shm_space
 from .errors import (ArrayFreedError, ArrayInUseError, SharedBlockCorruptedError,
                      SharedBlockNotFoundError, SharedBlockSecurityError, SharedMemoryError,
@@ -220,6 +222,7 @@ class Block:
 
     is_file = False  # files.FileBlock: a regular file mapped MAP_SHARED
     calls = 0  # pool calls running on this block now (execute.hold): free() refuses then
+    watched: tuple | None = None  # (watcher key, wd, event count) when last stat-ed intact
 
     def __init__(self, name: str, nbytes: int, mm: Mapping, writable: bool,
                  owner_pid: int | None, ident: tuple = ()):
@@ -317,14 +320,32 @@ class Block:
             return block
 
     # -- use -------------------------------------------------------------------------------
-    def check_intact(self) -> None:
-        """Raise if freed, truncated or unlinked by another process (owner side, before dispatch)."""
+    def check_intact(self, drained: bool = False) -> None:
+        """Raise if freed, truncated or unlinked by another process (owner side, before
+        dispatch). A stat only when the block's inotify watch saw events since the last one
+        (_watch.py); ``drained``: the caller read the queue for this call already."""
         if self.freed:
             raise ArrayFreedError(f"shared array in block {self.name!r} was freed; "
                                   "create a new one (pool.array / pool.empty)")
         if not self.ident:
             return
-        st = _stat_name(self.name)  # one syscall on Linux: this runs before every call
+        w = _watch.watcher()
+        wd = None
+        if w is not None:
+            if not drained:
+                w.drain()
+            seen = self.watched
+            if seen is not None and seen[0] == w.key and w.counts.get(seen[1], 0) == seen[2]:
+                return
+            # watch before the stat: a change after the stat is an event for the next check
+            wd = w.add(os.path.join(SHM_DIR, self.name))
+            key, before = w.key, w.counts.get(wd, 0)
+        self._stat_check()
+        if wd is not None:
+            self.watched = (key, wd, before)
+
+    def _stat_check(self) -> None:
+        st = _stat_name(self.name)
         if st is None or (st.st_dev, st.st_ino) != self.ident:
             again = "" if st is None else " (another block now has its name)"
             raise SharedBlockNotFoundError(
@@ -354,6 +375,7 @@ class Block:
                 "are still alive (from np.asarray, .numpy() or ufunc outputs); delete them first, "
                 "or copy what you need with np.array(a)")
         self.freed = True
+        _watch.released()
         self.root = self.mm = None  # unmapped now, or when the last NumPy view goes
         if self.owner_pid is not None:
             self._finalizer.detach()

@@ -15,7 +15,7 @@ from .errors import (ArrayFreedError, ArrayInUseError, InputError, ReadOnlyArray
 from .files import (attach_ref, check_file_dtype, check_regular, memmap_block,
                     open_npy, read_header)
 from .segments import (SHM_DIR, Block, _owned, creator_pid, forget_attached,  # noqa: F401
-                       list_segments, make_block_name, on_block_release)
+                       list_segments, make_block_name, on_block_release, released)
 
 def check_dtype(dtype: Any) -> np.dtype:
     """Return ``dtype`` as a native-order numeric/bool dtype, or raise UnsupportedDtypeError."""
@@ -410,6 +410,7 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
                 f"cannot close shared array {block.name!r}: a pool call that uses it is "
                 "running; close it after the call returns")
         self._closed, self._block = block.name, None
+        released()  # bound calls holding this array check it again
         block.arrays.pop(id(self), None)
         if not others:
             block.release(strict=False)  # unlinks only in its creator; views keep their pages
