@@ -154,6 +154,9 @@ class ProcessExecutor:
         if self.start_method == "forkserver":  # one preloaded server forks every worker
             from ._preload import start_forkserver
             self.preload = start_forkserver(self.ctx)
+        elif self.start_method == "fork":
+            from ._preload import prepare_fork_parent
+            prepare_fork_parent()
         self.lines = doorbell.Lines.create(self.ctx, self.n_workers) if doorbell.ENABLED else None
         self.barrier = doorbell.make_barrier(self.ctx, self.lines, self.n_workers)
         self.generation += 1

@@ -27,6 +27,9 @@ What it cannot do:
   sharedcompute, the kernel modules and ``__main__`` out of the preload (NumPy and numba
   only); ``_boot()`` checks the package folder again and unloads a wrong copy.
 - ``SHAREDCOMPUTE_PRELOAD=0`` turns the whole thing off (the stdlib's default server).
+
+Under fork there is no server: ``prepare_fork_parent()`` sets numba's target up in the
+parent instead (once), which the forked workers inherit.
 """
 from __future__ import annotations
 
@@ -61,11 +64,14 @@ def kernel_modules() -> dict[str, str]:
 
 
 def _shadowed() -> str | None:
-    """A sharedcompute in the current folder that is not ours: the server (sys.path[0] '')
-    would import it. Returns its location, or None."""
+    """Where the server would find a sharedcompute that is not ours, or None. It searches
+    '' (the current folder) first, then (CPython with gh-117378's fix) the parent's
+    sys.path, where a stray entry may have been put after the parent imported us. A
+    package found by no path entry comes from another finder (an editable install): ours."""
     from importlib.machinery import PathFinder
+    cwd = os.getcwd()
     try:
-        spec = PathFinder.find_spec("sharedcompute", [os.getcwd()])
+        spec = PathFinder.find_spec("sharedcompute", [cwd] + [p or cwd for p in sys.path])
     except (OSError, ImportError, ValueError):
         return None
     if spec is None:
@@ -121,6 +127,17 @@ def start_forkserver(ctx: Any) -> dict:
     LAST.update(state="shadowed" if shadow else "preloaded", preload=preload,
                 modules=sorted(modules), shadowed_by=shadow)
     return dict(LAST)
+
+
+def prepare_fork_parent() -> None:
+    """Under fork, set numba up in the parent once, so every forked worker (of this pool,
+    later pools and restarts) inherits it instead of spending ~0.3 s on it at its first
+    call. Creates no thread (the refresh only imports and registers), so fork stays safe."""
+    if enabled() and "numba" in sys.modules:
+        try:
+            _init_numba()
+        except Exception:  # the workers set it up themselves, as before
+            pass
 
 
 # -- the server -----------------------------------------------------------------------------------

@@ -170,6 +170,65 @@ def test_the_preload_never_imports_a_checkout_copy(tmp_path):
     assert got["first"]["package"] == INSTALLED
 
 
+@needs_forkserver
+def test_a_stray_sys_path_entry_is_not_preloaded(tmp_path):
+    """A checkout put first on sys.path after the parent imported the installed package
+    (the server searches the parent's sys.path on CPython with gh-117378's fix; on older
+    ones this checks the detection and what is left out of the preload list)."""
+    checkout = tmp_path / "checkout"
+    (checkout / "sharedcompute").mkdir(parents=True)
+    (checkout / "sharedcompute" / "__init__.py").write_text(FAKE)
+    mark = tmp_path / "imported"
+    got = run_script(tmp_path, f"""
+    import multiprocessing as mp
+    if __name__ == "__main__":
+        from sharedcompute import _preload
+        sys.path.insert(0, {str(checkout)!r})
+        shadow = _preload._shadowed()
+        started = _preload.start_forkserver(mp.get_context("forkserver"))
+        sys.path.pop(0)  # workers get the parent's sys.path (as under spawn): not our test
+        with sc.Pool(2, start_method="forkserver") as pool:
+            first = pool.submit(probe).result()
+            print(json.dumps(dict(first=first, shadow=shadow, started=started,
+                                  preload=pool._executor.preload)))
+    """, env={"FAKE_MARK": str(mark)})
+    assert got["shadow"] == str(checkout / "sharedcompute")
+    assert got["started"]["state"] == "shadowed"
+    assert got["started"]["preload"] == ["numpy", "numba"]  # no __main__, nothing of ours
+    assert got["preload"]["state"] == "running"
+    assert not mark.exists()
+    assert got["first"]["package"] == INSTALLED
+
+
+@needs_forkserver
+def test_a_running_forkserver_is_reused_and_the_users_list_kept(tmp_path):
+    """The forkserver is process-wide: one already running (here the user's) is used as it
+    is; and a preload list the user set survives our start of the server."""
+    got = run_script(tmp_path, """
+    import multiprocessing as mp
+    from multiprocessing import forkserver
+    if __name__ == "__main__":
+        ctx = mp.get_context("forkserver")
+        if sys.argv[1:] == ["running"]:
+            p = ctx.Process(target=os.getpid); p.start(); p.join()
+        else:
+            ctx.set_forkserver_preload(["json"])
+        with sc.Pool(2, start_method="forkserver") as pool:
+            first = pool.submit(probe).result()
+            a = pool.zeros(100); pool.map(triad, a, a, a, 2.0)
+            print(json.dumps(dict(first=first, preload=pool._executor.preload,
+                                  theirs=forkserver._forkserver._preload_modules)))
+    """)
+    assert got["preload"]["preload"] == ["json", "sharedcompute._preload"]
+    assert got["theirs"] == ["json"] and got["first"]["target_ready"]
+    script = tmp_path / "script" / "run.py"
+    out = subprocess.run([sys.executable, str(script), "running"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["preload"]["state"] == "running" and got["first"]["report_pid"] is None
+
+
 def test_the_server_unloads_a_wrong_copy(monkeypatch):
     """_boot's second check, in process: a config naming another package folder unloads
     sharedcompute from sys.modules instead of preloading it."""
