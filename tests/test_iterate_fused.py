@@ -3,6 +3,8 @@ temporal blocking (block_sweeps). Everything is compared with plain NumPy loops 
 here, bitwise: the arrays, the sweep count and the residual."""
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -136,6 +138,26 @@ def test_hypothesis_fused_and_blocked_equal_the_numpy_loop(n, m, dtype, workers,
     assert same_array
     if sweeps:
         np.testing.assert_array_equal(other, prev)  # the other array: the sweep before
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(0, 50), m=st.integers(0, 5), workers=st.integers(1, 3),
+       steps=st.integers(0, 12), k=st.integers(2, 6), tile=st.integers(1, 9),
+       every=st.integers(1, 13), fused=st.booleans(), seed=st.integers(0, 2**16))
+def test_hypothesis_small_tiles_split_every_partition(n, m, workers, steps, k, tile, every,
+                                                      fused, seed):
+    """Tiles of 1-9 rows (the chosen ones hold a whole small partition): tile edges inside
+    a worker's rows, next to the fixed edge rows, and next to other workers' rows."""
+    g = np.random.default_rng(seed).random((n, m))
+    want, sweeps, res = jacobi_numpy(g, steps, 0.0, every)
+    pool = shared_pool(workers, START_METHODS[-1])
+    kw = dict(steps=steps, tol=0.0, check_every=every)
+    if not fused:
+        kw["residual"] = max_abs_diff
+    with mock.patch("sharedcompute.execute.choose_block", lambda *a: (k, tile)):
+        r, got, _, same_array = _run(pool, g, jacobi2d_residual if fused else jacobi2d, **kw)
+    np.testing.assert_array_equal(got, want)
+    assert (r.sweeps, r.residual) == (sweeps, res) and same_array
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
