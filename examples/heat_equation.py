@@ -10,6 +10,7 @@ reading its neighbours' edge cells straight from shared memory.
 import argparse
 import json
 import time
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -17,7 +18,7 @@ import sharedcompute as sc
 from sharedcompute.kernels.stencils import heat1d
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cells", type=int, default=2_000_000)
     p.add_argument("--steps", type=int, default=500)

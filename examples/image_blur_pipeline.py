@@ -10,15 +10,18 @@ noise drops by about 3x per pass; the result is checked against NumPy.
 import argparse
 import json
 import time
+from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 import sharedcompute as sc
 from sharedcompute.kernels.stencils import blur3x3
 from sharedcompute.verify import run_reference
 
 
-def blur_image(image: np.ndarray, passes: int, workers=None) -> np.ndarray:
+def blur_image(image: npt.NDArray[Any], passes: int,
+               workers: int | None = None) -> npt.NDArray[np.float64]:
     """NumPy in, NumPy out: ``passes`` 3x3 blurs computed on all cores."""
     with sc.Pool(workers) as pool:
         src = pool.array(image.astype(np.float64))
@@ -27,7 +30,7 @@ def blur_image(image: np.ndarray, passes: int, workers=None) -> np.ndarray:
         return np.array(last)  # a private copy; the shared blocks are freed on exit
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=4000)
     p.add_argument("--passes", type=int, default=3)

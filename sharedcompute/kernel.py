@@ -13,14 +13,44 @@ import inspect
 import os
 import sys
 import warnings
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, Sequence, TypeVar, overload
 
 import numpy as np
 
 from .errors import InputError, KernelNotSendableError
 from .partition import check_boundary
 
-REGISTRY: dict[str, "Kernel"] = {}
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+; only mypy reads this
+
+    from .shared import SharedArray
+
+    class _Options(TypedDict, total=False):
+        """The keywords of :func:`kernel` that do not change what a call returns."""
+        reference: Callable[..., Any] | None
+        whole: Sequence[str]
+        boundary: Any
+        position: bool
+        totals: Callable[..., Any] | None
+        identity: Any
+        rtol: Any
+        atol: Any
+        check: Callable[..., Any] | None
+        elementwise: bool
+        jit: bool
+        schedule: str
+
+R_co = TypeVar("R_co", covariant=True)  # what pool.map or pool.reduce returns
+_T = TypeVar("_T")  # a reduction's partial
+_U = TypeVar("_U")  # its finalized value
+_Func = Callable[..., Any]
+# A literal halo depth: with combine= it makes a fused stencil, which map returns the
+# written array of (a computed depth may be 0, a reduction: such kernels type as Any).
+_Halo = Literal[1, 2, 3, 4, 5, 6, 7, 8]
+
+REGISTRY: dict[str, "Kernel[Any]"] = {}
 _cache_warned = False
 
 
@@ -49,7 +79,7 @@ def _jit(func: Callable) -> Callable:
     return numba.njit(nogil=True)(func)
 
 
-class Kernel:
+class Kernel(Generic[R_co]):
     """A numba kernel with its partitioning contract; create with :func:`kernel`.
 
     Calling it runs it in this process with exactly the partitioning, halos and combine
@@ -274,6 +304,44 @@ def resolve_kernel(module: str, qualname: str) -> Kernel:
     return obj
 
 
+# What a kernel's type says (see "Types" in kernel's docstring): overloads for the bare
+# @kernel and kernel(f, ...) forms, then the @kernel(...) forms, narrowest first.
+@overload
+def kernel(func: _Func, *, combine: None = None, finalize: None = None,
+           writes: tuple[str] | None = None, depth: int = 0,
+           **options: Unpack[_Options]) -> Kernel[SharedArray]: ...
+@overload
+def kernel(func: _Func, *, combine: _Func | None = None, finalize: _Func | None = None,
+           writes: Sequence[str] | None = None, depth: int = 0,
+           **options: Unpack[_Options]) -> Kernel[Any]: ...
+@overload
+def kernel(func: None = None, *, combine: None = None, finalize: None = None,
+           writes: tuple[str] | None = None, depth: int = 0,
+           **options: Unpack[_Options]) -> Callable[[_Func], Kernel[SharedArray]]: ...
+@overload
+def kernel(func: None = None, *, combine: None = None, finalize: None = None,
+           writes: tuple[str, str, Unpack[tuple[str, ...]]], depth: int = 0,
+           **options: Unpack[_Options]) -> Callable[[_Func], Kernel[tuple[SharedArray, ...]]]: ...
+@overload
+def kernel(func: None = None, *, combine: Callable[[_T, _T], _T], finalize: None = None,
+           writes: None = None, depth: Literal[0] = 0,
+           **options: Unpack[_Options]) -> Callable[[Callable[..., _T]], Kernel[_T]]: ...
+@overload
+def kernel(func: None = None, *, combine: Callable[[_T, _T], _T], finalize: Callable[[_T], _U],
+           writes: None = None, depth: Literal[0] = 0,
+           **options: Unpack[_Options]) -> Callable[[Callable[..., _T]], Kernel[_U]]: ...
+@overload
+def kernel(func: None = None, *, combine: _Func, finalize: _Func | None = None,
+           writes: tuple[str], depth: int = 0,
+           **options: Unpack[_Options]) -> Callable[[_Func], Kernel[SharedArray]]: ...
+@overload
+def kernel(func: None = None, *, combine: _Func, finalize: _Func | None = None,
+           writes: None = None, depth: _Halo,
+           **options: Unpack[_Options]) -> Callable[[_Func], Kernel[SharedArray]]: ...
+@overload
+def kernel(func: None = None, *, combine: _Func | None = None, finalize: _Func | None = None,
+           writes: Sequence[str] | None = None, depth: int = 0,
+           **options: Unpack[_Options]) -> Callable[[_Func], Kernel[Any]]: ...
 def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            combine: Callable | None = None, finalize: Callable | None = None,
            writes: Sequence[str] | None = None, whole: Sequence[str] = (), depth: int = 0,
@@ -318,6 +386,20 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         "dynamic" (idle workers take the next chunks as they finish, for rows of unequal
         cost); also a per-call option. Results are bitwise the same under both.
 
+    Notes
+    -----
+    Types: a kernel's type parameter is what ``pool.map`` or ``pool.reduce`` returns, so a
+    type checker follows results through. A map or scan kernel is ``Kernel[SharedArray]``,
+    or ``Kernel[tuple[SharedArray, ...]]`` when ``writes=`` is a tuple of two or more names;
+    so is a stencil that also declares ``combine=`` with one ``writes=`` name or a literal
+    ``depth=`` of 1 to 8 (map returns its written array). A reduction is ``Kernel[T]`` for
+    ``combine: Callable[[T, T], T]`` (the kernel function must return a ``T``), or
+    ``Kernel[U]`` with ``finalize: Callable[[T], U]``. It is ``Kernel[Any]`` where the
+    declaration cannot tell: a NumPy ufunc as ``combine`` (``np.add``; NumPy types a ufunc
+    call as returning Any, since the result's type depends on the operands' dtypes: a typed
+    ``finalize=`` gives the result its type), ``writes=`` as a list (its length is not in
+    its type), or ``combine=`` with a computed ``depth=`` (0 would make it a reduction).
+
     Examples
     --------
     >>> import numpy as np, sharedcompute as sc
@@ -330,7 +412,7 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     >>> y = np.zeros(4); _ = scale(y, np.arange(4.0), 2.0); y
     array([0., 2., 4., 6.])
     """
-    def wrap(f: Callable) -> Kernel:
+    def wrap(f: Callable[..., Any]) -> Kernel[Any]:
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
                       whole=whole, depth=depth, boundary=boundary, position=position,
                       totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,

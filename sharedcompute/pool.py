@@ -13,7 +13,7 @@ import os
 import threading
 import weakref
 from concurrent.futures import Future
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar, overload
 
 import numpy as np
 
@@ -29,6 +29,13 @@ from .plan import boundscheck_default, check_timeout
 from .shared import SharedArray, on_block_release
 from ._imap import imap
 from .tasks import TaskRunner, items_to_map, run_now, runs_tasks
+
+if TYPE_CHECKING:
+    from distributed import Client  # the optional dask extra: for type checkers only
+
+_R = TypeVar("_R")  # what a kernel's call returns (its Kernel[...] parameter)
+_X = TypeVar("_X")  # a task's item
+_Y = TypeVar("_Y")  # a task's result
 
 _live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 
@@ -63,7 +70,7 @@ class Pool:
     """
 
     def __init__(self, n_workers: int | None = None, start_method: str | None = None,
-                 backend: Any = "processes", boundscheck: bool | None = None):
+                 backend: str | Client = "processes", boundscheck: bool | None = None):
         if backend == "processes":
             exit_if_importing_main()
         if n_workers is None:
@@ -165,12 +172,20 @@ class Pool:
         return self._own(self._backend.load(path))
 
     # -- running kernels -----------------------------------------------------------------------
-    def map(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
+    @overload
+    def map(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
+            boundary: Any = None, depth: int | None = None, schedule: str | None = None,
+            timeout: float | None = None, progress: Any = False, **kwargs: Any) -> _R: ...
+    @overload
+    def map(self, kernel: Callable[[_X], _Y], items: Iterable[_X], /, *,
+            chunksize: int | None = None, timeout: float | None = None,
+            progress: Any = False) -> list[_Y]: ...
+    def map(self, kernel: Any, *args: Any, rows: int | None = None, boundary: Any = None,
             depth: int | None = None, schedule: str | None = None,
             timeout: float | None = None, progress: Any = False, chunksize: int | None = None,
             _chunk_rows: int | None = None, **kwargs: Any) -> Any:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
-        written array (a tuple if it writes several).
+        written array (a tuple if it writes several), as the kernel's type says.
 
         Kernel arguments may be given by name (``pool.map(k, a, x, r=3.9)``). ``depth`` and
         ``boundary`` override a stencil's halo for this call (a window width from the
@@ -204,12 +219,17 @@ class Pool:
             return self._backend.map(kernel, args, rows, boundary, timeout, progress,
                                      _chunk_rows, self.boundscheck, depth, schedule)
 
-    def reduce(self, kernel: Kernel, *args: Any, rows: int | None = None,
+    def reduce(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
                schedule: str | None = None, timeout: float | None = None,
-               progress: Any = False, _chunk_rows: int | None = None, **kwargs: Any) -> Any:
+               progress: Any = False, _chunk_rows: int | None = None, **kwargs: Any) -> _R:
         """Run a reduction kernel; partials are combined in a fixed pairwise order, so the
         result is bitwise the same for any number of workers, and under
         ``schedule="dynamic"`` too. Kernel arguments may be given by name.
+
+        Its type is the kernel's: ``T`` for ``combine: Callable[[T, T], T]``, the result of
+        ``finalize`` when given, and ``Any`` for a NumPy ufunc as ``combine`` (``np.add``,
+        as most library reductions use): NumPy types a ufunc call as returning Any, since
+        the result depends on the operands' dtypes (see "Types" in :func:`kernel`).
 
         Examples
         --------
@@ -317,8 +337,8 @@ class Pool:
         return BoundCall(self, kernel, args, kwargs, rows, boundary, depth, schedule, timeout)
 
     # -- tasks ----------------------------------------------------------------------------------
-    def submit(self, fn: Any, /, *args: Any, timeout: float | None = None,
-               **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., _Y], /, *args: Any, timeout: float | None = None,
+               **kwargs: Any) -> Future[_Y]:
         """Run ``fn(*args, **kwargs)`` in a worker; returns a ``concurrent.futures.Future``.
 
         ``fn`` is any importable function (numba or not). SharedArray arguments travel as
@@ -346,8 +366,9 @@ class Pool:
             return run_now(fn, args, kwargs)
         return runner.submit(fn, args, kwargs, timeout)
 
-    def imap(self, fn: Any, iterable: Iterable, chunksize: int | None = None, *,
-             timeout: float | None = None, progress: Any = False) -> Iterator:
+    def imap(self, fn: Callable[[_X], _Y], iterable: Iterable[_X],
+             chunksize: int | None = None, *, timeout: float | None = None,
+             progress: Any = False) -> Iterator[_Y]:
         """``fn(x)`` for each item of ``iterable`` as tasks, yielded in order (the stdlib's
         ``Pool.imap``). Items are taken lazily (at most about a thousand ahead); with
         ``chunksize=None`` tiny tasks are batched by their measured cost, and every item is
@@ -364,8 +385,9 @@ class Pool:
         """
         return self._imap(fn, iterable, True, chunksize, timeout, progress)
 
-    def imap_unordered(self, fn: Any, iterable: Iterable, chunksize: int | None = None, *,
-                       timeout: float | None = None, progress: Any = False) -> Iterator:
+    def imap_unordered(self, fn: Callable[[_X], _Y], iterable: Iterable[_X],
+                       chunksize: int | None = None, *, timeout: float | None = None,
+                       progress: Any = False) -> Iterator[_Y]:
         """As :meth:`imap`, but results are yielded as tasks finish.
 
         Examples

@@ -5,17 +5,22 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from .errors import (ArrayFreedError, ArrayInUseError, InputError, ReadOnlyArrayError,
                      UnsupportedDtypeError)
+from ._views import ArrayViews
 from .files import (attach_ref, check_file_dtype, check_regular, memmap_block,
                     open_npy, read_header)
 from .segments import (SHM_DIR, Block, _owned, creator_pid, forget_attached,  # noqa: F401
                        list_segments, make_block_name, on_block_release, released)
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 
 def check_dtype(dtype: Any) -> np.dtype:
     """Return ``dtype`` as a native-order numeric/bool dtype, or raise UnsupportedDtypeError."""
@@ -70,7 +75,7 @@ class ArrayShape:
         return self.size * self.dtype.itemsize
 
 
-class SharedArray(NDArrayOperatorsMixin, ArrayShape):
+class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
     """An N-d NumPy array in shared memory that pickles as a small handle, never as data.
 
     Works where a NumPy array works: ``np.asarray(a)`` is a zero-copy view, basic slicing
@@ -203,17 +208,11 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
         return np.ndarray(self.shape, self.dtype, buffer=root, offset=self._offset,
                           strides=self._strides)
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> NDArray[Any]:
         view = self.numpy()
         if copy:
             return np.array(view, dtype=dtype, copy=True)
         return view if dtype is None else view.astype(dtype, copy=False)
-
-    def __getitem__(self, key: Any) -> Any:
-        view = self.numpy()[key]
-        if isinstance(view, np.ndarray) and self._block is not None and view.base is self._block.root:
-            return self._wrap_view(view)
-        return view
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self.readonly:
@@ -221,30 +220,9 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
                                      "file with pool.open(path, mode='r+') to write it")
         self.numpy()[key] = _as_shared(value)
 
-    # Views that stay SharedArrays when NumPy returns a contiguous view of the block (the
-    # workers can map it from a handle and split its rows); other results (transposes,
-    # flatten's copy, non-contiguous reshapes that copy) are plain ndarrays, as NumPy gives.
-    def reshape(self, *shape: Any, **kw: Any) -> Any:
-        return self._maybe_shared(self.numpy().reshape(*shape, **kw))
-
-    def ravel(self, order: str = "C") -> Any:
-        return self._maybe_shared(self.numpy().ravel(order))
-
-    def squeeze(self, axis: Any = None) -> Any:
-        return self._maybe_shared(self.numpy().squeeze(axis))
-
-    def view(self, *args: Any, **kw: Any) -> Any:
-        out = self.numpy().view(*args, **kw)
-        return self._maybe_shared(out) if type(out) is np.ndarray else out
-
-    def _maybe_shared(self, view: Any) -> Any:
-        if (isinstance(view, np.ndarray) and self._block is not None
-                and view.base is self._block.root and view.flags.c_contiguous
-                and view.dtype.kind in "biufc"):
-            return self._wrap_view(view)
-        return view
-
-    def _wrap_view(self, view: np.ndarray) -> "SharedArray":
+    def _wrap_view(self, view: NDArray[Any]) -> SharedArray:
+        if self._block is None:  # a zero-size array (no block): its views have none either
+            return SharedArray(None, view.shape, view.dtype)
         root = self._block.root
         offset = view.__array_interface__["data"][0] - root.__array_interface__["data"][0]
         return SharedArray(self._block, view.shape, view.dtype, offset, view.strides)
@@ -271,7 +249,7 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
             raise TypeError("len() of a 0-d shared array")
         return self.shape[0]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.numpy())
 
     def __repr__(self) -> str:
@@ -281,7 +259,7 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
 
     # -- properties ----------------------------------------------------------------------------
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int, ...]:
         return self._shape
 
     @shape.setter
@@ -307,7 +285,7 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape):
                          "pool.array(np.asarray(a).astype(dtype)) for a converted copy")
 
     @property
-    def strides(self) -> tuple:
+    def strides(self) -> tuple[int, ...]:
         return self._strides
 
     @property
