@@ -77,7 +77,16 @@ def jacobi2d_residual_reference(out, u):
     return np.max(np.abs(out - u[1:-1]), initial=0.0)
 
 
-@kernel(reference=jacobi2d_residual_reference, depth=1, boundary="none", combine=np.maximum,
+def larger(p, q):
+    """The larger of two partials; a NaN wins (Python's max keeps whichever came first).
+
+    >>> larger(1.0, 2.0), larger(float("nan"), 1.0), larger(1.0, float("nan"))
+    (2.0, nan, nan)
+    """
+    return p if p >= q or p != p else q
+
+
+@kernel(reference=jacobi2d_residual_reference, depth=1, boundary="none", combine=larger,
         check=_check_2d("jacobi2d_residual"))
 def jacobi2d_residual(out, u):
     """``jacobi2d`` that also returns the largest change ``max|out - u|`` of its rows, from
@@ -85,8 +94,8 @@ def jacobi2d_residual(out, u):
 
     The rows written are ``jacobi2d``'s (``scipy.ndimage.correlate`` with the 5-point
     average on the interior columns); the partial is ``np.max(np.abs(out - u[1:-1]))``
-    over them (0.0 for no rows), combined with ``np.maximum`` (a NaN propagates), in the
-    array's dtype and returned as a float.
+    over them (0.0 for no rows, NaN if any change is NaN), computed in the array's dtype
+    and returned as a float.
 
     Examples
     --------
@@ -98,21 +107,24 @@ def jacobi2d_residual(out, u):
     """
     m = out.shape[1]
     big = 0.0
+    nan = False
     if m == 0:
         return big
     q = weak_scalar(0.25, u)
     for i in range(out.shape[0]):
         r = i + 1
         out[i, 0] = u[r, 0]
+        row_big = 0.0
         for j in range(1, m - 1):
             v = q * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
             out[i, j] = v
             c = abs(v - u[r, j])
-            if c > big or c != c:  # a NaN stays the answer
-                big = c
+            row_big = max(row_big, c)  # branch-free, so the loop vectorizes
+            nan |= c != c
+        big = max(big, row_big)
         if m > 1:
             out[i, m - 1] = u[r, m - 1]
-    return big
+    return np.nan if nan else big
 
 
 def heat1d_reference(out, u, alpha):

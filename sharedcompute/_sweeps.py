@@ -154,6 +154,8 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
 
 def partial_number(kernel: Any, value: Any) -> np.float64:
     """A chunk's residual partial as float64 (the combine then runs on float64, as before)."""
+    if type(value) is float:  # what numba returns for a float64: already an IEEE double
+        return value
     try:
         number = np.float64(value)
     except (TypeError, ValueError):

@@ -269,3 +269,13 @@ def test_dask_refuses_the_fused_kernel_and_reports_info():
         np.testing.assert_array_equal(np.asarray(r.array), want)
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_nan_change_is_the_residual_and_never_converges(workers):
+    g = np.zeros((60, 7))
+    g[31, 3] = np.nan
+    r, got, _, _ = _run(shared_pool(workers, START_METHODS[-1]), g, steps=6, tol=1e9,
+                        check_every=2)
+    assert r.sweeps == 6 and np.isnan(r.residual)
+    np.testing.assert_array_equal(got, jacobi_numpy(g, 6)[0])  # NaNs in the same places
