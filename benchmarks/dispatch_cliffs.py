@@ -14,8 +14,11 @@ their answers. Cases, each timed ``--calls`` times per round, rounds interleaved
     fresh       a new scalar value at every call (a time step, say)
 
     python benchmarks/dispatch_cliffs.py [--workers 2] [--calls 2000] [--rounds 3] [--json out]
+    python benchmarks/dispatch_cliffs.py --old /tmp/old --new . --runs 3   # A/B, alternating
 
 Set PYTHONPATH to a checkout to measure it; ``bind`` is skipped where Pool has no bind.
+With --old/--new, fresh processes of each checkout alternate and the medians over runs are
+compared side by side (as engine_ab.py does).
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -91,6 +97,32 @@ def timed(f, n: int) -> list[float]:
     return out
 
 
+def ab(args: argparse.Namespace) -> None:
+    """Alternate fresh processes of two checkouts; print the median over runs of each."""
+    got: dict[str, list[dict]] = {"old": [], "new": []}
+    load0 = os.getloadavg()[0]
+    for _ in range(args.runs):
+        for label, tree in (("old", args.old), ("new", args.new)):
+            with tempfile.NamedTemporaryFile(suffix=".json") as f:
+                env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+                subprocess.run([sys.executable, os.path.abspath(__file__), "--workers",
+                                str(args.workers), "--calls", str(args.calls), "--rounds",
+                                str(args.rounds), "--json", f.name], env=env, check=True,
+                               stdout=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+                got[label].append(json.load(open(f.name))["median_us"])
+    load1 = os.getloadavg()[0]
+    print(f"A/B dispatch of a {N}-row map, {args.workers} workers, {args.runs} runs each "
+          f"(alternating), medians of per-run medians; load average {load0:.2f} -> {load1:.2f}")
+    print(f"{'case':<11} {'old us':>8} {'new us':>8} {'old x map':>10} {'new x map':>10}")
+    med = {k: {c: statistics.median(r[c] for r in v if c in r) for c in v[0]}
+           for k, v in got.items()}
+    for c in med["new"]:
+        old = med["old"].get(c)
+        o = f"{old:>8.1f}" if old is not None else f"{'-':>8}"
+        orat = f"{old / med['old']['map']:>10.2f}" if old is not None else f"{'-':>10}"
+        print(f"{c:<11} {o} {med['new'][c]:>8.1f} {orat} {med['new'][c] / med['new']['map']:>10.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -98,7 +130,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--start-method", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--old", default=None, help="A/B: the checkout to compare against")
+    ap.add_argument("--new", default=".", help="A/B: the checkout under test")
+    ap.add_argument("--runs", type=int, default=3, help="A/B: processes of each checkout")
     args = ap.parse_args()
+    if args.old:
+        return ab(args)
     load0 = os.getloadavg()[0]
     with sc.Pool(args.workers, start_method=args.start_method) as pool:
         found = cases(pool)
