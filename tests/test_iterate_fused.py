@@ -174,9 +174,10 @@ def test_hypothesis_blocking_depth2_with_source_term_and_position(n, workers, st
     u.free(), out.free(), fs.free()
 
 
-def test_blocking_is_used_and_bitwise_on_a_big_grid_heat1d_too():
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_blocking_is_used_and_bitwise_on_a_big_grid_heat1d_too(start_method):
     g = np.random.default_rng(3).random((600, 50))
-    pool = shared_pool(3, START_METHODS[-1])
+    pool = shared_pool(3, start_method)
     plain = _run(pool, g, jacobi2d, steps=21, block_sweeps=1)
     for block in (None, 4, 8):
         r, got, other, same = _run(pool, g, jacobi2d, steps=21, block_sweeps=block)
