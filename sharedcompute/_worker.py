@@ -232,11 +232,32 @@ def _take_values(line: Any, prepared: dict, memo: int) -> None:
     data = line.lines.values(line.index)
     if not data:
         return
-    task, views, _ = prepared[memo]  # this worker's own copies: changed in place
+    task, views, run = prepared[memo]  # this worker's own copies: changed in place
+    changes = []
     for i, value in pickle.loads(data):
         task.specs[i].value = value
         views[i] = read_only(value) if isinstance(value, np.ndarray) else value
-    prepared[memo] = (task, views, prepare(task, views))
+        changes.append((i, views[i]))
+    if run is None or not _patch_run(run, changes):
+        prepared[memo] = (task, views, prepare(task, views))
+
+
+def _patch_run(run: Any, changes: list) -> bool:
+    """Put new values into a prepared run's sliced arguments (_task.prepare keeps them in
+    its closure: ``pieces`` of a map, ``leaves`` of a reduce, argument i at position i),
+    which costs far less than slicing again; False where neither is found."""
+    names = run.__code__.co_freevars
+    for name in ("pieces", "leaves"):
+        if name in names:
+            store = run.__closure__[names.index(name)].cell_contents
+            for k, (rows, args) in list(store.items() if isinstance(store, dict)
+                                        else enumerate(store)):
+                args = list(args)
+                for i, value in changes:
+                    args[i] = value
+                store[k] = (rows, tuple(args))
+            return True
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -296,3 +296,25 @@ def test_more_cached_calls_than_the_cache_holds(pool):
             assert np.asarray(y)[0] == k * (rep + 1)
     for y, x in arrays:
         y.free(), x.free()
+
+
+def test_new_values_patch_the_prepared_run_in_place():
+    """The worker puts new values into the prepared run's sliced arguments instead of slicing
+    again (_worker._patch_run); if _task.prepare stops keeping them where it looks, this
+    fails (the fallback, preparing again, would hide it and be slow)."""
+    from sharedcompute._task import Stats, prepare, resolve
+    from sharedcompute._worker import _patch_run
+    from sharedcompute.plan import make_plan
+    x, y = np.arange(64.0), np.zeros(64)
+    for kernel, args, i in ((scale, (y, x, 2.0), 2), (scaled_total, (x, 2.0), 1)):
+        op = "reduce" if kernel.kind == "reduce" else "map"
+        plan = make_plan(kernel, args, rows=None, boundary=None, in_process=True, direct=True)
+        task = plan.task(op, (0, len(plan.chunks)))
+        views = resolve(task.specs)
+        run = prepare(task, views)
+        assert _patch_run(run, [(i, 5.0)])
+        out = run(Stats())
+        if op == "map":
+            np.testing.assert_array_equal(y, 5.0 * x)
+        else:
+            assert sum(out.values()) == 5.0 * x.sum()
