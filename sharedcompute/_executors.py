@@ -24,6 +24,9 @@ so a dead worker is noticed at once (never the stdlib Pool's hang, gh-66587), na
 workers are killed; the backend starts new ones on its next call. Errors come back as
 errors.remote_error_info dicts and become KernelErrors (errors.kernel_error); in iterate the
 first failure is raised, not the barrier echoes it causes in the others.
+Starting (ProcessExecutor.start): a forkserver pool's workers come from a server preloaded
+with NumPy, numba and the kernel modules (_preload.py); under fork the parent sets numba up
+once first. Pool.warmup sends every worker a "warmup" message (ProcessExecutor.warmup).
 A worker: attaches each block once (shared.Block.attach caches it), runs its rows in place,
 ignores SIGINT (the parent handles Ctrl-C and kills it) and exits if its parent dies.
 """

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -44,6 +45,7 @@ THIS = __name__  # "sharedcompute._preload"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 REPORT: dict[str, Any] = {}  # the server's record (forked workers inherit it): steps, errors
 LAST: dict[str, Any] = {}  # the parent's record of its last start_forkserver() call
+_LOCK = threading.Lock()
 
 
 # -- the parent ---------------------------------------------------------------------------------
@@ -95,6 +97,11 @@ def running() -> bool:
 def start_forkserver(ctx: Any) -> dict:
     """Make sure the forkserver runs, preloaded when we start it; returns (and keeps in
     ``LAST``) what was done: state 'preloaded', 'shadowed', 'running' or 'off'."""
+    with _LOCK:  # pools started from two threads: one sets the list and the variable
+        return _start_forkserver(ctx)
+
+
+def _start_forkserver(ctx: Any) -> dict:
     server = _server()
     if not enabled() or running():
         server.ensure_running()  # restarts a dead one with the user's list, as the stdlib
