@@ -14,6 +14,11 @@ module again, reporting a failure as they always did), so a broken kernel module
 breaks the server: CPython's own preload loop catches only ImportError, and an exception
 there kills the server and with it every later worker start.
 
+A kernel module that starts threads when imported (a thread of its own, numba's threading
+layer) would leave the server unsafe to fork from, so the server first imports the kernel
+modules in a forked child (``_trial_import``, while it sets numba up) and leaves those to
+the workers.
+
 What it cannot do:
 - The forkserver is process-wide and starts once (CPython Lib/multiprocessing/forkserver.py:
   ``set_forkserver_preload`` only matters before ``ensure_running`` spawns it). A server that
@@ -178,6 +183,62 @@ def _import_kernel_module(name: str, path: str) -> None:
         raise ImportError(f"{name} resolved to {got}, the parent's is {path}")
 
 
+def _threads() -> int:
+    """OS threads of this process (OpenMP's and BLAS's included, which threading misses)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading as th
+        return th.active_count()
+
+
+def _numba_threads() -> bool:
+    """Whether numba's threading layer (OpenMP, TBB, workqueue) was launched here, as
+    _start._numba_threads_started sees it."""
+    return bool(getattr(sys.modules.get("numba.np.ufunc.parallel"), "_is_initialized", False))
+
+
+def _trial_import(modules: dict) -> Any:
+    """Import the kernel modules in a forked child of the server first, to learn which ones
+    leave threads running (numba.set_num_threads at import, OpenMP...): imported in the
+    server, they would make every later fork from it unsafe ('fork() called from a process
+    already using GNU OpenMP'). Returns a function that waits for the child's answer, so
+    the server sets numba up meanwhile; a child that dies unanswered condemns them all."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the server is single-threaded here, so this fork is safe
+        os.close(r)
+        bad = {}
+        for name, path in modules.items():
+            before, layer = _threads(), _numba_threads()
+            try:
+                _import_kernel_module(name, path)
+            except BaseException:  # noqa: BLE001 - the server's own import reports it
+                pass
+            if _threads() > before:
+                bad[name] = f"importing it started {_threads() - before} thread(s)"
+            elif _numba_threads() and not layer:  # OpenMP starts its threads later
+                bad[name] = "importing it launched numba's threading layer"
+        os.write(w, json.dumps(bad).encode())
+        os._exit(0)
+    os.close(w)
+
+    def answer() -> dict:
+        chunks = []
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(r)
+        os.waitpid(pid, 0)
+        try:
+            return json.loads(b"".join(chunks).decode())
+        except ValueError:
+            return {name: "the trial import in a child process died" for name in modules}
+    return answer
+
+
 def _in_forkserver(config: dict) -> bool:
     """Whether this process is the server the parent just spawned (not the parent itself,
     which imports this module too)."""
@@ -200,16 +261,21 @@ def _boot() -> None:
             del sys.modules[name]  # so workers import the parent's, from its sys.path
         REPORT["errors"] = {"package": f"{PACKAGE_DIR} is not the parent's {config['package']}"}
         return
-    from ._system import THREAD_ENV
-    for var, value in THREAD_ENV.items():  # before NumPy/OpenBLAS start their threads
-        os.environ.setdefault(var, value)
+    # No NUMBA_NUM_THREADS=1 here: numba reads it at import, and a kernel or main module
+    # calling numba.set_num_threads(2) in a worker would then fail (limit_threads caps it)
     sys.path[:] = config["sys_path"]  # as gh-117378's fix does, and as the workers' will be
     _step("numpy", lambda: __import__("numpy"))
     _step("numba", lambda: __import__("numba"))
+    modules = config.get("modules", {})
+    trial = _step("trial import", lambda: _trial_import(modules)) if modules else None
     _step("numba target", _init_numba)
     _step("worker side", lambda: __import__("sharedcompute._worker"))
     _step("threadpoolctl", lambda: __import__("threadpoolctl"))
-    for name, path in config.get("modules", {}).items():
+    unsafe = (_step("trial answer", trial) or {}) if trial is not None else {}
+    for name, path in modules.items():
+        if name in unsafe:  # the workers import it themselves, as without a preload
+            REPORT.setdefault("errors", {})[f"import {name}"] = "not preloaded: " + unsafe[name]
+            continue
         _step(f"import {name}", lambda n=name, p=path: _import_kernel_module(n, p))
     REPORT.update(pid=os.getpid(), seconds=round(time.perf_counter() - t0, 4),
                   modules=sorted(config.get("modules", {})))

@@ -309,3 +309,36 @@ def test_warmup_error_in_a_worker_is_a_kernel_error_and_the_pool_goes_on():
         a = pool.zeros(100)
         pool.map(triad, a, a, a, 2.0)
         assert pool.restarts == 0
+
+
+THREADS = '''
+import threading, time
+import sharedcompute as sc
+
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # at import
+
+@sc.kernel
+def fill(a, v):
+    for i in range(a.shape[0]):
+        a[i] = v
+'''
+
+
+@needs_forkserver
+def test_a_kernel_module_that_starts_threads_is_left_to_the_workers(tmp_path):
+    """Imported in the server it would leave threads there, and every fork after them is
+    unsafe: the trial import in a child spots it and the server does not import it."""
+    (tmp_path / "script").mkdir()
+    (tmp_path / "script" / "threadkernels.py").write_text(THREADS)
+    got = run_script(tmp_path, '''
+    if __name__ == "__main__":
+        import threadkernels
+        with sc.Pool(2, start_method="forkserver") as pool:
+            first = pool.submit(probe).result()
+            a = pool.zeros(1000)
+            pool.map(threadkernels.fill, a, 3.0)
+            print(json.dumps(dict(first=first, total=float(np.asarray(a).sum()))))
+    ''')
+    assert "started" in got["first"]["errors"].get("import threadkernels", ""), got["first"]
+    assert "import sharedcompute.kernels.elementwise" in got["first"]["steps"]
+    assert got["total"] == 3000.0
