@@ -11,9 +11,10 @@ the same. A check sweep (``residual``/``tol``) and the last sweep always run pla
 segment runs as many array swaps as plain sweeps would: both arrays end exactly as plain
 sweeps leave them, and the returned array is the same object.
 
-Only boundary 'none' is blocked: a padded boundary is refilled from each sweep's own edge
-rows ('periodic' from the other end of the array, another worker's rows), so those run
-plain sweeps (k = 1).
+Padded boundaries ('reflect', 'mirror', 'nearest', a constant) are refilled at every level
+from that level's own edge rows, which the tile touching the edge holds. 'periodic' reads
+the other end of the array (another worker's rows) at every sweep, so it runs plain sweeps
+(k = 1), as do arrays of at most 2 * depth + 1 rows.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import InputError
+from .partition import padded_rows, source_row
 
 
 class IterateResult(NamedTuple):
@@ -74,7 +76,7 @@ def choose_block(n_rows: int, row_nbytes: int, depth: int, n_workers: int,
     are wide (recomputed halo rows stay under a fifth of a tile), and no blocking when the
     two buffers would not fit the worker's share of the last-level cache (measured on the
     2-vCPU EPYC: k = 4 and 40-row buffers at 8192^2, 64-row ones at 1024^2, were fastest)."""
-    if depth < 1 or n_rows <= 2 * depth:
+    if depth < 1 or n_rows <= 2 * depth + 1:
         return 1, 0
     l2, llc = cache_bytes()
     given = k is not None
@@ -113,11 +115,14 @@ def scratch_for(u: np.ndarray, k: int, depth: int, tile: int) -> list[np.ndarray
 
 def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, lo: int,
               hi: int, scratch: list[np.ndarray]) -> None:
-    """k sweeps of this worker's rows [lo, hi), boundary 'none': from views[in] (holding
-    sweep s) into views[out] (sweep s + k), tile by tile through ``scratch``."""
-    n, d = task.n_rows, task.depth
+    """k sweeps of this worker's rows [lo, hi): from views[in] (holding sweep s) into
+    views[out] (sweep s + k), tile by tile through ``scratch``, whose row 0 is global row
+    ``t0 - k * depth`` (negative near the top: the padded rows of a boundary live there)."""
+    n, d, boundary = task.n_rows, task.depth, task.boundary
+    none = boundary == "none"
+    vlo, vhi = (d, n - d) if none else (0, n)  # the rows a sweep writes
     out_i, in_i = swap
-    lo, hi = max(lo, d), min(hi, n - d)
+    lo, hi = max(lo, vlo), min(hi, vhi)
     src, dst = views[in_i], views[out_i]
     tile = scratch[0].shape[0] - 2 * k * d
     readable = [a.view() for a in scratch]
@@ -129,27 +134,50 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
     position = task.kernel.position
     for t0 in range(lo, hi, tile):
         t1 = min(t0 + tile, hi)
-        base, top = max(t0 - k * d, 0), min(t1 + k * d, n)
-        for a in scratch:  # rows that never change, read at every level near the edges
-            if base < d:
-                a[:d - base] = src[base:d]
-            if top > n - d:
-                a[n - d - base:top - base] = src[n - d:top]
+        base, top = t0 - k * d, t1 + k * d
         prev, pbase = src, 0
+        if none:
+            for a in scratch:  # rows that never change, read at every level near the edges
+                if base < d:
+                    a[max(base, 0) - base:d - base] = src[max(base, 0):d]
+                if top > n - d:
+                    a[n - d - base:min(top, n) - base] = src[n - d:min(top, n)]
+        elif base < 0 or top > n:  # sweep s with its padded rows, as a plain sweep pads it
+            a, r0, r1 = scratch[0], max(base, 0), min(top, n)
+            a[r0 - base:r1 - base] = src[r0:r1]
+            _pad(a, base, r0, r1, n, d, boundary)
+            prev, pbase = readable[0], base
         for j in range(1, k + 1):
-            r0, r1 = max(t0 - (k - j) * d, d), min(t1 + (k - j) * d, n - d)
+            r0, r1 = max(t0 - (k - j) * d, vlo), min(t1 + (k - j) * d, vhi)
             if j == k:
                 args[out_i], tbase = dst[r0:r1], 0
             else:
                 args[out_i], tbase = scratch[j % 2][r0 - base:r1 - base], base
             args[in_i] = prev[r0 - d - pbase:r1 + d - pbase]
             for i, v in others:
-                args[i] = v[r0 - d:r1 + d]
+                args[i] = (v[r0 - d:r1 + d] if r0 - d >= 0 and r1 + d <= n
+                           else padded_rows(v, r0, r1, d, boundary))
             if position:
                 func(*args, (r0, r1, n))
             else:
                 func(*args)
-            prev, pbase = (readable[j % 2], base) if j < k else (prev, pbase)
+            if j < k:
+                if not none:
+                    _pad(scratch[j % 2], base, r0, r1, n, d, boundary)
+                prev, pbase = readable[j % 2], base
+
+
+def _pad(buf: np.ndarray, base: int, r0: int, r1: int, n: int, d: int, boundary: Any) -> None:
+    """Fill the rows past the array's edges of one level held in ``buf`` (global rows
+    [r0, r1)), from that level's own edge rows: the rows they read lie within d + 1 rows
+    of the edge, inside [r0, r1) (blocking needs n > 2 * depth + 1; not 'periodic')."""
+    for edge, rows in ((r0 == 0, range(-d, 0)), (r1 == n, range(n, n + d))):
+        if not edge:
+            continue
+        for i in rows:
+            if 0 <= i - base < buf.shape[0]:  # rows past the tile's reach are never read
+                j = source_row(i, n, boundary)
+                buf[i - base] = boundary if j < 0 else buf[j - base]
 
 
 def partial_number(kernel: Any, value: Any) -> np.float64:

@@ -163,7 +163,7 @@ class LocalBackend:
                 slots = (np.zeros((2, n_chunks)) if ex.in_process
                          else SharedArray.zeros((2, n_chunks)))
             tile = 0
-            if plan.boundary == "none" and block_sweeps != 1:  # padded edges: plain sweeps
+            if plan.boundary != "periodic" and block_sweeps != 1:  # it reads the far end
                 row = math.prod(in_arr.shape[1:]) * in_arr.dtype.itemsize
                 k, tile = choose_block(plan.n_rows, row, plan.depth, ex.n_workers,
                                        block_sweeps)

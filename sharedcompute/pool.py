@@ -271,13 +271,13 @@ class Pool:
         with ``info=True`` an ``IterateResult(array, sweeps, residual, block_sweeps)``:
         the sweeps run and the last residual checked (None without one).
 
-        ``block_sweeps``: stencils with boundary 'none' run up to k sweeps per barrier in
+        ``block_sweeps``: stencils run up to k sweeps per barrier in
         cache-sized tiles (temporal blocking: halo rows recomputed to save memory traffic);
         None chooses k from the depth, the row size and the cache, 1 runs plain sweeps.
         The residual is checked only at block boundaries, and every check sweep (and the
         last) ends a block and runs plain, so results, residuals, the sweep count and both
-        arrays are bitwise those of plain sweeps. Other boundaries run k = 1 ('periodic'
-        needs the other end of the array at every sweep).
+        arrays are bitwise those of plain sweeps. 'periodic' runs k = 1 (it needs the
+        other end of the array at every sweep), as do arrays of <= 2 * depth + 1 rows.
 
         Examples
         --------

@@ -197,18 +197,64 @@ def test_blocking_is_used_and_bitwise_on_a_big_grid_heat1d_too(start_method):
     u.free(), out.free()
 
 
-@pytest.mark.parametrize("boundary", ["periodic", "reflect", "nearest", 0.5])
-def test_padded_boundaries_run_plain_sweeps(boundary):
-    g = np.random.default_rng(5).random((50, 8))
+PADS = {"reflect": dict(mode="symmetric"), "mirror": dict(mode="reflect"),
+        "nearest": dict(mode="edge"), 0.5: dict(mode="constant", constant_values=0.5)}
+
+
+def jacobi_padded_numpy(u, steps, boundary):
+    """jacobi2d with padded rows (np.pad's names for the boundary), columns 0, m-1 kept."""
+    u = u.copy()
+    q = u.dtype.type(0.25)
+    for _ in range(steps):
+        p = np.pad(u, ((1, 1), (0, 0)), **PADS[boundary])
+        new = u.copy()
+        if u.shape[1] > 2:
+            new[:, 1:-1] = q * (((p[:-2, 1:-1] + p[2:, 1:-1]) + p[1:-1, :-2]) + p[1:-1, 2:])
+        u = new
+    return u
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(0, 40), m=st.integers(0, 5), workers=st.integers(1, 3),
+       steps=st.integers(0, 10), k=st.integers(2, 5), tile=st.integers(1, 7),
+       boundary=st.sampled_from(sorted(PADS, key=str)), seed=st.integers(0, 2**16))
+def test_hypothesis_padded_boundaries_are_blocked_bitwise(n, m, workers, steps, k, tile,
+                                                          boundary, seed):
+    g = np.random.default_rng(seed).random((n, m))
+    pool = shared_pool(workers, START_METHODS[-1])
+    with mock.patch("sharedcompute.execute.choose_block",
+                    lambda n_rows, row, d, w, given: (k, tile) if n_rows > 2 * d + 1 else (1, 0)):
+        r, got, other, same = _run(pool, g, jacobi2d, steps=steps, boundary=boundary)
+    np.testing.assert_array_equal(got, jacobi_padded_numpy(g, steps, boundary))
+    if steps:
+        np.testing.assert_array_equal(other, jacobi_padded_numpy(g, steps - 1, boundary))
+    assert same and (r.block_sweeps == 1 or n > 3)
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect", "nearest", "mirror", 0.5])
+def test_padded_boundaries_block_and_periodic_runs_plain(boundary):
+    g = np.random.default_rng(5).random((300, 8))
+    f = np.random.default_rng(6).random(300)
     pool = shared_pool(2, START_METHODS[-1])
-    r, got, _, _ = _run(pool, g, jacobi2d, steps=6, block_sweeps=3, boundary=boundary)
-    assert r.block_sweeps == 1
+    r, got, _, _ = _run(pool, g, jacobi2d, steps=10, block_sweeps=3, boundary=boundary)
+    assert r.block_sweeps == (1 if boundary == "periodic" else 3)
     a, b = pool.array(g), pool.empty_like(g)
-    for _ in range(6):
+    for _ in range(10):
         pool.map(jacobi2d, b, a, boundary=boundary)
         a, b = b, a
     np.testing.assert_array_equal(got, np.asarray(a))
     a.free(), b.free()
+    u, out, fs = pool.array(f), pool.empty(300), pool.array(f)  # a padded source term too
+    r = pool.iterate(smooth2, out, u, fs, steps=7, block_sweeps=3, boundary=boundary,
+                     info=True)
+    a, b = pool.array(f), pool.empty(300)
+    for _ in range(7):
+        pool.map(smooth2, b, a, fs, boundary=boundary)
+        a, b = b, a
+    np.testing.assert_array_equal(np.asarray(r.array), np.asarray(a))
+    assert r.block_sweeps == (1 if boundary == "periodic" else 3)
+    for x in (u, out, fs, a, b):
+        x.free()
 
 
 def test_schedule_keeps_checks_plain_and_the_parity():
