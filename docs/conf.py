@@ -126,7 +126,11 @@ def setup(app):
 
 # -- doctest: `sphinx-build -b doctest` runs the >>> examples of every documented docstring --
 doctest_test_doctest_blocks = "default"
-doctest_global_setup = "import numpy as np\nimport sharedcompute as sc\nfrom sharedcompute import *  # docstrings use the names of their module\n"
+# docstrings use the names of their module: the package's, and the kernel families' own
+doctest_global_setup = "\n".join(
+    ["import numpy as np", "import sharedcompute as sc", "from sharedcompute import *"]
+    + [f"from sharedcompute.kernels.{m} import *"
+       for m in ("compute", "elementwise", "reductions", "scans", "stencils")]) + "\n"
 
 # -- gallery: examples/ executed at small sizes (their own command-line options) ----------
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sphinxext"))
