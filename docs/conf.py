@@ -1,9 +1,9 @@
 """Sphinx configuration for the sharedcompute documentation (``make docs``)."""
 import importlib
 import inspect
+import os
 import pkgutil
 import re
-import os
 import sys
 
 import sharedcompute
