@@ -13,7 +13,7 @@ import os
 import threading
 import weakref
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ._executors import InlineExecutor, Insights, exit_if_importing_main
 from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exported
                      _forget_parents_forkserver, _numba_threads_started, _process_backend,
                      default_start_method)
+from ._sweeps import IterateResult
 from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
 from .execute import LocalBackend
@@ -251,6 +252,19 @@ class Pool:
             return self._backend.reduce(kernel, args, rows, timeout, progress, _chunk_rows,
                                         self.boundscheck, schedule)
 
+    @overload
+    def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
+                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                check_every: int = 10, boundary: Any = None, depth: int | None = None,
+                timeout: float | None = None, progress: Any = False,
+                info: Literal[False] = False, block_sweeps: int | None = None,
+                **kwargs: Any) -> SharedArray: ...
+    @overload
+    def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
+                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                check_every: int = 10, boundary: Any = None, depth: int | None = None,
+                timeout: float | None = None, progress: Any = False, info: Literal[True],
+                block_sweeps: int | None = None, **kwargs: Any) -> IterateResult: ...
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float = 0.0,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
