@@ -109,7 +109,8 @@ def ab(args: argparse.Namespace) -> None:
                                 str(args.workers), "--calls", str(args.calls), "--rounds",
                                 str(args.rounds), "--json", f.name], env=env, check=True,
                                stdout=subprocess.DEVNULL, cwd=tempfile.gettempdir())
-                got[label].append(json.load(open(f.name))["median_us"])
+                with open(f.name) as g:
+                    got[label].append(json.load(g)["median_us"])
     load1 = os.getloadavg()[0]
     print(f"A/B dispatch of a {N}-row map, {args.workers} workers, {args.runs} runs each "
           f"(alternating), medians of per-run medians; load average {load0:.2f} -> {load1:.2f}")
