@@ -144,7 +144,8 @@ def _start_forkserver(ctx: Any) -> dict:
 def prepare_fork_parent() -> None:
     """Under fork, set numba up in the parent once, so every forked worker (of this pool,
     later pools and restarts) inherits it instead of spending ~0.3 s on it at its first
-    call. Creates no thread (the refresh only imports and registers), so fork stays safe."""
+    call. numba's threading layer stays unlaunched (the fork check in _start still holds);
+    the refresh leaves one idle native thread, as any compile in the parent would."""
     if enabled() and "numba" in sys.modules:
         try:
             _init_numba()
