@@ -51,7 +51,7 @@ def check_block_sweeps(value: Any) -> int | None:
 @functools.lru_cache(maxsize=1)
 def cache_bytes() -> tuple[int, int]:
     """(L2 per core, last-level cache) in bytes from sysfs; (1 MiB, 8 MiB) where unknown."""
-    sizes = {}
+    sizes: dict[int, int] = {}
     root = "/sys/devices/system/cpu/cpu0/cache"
     try:
         for entry in os.listdir(root):
@@ -80,11 +80,12 @@ def choose_block(n_rows: int, row_nbytes: int, depth: int, n_workers: int,
         return 1, 0
     l2, llc = cache_bytes()
     given = k is not None
-    k = k if given else max(1, 4 // depth)
+    k = min(k if given else max(1, 4 // depth), 64, n_rows // (2 * depth))  # halos < array
     rows = max(l2 // max(row_nbytes, 1), 10 * k * depth)
     if k == 1 or (not given and 2 * rows * row_nbytes > llc // max(n_workers, 1)):
         return 1, 0
-    return k, rows - 2 * k * depth
+    share = -(-n_rows // max(n_workers, 1))  # a tile never needs more than a worker's rows
+    return k, min(rows - 2 * k * depth, share)
 
 
 def schedule(steps: int, k: int, check_every: int, checks: bool) -> tuple[int, ...]:

@@ -287,7 +287,8 @@ class Pool:
 
         ``block_sweeps``: stencils run up to k sweeps per barrier in
         cache-sized tiles (temporal blocking: halo rows recomputed to save memory traffic);
-        None chooses k from the depth, the row size and the cache, 1 runs plain sweeps.
+        None chooses k from the depth, the row size and the cache, 1 runs plain sweeps
+        (a given k is capped at 64 and at rows / (2 * depth)).
         The residual is checked only at block boundaries, and every check sweep (and the
         last) ends a block and runs plain, so results, residuals, the sweep count and both
         arrays are bitwise those of plain sweeps. 'periodic' runs k = 1 (it needs the
