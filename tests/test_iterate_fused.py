@@ -331,7 +331,8 @@ def test_a_nan_change_is_the_residual_and_never_converges(workers):
 def test_choose_block_caps_k_and_the_tile():
     from sharedcompute._sweeps import choose_block
     assert choose_block(8192, 8192 * 8, 1, 2, None)[0] == 4
-    assert choose_block(8192, 8192 * 8, 1, 2, 1000) == (64, 4096)  # capped, a worker's rows
+    assert choose_block(8192, 8192 * 8, 1, 2, 1000) == (64, 512)  # capped at 64
+    assert choose_block(600, 8, 1, 3, None) == (4, 200)  # a tile: at most a worker's rows
     assert choose_block(10, 8, 1, 2, 1000)[0] == 5  # halos stay within the array
     assert choose_block(5, 8, 2, 3, None) == (1, 0)  # n <= 2 * depth + 1: plain
     assert choose_block(100, 8, 0, 2, 4) == (1, 0)  # no halo, nothing to block
