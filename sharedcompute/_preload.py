@@ -27,8 +27,9 @@ What it cannot do:
   A running server is never restarted: its children's exit statuses come through it.
 - Which sharedcompute: the server is ``python -c``, whose sys.path starts with '' (the
   current folder); CPython ignored the parent's sys.path there until gh-117378 (fixed in
-  late-2024 releases of 3.12 and 3.13, after the ``__main__`` preload even then). A checkout in the current folder would then be imported instead of the
-  installed package the parent runs. ``_shadowed()`` sees that from the parent and leaves
+  late-2024 releases of 3.12 and 3.13, after the ``__main__`` preload even then). A
+  checkout in the current folder would then be imported instead of the installed package
+  the parent runs. ``_shadowed()`` sees that from the parent and leaves
   sharedcompute, the kernel modules and ``__main__`` out of the preload (NumPy and numba
   only); ``_boot()`` checks the package folder again and unloads a wrong copy.
 - ``SHAREDCOMPUTE_PRELOAD=0`` turns the whole thing off (the stdlib's default server).
@@ -284,10 +285,7 @@ def _boot() -> None:
     sys.stderr.flush()
 
 
-_boot()
-
-
-# -- warmup: the signatures a call would compile (the parent) -----------------------------------------
+# -- warmup: the signatures a call would compile (the parent) ------------------------------
 def _entries(kernels: Any) -> list[tuple[Any, tuple | None]]:
     """(kernel, example arguments or None) for a kernel, a (kernel, *args) tuple or a list."""
     from .errors import InputError
@@ -422,3 +420,6 @@ def warmup(backend: Any, kernels: Any, dtypes: Any, boundscheck: bool,
         ensure()
     ex.warmup(items, timeout)
     return names
+
+
+_boot()  # last: in the server, every function above exists by now

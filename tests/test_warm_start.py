@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 
 import sharedcompute as sc
+from conftest import START_METHODS
 from sharedcompute.kernels.elementwise import triad
 from sharedcompute.kernels.reductions import total
 from sharedcompute.kernels.stencils import heat1d
-
-from conftest import START_METHODS
 
 HAS_FORKSERVER = "forkserver" in mp.get_all_start_methods()
 needs_forkserver = pytest.mark.skipif(not HAS_FORKSERVER, reason="no forkserver here")
@@ -251,7 +250,7 @@ def test_the_server_unloads_a_wrong_copy(monkeypatch):
         _preload.REPORT.update(report)
 
 
-# -- warmup -----------------------------------------------------------------------------------------
+# -- warmup ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", START_METHODS)
 def test_warmup_moves_compile_time_out_of_the_first_call(method):
     with sc.Pool(2, start_method=method) as pool:
