@@ -129,15 +129,17 @@ def test_a_kernel_module_failing_to_import_in_workers_says_why(tmp_path, method)
     """issue 17 item 10: a worker that cannot import the kernel's module answers with the
     exception (here: the module starts a pool at import, which a daemonic worker cannot),
     instead of dying with a bare 'exit code 1'; the workers stay."""
+    # it imports only in the parent: not in a worker, nor in the forkserver's preload (which
+    # tolerates the failure and leaves the import to the workers)
     (tmp_path / "badmod.py").write_text(
-        "import sharedcompute as sc\nPOOL = sc.Pool(1, backend='inline')\n"
-        "import multiprocessing as mp\n"
-        "if mp.current_process().daemon:\n"
+        "import os\nimport sharedcompute as sc\nPOOL = sc.Pool(1, backend='inline')\n"
+        "if os.getpid() != int(os.environ['BADMOD_PARENT']):\n"
         "    raise RuntimeError('badmod cannot be imported in a worker')\n"
         "@sc.kernel\ndef fill(out):\n    for i in range(out.shape[0]):\n        out[i] = 1.0\n")
     (tmp_path / "run.py").write_text(
-        "import sys, numpy as np, sharedcompute as sc\n"
+        "import os, sys, numpy as np, sharedcompute as sc\n"
         "if __name__ == '__main__':\n"
+        "    os.environ['BADMOD_PARENT'] = str(os.getpid())\n"
         "    import badmod\n"
         f"    with sc.Pool(2, start_method={method!r}) as pool:\n"
         "        out = pool.zeros(10)\n"
