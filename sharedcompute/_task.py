@@ -290,14 +290,14 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
     scratch = (scratch_for(views[in_i], max(blocks), task.depth, sw.tile_rows)
                if max(blocks, default=1) > 1 else None)
     task = replace(task, specs=specs)  # swap() flips this list in place after each sweep
-    done, value, checks = 0, None, 0
+    done, value, checks, swaps = 0, None, 0, 0
+    sliced: dict = {}  # per swap parity: each chunk's kernel arguments, sliced once
     for size in blocks:
         checking = judge is not None and size == 1 and (done + 1) % sw.check_every == 0
         if size > 1:
             run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch)
         elif checking and check is None:  # the fused kernel's own partials, same pass
-            partials = [_chunk_partial(task, func, views, *chunks[c], stats)
-                        for c in range(ca, cb)]
+            partials = _fused_partials(task, func, views, ca, cb, stats, sliced, swaps % 2)
         else:
             _map_rows(task, views, lo, hi, stats)
             if checking:  # residual(new, old) of this worker's own rows: before the barrier
@@ -319,7 +319,39 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
         writable[out_i], writable[in_i] = writable[in_i], writable[out_i]
         views[out_i], views[in_i] = writable[out_i], read_only(writable[in_i])
         swap(specs, out_i, in_i)
+        swaps += 1
     return done, None if value is None else float(value)
+
+
+def _fused_partials(task: Task, func: Any, views: list, ca: int, cb: int, stats: Stats,
+                    sliced: dict, parity: int) -> list:
+    """Each chunk's partial of a fused kernel. The first time per parity goes through
+    _chunk_partial (compiles count as such); later checks reuse its slices (a few us per
+    chunk saved: a checked sweep calls the kernel once per chunk, for the fixed tree)."""
+    chunks = task.chunks
+    if parity not in sliced:
+        pieces = []
+        for c in range(ca, cb):
+            got = list(_map_pieces(task, views, *chunks[c]))
+            pieces.append([args for _, _, args, _ in got]
+                          if got and all(reusable for *_, reusable in got) else None)
+        sliced[parity] = pieces
+        return [_chunk_partial(task, func, views, *chunks[c], stats) for c in range(ca, cb)]
+    combine, kernel, out = task.kernel.combine, task.kernel, []
+    t0 = time.perf_counter()
+    for c, pieces in zip(range(ca, cb), sliced[parity]):
+        if pieces is None:  # padded edge rows or no row to write: built afresh
+            stats.compute_s += time.perf_counter() - t0
+            out.append(_chunk_partial(task, func, views, *chunks[c], stats))
+            t0 = time.perf_counter()
+            continue
+        stats.rows = chunks[c]
+        value = func(*pieces[0])
+        for args in pieces[1:]:
+            value = combine(value, func(*args))
+        out.append(partial_number(kernel, value))
+    stats.compute_s += time.perf_counter() - t0
+    return out
 
 
 RUNNERS: dict[str, Callable[[Task, list, Stats, Any], Any]] = {
