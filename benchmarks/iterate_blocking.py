@@ -129,6 +129,7 @@ def rounds(approaches: dict, n_rounds: int) -> dict:
     times: dict = {k: [] for k in names}
     for r in range(n_rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(0.3)  # OpenMP's threads spin after a prange region: let them settle
             t0 = time.perf_counter()
             approaches[name]()
             times[name].append(time.perf_counter() - t0)
@@ -245,12 +246,13 @@ def main() -> None:
     w = args.workers
     numba.set_num_threads(w)
     l2, llc = cache_bytes()
-    print(f"{w} workers, prange on {numba.get_num_threads()} threads "
-          f"[{numba.threading_layer() if False else numba.config.THREADING_LAYER}]; "
+    print(f"{w} workers, prange on {numba.get_num_threads()} threads; "
           f"L2 {l2 >> 10} KiB, last-level cache {llc >> 20} MiB; "
           f"load average at start {os.getloadavg()[0]:.2f}")
     with sc.Pool(w) as pool:
         print(f"pool start method {pool.start_method}")
+        p_jacobi(np.zeros((4, 4)), np.zeros((4, 4)), 1)  # start numba's threads
+        print(f"numba threading layer {numba.threading_layer()}")
         if args.quick:
             laplace(pool, 500, 50, args.rounds)
             jacobi(pool, 1024, 20, args.rounds, (4,))
