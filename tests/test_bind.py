@@ -21,57 +21,8 @@ SHM = "/dev/shm"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm files")
 
 
-@sc.kernel
-def scale(out, x, s):
-    for i in range(out.shape[0]):
-        out[i] = x[i] * s
-
-
-@sc.kernel
-def add_first(out, x, w):  # w: passed whole (sc.whole or a small plain array)
-    acc = 0.0
-    for j in range(w.shape[0]):  # weighted: any stale or moved element shows
-        acc += w[j] * (j + 1)
-    for i in range(out.shape[0]):
-        out[i] = x[i] + acc
-
-
-def weighted(w) -> float:
-    acc = 0.0
-    for j, v in enumerate(np.asarray(w)):
-        acc += float(v) * (j + 1)
-    return acc
-
-
-@sc.kernel
-def sign_of(out, s):  # -0.0 and 0.0 compare equal but give different results here
-    for i in range(out.shape[0]):
-        out[i] = math.copysign(1.0, s)
-
-
-@sc.kernel
-def accumulate(y, x, a):  # y += a * x: a call run twice, or with a stale a, shows
-    for i in range(y.shape[0]):
-        y[i] += a * x[i]
-
-
-@sc.kernel(combine=np.add)
-def scaled_total(x, s):
-    acc = 0.0
-    for i in range(x.shape[0]):
-        acc += x[i] * s
-    return acc
-
-
-def _nonnegative(out, x, s):
-    if s < 0:
-        raise InputError(f"s={s} must be >= 0")
-
-
-@sc.kernel(check=_nonnegative)
-def checked_scale(out, x, s):
-    for i in range(out.shape[0]):
-        out[i] = x[i] * s
+from bindkernels import (accumulate, add_first, checked_scale, scale, scaled_total,  # noqa: E402
+                         sign_of, weighted)
 
 
 @pytest.fixture(scope="module", params=["fork", "spawn", "forkserver"])

@@ -50,20 +50,7 @@ def smooth2_numpy(u, f, steps):
     return u
 
 
-@sc.kernel(depth=2, boundary="none", position=True)
-def smooth2(out, u, f, pos):
-    start, _, total = pos
-    for i in range(out.shape[0]):
-        r = i + 2
-        out[i] = (0.2 * ((((u[r - 2] + u[r - 1]) + u[r]) + u[r + 1]) + u[r + 2])
-                  + 0.01 * f[r] + 1e-3 * (start + i) / total)
-
-
-@sc.kernel(depth=1, combine=max)
-def tuple_partial(out, u):
-    for i in range(out.shape[0]):
-        out[i] = u[i + 1]
-    return (1.0, 2.0)
+from iteratekernels import smooth2, tuple_partial  # noqa: E402 - workers import them
 
 
 def _run(pool, g, kernel=jacobi2d_residual, **kw):
