@@ -16,6 +16,7 @@ MIN_CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 TARGET_CHUNKS = 256
 MIN_CHUNKS = 16  # the grid never depends on the worker count: 16 balance up to 16 workers
+MIN_SPLIT_BYTES = 4096  # ...but no chunk under 4 KiB for that (1,000 float64: 2 chunks)
 BOUNDARIES = ("none", "reflect", "mirror", "periodic", "nearest")
 
 
@@ -29,7 +30,8 @@ def chunk_rows(n_rows: int, row_nbytes: int) -> int:
         return max(1, -(-n_rows // TARGET_CHUNKS))
     total = n_rows * max(row_nbytes, 1)
     target = min(max(total // TARGET_CHUNKS, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)
-    return max(1, min(target // max(row_nbytes, 1), n_rows // MIN_CHUNKS))
+    split = max(n_rows // MIN_CHUNKS, MIN_SPLIT_BYTES // row_nbytes)  # chunks of >= 4 KiB:
+    return max(1, min(target // row_nbytes, split))  # each leaf of a reduction is a call
 
 
 def chunk_grid(n_rows: int, rows_per_chunk: int) -> list[tuple[int, int]]:

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from sharedcompute.errors import InputError
-from sharedcompute.partition import (MIN_CHUNKS, check_boundary, chunk_grid, chunk_rows, halo_pieces,
+from sharedcompute.partition import (MIN_CHUNKS, MIN_SPLIT_BYTES, check_boundary, chunk_grid,
+                                     chunk_rows, halo_pieces,
                                      pad_whole, split_even, tree_finish, tree_nodes, tree_reduce,
                                      valid_rows)
 
@@ -19,7 +20,7 @@ def test_chunk_grid_covers_rows_without_overlap(n, row_bytes):
     assert rpc == 1 or rpc * row_bytes <= 4 * 1024 * 1024  # chunks stay cache/RAM friendly
     if n * row_bytes <= 64 * 1024:
         assert len(grid) <= 2 * MIN_CHUNKS  # small arrays are not split into tiny pieces
-    if n >= MIN_CHUNKS:
+    if n >= MIN_CHUNKS and n * row_bytes >= MIN_CHUNKS * MIN_SPLIT_BYTES:
         assert len(grid) >= MIN_CHUNKS  # ...yet enough pieces to keep every worker busy
 
 
@@ -81,7 +82,8 @@ def test_valid_rows_with_boundary_none_skips_edges():
 
 
 def test_bad_boundary_is_rejected_with_the_choices():
-    with pytest.raises(InputError, match="boundary='mirror' is not one of"):
-        check_boundary("mirror")
+    with pytest.raises(InputError, match="boundary='wrap' is not one of"):
+        check_boundary("wrap")  # scipy's word; ours is 'periodic'
+    assert check_boundary("mirror") == "mirror"
     with pytest.raises(InputError, match="must be one of"):
         check_boundary([1])
