@@ -56,6 +56,19 @@ def no_segments_left_after_suite():
 
 
 @pytest.fixture(autouse=True)
+def numba_threads_stay_unlaunched():
+    """A test that launches numba's threading layer in the pytest process (prange, or
+    numba.set_num_threads) makes every later fork test skip, since the engine refuses fork
+    after OpenMP: fail that test instead, so the skips cannot creep back."""
+    before = sc.pool._numba_threads_started()
+    yield
+    if not before:
+        assert not sc.pool._numba_threads_started(), (
+            "this test launched numba's threads in the test process; run its prange code in a "
+            "subprocess (or monkeypatch numba.set_num_threads)")
+
+
+@pytest.fixture(autouse=True)
 def no_segment_leaked_by_this_test():
     """Every test leaves /dev/shm as it found it (polled: the tracker cleans up async)."""
     before = set(list_segments())

@@ -163,6 +163,10 @@ def test_the_bandwidth_line_reuses_the_runs_stream_figures(monkeypatch):
     from sharedcompute.bench import costs
     measured = []
     monkeypatch.setattr(costs, "stream", lambda n, w, reps: measured.append(w) or {"triad": 99.0})
+    # numba.set_num_threads launches numba's threading layer in this process, after which the
+    # engine (rightly) refuses fork pools: every later fork test of the suite would skip
+    import numba
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: None)
     ctx = _finished_run(workers=2)
     costs.stream_scaling(ctx)
     gbs = ctx.scaling["stream_triad"]
