@@ -1565,6 +1565,9 @@ def test_row32_main_module_sets_numba_threads(method, tmp_path):
     script = tmp_path / "threads_main.py"
     script.write_text(THREADS_MAIN)
     env = subprocess_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # cold: the compile happens
+    from sharedcompute._system import THREAD_VARS
+    for var in THREAD_VARS:  # a user's shell has none: an earlier test may have set them here
+        env.pop(var, None)
     proc = subprocess.run([sys.executable, str(script), method], capture_output=True,
                           text=True, timeout=140, env=env, cwd=str(tmp_path))
     out = proc.stdout

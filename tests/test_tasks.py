@@ -235,6 +235,7 @@ CTRL_C_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import sharedcompute as sc, taskkernels as tk
     if __name__ == "__main__":
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # not inherited as ignored
         pool = sc.Pool(2, start_method={method!r})
         x = pool.zeros(1000)
         futures = [pool.submit(tk.sleep_then, 20, i) for i in range(2)]

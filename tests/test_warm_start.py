@@ -267,10 +267,14 @@ def test_warmup_moves_compile_time_out_of_the_first_call(method):
         assert [w["compile_s"] for w in after] == [w["compile_s"] for w in warm]
         assert all(w["tasks"] >= 3 for w in after)
         # the control: a signature warmup did not cover (float32) still compiles
+        # (a fork worker inherits what this test process compiled earlier: no control there)
+        inherited = method == "fork" and any("float32" in str(sig)
+                                             for sig in triad.dispatcher.signatures)
         c = pool.zeros(10_000, np.float32)
         pool.map(triad, c, c, c, 2.0)
-        assert sum(w["compile_s"] for w in pool.insights()) > sum(
-            w["compile_s"] for w in after)
+        if not inherited:
+            assert sum(w["compile_s"] for w in pool.insights()) > sum(
+                w["compile_s"] for w in after)
 
 
 def test_warmup_with_dtypes_covers_each_dtype():
