@@ -157,6 +157,21 @@ def _weak_scalar(v, arr):
     return lambda v, arr: v
 
 
+def float_bits(a):
+    """The integer view of a float array, element for element (int64 for float64, int32
+    for float32). For floats >= 0 the bit patterns order as the numbers do, and every NaN
+    with its sign cleared lies above inf: an integer max over them vectorizes (a float max
+    reduction does not, without fastmath), and a NaN wins it."""
+    return a.view(np.int64 if a.dtype.itemsize == 8 else np.int32)
+
+
+@overload(float_bits, jit_options={"cache": True})
+def _float_bits(a):
+    if a.dtype.bitwidth == 64:
+        return lambda a: a.view(np.int64)
+    return lambda a: a.view(np.int32)
+
+
 def bin_edges_for(x, e64):
     """float64 edges cast to the bin dtype NumPy uses for ``x``: float32 for float32 data,
     float64 otherwise."""

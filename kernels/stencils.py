@@ -16,7 +16,8 @@ import numpy as np
 
 from sharedcompute import kernel
 
-from ._support import FLOATS, require_array, require_real, require_same_shape, weak_scalar
+from ._support import (FLOATS, float_bits, require_array, require_real, require_same_shape,
+                       weak_scalar)
 
 
 def _check_2d(name):
@@ -87,7 +88,7 @@ def larger(p, q):
 
 
 @kernel(reference=jacobi2d_residual_reference, depth=1, boundary="none", combine=larger,
-        check=_check_2d("jacobi2d_residual"))
+        idempotent=True, check=_check_2d("jacobi2d_residual"))
 def jacobi2d_residual(out, u):
     """``jacobi2d`` that also returns the largest change ``max|out - u|`` of its rows, from
     the same pass: ``pool.iterate`` stops on it with no second pass over the grid.
@@ -106,25 +107,28 @@ def jacobi2d_residual(out, u):
     1.0
     """
     m = out.shape[1]
-    big = 0.0
-    nan = False
     if m == 0:
-        return big
+        return 0.0
     q = weak_scalar(0.25, u)
+    change = np.zeros(m, u.dtype)  # one row's |out - u|, reduced by its bit patterns
+    bits = float_bits(change)
+    big = bits[0]  # +0.0
     for i in range(out.shape[0]):
         r = i + 1
         out[i, 0] = u[r, 0]
-        row_big = 0.0
         for j in range(1, m - 1):
             v = q * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
             out[i, j] = v
-            c = abs(v - u[r, j])
-            row_big = max(row_big, c)  # branch-free, so the loop vectorizes
-            nan |= c != c
-        big = max(big, row_big)
+            change[j] = abs(v - u[r, j])
+        for j in range(1, m - 1):  # an integer max: vectorized, and a NaN's pattern wins
+            big = max(big, bits[j])
         if m > 1:
             out[i, m - 1] = u[r, m - 1]
-    return np.nan if nan else big
+    change[0] = np.inf
+    if big > bits[0]:
+        return np.nan
+    bits[0] = big
+    return float(change[0])
 
 
 def heat1d_reference(out, u, alpha):

@@ -11,6 +11,13 @@ the same. A check sweep (``residual``/``tol``) and the last sweep always run pla
 segment runs as many array swaps as plain sweeps would: both arrays end exactly as plain
 sweeps leave them, and the returned array is the same object.
 
+A fused kernel whose combine is idempotent (max, min: ``@kernel(idempotent=)``) is checked
+inside blocks instead: each level's partial comes from the tiles (rows recomputed for a
+neighbour count twice, which changes no max), so every sweep is checked. Blocks then have
+an odd number of sweeps, which keeps the newest sweep in plain's array after each; when a
+level inside a block reaches tol, its input (intact: a block writes only the other array)
+is swept again plainly up to that level, so both arrays end as plain sweeps leave them.
+
 Padded boundaries ('reflect', 'mirror', 'nearest', a constant) are refilled at every level
 from that level's own edge rows, which the tile touching the edge holds. 'periodic' reads
 the other end of the array (another worker's rows) at every sweep, so it runs plain sweeps
@@ -25,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import InputError
-from .partition import padded_rows, source_row
+from .partition import padded_rows, source_row, valid_rows
 
 
 class IterateResult(NamedTuple):
@@ -88,12 +95,20 @@ def choose_block(n_rows: int, row_nbytes: int, depth: int, n_workers: int,
     return k, min(rows - 2 * k * depth, share)
 
 
-def schedule(steps: int, k: int, check_every: int, checks: bool) -> tuple[int, ...]:
+def schedule(steps: int, k: int, check_every: int, checks: bool,
+             in_blocks: bool = False) -> tuple[int, ...]:
     """Block sizes summing to ``steps``: up to each check sweep (or the end), blocks of at
     most k, as many blocks as keep the swaps' parity, then one plain sweep. Empty: all
-    plain."""
+    plain. ``in_blocks`` (a residual checked inside blocks, k odd): blocks of k whatever the
+    checks, all of odd size, so after every block the newest sweep is in the array plain
+    sweeps would hold it in, then one plain sweep."""
     if k <= 1 or steps <= 1:
         return ()
+    if in_blocks:
+        body = steps - 1
+        rest = body % k
+        tail = [rest] if rest % 2 else [rest - 1, 1] if rest else []
+        return tuple([k] * (body // k) + [b for b in tail if b] + [1])
     seg = check_every if checks else steps
     out: list[int] = []
     done = 0
@@ -108,6 +123,14 @@ def schedule(steps: int, k: int, check_every: int, checks: bool) -> tuple[int, .
     return tuple(out)
 
 
+def odd_block(k: int, chosen: bool, n_rows: int, depth: int) -> int:
+    """k made odd for residual checks inside blocks: one more when chosen from the cache
+    (4 -> 5), one less when given or where halos of k + 1 would not fit the array."""
+    if k % 2 or k <= 1:
+        return k
+    return k + 1 if chosen and k + 1 <= n_rows // (2 * depth) else k - 1
+
+
 def scratch_for(u: np.ndarray, k: int, depth: int, tile: int) -> list[np.ndarray]:
     """A worker's two private tile buffers for blocks of k sweeps."""
     shape = (tile + 2 * k * depth,) + u.shape[1:]
@@ -115,10 +138,13 @@ def scratch_for(u: np.ndarray, k: int, depth: int, tile: int) -> list[np.ndarray
 
 
 def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, lo: int,
-              hi: int, scratch: list[np.ndarray]) -> None:
+              hi: int, scratch: list[np.ndarray], levels: list | None = None) -> None:
     """k sweeps of this worker's rows [lo, hi): from views[in] (holding sweep s) into
     views[out] (sweep s + k), tile by tile through ``scratch``, whose row 0 is global row
-    ``t0 - k * depth`` (negative near the top: the padded rows of a boundary live there)."""
+    ``t0 - k * depth`` (negative near the top: the padded rows of a boundary live there).
+    ``levels``: k slots that receive each level's partial (a fused kernel's) combined over
+    the tiles; the rows a tile recomputes for its neighbours count twice, which an
+    idempotent combine allows."""
     n, d, boundary = task.n_rows, task.depth, task.boundary
     none = boundary == "none"
     vlo, vhi = (d, n - d) if none else (0, n)  # the rows a sweep writes
@@ -158,10 +184,11 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
             for i, v in others:
                 args[i] = (v[r0 - d:r1 + d] if r0 - d >= 0 and r1 + d <= n
                            else padded_rows(v, r0, r1, d, boundary))
-            if position:
-                func(*args, (r0, r1, n))
-            else:
-                func(*args)
+            p = func(*args, (r0, r1, n)) if position else func(*args)
+            if levels is not None:
+                p = partial_number(task.kernel, p)
+                q = levels[j - 1]
+                levels[j - 1] = p if q is None else task.kernel.combine(q, p)
             if j < k:
                 if not none:
                     _pad(scratch[j % 2], base, r0, r1, n, d, boundary)
@@ -179,6 +206,57 @@ def _pad(buf: np.ndarray, base: int, r0: int, r1: int, n: int, d: int, boundary:
             if 0 <= i - base < buf.shape[0]:  # rows past the tile's reach are never read
                 j = source_row(i, n, boundary)
                 buf[i - base] = boundary if j < 0 else buf[j - base]
+
+
+class LevelCheck:
+    """An idempotent fused residual checked at every sweep of a block: each worker's
+    partial per level (over its tiles) goes to its own slots after the block, one barrier,
+    then every worker combines them alike and finds the first level at or under tol.
+    ``blank``: the kernel's partial for zero rows where this worker has a chunk with no
+    row to write (plain check sweeps combine it as that chunk's leaf)."""
+
+    def __init__(self, task: Any, blank: Any):
+        sw = task.sweeps
+        ca, cb = task.chunk_range
+        self.combine, self.sw, self.blank = task.kernel.combine, sw, blank
+        self.width = max(sw.schedule)
+        self.base = len(task.chunks)  # the per-chunk slots come first (plain check sweeps)
+        self.givers = [w for w, (a, b) in enumerate(sw.ranges) if b > a]
+        self.me = sw.ranges.index(task.chunk_range) if cb > ca else None
+        self.levels: list = []
+
+    @staticmethod
+    def blank_chunk(task: Any) -> int | None:
+        """The first chunk of this worker's with no row to write, if any."""
+        vlo, vhi = valid_rows(task.n_rows, task.depth, task.boundary)
+        for c in range(*task.chunk_range):
+            s, e = task.chunks[c]
+            if max(s, vlo) >= min(e, vhi):
+                return c
+        return None
+
+    def start(self, size: int) -> list:
+        self.levels = [None] * size
+        return self.levels
+
+    def finish(self, row: np.ndarray, done: int, barrier: Any) -> tuple[int, Any]:
+        """(first level whose residual is <= tol, or 0; the residual of that level or of
+        the block's last checked one, None if none is checked)."""
+        combine, width, base = self.combine, self.width, self.base
+        if self.me is not None:
+            for j, v in enumerate(self.levels):
+                if self.blank is not None:
+                    v = self.blank if v is None else combine(v, self.blank)
+                row[base + self.me * width + j] = v
+        barrier.wait()
+        value = None
+        for j in range(len(self.levels)):
+            if (done + j + 1) % self.sw.check_every:
+                continue
+            value = functools.reduce(combine, [row[base + w * width + j] for w in self.givers])
+            if value <= self.sw.tol:
+                return j + 1, value
+        return 0, value
 
 
 def partial_number(kernel: Any, value: Any) -> np.float64:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError
 from .kernel import Kernel
-from ._sweeps import partial_number, run_block, scratch_for
+from ._sweeps import LevelCheck, partial_number, run_block, scratch_for
 from .partition import (halo_pieces, padded_rows, tree_finish, tree_nodes, tree_reduce,
                         valid_rows)
 from .plan import ArgSpec, Task, swap
@@ -289,12 +289,39 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
     blocks = sw.schedule or (1,) * sw.steps
     scratch = (scratch_for(views[in_i], max(blocks), task.depth, sw.tile_rows)
                if max(blocks, default=1) > 1 else None)
+    levels = None
+    if sw.in_blocks and scratch:
+        blank = LevelCheck.blank_chunk(task)  # its zero-row partial is a leaf of plain's tree
+        levels = LevelCheck(task, None if blank is None
+                            else _chunk_partial(task, func, views, *chunks[blank], stats))
     task = replace(task, specs=specs)  # swap() flips this list in place after each sweep
+
+    def flip() -> None:
+        nonlocal swaps
+        swaps += 1
+        writable[out_i], writable[in_i] = writable[in_i], writable[out_i]
+        views[out_i], views[in_i] = writable[out_i], read_only(writable[in_i])
+        swap(specs, out_i, in_i)
+
     done, value, checks, swaps = 0, None, 0, 0
     sliced: dict = {}  # per swap parity: each chunk's kernel arguments, sliced once
     for size in blocks:
         checking = judge is not None and size == 1 and (done + 1) % sw.check_every == 0
-        if size > 1:
+        if size > 1 and levels is not None:  # the residual of every level, from the block
+            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch,
+                      levels.start(size))
+            hit, level_value = levels.finish(slots[checks % 2], done, barrier)
+            checks += 1
+            value = level_value if level_value is not None else value
+            if hit:  # converged inside: redo those sweeps plain from the block's input,
+                for h in range(hit):  # which is intact, so both arrays end as plain ones
+                    _map_rows(task, views, lo, hi, stats)
+                    barrier.wait()
+                    if h < hit - 1:
+                        flip()
+                stats.advance((cb - ca) * hit)
+                return done + hit, float(value)
+        elif size > 1:
             run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch)
         elif checking and check is None:  # the fused kernel's own partials, same pass
             partials = _fused_partials(task, func, views, ca, cb, stats, sliced, swaps % 2)
@@ -308,7 +335,8 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
             row = slots[checks % 2]
             for nd in mine:
                 row[nd[0]] = tree_reduce(nd[0], nd[1], lambda c: partials[c - ca], judge.combine)
-        barrier.wait()
+        if not (size > 1 and levels is not None):
+            barrier.wait()
         done += size
         stats.advance((cb - ca) * size)
         if checking:
@@ -316,10 +344,7 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
             checks += 1
             if value <= sw.tol:
                 break
-        writable[out_i], writable[in_i] = writable[in_i], writable[out_i]
-        views[out_i], views[in_i] = writable[out_i], read_only(writable[in_i])
-        swap(specs, out_i, in_i)
-        swaps += 1
+        flip()
     return done, None if value is None else float(value)
 
 

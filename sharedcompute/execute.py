@@ -23,7 +23,7 @@ import numpy as np
 from . import _watch
 from ._dispatch import run_dynamic
 from ._executors import InlineExecutor, Insights
-from ._sweeps import IterateResult, check_block_sweeps, choose_block, schedule
+from ._sweeps import IterateResult, check_block_sweeps, choose_block, odd_block, schedule
 from .bind import _REPLAN, _Memo, _memo_key, _values_of, check_blocks
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
@@ -159,19 +159,24 @@ class LocalBackend:
             n_chunks = len(plan.chunks)
             ranges = [(0, n_chunks)] if ex.in_process else split_even(n_chunks, ex.n_workers)
             checks = residual is not None or kernel.fused
-            if checks:
-                slots = (np.zeros((2, n_chunks)) if ex.in_process
-                         else SharedArray.zeros((2, n_chunks)))
+            in_blocks = kernel.fused and kernel.idempotent  # checks inside blocks too
             tile = 0
             if plan.boundary != "periodic" and block_sweeps != 1:  # it reads the far end
                 row = math.prod(in_arr.shape[1:]) * in_arr.dtype.itemsize
                 k, tile = choose_block(plan.n_rows, row, plan.depth, ex.n_workers,
                                        block_sweeps)
-            blocks = schedule(int(steps), k, check_every, checks)
+                if in_blocks:
+                    k = odd_block(k, block_sweeps is None, plan.n_rows, plan.depth)
+            blocks = schedule(int(steps), k, check_every, checks, in_blocks)
             k = max(blocks, default=1)
+            if checks:  # per chunk (plain check sweeps), then per worker and level
+                width = n_chunks + (len(ranges) * k if in_blocks and k > 1 else 0)
+                slots = (np.zeros((2, width)) if ex.in_process
+                         else SharedArray.zeros((2, width)))
             sweeps = Sweeps((out_i, in_i), int(steps), residual,
                             slots if slots is None or ex.in_process else slots.handle(),
-                            check_every, tol, kernel.fused, tuple(ranges), blocks, tile)
+                            check_every, tol, kernel.fused, tuple(ranges), blocks, tile,
+                            in_blocks)
             if steps:
                 done, value = ex.run([plan.task("iterate", r, sweeps=sweeps) for r in ranges],
                                      what=kernel.name, timeout=timeout, progress=progress,

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         elementwise: bool
         jit: bool
         schedule: str
+        idempotent: bool | None
 
 R_co = TypeVar("R_co", covariant=True)  # what pool.map or pool.reduce returns
 _T = TypeVar("_T")  # a reduction's partial
@@ -90,7 +91,8 @@ class Kernel(Generic[R_co]):
                  finalize: Callable | None, writes: Sequence[str] | None, whole: Sequence[str],
                  depth: int, boundary: Any, position: bool, totals: Callable | None,
                  identity: Any, rtol: Any, atol: Any, check: Callable | None = None,
-                 elementwise: bool = False, jit: bool = True, schedule: str = "static"):
+                 elementwise: bool = False, jit: bool = True, schedule: str = "static",
+                 idempotent: bool | None = None):
         py_func = getattr(func, "py_func", func)
         self.py_func = py_func
         self._sendable: set[str] = set()  # start methods check_sendable passed for
@@ -139,6 +141,7 @@ class Kernel(Generic[R_co]):
         elif self.kind != "scan":
             self.combine = None
         self.finalize = finalize
+        self.idempotent = _idempotent(self, combine, idempotent)
         self.identity = identity
         self.rtol, self.atol = rtol, atol
         self.check = check
@@ -304,6 +307,19 @@ def resolve_kernel(module: str, qualname: str) -> Kernel:
     return obj
 
 
+# combine functions whose value does not depend on grouping, order or repeats
+_IDEMPOTENT = (max, min, np.maximum, np.minimum, np.fmax, np.fmin)
+
+
+def _idempotent(k: "Kernel", combine: Callable | None, declared: bool | None) -> bool:
+    if declared is None:
+        return any(combine is f for f in _IDEMPOTENT)
+    if declared and combine is None:
+        raise InputError(f"kernel {k.name}: idempotent=True describes combine=, which this "
+                         "kernel does not declare")
+    return bool(declared)
+
+
 # What a kernel's type says (see "Types" in kernel's docstring): overloads for the bare
 # @kernel and kernel(f, ...) forms, then the @kernel(...) forms, narrowest first.
 @overload
@@ -348,7 +364,7 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            boundary: Any = "none", position: bool = False, totals: Callable | None = None,
            identity: Any = 0, rtol: Any = None, atol: Any = None,
            check: Callable | None = None, elementwise: bool = False, jit: bool = True,
-           schedule: str = "static") -> Any:
+           schedule: str = "static", idempotent: bool | None = None) -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -385,6 +401,12 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     schedule : "static" (default: each worker a fixed contiguous share of the chunks) or
         "dynamic" (idle workers take the next chunks as they finish, for rows of unequal
         cost); also a per-call option. Results are bitwise the same under both.
+    idempotent : ``combine`` gives the same value whatever the grouping and order of the
+        partials, and counting a row twice changes nothing, as ``max`` and ``min`` do
+        (None: True for the builtin and NumPy max/min functions, False otherwise). A fused
+        stencil declaring it lets ``pool.iterate`` check its residual inside blocks of
+        sweeps (temporal blocking with a check at every sweep); a wrong declaration gives
+        wrong residuals, so leave it unset for sums.
 
     Notes
     -----
@@ -416,5 +438,6 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
                       whole=whole, depth=depth, boundary=boundary, position=position,
                       totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,
-                      elementwise=elementwise, jit=jit, schedule=schedule)
+                      elementwise=elementwise, jit=jit, schedule=schedule,
+                      idempotent=idempotent)
     return wrap(func) if func is not None else wrap

@@ -95,6 +95,7 @@ class Sweeps:
     ranges: tuple = ()  # every worker's chunk range: where the combine tree's nodes lie
     schedule: tuple = ()  # block sizes (_sweeps.schedule); empty: plain sweeps
     tile_rows: int = 0  # rows per tile of a block
+    in_blocks: bool = False  # an idempotent fused residual is checked inside blocks too
 
 
 @dataclass

@@ -289,10 +289,15 @@ class Pool:
         cache-sized tiles (temporal blocking: halo rows recomputed to save memory traffic);
         None chooses k from the depth, the row size and the cache, 1 runs plain sweeps
         (a given k is capped at 64 and at rows / (2 * depth)).
-        The residual is checked only at block boundaries, and every check sweep (and the
-        last) ends a block and runs plain, so results, residuals, the sweep count and both
-        arrays are bitwise those of plain sweeps. 'periodic' runs k = 1 (it needs the
-        other end of the array at every sweep), as do arrays of <= 2 * depth + 1 rows.
+        A fused stencil whose combine is idempotent (max or min, or declared with
+        ``@kernel(idempotent=True)``, as ``jacobi2d_residual``) is checked at every level
+        of a block, from the block's own pass; blocks then have an odd number of sweeps,
+        and a solve that converges inside a block sweeps that block again plainly up to the
+        converged sweep (once, at the end). Any other residual is checked only at block
+        boundaries: every check sweep (and the last) ends a block and runs plain. Either
+        way results, residuals, the sweep count and both arrays are bitwise those of plain
+        sweeps. 'periodic' runs k = 1 (it needs the other end of the array at every
+        sweep), as do arrays of <= 2 * depth + 1 rows.
 
         Examples
         --------

@@ -325,3 +325,75 @@ def test_choose_block_caps_k_and_the_tile():
     assert choose_block(10, 8, 1, 2, 1000)[0] == 5  # halos stay within the array
     assert choose_block(5, 8, 2, 3, None) == (1, 0)  # n <= 2 * depth + 1: plain
     assert choose_block(100, 8, 0, 2, 4) == (1, 0)  # no halo, nothing to block
+
+
+# -- the residual checked inside blocks (an idempotent combine) --------------------------------
+def test_schedule_in_blocks_is_odd_blocks_then_one_plain_sweep():
+    from sharedcompute._sweeps import odd_block
+    for steps in range(0, 40):
+        for k in (3, 5, 9):
+            blocks = schedule(steps, k, 1, True, in_blocks=True)
+            if steps <= 1:
+                assert blocks == ()
+                continue
+            assert sum(blocks) == steps and max(blocks) <= k and blocks[-1] == 1
+            assert all(b % 2 == 1 for b in blocks)  # each block ends on plain's parity
+    assert odd_block(4, True, 1000, 1) == 5 and odd_block(4, False, 1000, 1) == 3
+    assert odd_block(4, True, 9, 1) == 3  # halos of 5 sweeps would not fit 9 rows
+    assert odd_block(5, False, 1000, 1) == 5 and odd_block(1, True, 1000, 1) == 1
+
+
+def test_the_idempotent_flag_is_found_declared_or_refused():
+    assert jacobi2d_residual.idempotent and tuple_partial.idempotent  # combine=max
+    from iteratekernels import jacobi_total_change
+    assert not jacobi_total_change.idempotent
+    with pytest.raises(sc.InputError, match="idempotent=True describes combine="):
+        sc.kernel(lambda out, u: None, depth=1, idempotent=True)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_converging_at_any_sweep_of_a_block_is_bitwise_plain(start_method, workers):
+    """tol set to the residual of each sweep in turn: the run stops at that sweep, inside a
+    block or at its end, with both arrays, the count and the residual of plain sweeps."""
+    g = np.random.default_rng(8).random((41, 6))
+    residuals = [jacobi_numpy(g, s, -1.0)[2] for s in range(1, 15)]
+    pool = shared_pool(workers, start_method)
+    for stop in range(1, 15):
+        tol = residuals[stop - 1]
+        want, sweeps, res = jacobi_numpy(g, 14, tol)
+        prev = jacobi_numpy(g, sweeps - 1, None)[0]
+        with mock.patch("sharedcompute.execute.choose_block", lambda *a: (5, 3)):
+            r, got, other, same_array = _run(pool, g, steps=14, tol=tol, check_every=1)
+        assert r.block_sweeps == 5  # checked at every sweep, yet in blocks of 5
+        assert (r.sweeps, r.residual) == (sweeps, res) and same_array
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(other, prev)
+
+
+def test_a_combine_that_is_not_idempotent_keeps_its_check_sweeps_plain():
+    from iteratekernels import jacobi_total_change
+    g = np.random.default_rng(9).random((300, 20))
+    pool = shared_pool(2, START_METHODS[-1])
+    r, got, _, _ = _run(pool, g, jacobi_total_change, steps=12, tol=0.0, check_every=1)
+    assert r.block_sweeps == 1 and r.sweeps == 12
+    np.testing.assert_array_equal(got, jacobi_numpy(g, 12)[0])
+    new, old = jacobi_numpy(g, 12)[0], jacobi_numpy(g, 11)[0]
+    assert r.residual == pytest.approx(float(np.abs(new - old).sum()), rel=1e-12)
+    r5, got5, _, _ = _run(pool, g, jacobi_total_change, steps=12, tol=0.0, check_every=6)
+    assert r5.block_sweeps > 1 and r5.residual == r.residual  # blocks between the checks
+    np.testing.assert_array_equal(got5, got)
+
+
+def test_the_residual_of_float32_and_a_nan_inside_blocks():
+    g = np.random.default_rng(10).random((64, 9)).astype(np.float32)
+    want, sweeps, res = jacobi_numpy(g, 11, 0.0)
+    pool = shared_pool(2, START_METHODS[0])
+    r, got, _, _ = _run(pool, g, steps=11, tol=0.0, check_every=1, block_sweeps=3)
+    assert r.block_sweeps == 3 and (r.sweeps, r.residual) == (sweeps, res)
+    np.testing.assert_array_equal(got, want)
+    g64 = np.zeros((64, 9))
+    g64[40, 4] = np.nan
+    r, got, _, _ = _run(pool, g64, steps=7, tol=1e9, check_every=1, block_sweeps=3)
+    assert r.sweeps == 7 and np.isnan(r.residual) and r.block_sweeps == 3
+    np.testing.assert_array_equal(got, jacobi_numpy(g64, 7)[0])
