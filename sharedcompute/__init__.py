@@ -20,6 +20,7 @@ from .errors import (ArrayFreedError, ArrayInUseError, BlockBusyError, BrokenPoo
 from .plan import whole
 from .kernel import Kernel, kernel
 from .pool import Pool, default_start_method
+from ._sweeps import IterateResult
 from .shared import SharedArray
 from ._system import usable_cores
 from .verify import VerificationReport, verify
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Pool", "SharedArray", "kernel", "Kernel", "verify", "VerificationReport", "whole",
-    "usable_cores", "default_start_method",
+    "usable_cores", "default_start_method", "IterateResult",
     "SharedComputeError", "InputError", "UnsupportedDtypeError", "KernelNotSendableError",
     "SharedMemoryError", "SharedMemoryFullError", "SharedBlockNotFoundError",
     "SharedBlockCorruptedError", "SharedBlockSecurityError", "ArrayFreedError",
