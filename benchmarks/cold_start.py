@@ -5,6 +5,8 @@ Each run is a new interpreter that imports sharedcompute and a library kernel, t
   later pool:   a second sc.Pool(n) + its first map in the same process (a forkserver is
                 already running then; spawn and fork start from scratch again)
 for each start method, with the forkserver preload on and off (SHAREDCOMPUTE_PRELOAD=0),
+and with ``sc.prestart()`` called right after the imports and 1 s of other work (a program
+loading its data) before ``Pool()`` (warm cache; fork and forkserver),
 with a cold numba cache (a new NUMBA_CACHE_DIR every run) and a warm one (one directory,
 filled by an untimed run first). Runs of all configurations are interleaved (round-robin),
 so a change of machine load hits them alike; the table gives medians and the load.
@@ -32,7 +34,11 @@ import sharedcompute as sc
 from sharedcompute.kernels.elementwise import triad
 t1 = time.perf_counter()
 method, n, warm = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+early = float(sys.argv[4])  # > 0: sc.prestart(), then that many seconds of other work
 out = dict(import_s=t1 - t0)
+if early:
+    out["prestart"] = sc.prestart(method)
+    time.sleep(early)  # the program loading its data meanwhile
 for label in ("first", "later"):
     t = time.perf_counter()
     with sc.Pool(n, start_method=method) as pool:
@@ -64,6 +70,8 @@ def configs(warmup: bool) -> list[dict]:
                 out.append(dict(method=m, preload=False, cache=cache, warmup=False))
                 if warmup:
                     out.append(dict(method=m, preload=True, cache=cache, warmup=True))
+            if cache == "warm" and m != "spawn":  # prestart, then 1 s of other work
+                out.append(dict(method=m, preload=True, cache=cache, warmup=False, early=1.0))
     return out
 
 
@@ -72,7 +80,8 @@ def run_one(cfg: dict, workers: int, cache_dir: str, cwd: str) -> dict:
     if not cfg["preload"]:
         env["SHAREDCOMPUTE_PRELOAD"] = "0"
     out = subprocess.run([sys.executable, "-c", CHILD, cfg["method"], str(workers),
-                          "1" if cfg["warmup"] else "0"], env=env, cwd=cwd,
+                          "1" if cfg["warmup"] else "0", str(cfg.get("early", 0))],
+                         env=env, cwd=cwd,
                          capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"{cfg}: {out.stderr[-2000:]}")
@@ -82,7 +91,8 @@ def run_one(cfg: dict, workers: int, cache_dir: str, cwd: str) -> dict:
 def name(cfg: dict) -> str:
     extra = "" if cfg["method"] != "forkserver" else (
         " + preload" if cfg["preload"] else " (preload off)")
-    return cfg["method"] + extra + (" + warmup" if cfg["warmup"] else "")
+    early = f" + sc.prestart(), {cfg['early']:g} s before Pool()" if cfg.get("early") else ""
+    return cfg["method"] + extra + (" + warmup" if cfg["warmup"] else "") + early
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from .errors import (ArrayFreedError, ArrayInUseError, BlockBusyError, BrokenPoo
 from .plan import whole
 from .kernel import Kernel, kernel
 from .pool import Pool, default_start_method
+from ._start import prestart
 from ._sweeps import IterateResult
 from .shared import SharedArray
 from ._system import usable_cores
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Pool", "SharedArray", "kernel", "Kernel", "verify", "VerificationReport", "whole",
-    "usable_cores", "default_start_method", "IterateResult",
+    "usable_cores", "default_start_method", "prestart", "IterateResult",
     "SharedComputeError", "InputError", "UnsupportedDtypeError", "KernelNotSendableError",
     "SharedMemoryError", "SharedMemoryFullError", "SharedBlockNotFoundError",
     "SharedBlockCorruptedError", "SharedBlockSecurityError", "ArrayFreedError",

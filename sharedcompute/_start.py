@@ -1,6 +1,6 @@
-"""How worker processes start: the default start method, the checks made before any process
-starts (worker count against cores and file descriptors, fork after OpenMP), and what a
-forked child must forget of its parent's forkserver."""
+"""How worker processes start: the default start method, ``prestart``, the checks made
+before any process starts (worker count against cores and file descriptors, fork after
+OpenMP), and what a forked child must forget of its parent's forkserver."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -19,6 +19,39 @@ def default_start_method() -> str:
     """forkserver where available (Linux; 3.14's default), else spawn. Never fork by default:
     forking after numba's OpenMP layer or any thread has started can kill or hang the child."""
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def prestart(start_method: str | None = None) -> str:
+    """Start, now and in the background, what the first Pool would wait for, and return at
+    once: call it early in a program (before loading data), so that the first ``Pool()``
+    finds its workers' server ready.
+
+    Under forkserver (Linux's default) it launches the preloaded server: NumPy, numba with
+    its CPU target, sharedcompute and the kernel modules imported so far (workers import
+    later ones themselves), about 1 s of work that then overlaps the program's own. Under
+    fork it sets numba's target up in this process (about 0.4 s, before returning), which
+    forked workers inherit. Under spawn nothing can be prepared: each worker is a new
+    interpreter (``pool.warmup`` still loads kernels before the first call). Calling it
+    again, or after a pool started, does nothing more.
+
+    Returns what it did: 'preloaded' (server started), 'running' (one already was),
+    'shadowed' (started with NumPy and numba only: a checkout's copy of sharedcompute would
+    be imported there), 'off' (``SHAREDCOMPUTE_PRELOAD=0``), 'fork' or 'spawn'.
+
+    Examples
+    --------
+    >>> import sharedcompute as sc
+    >>> sc.prestart() in ("preloaded", "running", "shadowed", "off")  # forkserver here
+    True
+    """
+    method = _available(start_method)
+    if method == "forkserver":
+        from ._preload import start_forkserver
+        return start_forkserver(mp.get_context("forkserver"))["state"]
+    if method == "fork":
+        from ._preload import prepare_fork_parent
+        prepare_fork_parent()
+    return method
 
 
 def _numba_threads_started() -> bool:
@@ -50,11 +83,16 @@ def _check_worker_limits(n_workers: int) -> None:
             "resource.setrlimit(resource.RLIMIT_NOFILE, ...)) or use fewer workers")
 
 
-def _process_backend(n_workers: int, start_method: str | None) -> LocalBackend:
+def _available(start_method: str | None) -> str:
     method = start_method or default_start_method()
     if method not in START_METHODS or method not in mp.get_all_start_methods():
         raise InputError(f"start_method={method!r} is not available here; use one of "
                          f"{[m for m in START_METHODS if m in mp.get_all_start_methods()]}")
+    return method
+
+
+def _process_backend(n_workers: int, start_method: str | None) -> LocalBackend:
+    method = _available(start_method)
     if method == "fork" and _numba_threads_started():
         raise InputError(
             "start_method='fork' is unsafe here: numba's parallel threads (OpenMP) have "

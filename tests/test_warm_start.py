@@ -345,3 +345,53 @@ def test_a_kernel_module_that_starts_threads_is_left_to_the_workers(tmp_path):
     assert "started" in got["first"]["errors"].get("import threadkernels", ""), got["first"]
     assert "import sharedcompute.kernels.elementwise" in got["first"]["steps"]
     assert got["total"] == 3000.0
+
+
+PRESTART_PROBE = '''
+if __name__ == "__main__":
+    state = sc.prestart()
+    again = sc.prestart()
+    with sc.Pool(2, start_method="forkserver") as pool:
+        first = pool.submit(probe).result()
+        a = pool.zeros(1000); pool.map(triad, a, a, a, 2.0)
+        print(json.dumps(dict(state=state, again=again, first=first,
+                              pool_preload=pool._executor.preload, ok=float(a[0]) == 0.0)))
+'''
+
+
+@needs_forkserver
+def test_prestart_starts_the_preloaded_server_the_first_pool_then_uses(tmp_path):
+    got = run_script(tmp_path, PRESTART_PROBE)
+    assert (got["state"], got["again"]) == ("preloaded", "running")
+    assert got["pool_preload"]["state"] == "running"  # the pool found it up, and reused it
+    first = got["first"]
+    assert first["report_pid"] == first["parent"] and first["target_ready"]
+    assert "import sharedcompute.kernels.elementwise" in first["steps"] and got["ok"]
+    server = first["parent"]
+    for _ in range(100):  # the server leaves with its parent: no orphan process
+        try:
+            os.kill(server, 0)
+        except ProcessLookupError:
+            break
+        import time
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the prestarted forkserver {server} outlived its parent")
+
+
+def test_prestart_under_fork_and_spawn_and_its_errors(tmp_path):
+    got = run_script(tmp_path, '''
+if __name__ == "__main__":
+    from numba.core.registry import cpu_target
+    spawn = sc.prestart("spawn")
+    before = bool(getattr(cpu_target.__dict__.get("_toplevel_target_context"), "_registries", None))
+    fork = sc.prestart("fork")
+    after = bool(getattr(cpu_target.__dict__.get("_toplevel_target_context"), "_registries", None))
+    print(json.dumps(dict(spawn=spawn, fork=fork, before=before, after=after)))
+''')
+    assert (got["spawn"], got["fork"]) == ("spawn", "fork")
+    assert not got["before"] and got["after"]  # fork: numba set up here, inherited later
+    with pytest.raises(sc.InputError, match="use one of") as info:
+        sc.prestart("threads")
+    suggested = eval(str(info.value).split("use one of ")[1])  # the message's own list
+    assert "spawn" in suggested and sc.prestart("spawn") == "spawn"  # following it works
