@@ -251,13 +251,11 @@ class Kernel(Generic[R_co]):
             raise KernelNotSendableError(
                 f"kernel {self.qualname} is defined inside a function; worker processes find "
                 "kernels by module and name, so define it at module level")
-        if self.module == "__main__" and start_method != "fork":
-            main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-            if main_file is None or not os.path.exists(main_file):
-                raise KernelNotSendableError(
-                    f"kernel {self.name} is defined in an interactive session (__main__ without "
-                    f"a file), which {start_method} workers cannot import; move it into a module "
-                    "(a .py file) and import it, or use Pool(start_method='fork')")
+        if not importable_by_workers(self.module, start_method):
+            raise KernelNotSendableError(
+                f"kernel {self.name} is defined in an interactive session (__main__ without "
+                f"a file), which {start_method} workers cannot import; move it into a module "
+                "(a .py file) and import it, or use Pool(start_method='fork')")
         try:
             found = resolve_kernel(self.module, self.qualname)
         except Exception:
@@ -277,6 +275,15 @@ class Kernel(Generic[R_co]):
         extra += "" if self.jit else ", jit=False"
         extra += "" if self.schedule == "static" else f", schedule={self.schedule!r}"
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
+
+
+def importable_by_workers(module: str | None, start_method: str) -> bool:
+    """False for a function of an interactive ``__main__`` (no file), which only forked
+    workers have: spawn and forkserver workers import the main module from its file."""
+    if module != "__main__" or start_method == "fork":
+        return True
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is not None and os.path.exists(main_file)
 
 
 class _Missing:

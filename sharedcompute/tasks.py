@@ -17,10 +17,8 @@ the same way, but fails every pending future; here only the culprit's).
 from __future__ import annotations
 
 import itertools
-import os
 import pickle
 import select
-import sys
 import threading
 import time
 from collections import deque
@@ -30,6 +28,7 @@ from typing import Any
 
 from .errors import (InputError, KernelError, KernelNotSendableError, KernelTimeoutError,
                      PoolClosedError, RemoteTraceback, WorkerCrashedError)
+from .kernel import importable_by_workers
 from .shared import SharedArray
 
 BATCH_SECONDS = 0.001  # batch tiny tasks up to about this much work per message
@@ -67,14 +66,11 @@ def check_sendable(fn: Any, start_method: str) -> None:
             f"task function {qualname} is defined inside a function (or is a lambda); "
             "workers import task functions by module and name, so define it at module level "
             "(functools.partial of a module-level function also works)")
-    module = getattr(fn, "__module__", None)
-    if module == "__main__" and start_method != "fork":
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if main_file is None or not os.path.exists(main_file):
-            raise KernelNotSendableError(
-                f"task function {qualname} is defined in an interactive session, which "
-                f"{start_method} workers cannot import; move it into a module (a .py file) "
-                "and import it, or use Pool(start_method='fork')")
+    if not importable_by_workers(getattr(fn, "__module__", None), start_method):
+        raise KernelNotSendableError(
+            f"task function {qualname} is defined in an interactive session, which "
+            f"{start_method} workers cannot import; move it into a module (a .py file) "
+            "and import it, or use Pool(start_method='fork')")
     try:
         _SENDABLE.add((fn, start_method))
     except TypeError:

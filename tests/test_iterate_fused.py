@@ -166,8 +166,10 @@ def test_blocking_is_used_and_bitwise_on_a_big_grid_heat1d_too(start_method):
     g = np.random.default_rng(3).random((600, 50))
     pool = shared_pool(3, start_method)
     plain = _run(pool, g, jacobi2d, steps=21, block_sweeps=1)
+    small_cache = (16 << 10, 256 << 10)  # (L2, last level): the 2 x 240 KB arrays miss it
     for block in (None, 4, 8):
-        r, got, other, same = _run(pool, g, jacobi2d, steps=21, block_sweeps=block)
+        with mock.patch("sharedcompute._sweeps.cache_bytes", lambda: small_cache):
+            r, got, other, same = _run(pool, g, jacobi2d, steps=21, block_sweeps=block)
         assert r.block_sweeps > 1 and same
         np.testing.assert_array_equal(got, plain[1])
         np.testing.assert_array_equal(other, plain[2])
@@ -318,10 +320,16 @@ def test_a_nan_change_is_the_residual_and_never_converges(workers):
 
 
 def test_choose_block_caps_k_and_the_tile():
-    from sharedcompute._sweeps import choose_block
+    from sharedcompute._sweeps import cache_bytes, choose_block
     assert choose_block(8192, 8192 * 8, 1, 2, None)[0] == 4
     assert choose_block(8192, 8192 * 8, 1, 2, 1000) == (64, 512)  # capped at 64
-    assert choose_block(600, 8, 1, 3, None) == (4, 200)  # a tile: at most a worker's rows
+    assert choose_block(600, 8, 1, 3, 4) == (4, 200)  # a tile: at most a worker's rows
+    assert choose_block(600, 8, 1, 3, None) == (1, 0)  # both arrays fit the cache: plain
+    l2, llc = cache_bytes()
+    rows = llc // (2 * 8192)  # 1,024 float64 per row: both arrays just fit the cache
+    assert choose_block(rows, 8192, 1, 2, None) == (1, 0)
+    assert choose_block(rows, 8192, 1, 2, 4)[0] == 4  # a given k still blocks
+    assert choose_block(rows + 100, 8192, 1, 2, None)[0] == 4
     assert choose_block(10, 8, 1, 2, 1000)[0] == 5  # halos stay within the array
     assert choose_block(5, 8, 2, 3, None) == (1, 0)  # n <= 2 * depth + 1: plain
     assert choose_block(100, 8, 0, 2, 4) == (1, 0)  # no halo, nothing to block
@@ -380,7 +388,8 @@ def test_a_combine_that_is_not_idempotent_keeps_its_check_sweeps_plain():
     np.testing.assert_array_equal(got, jacobi_numpy(g, 12)[0])
     new, old = jacobi_numpy(g, 12)[0], jacobi_numpy(g, 11)[0]
     assert r.residual == pytest.approx(float(np.abs(new - old).sum()), rel=1e-12)
-    r5, got5, _, _ = _run(pool, g, jacobi_total_change, steps=12, tol=0.0, check_every=6)
+    with mock.patch("sharedcompute._sweeps.cache_bytes", lambda: (16 << 10, 64 << 10)):
+        r5, got5, _, _ = _run(pool, g, jacobi_total_change, steps=12, tol=0.0, check_every=6)
     assert r5.block_sweeps > 1 and r5.residual == r.residual  # blocks between the checks
     np.testing.assert_array_equal(got5, got)
 
