@@ -41,7 +41,7 @@ def prestart(start_method: str | None = None) -> str:
     Examples
     --------
     >>> import sharedcompute as sc
-    >>> sc.prestart() in ("preloaded", "running", "shadowed", "off")  # forkserver here
+    >>> sc.prestart() in ("preloaded", "running", "shadowed", "off", "spawn")  # the default
     True
     """
     method = _available(start_method)
