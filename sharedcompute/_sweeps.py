@@ -11,8 +11,8 @@ the same. A check sweep (``residual``/``tol``) and the last sweep always run pla
 segment runs as many array swaps as plain sweeps would: both arrays end exactly as plain
 sweeps leave them, and the returned array is the same object.
 
-A fused kernel whose combine is idempotent (max, min: ``@kernel(idempotent=)``) is checked
-inside blocks instead: each level's partial comes from the tiles (rows recomputed for a
+A fused kernel whose combine is idempotent (``np.maximum``; ``@kernel(idempotent=)``) is
+checked inside blocks instead: each level's partial comes from the tiles (rows recomputed for a
 neighbour count twice, which changes no max), so every sweep is checked. Blocks then have
 an odd number of sweeps, which keeps the newest sweep in plain's array after each; when a
 level inside a block reaches tol, its input (intact: a block writes only the other array)

@@ -314,8 +314,10 @@ def resolve_kernel(module: str, qualname: str) -> Kernel:
     return obj
 
 
-# combine functions whose value does not depend on grouping, order or repeats
-_IDEMPOTENT = (max, min, np.maximum, np.minimum, np.fmax, np.fmin)
+# combine functions whose value does not depend on grouping, order or repeats. Not the
+# builtins: max(nan, 1.0) is nan but max(1.0, nan) is 1.0, so with a NaN partial the
+# grouping would decide the residual, and with it when iterate stops.
+_IDEMPOTENT = (np.maximum, np.minimum, np.fmax, np.fmin)
 
 
 def _idempotent(k: "Kernel", combine: Callable | None, declared: bool | None) -> bool:
@@ -409,11 +411,14 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         "dynamic" (idle workers take the next chunks as they finish, for rows of unequal
         cost); also a per-call option. Results are bitwise the same under both.
     idempotent : ``combine`` gives the same value whatever the grouping and order of the
-        partials, and counting a row twice changes nothing, as ``max`` and ``min`` do
-        (None: True for the builtin and NumPy max/min functions, False otherwise). A fused
-        stencil declaring it lets ``pool.iterate`` check its residual inside blocks of
-        sweeps (temporal blocking with a check at every sweep); a wrong declaration gives
-        wrong residuals, so leave it unset for sums.
+        partials, and counting a row twice changes nothing, as a maximum does (None: True
+        for ``np.maximum``, ``np.minimum``, ``np.fmax`` and ``np.fmin``, False otherwise;
+        not for the builtin ``max``/``min``, whose result with a NaN depends on the order).
+        A fused stencil declaring it lets ``pool.iterate`` check its residual inside
+        blocks of sweeps (temporal blocking with a check at every sweep); a wrong
+        declaration gives wrong residuals, so leave it unset for sums. The sign of a zero
+        maximum may still depend on the grouping (``np.maximum(-0.0, 0.0)``), which
+        changes no comparison with ``tol``.
 
     Notes
     -----

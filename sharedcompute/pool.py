@@ -289,7 +289,7 @@ class Pool:
         cache-sized tiles (temporal blocking: halo rows recomputed to save memory traffic);
         None chooses k from the depth, the row size and the cache, 1 runs plain sweeps
         (a given k is capped at 64 and at rows / (2 * depth)).
-        A fused stencil whose combine is idempotent (max or min, or declared with
+        A fused stencil whose combine is idempotent (``np.maximum``, or declared with
         ``@kernel(idempotent=True)``, as ``jacobi2d_residual``) is checked at every level
         of a block, from the block's own pass; blocks then have an odd number of sweeps,
         and a solve that converges inside a block sweeps that block again plainly up to the

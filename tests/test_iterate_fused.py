@@ -352,9 +352,12 @@ def test_schedule_in_blocks_is_odd_blocks_then_one_plain_sweep():
 
 
 def test_the_idempotent_flag_is_found_declared_or_refused():
-    assert jacobi2d_residual.idempotent and tuple_partial.idempotent  # combine=max
+    assert jacobi2d_residual.idempotent  # declared: its combine is a NaN-wins max
+    assert not tuple_partial.idempotent  # the builtin max: with a NaN, order decides
     from iteratekernels import jacobi_total_change
     assert not jacobi_total_change.idempotent
+    assert sc.kernel(lambda out, u: 0.0, depth=1, combine=np.maximum).idempotent
+    assert sc.kernel(lambda out, u: 0.0, depth=1, combine=np.fmin).idempotent
     with pytest.raises(sc.InputError, match="idempotent=True describes combine="):
         sc.kernel(lambda out, u: None, depth=1, idempotent=True)
 
