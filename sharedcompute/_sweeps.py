@@ -143,13 +143,16 @@ def scratch_for(u: np.ndarray, k: int, depth: int, tile: int) -> list[np.ndarray
 
 
 def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, lo: int,
-              hi: int, scratch: list[np.ndarray], levels: list | None = None) -> None:
+              hi: int, scratch: list[np.ndarray], stats: Any, invoke: Any,
+              levels: list | None = None) -> None:
     """k sweeps of this worker's rows [lo, hi): from views[in] (holding sweep s) into
     views[out] (sweep s + k), tile by tile through ``scratch``, whose row 0 is global row
     ``t0 - k * depth`` (negative near the top: the padded rows of a boundary live there).
     ``levels``: k slots that receive each level's partial (a fused kernel's) combined over
     the tiles; the rows a tile recomputes for its neighbours count twice, which an
-    idempotent combine allows."""
+    idempotent combine allows. ``invoke(func, args, stats)`` makes each kernel call (_task.
+    call: compile time counted as such), with ``stats.rows`` the global rows it writes, as
+    errors name them."""
     n, d, boundary = task.n_rows, task.depth, task.boundary
     none = boundary == "none"
     vlo, vhi = (d, n - d) if none else (0, n)  # the rows a sweep writes
@@ -182,14 +185,15 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
         for j in range(1, k + 1):
             r0, r1 = max(t0 - (k - j) * d, vlo), min(t1 + (k - j) * d, vhi)
             if j == k:
-                args[out_i], tbase = dst[r0:r1], 0
+                args[out_i] = dst[r0:r1]
             else:
-                args[out_i], tbase = scratch[j % 2][r0 - base:r1 - base], base
+                args[out_i] = scratch[j % 2][r0 - base:r1 - base]
             args[in_i] = prev[r0 - d - pbase:r1 + d - pbase]
             for i, v in others:
                 args[i] = (v[r0 - d:r1 + d] if r0 - d >= 0 and r1 + d <= n
                            else padded_rows(v, r0, r1, d, boundary))
-            p = func(*args, (r0, r1, n)) if position else func(*args)
+            stats.rows = (r0, r1)
+            p = invoke(func, (*args, (r0, r1, n)) if position else tuple(args), stats)
             if levels is not None:
                 p = partial_number(task.kernel, p)
                 q = levels[j - 1]

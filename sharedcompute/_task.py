@@ -4,6 +4,7 @@ partitioning, halos and combine order)."""
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import replace
 from typing import Any, Callable, Iterator, NamedTuple
@@ -308,7 +309,7 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
     for size in blocks:
         checking = judge is not None and size == 1 and (done + 1) % sw.check_every == 0
         if size > 1 and levels is not None:  # the residual of every level, from the block
-            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch,
+            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch, stats, call,
                       levels.start(size))
             hit, level_value = levels.finish(slots[checks % 2], done, barrier)
             checks += 1
@@ -320,9 +321,9 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
                     if h < hit - 1:
                         flip()
                 stats.advance((cb - ca) * hit)
-                return done + hit, float(value)
+                return done + hit, _reported(value)
         elif size > 1:
-            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch)
+            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch, stats, call)
         elif checking and check is None:  # the fused kernel's own partials, same pass
             partials = _fused_partials(task, func, views, ca, cb, stats, sliced, swaps % 2)
         else:
@@ -345,7 +346,16 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
             if value <= sw.tol:
                 break
         flip()
-    return done, None if value is None else float(value)
+    return done, None if value is None else _reported(value)
+
+
+def _reported(value: Any) -> float:
+    """The residual as a float, the same bits whichever grouping combined it: a max is
+    unique up to the sign of a zero and a NaN's payload (np.maximum(0.0, -0.0) is -0.0,
+    blocks group partials by tile and plain sweeps by the chunk tree), so +0.0 and the
+    standard NaN."""
+    v = float(value)
+    return math.nan if v != v else v + 0.0
 
 
 def _fused_partials(task: Task, func: Any, views: list, ca: int, cb: int, stats: Stats,

@@ -1,6 +1,8 @@
 """Kernels of tests/test_iterate_fused.py, in a module of their own so that spawn and
 forkserver workers can import them by name (pytest's importlib mode names a test module
 in a way the workers cannot import)."""
+import numpy as np
+
 import sharedcompute as sc
 
 
@@ -40,3 +42,22 @@ def jacobi_total_change(out, u):
         if m > 1:
             out[i, m - 1] = u[r, m - 1]
     return total
+
+
+@sc.kernel(depth=1, boundary="none", position=True, combine=np.maximum)
+def jacobi_raising_at(out, u, victim, pos):
+    """jacobi2d's rows and max |change|, raising ValueError when it writes row ``victim``:
+    where an error inside a block of sweeps says it happened."""
+    start, stop, _ = pos
+    m = out.shape[1]
+    big = 0.0
+    for i in range(out.shape[0]):
+        r = i + 1
+        for j in range(1, m - 1):
+            v = 0.25 * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
+            out[i, j] = v
+            big = max(big, abs(v - u[r, j]))
+        out[i, 0], out[i, m - 1] = u[r, 0], u[r, m - 1]
+    if start <= victim < stop:
+        raise ValueError("raised at the victim row")
+    return big

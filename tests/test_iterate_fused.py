@@ -366,8 +366,9 @@ def test_the_idempotent_flag_is_found_declared_or_refused():
 @pytest.mark.parametrize("workers", [2, 3])
 def test_converging_at_any_sweep_of_a_block_is_bitwise_plain(start_method, workers):
     """tol set to the residual of each sweep in turn: the run stops at that sweep, inside a
-    block or at its end, with both arrays, the count and the residual of plain sweeps."""
-    g = np.random.default_rng(8).random((41, 6))
+    block or at its end, with both arrays, the count and the residual of plain sweeps.
+    Rows of 600 make 21 chunks: every worker has rows, and the edge chunks none to write."""
+    g = np.random.default_rng(8).random((41, 600))
     residuals = [jacobi_numpy(g, s, -1.0)[2] for s in range(1, 15)]
     pool = shared_pool(workers, start_method)
     for stop in range(1, 15):
@@ -398,14 +399,37 @@ def test_a_combine_that_is_not_idempotent_keeps_its_check_sweeps_plain():
 
 
 def test_the_residual_of_float32_and_a_nan_inside_blocks():
-    g = np.random.default_rng(10).random((64, 9)).astype(np.float32)
+    g = np.random.default_rng(10).random((64, 600)).astype(np.float32)
     want, sweeps, res = jacobi_numpy(g, 11, 0.0)
     pool = shared_pool(2, START_METHODS[0])
     r, got, _, _ = _run(pool, g, steps=11, tol=0.0, check_every=1, block_sweeps=3)
     assert r.block_sweeps == 3 and (r.sweeps, r.residual) == (sweeps, res)
     np.testing.assert_array_equal(got, want)
-    g64 = np.zeros((64, 9))
+    g64 = np.zeros((64, 600))
     g64[40, 4] = np.nan
     r, got, _, _ = _run(pool, g64, steps=7, tol=1e9, check_every=1, block_sweeps=3)
     assert r.sweeps == 7 and np.isnan(r.residual) and r.block_sweeps == 3
     np.testing.assert_array_equal(got, jacobi_numpy(g64, 7)[0])
+
+
+def test_an_error_inside_a_block_names_its_rows_and_the_residual_bits_are_plain():
+    from iteratekernels import jacobi_raising_at
+    g = np.random.default_rng(11).random((40, 600))
+    pool = shared_pool(2, START_METHODS[0])
+    for block in (1, 3):
+        u, out = pool.array(g), pool.empty_like(g)
+        try:
+            with pytest.raises(sc.KernelError) as info:
+                pool.iterate(jacobi_raising_at, out, u, 25, steps=6, check_every=1,
+                             block_sweeps=block)
+        finally:
+            u.free(), out.free()
+        lo, hi = info.value.rows
+        assert lo <= 25 < hi and "raised at the victim row" in str(info.value)
+    # np.maximum(0.0, -0.0) is -0.0: how partials are grouped would show in the sign
+    assert _reported_bits(np.maximum(0.0, -0.0)) == _reported_bits(0.0)
+
+
+def _reported_bits(v):
+    from sharedcompute._task import _reported
+    return np.float64(_reported(v)).tobytes()
