@@ -116,14 +116,16 @@ def jacobi2d_residual(out, u):
     for i in range(out.shape[0]):
         r = i + 1
         out[i, 0] = u[r, 0]
+        if m > 1:
+            out[i, m - 1] = u[r, m - 1]
         for j in range(1, m - 1):
             v = q * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
             out[i, j] = v
             change[j] = abs(v - u[r, j])
-        for j in range(1, m - 1):  # an integer max: vectorized, and a NaN's pattern wins
+        change[0] = abs(out[i, 0] - u[r, 0])  # the copied edges: 0, or NaN for a NaN or inf
+        change[m - 1] = abs(out[i, m - 1] - u[r, m - 1])
+        for j in range(m):  # an integer max: vectorized, and a NaN's pattern wins
             big = max(big, bits[j])
-        if m > 1:
-            out[i, m - 1] = u[r, m - 1]
     change[0] = np.inf
     if big > bits[0]:
         return np.nan

@@ -433,3 +433,20 @@ def test_an_error_inside_a_block_names_its_rows_and_the_residual_bits_are_plain(
 def _reported_bits(v):
     from sharedcompute._task import _reported
     return np.float64(_reported(v)).tobytes()
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 7])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_nan_or_inf_in_a_copied_edge_column_is_a_nan_residual(m, bad):
+    """The copied first and last columns count as NumPy counts them (|inf - inf| is NaN),
+    so a grid of 1 or 2 columns, which has no interior, still never looks converged."""
+    g = np.random.default_rng(12).random((6, m))
+    g[3, m - 1] = bad
+    got_out, want_out = g.copy(), g.copy()
+    with np.errstate(invalid="ignore"):
+        got = jacobi2d_residual.dispatcher(got_out[1:-1], g)  # the compiled kernel itself
+        want = jacobi2d_residual.reference(want_out[1:-1], g)
+    assert np.isnan(got) and np.isnan(want)
+    np.testing.assert_array_equal(got_out, want_out)
+    r, _, _, _ = _run(shared_pool(2, START_METHODS[-1]), g, steps=3, tol=1e9, check_every=1)
+    assert r.sweeps == 3 and np.isnan(r.residual)
