@@ -240,12 +240,13 @@ def test_script_in_main_under_spawn_works_and_leaves_nothing(tmp_path):
                 print(float(np.asarray(out).sum()))
     """))
     before = set(list_segments())
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "90.0"
-    assert proc.stderr == ""
-    assert wait_no_segments(before) == []
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert stdout.strip() == "90.0"
+    assert stderr == ""
+    assert wait_no_segments(before, creator=proc.pid) == []  # the script's own segments
 
 
 def test_interactive_main_kernel_fails_at_once_under_spawn():

@@ -123,11 +123,16 @@ def test_from_array_copies_any_layout_into_a_c_ordered_native_block(make):
         a.free()
 
 
+def _ours(names):
+    """Segments this process created (other processes on a shared machine make theirs)."""
+    return sorted(n for n in names if creator_pid(n) == os.getpid())
+
+
 def test_zero_size_arrays_create_no_segment():
     before = set(list_segments())
     a = SharedArray.zeros((0, 5))
     assert a.name is None and a.shape == (0, 5) and np.asarray(a).size == 0
-    assert set(list_segments()) == before
+    assert _ours(set(list_segments()) - before) == []
     b = pickle.loads(pickle.dumps(a))
     assert b.shape == (0, 5)
 
@@ -140,7 +145,7 @@ def test_allocation_larger_than_free_space_is_a_clear_error(monkeypatch):
                        r".*--shm-size") as info:
         SharedArray.empty(1 << 20)
     assert isinstance(info.value, OSError)
-    assert set(list_segments()) == before
+    assert _ours(set(list_segments()) - before) == []
 
 
 def test_attach_refuses_a_block_readable_by_others():

@@ -1,13 +1,15 @@
 """verify: tolerances scaled to the computation (no false alarms on correct kernels, real
 bugs still caught) and more than one splitting (partition-edge bugs show on small arrays
 and on one worker too)."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import sharedcompute as sc
 import verifybugs as vb
-from conftest import START_METHODS, shared_pool
+from conftest import START_METHODS, shared_pool, wait_no_segments
 from sharedcompute.kernels import compute, elementwise, reductions, scans, stencils
 from sharedcompute.kernels.registry import ENTRIES, share_args
 from sharedcompute.shared import list_segments
@@ -176,7 +178,7 @@ def test_callers_arrays_are_not_modified_and_copies_are_freed(real_pool, inline_
         np.testing.assert_array_equal(plain, plain0)
         for s in (y, x, out, a):
             s.free()
-        assert set(list_segments()) - before == set()
+        assert wait_no_segments(before, deadline_s=0.0, creator=os.getpid()) == []  # ours
 
 
 # -- bugs are caught ---------------------------------------------------------------------------
