@@ -36,7 +36,9 @@ def prestart(start_method: str | None = None) -> str:
 
     Returns what it did: 'preloaded' (server started), 'running' (one already was),
     'shadowed' (started with NumPy and numba only: a checkout's copy of sharedcompute would
-    be imported there), 'off' (``SHAREDCOMPUTE_PRELOAD=0``), 'fork' or 'spawn'.
+    be imported there), 'off' (``SHAREDCOMPUTE_PRELOAD=0``), 'fork' or 'spawn'; and
+    'worker', doing nothing, in a worker (or the server) importing the main module, which a
+    script that calls it at its top level makes every worker do.
 
     Examples
     --------
@@ -45,6 +47,8 @@ def prestart(start_method: str | None = None) -> str:
     True
     """
     method = _available(start_method)
+    if getattr(mp.current_process(), "_inheriting", False):
+        return "worker"  # multiprocessing would refuse to start a process here (bootstrapping)
     if method == "forkserver":
         from ._preload import start_forkserver
         return start_forkserver(mp.get_context("forkserver"))["state"]

@@ -395,3 +395,25 @@ if __name__ == "__main__":
         sc.prestart("threads")
     suggested = eval(str(info.value).split("use one of ")[1])  # the message's own list
     assert "spawn" in suggested and sc.prestart("spawn") == "spawn"  # following it works
+
+
+@pytest.mark.parametrize("method", [m for m in ("forkserver", "spawn")
+                                    if m in mp.get_all_start_methods()])
+def test_prestart_at_a_scripts_top_level_does_nothing_in_its_workers(tmp_path, method):
+    """"Call it early" puts it at the top of a script, which every spawn or forkserver worker
+    imports again: there it must not start a process (multiprocessing refuses while a child
+    bootstraps, and the worker died of it)."""
+    got = run_script(tmp_path, f'''
+STATE = sc.prestart("{method}")
+
+def child_state():
+    return STATE
+
+if __name__ == "__main__":
+    with sc.Pool(2, start_method="{method}") as pool:
+        a = pool.zeros(1000); pool.map(triad, a, a, a, 2.0)
+        children = sorted({{pool.submit(child_state).result() for _ in range(4)}})
+        print(json.dumps(dict(parent=STATE, children=children)))
+''')
+    assert got["parent"] == ("preloaded" if method == "forkserver" else "spawn")
+    assert got["children"] == ["worker"]
