@@ -308,7 +308,8 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
     sliced: dict = {}  # per swap parity: each chunk's kernel arguments, sliced once
     for size in blocks:
         checking = judge is not None and size == 1 and (done + 1) % sw.check_every == 0
-        if size > 1 and levels is not None:  # the residual of every level, from the block
+        in_block = size > 1 and levels is not None  # checked at every level, from the block
+        if in_block:  # its own barrier, in levels.finish
             run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch, stats, call,
                       levels.start(size))
             hit, level_value = levels.finish(slots[checks % 2], done, barrier)
@@ -336,7 +337,7 @@ def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
             row = slots[checks % 2]
             for nd in mine:
                 row[nd[0]] = tree_reduce(nd[0], nd[1], lambda c: partials[c - ca], judge.combine)
-        if not (size > 1 and levels is not None):
+        if not in_block:
             barrier.wait()
         done += size
         stats.advance((cb - ca) * size)
