@@ -94,6 +94,14 @@ class WorkerInsight:
         self.busy_s += busy_s
         self.tasks += 1
 
+    def plus(self, compile_s: float, compute_s: float, busy_s: float, _chunks: int,
+             tasks: int) -> "WorkerInsight":
+        """A copy with running totals added (a doorbell line's, Lines.totals)."""
+        out = WorkerInsight(self.pid)
+        out.compile_s, out.compute_s = self.compile_s + compile_s, self.compute_s + compute_s
+        out.busy_s, out.tasks = self.busy_s + busy_s, self.tasks + tasks
+        return out
+
     def as_dict(self, wall: float) -> dict:
         other = max(self.busy_s - self.compile_s - self.compute_s, 0.0)
         return dict(pid=self.pid, tasks=self.tasks, attach_s=other, compile_s=self.compile_s,
@@ -194,6 +202,12 @@ class ProcessExecutor:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
+    def worker_insights(self) -> list[WorkerInsight]:
+        """Each worker's seconds, its rung calls' totals (kept in its line) included."""
+        if self.lines is None:
+            return self.insights
+        return [w.plus(*self.lines.totals(i)) for i, w in enumerate(self.insights)]
+
     def send(self, i: int, msg: tuple) -> None:
         self.conns[i].send(msg)
         doorbell.count_pipe_send(self.lines, i)
@@ -240,6 +254,7 @@ class ProcessExecutor:
         self.procs, self.conns = [], []
         self.barrier = None  # its named semaphores are unlinked when it is collected
         if self.lines is not None:
+            self.insights = self.worker_insights()  # the totals leave with the lines
             self.lines.release()
             self.lines = None
 
@@ -285,24 +300,57 @@ class ProcessExecutor:
             raise _first_error(errors)
         return results
 
-    def ring(self, memo: int, active: list[int], idle_result: Any, *, what: str,
-             timeout: float | None, tasks: list[Task]) -> list:
+    def ring(self, memo: int, active: list[int], idle_result: Any, *,
+             what: str, timeout: float | None, tasks: list[Task], clear_values: bool = True,
+             results: bool = True) -> list | None:
         """Start a call whose tasks the workers cached under ``memo`` through the doorbell,
-        poll for its results, then sleep on the pipes and sentinels like run()."""
+        poll for its results, then sleep on the pipes and sentinels like run().
+        ``results=False``: a map's, which are not read."""
         lines = self.lines
         self.seq += 1
         seq = self.seq
-        results: list[Any] = [idle_result] * self.n_workers  # workers with no rows: not rung
+        try:
+            state = doorbell.ring(lines, active, memo, seq, clear_values)
+            if state == doorbell.ANSWERED:  # the common case: every answer is in the lines
+                if not results:
+                    return None
+                out, piped, errors = [idle_result] * self.n_workers, set(), []
+            else:
+                if state == doorbell.ASLEEP:
+                    for i in active:
+                        if lines.word(i, doorbell.W_ASLEEP):
+                            self._wake(i, tasks, what)
+                out, piped, errors = self._await_rung(seq, active, idle_result, what, timeout,
+                                                      tasks, state == doorbell.ASLEEP)
+        except BaseException:
+            self.stop(kill=True)
+            raise
+        if results:
+            for i in active:  # workers with no rows were not rung: idle_result
+                if i not in piped:
+                    data = lines.result(i)
+                    out[i] = pickle.loads(data) if data else None
+        if errors:
+            raise _first_error(errors)
+        return out if results else None
+
+    def _wake(self, i: int, tasks: list[Task], what: str) -> None:
+        """A pipe message for worker i, which went to sleep before it saw the ring."""
+        try:
+            self.send(i, ("wake",))
+        except OSError:
+            self._crashed(i, tasks, what)
+
+    def _await_rung(self, seq: int, active: list[int], idle_result: Any, what: str,
+                    timeout: float | None, tasks: list[Task], spin: bool) -> tuple:
+        """A rung call not answered within SPIN_S (or with a worker woken by pipe, then
+        ``spin``: poll first): sleep on the pipes and sentinels. Returns the results of the
+        workers that answered through a pipe, which they were, and the errors."""
+        results: list[Any] = [idle_result] * self.n_workers
         piped: set[int] = set()
         errors: list[KernelError] = []
         pending = set(active)
         deadline = None if timeout is None else time.monotonic() + timeout
-
-        def wake(i: int) -> None:
-            try:
-                self.send(i, ("wake",))
-            except OSError:
-                self._crashed(i, tasks, what)
 
         def sleep() -> None:
             for i, msg in self._messages(pending, seq, deadline, tasks, what, timeout):
@@ -310,20 +358,8 @@ class ProcessExecutor:
                 pending.discard(i)
                 piped.add(i)
 
-        try:
-            doorbell.ring(lines, active, memo, seq, wake)
-            doorbell.await_answers(lines, pending, seq, sleep)
-        except BaseException:
-            self.stop(kill=True)
-            raise
-        for i in active:
-            if i not in piped:
-                self.insights[i].account(*lines.stats(i))
-                data = lines.result(i)
-                results[i] = pickle.loads(data) if data else None
-        if errors:
-            raise _first_error(errors)
-        return results
+        doorbell.await_answers(self.lines, pending, seq, sleep, spin)
+        return results, piped, errors
 
     def warmup(self, items: list, timeout: float | None) -> None:
         """Every worker compiles (or loads from numba's cache) the items' signatures now;
@@ -449,6 +485,9 @@ class InlineExecutor:
         self.insights = [WorkerInsight(0)]
         self.started_at = time.perf_counter()
         self.start_method = "inline"
+
+    def worker_insights(self) -> list[WorkerInsight]:
+        return self.insights
 
     def run(self, tasks: list[Task], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:

@@ -44,10 +44,6 @@ class Stats:
         return TaskStats(self.compile_s, self.compute_s, time.perf_counter() - t0,
                          self.chunks_done)
 
-    def values(self, t0: float) -> tuple[float, float, float, int]:
-        """report()'s fields as a plain tuple, for the doorbell line (the rung hot path)."""
-        return (self.compile_s, self.compute_s, time.perf_counter() - t0, self.chunks_done)
-
     def advance(self, chunks: int) -> None:
         self.chunks_done += chunks
         if self.progress:

@@ -212,26 +212,26 @@ def _run_rung(conn: Any, line: Any, prepared: dict, barrier: Any, pid: int) -> N
     stats = Stats()
     t0 = time.perf_counter()
     try:
-        if memo not in prepared:
+        entry = prepared.get(memo)
+        if entry is None:
             raise TaskLostError(f"sharedcompute internal error: task memo {memo} is unknown to "
                                 "this worker")
-        _take_values(line, prepared, memo)
-        task, views, run = prepared[memo]
+        if line.has_values():
+            entry = _take_values(line, prepared, memo)
+        task, views, run = entry
         result = run(stats) if run is not None else run_task(task, stats, barrier, views)
         data = b"" if result is None else pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-        if not line.answer(seq, data, stats.values(t0), conn, ("done", seq)):
+        if not line.answer(seq, data, stats, t0, conn):
             conn.send(("ok", seq, result, stats.report(t0)))
     except BaseException as exc:  # noqa: BLE001
         conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
         detached(exc)
 
 
-def _take_values(line: Any, prepared: dict, memo: int) -> None:
+def _take_values(line: Any, prepared: dict, memo: int) -> tuple:
     """A rung call that carries new scalar (or small plain array) arguments: prepare the
-    cached task again with them; its arrays and slices stay the same."""
+    cached task again with them (its arrays and slices stay the same); returns it."""
     data = line.lines.values(line.index)
-    if not data:
-        return
     task, views, run = prepared[memo]  # this worker's own copies: changed in place
     changes = []
     for i, value in pickle.loads(data):
@@ -240,6 +240,7 @@ def _take_values(line: Any, prepared: dict, memo: int) -> None:
         changes.append((i, views[i]))
     if run is None or not _patch_run(run, changes):
         prepared[memo] = (task, views, prepare(task, views))
+    return prepared[memo]
 
 
 def _patch_run(run: Any, changes: list) -> bool:

@@ -96,6 +96,7 @@ class _Memo:
         self.written_names = [b.name for b in plan.written_blocks if b is not None]
         self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
         self.active = [i for i, t in enumerate(tasks) if t.chunk_range[1] > t.chunk_range[0]]
+        self.reduces = plan.kernel.kind == "reduce"  # else a map: its workers return nothing
 
     def matches(self, args: tuple, generation: int) -> bool:
         if generation != self.generation:
@@ -152,6 +153,7 @@ class BoundCall:
         self.blocks: list = []
         self.releases = -1  # _watch.releases when the arrays were last checked
         self.watched = False  # every block watched by inotify (else each call checks)
+        self.written: Any = None  # what the call returns (a map's written arrays)
         pool._refuse_in_task_thread()
         with pool._lock:
             pool._check_open()
@@ -166,8 +168,9 @@ class BoundCall:
         with pool._lock:
             pool._check_open()
             backend = pool._backend
-            if hasattr(backend, "call_bound"):
-                return backend.call_bound(self)
+            call_bound = getattr(backend, "call_bound", None)
+            if call_bound is not None:
+                return call_bound(self)
             if self.op == "reduce":  # backends without a cache: a plain call each time
                 return backend.reduce(self.kernel, self.args, self.rows, self.timeout, False,
                                       None, self.boundscheck, self.schedule)

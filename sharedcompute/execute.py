@@ -14,7 +14,6 @@ import math
 import os
 import pickle
 import select
-import threading
 import time
 from typing import Any, Sequence
 
@@ -37,13 +36,10 @@ log = logging.getLogger("sharedcompute")
 MEMO_SIZE = 32  # cached calls per pool (each worker keeps what the parent names)
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
-_busy_writes: dict[str, int] = {}
-_busy_lock = threading.Lock()
+_busy_writes: dict[str, object] = {}  # block name -> the claim that holds it
 
 
-def _fresh_claims_after_fork() -> None:  # another thread may have held the lock at the fork
-    global _busy_lock
-    _busy_lock = threading.Lock()
+def _fresh_claims_after_fork() -> None:  # the parent's running calls are not this child's
     _busy_writes.clear()
 
 
@@ -52,27 +48,30 @@ if hasattr(os, "register_at_fork"):
 
 
 def claim_writes(names: list[str], kernel: Any) -> None:
-    with _busy_lock:
-        busy = [n for n in names if _busy_writes.get(n)]
-        if busy:
+    """Claim the blocks a call writes; BlockBusyError if another call holds one. A claim is
+    one ``dict.setdefault`` per block, atomic under the GIL and in free-threaded builds
+    (dicts lock themselves there), so no lock is needed."""
+    claim = object()
+    for k, name in enumerate(names):
+        if _busy_writes.setdefault(name, claim) is not claim:
+            for held in names[:k]:
+                if _busy_writes.get(held) is claim:
+                    del _busy_writes[held]
             raise BlockBusyError(f"kernel {getattr(kernel, 'name', kernel)} would write shared "
-                                 f"array {busy[0]!r}, which another call is writing right now; "
+                                 f"array {name!r}, which another call is writing right now; "
                                  "wait for it to finish (writes are never interleaved)")
-        for n in names:
-            _busy_writes[n] = 1
 
 
 def release_writes(names: list[str]) -> None:
-    with _busy_lock:
-        for n in names:
-            _busy_writes.pop(n, None)
+    for name in names:
+        _busy_writes.pop(name, None)
 
 
 def hold(blocks: list, step: int) -> None:
     """Count a running call on each block (+1 before, -1 after): free() refuses meanwhile."""
     for b in blocks:
         if b is not None:
-            b.calls = getattr(b, "calls", 0) + step
+            b.calls += step
 
 
 class LocalBackend:
@@ -278,16 +277,17 @@ class LocalBackend:
         ex = self.executor
         if self._forget or len(ex.procs) != ex.n_workers:
             return False
-        gen, poller = self._poller
         w = _watch.watcher()
-        if gen != (ex.generation, w) or poller is None:
+        key, poll = self._poller
+        if key != (ex.generation, w) or poll is None:
             poller = select.poll()
             for p in ex.procs:
                 poller.register(p.sentinel, select.POLLIN)
             if w is not None:
                 poller.register(w.fd, select.POLLIN)
-            self._poller = ((ex.generation, w), poller)
-        return w is not None and not poller.poll(0)
+            poll = poller.poll
+            self._poller = ((ex.generation, w), poll)
+        return w is not None and not poll(0)
 
     def execute(self, op: str, plan: Plan, timeout: Any = None, progress: Any = False,
                 memo: int | None = None, dynamic: bool = False) -> tuple[Any, list]:
@@ -335,23 +335,26 @@ class LocalBackend:
             data = pickle.dumps([(i, args[i]) for i in memo.value_at], pickle.HIGHEST_PROTOCOL)
         if not self.executor.lines.set_values(memo.active, data):
             return _REPLAN
-        out = self._ring(memo, kernel, args, held, timeout)
+        out = self._ring(memo, kernel, args, held, timeout, clear_values=False)
         memo.vals = vals
         return out
 
-    def _ring(self, memo: _Memo, kernel: Kernel, args: tuple, held: list, timeout: Any) -> Any:
+    def _ring(self, memo: _Memo, kernel: Kernel, args: tuple, held: list, timeout: Any,
+              clear_values: bool = True, written: Any = None) -> Any:
+        """Ring a cached call; ``written``: what a map returns, when the caller knows it."""
         claim_writes(memo.written_names, kernel)
         hold(held, 1)
         try:
             results = self.executor.ring(memo.memo_id, memo.active,
-                                         {} if kernel.kind == "reduce" else None,
-                                         what=kernel.name, timeout=timeout, tasks=memo.tasks)
+                                         {} if memo.reduces else None, what=kernel.name,
+                                         timeout=timeout, tasks=memo.tasks,
+                                         clear_values=clear_values, results=memo.reduces)
         finally:
             release_writes(memo.written_names)
             hold(held, -1)
-        if kernel.kind == "reduce":
+        if memo.reduces:
             return finish_reduce(kernel, memo.n_chunks, results)
-        return written_result([args[i] for i in memo.writes])
+        return written if written is not None else written_result([args[i] for i in memo.writes])
 
     # -- bound calls (bind.py) ---------------------------------------------------------------
     def check_bound(self, b: Any) -> None:
@@ -369,9 +372,8 @@ class LocalBackend:
         if (memo is not None and memo.live and b.releases == _watch.releases and b.watched
                 and memo.generation == self.executor.generation and self.quiet()
                 and (not b.plain or _values_of(b.args) == memo.vals)):
-            self.executor.lines.set_values(memo.active, b"")
             try:
-                return self._ring(memo, b.kernel, b.args, b.blocks, b.timeout)
+                return self._ring(memo, b.kernel, b.args, b.blocks, b.timeout, True, b.written)
             except BaseException as exc:
                 if getattr(exc, "lost_task", False):
                     self._discard(b.key)
@@ -382,6 +384,7 @@ class LocalBackend:
         b.memo = memo = self._memo.get(b.key) if b.key is not None else None
         b.releases = releases
         b.blocks = memo.blocks(b.args) if memo is not None else []
+        b.written = None if memo is None or memo.reduces else out
         b.watched = memo is not None and all(not x.is_file and x.watched for x in b.blocks)
         return out
 
@@ -412,7 +415,7 @@ class LocalBackend:
 
     def insights(self) -> Insights:
         wall = time.perf_counter() - self.executor.started_at
-        return Insights(w.as_dict(wall) for w in self.executor.insights)
+        return Insights(w.as_dict(wall) for w in self.executor.worker_insights())
 
     def close(self) -> None:
         if not self.executor.in_process:
