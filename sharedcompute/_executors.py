@@ -94,7 +94,7 @@ class WorkerInsight:
         self.busy_s += busy_s
         self.tasks += 1
 
-    def plus(self, compile_s: float, compute_s: float, busy_s: float, _chunks: int,
+    def plus(self, compile_s: float, compute_s: float, busy_s: float,
              tasks: int) -> "WorkerInsight":
         """A copy with running totals added (a doorbell line's, Lines.totals)."""
         out = WorkerInsight(self.pid)

@@ -66,7 +66,14 @@ def _values_of(args: tuple) -> tuple:
 
 
 def _scalar_key(value: Any) -> Any:
-    """A scalar as its type and exact bits: 0.0 == -0.0 would otherwise share a cached call."""
+    """A scalar as its type and exact bits: 0.0 == -0.0 would otherwise share a cached call.
+    A nonzero, non-NaN float is its own key (equal floats have equal bits), which costs a
+    third of ``float.hex``."""
+    t = type(value)
+    if t is float:
+        return (t, value) if value and value == value else (t, value.hex())
+    if t is int:
+        return (t, value)
     if isinstance(value, np.generic):
         return (type(value), value.tobytes())
     if isinstance(value, float):
@@ -92,6 +99,8 @@ class _Memo:
         self.vals = vals  # the values the workers hold (_memo_key)
         self.check = plan.kernel.check  # run again when the values change
         self.live = True  # False once dropped: a bound call holding it plans again
+        self.checked_at = -1  # _watch.releases when its blocks were last checked intact
+        self.watched = False  # every block watched by inotify: quiet() then vouches for them
         self.writes = sorted(plan.kernel.writes)  # indices: never hold the arrays themselves
         self.written_names = [b.name for b in plan.written_blocks if b is not None]
         self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
@@ -118,8 +127,19 @@ class _Memo:
         return out
 
 
-def check_blocks(blocks: list, drained: bool = False) -> None:
-    """check_intact on every block with one read of the tamper watch (_watch.py) for all."""
+def check_blocks(blocks: list, drained: bool = False, memo: Any = None) -> None:
+    """check_intact on every block with one read of the tamper watch (_watch.py) for all.
+    With ``memo`` (a _Memo) and ``drained`` (quiet(): no event queued), nothing is checked
+    when the memo's blocks were checked since the last release and inotify watches them all
+    (the bound call's rule, LocalBackend.call_bound)."""
+    if memo is not None:
+        if drained and memo.watched and memo.checked_at == _watch.releases:
+            return
+        releases = _watch.releases  # before the check: a drain that bumps it counts later
+        check_blocks(blocks, drained)
+        memo.checked_at = releases
+        memo.watched = all(not b.is_file and b.watched for b in blocks)
+        return
     w = _watch.watcher()
     if w is not None and not drained:
         w.drain()

@@ -40,7 +40,7 @@ from typing import Any
 
 # Word indices in each worker's line (int64); stats are float64 words of the same line.
 RING, MEMO, W_ASLEEP, DONE, P_ASLEEP, RESULT_LEN, PIPE_SENT, ARRIVED, ABORTED = range(9)
-COMPILE_S, COMPUTE_S, BUSY_S, CHUNKS = range(8, 12)  # running totals (float64) of rung calls
+COMPILE_S, COMPUTE_S, BUSY_S = range(8, 11)  # running totals (float64) of rung calls
 VALUES = 12  # bytes of new argument values left in the result area for a rung call (0: none)
 RUNG = 13  # how many rung calls the worker answered through its line
 HEADER_WORDS = 16                       # 128 bytes: two cache lines per worker
@@ -107,25 +107,14 @@ class Lines:
 
     def totals(self, i: int) -> tuple:
         """Worker i's running totals over its rung calls: compile, compute and busy seconds,
-        chunks, calls."""
+        and how many calls."""
         base = i * self.stride
         f = self.floats
-        return (f[base + COMPILE_S], f[base + COMPUTE_S], f[base + BUSY_S], int(f[base + CHUNKS]),
-                self.words[base + RUNG])
+        return f[base + COMPILE_S], f[base + COMPUTE_S], f[base + BUSY_S], self.words[base + RUNG]
 
     def result(self, i: int) -> bytes:
         start = i * LINE_BYTES + HEADER_WORDS * 8
         return bytes(self.bytes[start:start + self.word(i, RESULT_LEN)])
-
-    def set_result(self, i: int, data: bytes) -> bool:
-        """Store a pickled result (answer() sets its length); False when it does not fit
-        (send it through the pipe)."""
-        if len(data) > RESULT_BYTES:
-            return False
-        if data:
-            start = i * LINE_BYTES + HEADER_WORDS * 8
-            self.bytes[start:start + len(data)] = data
-        return True
 
     def set_values(self, active: list[int], data: bytes) -> bool:
         """Before ringing: the pickled (index, value) pairs a rung call runs with (empty:
@@ -353,16 +342,19 @@ class WorkerBell:
         """Answer call ``seq`` through the line, adding its seconds (a _task.Stats, since
         perf_counter ``t0``) to the line's totals; False when ``data`` does not fit (send it
         through the pipe). A parent that went to sleep gets ("done", seq) through ``conn``."""
-        lines, base = self.lines, self.base
-        if not lines.set_result(self.index, data):
+        n = len(data)
+        if n > RESULT_BYTES:
             return False
+        lines, base = self.lines, self.base
+        if n:
+            start = base * 8 + HEADER_WORDS * 8
+            lines.bytes[start:start + n] = data
         words, floats = lines.words, lines.floats
-        words[base + RESULT_LEN] = len(data)
+        words[base + RESULT_LEN] = n
         if stats.compile_s:
             floats[base + COMPILE_S] += stats.compile_s
         floats[base + COMPUTE_S] += stats.compute_s
         floats[base + BUSY_S] += time.perf_counter() - t0
-        floats[base + CHUNKS] += stats.chunks_done
         words[base + RUNG] += 1
         words[base + DONE] = seq
         fence()  # the parent writes P_ASLEEP before re-reading DONE

@@ -327,12 +327,12 @@ class LocalBackend:
         watch for all), send changed values with the doorbell, ring it. _REPLAN: the new
         values do not fit in a line; plan the call afresh."""
         held = memo.blocks(args)
-        check_blocks(held, drained)
-        data = b""
-        if vals != memo.vals:
-            if memo.check is not None:  # the kernel's own argument check, on the new values
-                memo.check(*[a.array if type(a) is Whole else a for a in args])
-            data = pickle.dumps([(i, args[i]) for i in memo.value_at], pickle.HIGHEST_PROTOCOL)
+        check_blocks(held, drained, memo)
+        if vals == memo.vals:  # the values the workers hold: ring() clears VALUES
+            return self._ring(memo, kernel, args, held, timeout)
+        if memo.check is not None:  # the kernel's own argument check, on the new values
+            memo.check(*[a.array if type(a) is Whole else a for a in args])
+        data = pickle.dumps([(i, args[i]) for i in memo.value_at], pickle.HIGHEST_PROTOCOL)
         if not self.executor.lines.set_values(memo.active, data):
             return _REPLAN
         out = self._ring(memo, kernel, args, held, timeout, clear_values=False)

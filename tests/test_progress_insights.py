@@ -85,6 +85,26 @@ def test_insights_account_compile_compute_and_idle():
         pool.close()
 
 
+def test_insights_count_rung_calls_kept_in_the_lines_and_after_close():
+    """Repeated and bound calls start through the doorbell; their seconds are the workers'
+    running totals in their lines, which insights() adds and close() keeps."""
+    pool = sc.Pool(2, start_method=START_METHODS[-1])
+    try:
+        a = pool.zeros(200_000)
+        pool.map(fill_ones, a)  # planned and sent through the pipes
+        pool.map(fill_ones, a)  # rung
+        call = pool.bind(fill_ones, a)
+        for _ in range(3):
+            call()
+        rows = pool.insights()
+        assert [r["tasks"] for r in rows] == [5, 5]
+        assert all(r["compute_s"] > 0 and r["idle_s"] > 0 for r in rows)
+        a.free()
+    finally:
+        pool.close()
+    assert [r["tasks"] for r in pool.insights()] == [5, 5]
+
+
 def test_progress_advances_during_a_call_and_a_callback_sees_it():
     """Workers report chunks as they finish (rate-limited), so a bar moves during the call:
     2 workers x 200 chunks of real work give many intermediate states, not 0 -> half -> all."""
