@@ -430,7 +430,9 @@ def detached(exc: BaseException) -> BaseException:
 def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
     """A worker's cached map or reduce task with every kernel argument sliced once, so a
     repeated call costs the kernel calls only (the first call compiled them: the whole run
-    counts as compute). None when a piece needs fresh padding (stencil edges): run_task."""
+    counts as compute). None when a piece needs fresh padding (stencil edges): run_task.
+    The run's ``patch([(i, value), ...])`` puts new values into argument i of every sliced
+    call (a rung call's new scalars: far cheaper than slicing again)."""
     ca, cb = task.chunk_range
     dispatcher = _kernel_fn(task)
     if task.op == "map":
@@ -449,6 +451,7 @@ def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
                 dispatcher(*args)
             stats.compute_s += time.perf_counter() - t0
             stats.chunks_done += cb - ca
+        run_map.patch = _patcher(pieces, range(len(pieces)))  # type: ignore[attr-defined]
         return run_map
     if task.op == "reduce":
         leaves = _reduce_leaves(task, views)
@@ -465,5 +468,18 @@ def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
             stats.compute_s += time.perf_counter() - t0
             stats.chunks_done += cb - ca
             return out
+        run_reduce.patch = _patcher(leaves, list(leaves))  # type: ignore[attr-defined]
         return run_reduce
     return None
+
+
+def _patcher(store: Any, keys: Any) -> Callable[[list], None]:
+    """patch() of a prepared run: ``store[k]`` is (rows, arguments) for each k in keys."""
+    def patch(changes: list) -> None:
+        for k in keys:
+            rows, args = store[k]
+            args = list(args)
+            for i, value in changes:
+                args[i] = value
+            store[k] = (rows, tuple(args))
+    return patch

@@ -229,36 +229,28 @@ def _run_rung(conn: Any, line: Any, prepared: dict, barrier: Any, pid: int) -> N
 
 
 def _take_values(line: Any, prepared: dict, memo: int) -> tuple:
-    """A rung call that carries new scalar (or small plain array) arguments: prepare the
-    cached task again with them (its arrays and slices stay the same); returns it."""
-    data = line.lines.values(line.index)
+    """A rung call that carries new scalar (or small plain array) arguments: patch them into
+    the cached task (its arrays and slices stay the same), or prepare it again where it has
+    no prepared run; returns it."""
     task, views, run = prepared[memo]  # this worker's own copies: changed in place
     changes = []
-    for i, value in pickle.loads(data):
+    for i, value in pickle.loads(line.lines.values(line.index)):
         task.specs[i].value = value
         views[i] = read_only(value) if isinstance(value, np.ndarray) else value
         changes.append((i, views[i]))
-    if run is None or not _patch_run(run, changes):
+    if not _patch_run(run, changes):
         prepared[memo] = (task, views, prepare(task, views))
     return prepared[memo]
 
 
 def _patch_run(run: Any, changes: list) -> bool:
-    """Put new values into a prepared run's sliced arguments (_task.prepare keeps them in
-    its closure: ``pieces`` of a map, ``leaves`` of a reduce, argument i at position i),
-    which costs far less than slicing again; False where neither is found."""
-    names = run.__code__.co_freevars
-    for name in ("pieces", "leaves"):
-        if name in names:
-            store = run.__closure__[names.index(name)].cell_contents
-            for k, (rows, args) in list(store.items() if isinstance(store, dict)
-                                        else enumerate(store)):
-                args = list(args)
-                for i, value in changes:
-                    args[i] = value
-                store[k] = (rows, tuple(args))
-            return True
-    return False
+    """Put new values into a prepared run (its ``patch``, _task.prepare); False when there
+    is none (no prepared run: prepare the task again)."""
+    patch = getattr(run, "patch", None)
+    if patch is None:
+        return False
+    patch(changes)
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

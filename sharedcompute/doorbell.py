@@ -128,11 +128,12 @@ class Lines:
             self.set_word(i, VALUES, len(data))
         return True
 
-    def values(self, i: int) -> bytes:
-        """A rung call's new argument values (read before the result overwrites them)."""
+    def values(self, i: int) -> Any:
+        """A rung call's new argument values, as a view of the line (read them before the
+        result overwrites them)."""
         n = self.word(i, VALUES)
         start = i * LINE_BYTES + HEADER_WORDS * 8
-        return bytes(self.bytes[start:start + n]) if n else b""
+        return self.bytes[start:start + n]
 
     def release(self) -> None:
         for view in (self.words, self.floats, self.bytes):
