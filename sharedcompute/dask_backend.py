@@ -281,7 +281,7 @@ class DaskBackend:
         """Nothing to forget: the cluster's workers never map this machine's blocks."""
 
     def insights(self) -> Any:
-        from ._executors import Insights
+        from ._insights import Insights
         return Insights()
 
     def _gather(self, futures: list, timeout: float | None, progress: Any, what: str,

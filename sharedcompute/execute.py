@@ -21,7 +21,8 @@ import numpy as np
 
 from . import _watch
 from ._dispatch import run_dynamic
-from ._executors import InlineExecutor, Insights
+from ._executors import InlineExecutor
+from ._insights import Insights
 from ._sweeps import IterateResult, check_block_sweeps, choose_block, odd_block, schedule
 from .bind import _REPLAN, _Memo, _memo_key, _values_of, check_blocks
 from .errors import BlockBusyError, InputError

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ty
 
 import numpy as np
 
-from ._executors import InlineExecutor, Insights, exit_if_importing_main
+from ._executors import InlineExecutor, exit_if_importing_main
+from ._insights import Insights
 from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exported
                      _forget_parents_forkserver, _numba_threads_started, _process_backend,
                      default_start_method)
