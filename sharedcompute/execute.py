@@ -325,8 +325,9 @@ class LocalBackend:
     def _call_again(self, memo: _Memo, kernel: Kernel, args: tuple, timeout: Any,
                     vals: tuple = (), drained: bool = False) -> Any:
         """A call the workers have cached: check the arrays (with one read of the tamper
-        watch for all), send changed values with the doorbell, ring it. _REPLAN: the new
-        values do not fit in a line; plan the call afresh."""
+        watch for all; none when ``drained`` and checked since the last release, as a bound
+        call), send changed values with the doorbell, ring it. _REPLAN: the new values do
+        not fit in a line; plan the call afresh."""
         held = memo.blocks(args)
         check_blocks(held, drained, memo)
         if vals == memo.vals:  # the values the workers hold: ring() clears VALUES
