@@ -130,6 +130,27 @@ def test_tamper_seen_by_a_bound_call_after_another_call_read_the_event(pool, arr
     other_x.free(), other_y.free()
 
 
+@linux_only
+def test_tamper_seen_by_a_repeated_map_after_another_call_read_the_event(pool, arrays):
+    """A cached call checked since the last release skips its check while quiet() finds no
+    tamper event queued (the bound call's rule); an event another call drained bumps the
+    release count, so the repeated map checks again and refuses."""
+    x, y = arrays
+    other_x, other_y = pool.array(np.ones(N)), pool.zeros(N)
+    for _ in range(3):  # planned, then rung twice: its blocks are checked and vouched for
+        pool.map(accumulate, y, x, 1.0)
+    fd = os.open(os.path.join(SHM, x.name), os.O_RDWR)
+    os.ftruncate(fd, 4096)
+    os.close(fd)
+    pool.map(scale, other_y, other_x, 2.0)  # checks its own arrays: reads the event
+    pool.map(scale, other_y, other_x, 2.0)
+    for _ in range(2):
+        with pytest.raises(sc.SharedBlockCorruptedError, match=x.name):
+            pool.map(accumulate, y, x, 1.0)
+    np.testing.assert_array_equal(np.asarray(y), 3.0 * np.arange(N))
+    other_x.free(), other_y.free()
+
+
 def test_bound_call_replans_after_a_worker_is_killed(pool, arrays):
     x, y = arrays
     step = pool.bind(accumulate, y, x, 1.0)

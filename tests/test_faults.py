@@ -1578,3 +1578,21 @@ def test_row32_main_module_sets_numba_threads(method, tmp_path):
         return
     assert "ERROR" not in out, out + proc.stderr
     assert "WORKERS [[1, 1], [1, 1]]" in out, out
+
+
+def test_a_refused_write_claim_leaves_no_claim_behind():
+    """claim_writes claims block by block; refused on the second, it takes back the first, so
+    the call that held the second block and any later call can still write both."""
+    from sharedcompute.execute import _busy_writes, claim_writes, release_writes
+    held = ["sc-test-block-b"]
+    claim_writes(held, "holder")
+    try:
+        with pytest.raises(sc.BlockBusyError, match="'sc-test-block-b', which another call"):
+            claim_writes(["sc-test-block-a", "sc-test-block-b"], "late")
+        assert "sc-test-block-a" not in _busy_writes
+        assert "sc-test-block-b" in _busy_writes  # still the holder's
+    finally:
+        release_writes(held)
+    claim_writes(["sc-test-block-a", "sc-test-block-b"], "later")  # both free again
+    release_writes(["sc-test-block-a", "sc-test-block-b"])
+    assert not {"sc-test-block-a", "sc-test-block-b"} & set(_busy_writes)
