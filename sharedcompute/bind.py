@@ -116,6 +116,17 @@ class _Memo:
                 return False
         return True
 
+    def fresh(self) -> bool:
+        """Its blocks were checked intact since the last release and inotify watches them
+        all: with no tamper event queued (LocalBackend.quiet), they need no check."""
+        return self.watched and self.checked_at == _watch.releases
+
+    def checked(self, releases: int, blocks: list) -> None:
+        """Record a check of its blocks; ``releases``: _watch.releases before it began (a
+        drain during the check bumps it, so the next call checks again)."""
+        self.checked_at = releases
+        self.watched = all(not b.is_file and b.watched for b in blocks)
+
     def blocks(self, args: tuple) -> list:
         """The blocks of the call's shared arrays (``.block`` refuses a closed array)."""
         out = []
@@ -130,15 +141,13 @@ class _Memo:
 def check_blocks(blocks: list, drained: bool = False, memo: Any = None) -> None:
     """check_intact on every block with one read of the tamper watch (_watch.py) for all.
     With ``memo`` (a _Memo) and ``drained`` (quiet(): no event queued), nothing is checked
-    when the memo's blocks were checked since the last release and inotify watches them all
-    (the bound call's rule, LocalBackend.call_bound)."""
+    when the memo is fresh(), the rule bound calls use too (LocalBackend.call_bound)."""
     if memo is not None:
-        if drained and memo.watched and memo.checked_at == _watch.releases:
+        if drained and memo.fresh():
             return
-        releases = _watch.releases  # before the check: a drain that bumps it counts later
+        releases = _watch.releases
         check_blocks(blocks, drained)
-        memo.checked_at = releases
-        memo.watched = all(not b.is_file and b.watched for b in blocks)
+        memo.checked(releases, blocks)
         return
     w = _watch.watcher()
     if w is not None and not drained:
@@ -170,9 +179,7 @@ class BoundCall:
         self.key = None if found is None else found[0]
         self.plain = any(type(a) is np.ndarray for a in self.args)  # may change in place
         self.memo: Any = None  # the cached call, made by the first call()
-        self.blocks: list = []
-        self.releases = -1  # _watch.releases when the arrays were last checked
-        self.watched = False  # every block watched by inotify (else each call checks)
+        self.blocks: list = []  # the blocks of its shared arrays (held while it runs)
         self.written: Any = None  # what the call returns (a map's written arrays)
         pool._refuse_in_task_thread()
         with pool._lock:

@@ -241,6 +241,7 @@ class LocalBackend:
                 return out
             self._discard(key)
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
+        releases = _watch.releases  # planning checks every block intact (plan.py)
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
         names = [b.name for b in plan.written_blocks if b is not None]
@@ -262,7 +263,8 @@ class LocalBackend:
             self._discard(key)  # same key, objects gone (an id was reused)
             if len(self._memo) >= MEMO_SIZE:
                 self._discard(next(iter(self._memo)))
-            self._memo[key] = _Memo(memo_id, ex.generation, args, plan, tasks, vals)
+            memo = self._memo[key] = _Memo(memo_id, ex.generation, args, plan, tasks, vals)
+            memo.checked(releases, memo.blocks(args))
         return out
 
     def _discard(self, key: Any) -> None:
@@ -371,7 +373,7 @@ class LocalBackend:
         poll, no per-array work); else the checking path of a repeated call, which plans
         again where needed (restarted workers, an evicted entry)."""
         memo = b.memo
-        if (memo is not None and memo.live and b.releases == _watch.releases and b.watched
+        if (memo is not None and memo.live and memo.fresh()
                 and memo.generation == self.executor.generation and self.quiet()
                 and (not b.plain or _values_of(b.args) == memo.vals)):
             try:
@@ -380,14 +382,11 @@ class LocalBackend:
                 if getattr(exc, "lost_task", False):
                     self._discard(b.key)
                 raise
-        releases = _watch.releases
         out = self._run_call(b.op, b.kernel, b.args, b.rows, b.boundary, b.timeout, False,
                              None, b.boundscheck, b.depth, b.schedule)
         b.memo = memo = self._memo.get(b.key) if b.key is not None else None
-        b.releases = releases
         b.blocks = memo.blocks(b.args) if memo is not None else []
         b.written = None if memo is None or memo.reduces else out
-        b.watched = memo is not None and all(not x.is_file and x.watched for x in b.blocks)
         return out
 
     # -- workers -----------------------------------------------------------------------------

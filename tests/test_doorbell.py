@@ -155,6 +155,25 @@ def test_scalars_are_cached_by_their_bits():
             a.free()
 
 
+def test_nan_inf_and_large_scalars_through_the_cache_match_numpy():
+    """A nonzero, non-NaN float is its own cache key (bind._scalar_key), NaN and zeros go by
+    their bits; every value sent to a cached call, repeated or changed, gives what NumPy
+    gives."""
+    pool = shared_pool(2, "forkserver")
+    x, y, out = pool.array(np.linspace(-2, 2, N)), pool.array(np.ones(N)), pool.zeros(N)
+    try:
+        for s in (np.nan, np.nan, 1.0, np.inf, np.inf, -np.inf, 1e308, 1.0, np.nan, 2**53 + 1,
+                  -0.0, 5e-324):
+            pool.map(scale_add, out, x, y, s)
+            with np.errstate(invalid="ignore", over="ignore"):
+                want = np.asarray(x) * s + np.asarray(y)
+            np.testing.assert_array_equal(np.asarray(out), want, err_msg=repr(s))
+            assert np.array_equal(np.signbit(np.asarray(out)), np.signbit(want)), s
+    finally:
+        for a in (x, y, out):
+            a.free()
+
+
 @pytest.fixture
 def own_pool():
     pool = sc.Pool(2)
