@@ -9,6 +9,7 @@ reading its neighbours' edge cells straight from shared memory.
 """
 import argparse
 import json
+import sys
 import time
 from typing import Any, Sequence
 
@@ -19,9 +20,9 @@ from sharedcompute.kernels.stencils import heat1d
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cells", type=int, default=2_000_000)
-    p.add_argument("--steps", type=int, default=500)
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--cells", type=int, default=200_001)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--workers", type=int, default=None)
     args = p.parse_args(argv)
     alpha = 0.25  # stable for alpha <= 0.5
@@ -48,4 +49,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # In Jupyter (this example downloaded as a notebook) sys.argv holds the kernel's own
+    # options: run with the defaults there, parse the command line only as a script.
+    main([] if "ipykernel" in sys.modules else None)

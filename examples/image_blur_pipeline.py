@@ -9,6 +9,7 @@ noise drops by about 3x per pass; the result is checked against NumPy.
 """
 import argparse
 import json
+import sys
 import time
 from typing import Any, Sequence
 
@@ -31,8 +32,8 @@ def blur_image(image: npt.NDArray[Any], passes: int,
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=4000)
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--size", type=int, default=1025)
     p.add_argument("--passes", type=int, default=3)
     p.add_argument("--workers", type=int, default=None)
     args = p.parse_args(argv)
@@ -60,4 +61,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # In Jupyter (this example downloaded as a notebook) sys.argv holds the kernel's own
+    # options: run with the defaults there, parse the command line only as a script.
+    main([] if "ipykernel" in sys.modules else None)

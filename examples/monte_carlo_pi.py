@@ -9,6 +9,7 @@ the same whatever the number of workers: run it with --workers 1 and --workers 4
 import argparse
 import json
 import math
+import sys
 import time
 from typing import Any, Sequence
 
@@ -17,9 +18,9 @@ from sharedcompute.kernels.compute import monte_carlo_pi
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--streams", type=int, default=256)
-    p.add_argument("--samples", type=int, default=1_000_000, help="samples per stream")
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--streams", type=int, default=64)
+    p.add_argument("--samples", type=int, default=200_000, help="samples per stream")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--workers", type=int, default=None)
     args = p.parse_args(argv)
@@ -40,4 +41,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # In Jupyter (this example downloaded as a notebook) sys.argv holds the kernel's own
+    # options: run with the defaults there, parse the command line only as a script.
+    main([] if "ipykernel" in sys.modules else None)

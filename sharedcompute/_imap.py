@@ -59,7 +59,7 @@ def imap(submit: Callable, fn: Any, iterable: Iterable, *, ordered: bool,
     total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
     bar = progress_bar(progress, total or 0, what)
     source: Iterator = iter(iterable)
-    state = {"mean": None, "taken": 0}
+    state: dict[str, Any] = {"mean": None, "taken": 0, "error": None}
     pending: deque[Future] = deque()  # in submission order
     finished: deque[Future] = deque()  # in completion order (imap_unordered)
     ready = threading.Condition()
@@ -81,7 +81,13 @@ def imap(submit: Callable, fn: Any, iterable: Iterable, *, ordered: bool,
         return size
 
     def submit_next() -> bool:
-        items = list(itertools.islice(source, chunk_size()))
+        if state["error"] is not None:
+            return False
+        items: list = []
+        try:  # list.extend keeps the items taken before the iterable raised
+            items.extend(itertools.islice(source, chunk_size()))
+        except Exception as exc:  # as the stdlib's imap: their results first, then this
+            state["error"] = exc
         if not items:
             return False
         state["taken"] += len(items)
@@ -123,6 +129,8 @@ def imap(submit: Callable, fn: Any, iterable: Iterable, *, ordered: bool,
                 exc, text = failure
                 exc.__cause__ = RemoteTraceback(text)
                 raise exc
+        if state["error"] is not None:
+            raise state["error"]
     finally:
         for fut in pending:
             fut.cancel()

@@ -36,7 +36,9 @@ def _memo_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
     the doorbell (doorbell.VALUES) instead of being planned again."""
     if not isinstance(kernel, Kernel) or kernel.kind != op:
         return None  # maps and reductions only (a scan is two calls)
-    key: list = [op, kernel, rows, _scalar_key(boundary), depth]
+    # the kernel and its content: a kernel whose module was reloaded in place (IPython's
+    # %autoreload 2 keeps the object) is another call (_run_call checked it just before)
+    key: list = [op, kernel, kernel.content_token(), rows, _scalar_key(boundary), depth]
     vals: list = []
     for a in args:
         t = type(a)

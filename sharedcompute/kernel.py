@@ -4,11 +4,11 @@ function of NumPy views) plus how the engine may split it.
 A Kernel records what the engine needs: which arguments it writes, which it needs whole,
 its halo depth and boundary, whether it is a reduction (``combine``) or a scan (``totals``),
 whether it wants its rows' global position, its plain-NumPy reference and tolerance.
-Workers find kernels by module and qualified name, so every start method behaves alike.
+A kernel reaches the workers by module and name, checked by content, or by value where
+they could not import it (a notebook cell, ``__main__``, a function's local): _identity.py.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import sys
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, Sequence, Typ
 
 import numpy as np
 
+from . import _identity
 from .errors import InputError, KernelNotSendableError
 from .partition import check_boundary
 
@@ -80,6 +81,16 @@ def _jit(func: Callable) -> Callable:
     return numba.njit(nogil=True)(func)
 
 
+def _rejit(func: Callable) -> Callable:
+    """A new dispatcher of ``func``'s current code, with its own numba options if it has."""
+    py_func = getattr(func, "py_func", func)
+    options = getattr(func, "targetoptions", None)
+    if options is None:
+        return _jit(py_func)
+    import numba
+    return numba.njit(**options)(py_func)
+
+
 class Kernel(Generic[R_co]):
     """A numba kernel with its partitioning contract; create with :func:`kernel`.
 
@@ -94,8 +105,18 @@ class Kernel(Generic[R_co]):
                  elementwise: bool = False, jit: bool = True, schedule: str = "static",
                  idempotent: bool | None = None):
         py_func = getattr(func, "py_func", func)
-        self.py_func = py_func
-        self._sendable: set[str] = set()  # start methods check_sendable passed for
+        self.py_func, self._code = py_func, py_func.__code__
+        self._home = sys.modules.get(py_func.__module__)  # its module: reloaded if __spec__ changes
+        self._spec = getattr(self._home, "__spec__", None)
+        # what a worker needs to build it by value (reference, check, rtol, atol: caller only)
+        self._options = dict(func=func, combine=combine, finalize=finalize, writes=writes,
+                             whole=whole, depth=depth, boundary=boundary, position=position,
+                             totals=totals, identity=identity, elementwise=elementwise,
+                             jit=jit, schedule=schedule, idempotent=idempotent)
+        self._token: str | None = None  # content_token(), fixed at first use
+        self._reads: list = []  # the globals it read then (_identity.global_reads)
+        self._by_value: tuple | None = None  # (source, cloudpickle bytes), made once
+        self._sendable = False  # check_sendable passed (it runs per call)
         self.name = py_func.__name__
         self.module = py_func.__module__
         self.qualname = py_func.__qualname__
@@ -160,6 +181,7 @@ class Kernel(Generic[R_co]):
         # The one upward import of the engine (as dask's Array.map_overlap imports overlap
         # lazily): running a kernel needs the executors, which import this module.
         from .execute import run_inline
+        self._refresh()
         return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
                           depth=depth, boundscheck=boundscheck)
 
@@ -188,6 +210,7 @@ class Kernel(Generic[R_co]):
     def compiled(self, boundscheck: bool = False) -> tuple[Any, Any]:
         """(kernel, totals) dispatchers; with ``boundscheck`` compiled with numba's index
         checks (uncached: a debugging build), so a read past the rows raises IndexError."""
+        self._refresh()
         if not boundscheck or not self.jit:  # plain Python indexes its arrays checked
             return self.dispatcher, self.totals
         if self._checked is None:
@@ -242,32 +265,63 @@ class Kernel(Generic[R_co]):
             return float(value)
         return declared(self.rtol, default[0]), declared(self.atol, default[1])
 
-    # -- sending to workers ------------------------------------------------------------------
-    def check_sendable(self, start_method: str) -> None:
-        """Raise KernelNotSendableError if workers could not import this kernel."""
-        if start_method in self._sendable:  # checked once per start method: it runs per call
+    # -- identity and sending to workers (_identity.py) ------------------------------------
+    def content_token(self) -> str:
+        """What this kernel computes, as 32 hex digits: its code, closure, defaults, the
+        values of the globals it reads and its options (not its name alone). Fixed at
+        first use, as numba fixes the globals a kernel compiles with."""
+        self._refresh()
+        if self._token is None:
+            self._reads = _identity.global_reads(self.py_func)
+            self._token = _identity.token(self)
+        return self._token
+
+    def content_parts(self) -> tuple:
+        o = self._options
+        return (self.name, o["func"], o["combine"], o["finalize"], o["totals"], o["identity"],
+                self.kind, self.writes, self.whole, self.depth, self.boundary, self.position,
+                self.elementwise, self.jit, self.schedule, self.idempotent)
+
+    def _current(self) -> bool:
+        return (self.py_func.__code__ is self._code and _identity.unchanged(self._reads)
+                and getattr(self._home, "__spec__", None) is self._spec)
+
+    def _refresh(self) -> None:
+        """Follow a reload of its module (importlib.reload sets a new ``__spec__``; IPython's
+        %autoreload 2 then keeps this object, with the reloaded globals and ``__code__``):
+        new dispatchers, token and payload, so no stale compile or cached call is used."""
+        if self._current():
             return
-        if "<locals>" in self.qualname or "<lambda>" in self.qualname:
-            raise KernelNotSendableError(
-                f"kernel {self.qualname} is defined inside a function; worker processes find "
-                "kernels by module and name, so define it at module level")
-        if not importable_by_workers(self.module, start_method):
-            raise KernelNotSendableError(
-                f"kernel {self.name} is defined in an interactive session (__main__ without "
-                f"a file), which {start_method} workers cannot import; move it into a module "
-                "(a .py file) and import it, or use Pool(start_method='fork')")
-        try:
-            found = resolve_kernel(self.module, self.qualname)
-        except Exception:
-            found = None
-        if found is not self:
-            raise KernelNotSendableError(
-                f"kernel {self.name} is not reachable as {self.module}.{self.qualname}; "
-                "decorate a module-level function and keep the decorated name")
-        self._sendable.add(start_method)
+        self._code, self._spec = self.py_func.__code__, getattr(self._home, "__spec__", None)
+        func, totals = self._options["func"], self._options["totals"]
+        self.dispatcher = _rejit(func) if self.jit else self.py_func
+        if totals is not None:
+            self.totals = _rejit(totals) if self.jit else totals
+        self._token = self._by_value = self._checked = None
+        self._sendable = False
+
+    def check_sendable(self, start_method: str = "spawn") -> None:
+        """Raise KernelNotSendableError if this kernel cannot reach the workers (by
+        reference or by value); cheap once it passed (it runs per call)."""
+        if self._sendable and self._current():
+            return
+        self.content_token()
+        if not _identity.by_reference(self, self.module, self.qualname):
+            self._value()
+        self._sendable = True
+
+    def _value(self) -> tuple:
+        if self._by_value is None:
+            spec = dict(self._options)
+            self._by_value = (_identity.cell_source(spec["func"]),
+                              _identity.dumps_by_value(spec, f"kernel {self.name}"))
+        return self._by_value
 
     def __reduce__(self):
-        return (resolve_kernel, (self.module, self.qualname))
+        self.check_sendable()
+        if _identity.by_reference(self, self.module, self.qualname):  # found by name
+            return resolve_kernel, (self.module, self.qualname, self.content_token())
+        return kernel_by_value, (self.content_token(), *self._value())
 
     def __repr__(self) -> str:
         extra = f", depth={self.depth}, boundary={self.boundary!r}" if self.depth else ""
@@ -277,21 +331,7 @@ class Kernel(Generic[R_co]):
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
 
 
-def importable_by_workers(module: str | None, start_method: str) -> bool:
-    """False for a function of an interactive ``__main__`` (no file), which only forked
-    workers have: spawn and forkserver workers import the main module from its file."""
-    if module != "__main__" or start_method == "fork":
-        return True
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main_file is not None and os.path.exists(main_file)
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING = _Missing()
+_MISSING = object()  # a parameter not yet given (Kernel.bind)
 SCHEDULES = ("static", "dynamic")
 
 
@@ -303,15 +343,33 @@ def check_schedule(schedule: Any) -> str:
     return schedule
 
 
-def resolve_kernel(module: str, qualname: str) -> Kernel:
-    """Import a kernel by name (used when unpickling in workers)."""
-    mod = sys.modules.get(module) if module == "__main__" else importlib.import_module(module)
-    obj: Any = mod
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+def resolve_kernel(module: str, qualname: str, token: str | None = None) -> Kernel:
+    """Import a kernel by name (used when unpickling in workers); with ``token``, the one of
+    that content (a stale module is imported again, _identity.resolve)."""
+    obj = (_identity.lookup(module, qualname) if token is None else
+           _identity.resolve(module, qualname, token, _content_of, "kernel"))
     if not isinstance(obj, Kernel):
         raise KernelNotSendableError(f"{module}.{qualname} is not a sharedcompute kernel")
     return obj
+
+
+def _content_of(obj: Any) -> str:
+    return obj.content_token() if isinstance(obj, Kernel) else ""
+
+
+_BUILT = _identity.LRU(128)  # token -> kernel built from bytes here (a worker)
+
+
+def kernel_by_value(token: str, source: Any, payload: bytes) -> Kernel:
+    """Unpickling a kernel sent by value: built (and compiled) once per content."""
+    k = _BUILT.get(token)
+    if k is None:
+        _identity.seed_source(source)  # numba's cache of cell kernels reads the source
+        import pickle
+        k = Kernel(**pickle.loads(payload), reference=None, rtol=None, atol=None)
+        k._token = token
+        _BUILT.put(token, k)
+    return k
 
 
 # combine functions whose value does not depend on grouping, order or repeats. Not the

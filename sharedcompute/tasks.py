@@ -1,9 +1,11 @@
-"""Tasks: any importable function on the pool's workers, in the concurrent.futures style.
+"""Tasks: any function on the pool's workers, in the concurrent.futures style.
 
 ``Pool.submit`` returns a real ``concurrent.futures.Future``; ``Pool.imap`` and
 ``Pool.imap_unordered`` take an iterable of items, as the stdlib's do. Arguments are pickled
 once, in the caller, and a SharedArray pickles as a handle (its name), so the big data is
 never copied: a task attaches the block in its worker and may write its own slice.
+Functions travel by module and name, checked by content, or by value (cloudpickle) when
+defined in a notebook, ``__main__`` or another function (_identity.py).
 
 One thread per pool (started on demand, gone when idle) hands tasks to idle workers
 through their pipes. While it has work it holds the pool's lock, so a kernel call waits
@@ -16,7 +18,7 @@ the same way, but fails every pending future; here only the culprit's).
 """
 from __future__ import annotations
 
-import itertools
+import io
 import pickle
 import select
 import threading
@@ -28,7 +30,7 @@ from typing import Any
 
 from .errors import (InputError, KernelError, KernelNotSendableError, KernelTimeoutError,
                      PoolClosedError, RemoteTraceback, WorkerCrashedError)
-from .kernel import importable_by_workers
+from . import _identity
 from .shared import SharedArray
 
 BATCH_SECONDS = 0.001  # batch tiny tasks up to about this much work per message
@@ -48,43 +50,34 @@ def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
 
-_SENDABLE: set = set()  # (function, start method) pairs already checked: submit is hot
-
-
-def check_sendable(fn: Any, start_method: str) -> None:
-    """Refuse, in the caller, a function the workers could not import."""
-    try:
-        if (fn, start_method) in _SENDABLE:
-            return
-    except TypeError:  # an unhashable callable: checked every time
-        pass
+def check_sendable(fn: Any) -> None:
+    """Refuse, in the caller, what cannot be a task's function."""
     if not callable(fn):
         raise InputError(f"{fn!r} is not callable; pass the function the task should run")
-    qualname = getattr(fn, "__qualname__", "")
-    if "<lambda>" in qualname or "<locals>" in qualname:
-        raise KernelNotSendableError(
-            f"task function {qualname} is defined inside a function (or is a lambda); "
-            "workers import task functions by module and name, so define it at module level "
-            "(functools.partial of a module-level function also works)")
-    if not importable_by_workers(getattr(fn, "__module__", None), start_method):
-        raise KernelNotSendableError(
-            f"task function {qualname} is defined in an interactive session, which "
-            f"{start_method} workers cannot import; move it into a module (a .py file) "
-            "and import it, or use Pool(start_method='fork')")
-    try:
-        _SENDABLE.add((fn, start_method))
-    except TypeError:
-        pass
 
 
-def _blocks_of(args: tuple, kwargs: dict) -> list:
-    """Blocks of the SharedArrays among a task's arguments: held while it is queued or runs,
-    so free() refuses (ArrayInUseError) instead of unmapping them under the task."""
-    out = []
-    for a in itertools.chain(args, kwargs.values()) if kwargs else args:
-        if type(a) is SharedArray and a.block is not None:
-            out.append(a.block)
-    return out
+class _TaskPickler(_identity.FunctionPickler):
+    """A task's payload, noting the block of every SharedArray in it, however deep (in a
+    list, a dict, an imap chunk): held while the task is queued or runs, so free()
+    refuses (ArrayInUseError) and a temporary is not unlinked before the task attaches it."""
+
+    def __init__(self, buf: Any):
+        super().__init__(buf, pickle.HIGHEST_PROTOCOL)
+        self.blocks: list = []
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is SharedArray:
+            if obj.block is not None:
+                self.blocks.append(obj.block)
+            return NotImplemented
+        return super().reducer_override(obj)
+
+
+def _payload(obj: Any) -> tuple[bytes, list]:
+    buf = io.BytesIO()
+    p = _TaskPickler(buf)
+    p.dump(obj)
+    return buf.getvalue(), p.blocks
 
 
 def _hold(blocks: list, step: int) -> None:
@@ -110,13 +103,14 @@ class TaskRunner:
     # -- submitting (any thread) ---------------------------------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: float | None) -> Future:
         try:
-            payload = pickle.dumps((fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
+            payload, blocks = _payload((fn, args, kwargs))
+        except KernelNotSendableError:
+            raise
         except Exception as exc:
             raise InputError(f"task {_name(fn)}: its arguments could not be pickled ({exc}); "
                              "pass arrays as SharedArrays (pool.array(x)), which travel as "
                              "handles, and other arguments as picklable values") from exc
         future: Future = Future()
-        blocks = _blocks_of(args, kwargs)
         item = _Item(future, payload, timeout, _name(fn), blocks)
         with self.guard:
             if self.closing:
@@ -369,7 +363,7 @@ def runs_tasks(backend: Any, fn: Any, start_method: str) -> bool:
     if executor is None or not hasattr(executor, "n_workers"):
         raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
                          "backends; on a Dask cluster use client.submit directly")
-    check_sendable(fn, "fork" if executor.in_process else start_method)
+    check_sendable(fn)
     return not executor.in_process
 
 

@@ -201,3 +201,13 @@ def slow_rows(out, x, seconds):
     if seconds > 0:
         with numba.objmode():
             time.sleep(seconds)
+
+
+def sum_nested(obj, seconds=0.0):
+    """The sum of every array inside lists, tuples and dicts (after ``seconds`` of sleep)."""
+    time.sleep(seconds)
+    if isinstance(obj, dict):
+        return sum(sum_nested(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(sum_nested(v) for v in obj)
+    return float(np.asarray(obj).sum())

@@ -116,12 +116,21 @@ def test_lower_layers_never_import_the_facade_or_the_executors():
         assert "bench" not in {b for b, _ in graph[mod]}, f"the engine ({mod}) imports bench"
 
 
-# The facade is the one longer module: every public method's docstring and examples live
-# there, and its bodies only check arguments and hand on to the backend.
-LONGER = {"pool.py": 650}
+def _lines_without_docstrings(path: pathlib.Path) -> int:
+    """Physical lines, less those of docstrings (module, class and function): the budget
+    counts code and comments, so documentation is never trimmed to fit it."""
+    text = path.read_text()
+    doc = 0
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                doc += body[0].end_lineno - body[0].lineno + 1
+    return len(text.splitlines()) - doc
 
 
 def test_no_module_is_over_500_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > LONGER.get(p.name, 500)}
-    assert not long, f"modules over 500 lines: {long}"
+            if (n := _lines_without_docstrings(p)) > 500}
+    assert not long, f"modules over 500 lines (docstrings not counted): {long}"

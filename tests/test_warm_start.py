@@ -406,8 +406,9 @@ def test_prestart_at_a_scripts_top_level_does_nothing_in_its_workers(tmp_path, m
     got = run_script(tmp_path, f'''
 STATE = sc.prestart("{method}")
 
-def child_state():
-    return STATE
+def child_state():  # the worker's own import of this script (functions of __main__ go
+    import sys        # by value, so a plain STATE here would be the parent's)
+    return sys.modules["__mp_main__"].STATE
 
 if __name__ == "__main__":
     with sc.Pool(2, start_method="{method}") as pool:
