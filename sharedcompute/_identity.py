@@ -255,22 +255,31 @@ def dumps_by_value(obj: Any, what: str) -> bytes:
             "and import it") from exc
 
 
-def cell_source(fn: Any) -> tuple[str, list[str]] | None:
-    """(file name, lines) of a function whose source exists only in linecache (a notebook
-    cell, an IPython prompt): sent along so numba can cache its compiles in the worker."""
+def origin(fn: Any) -> tuple[str, list[str] | None] | None:
+    """(file name, lines) of where a function was defined; lines only when they exist
+    nowhere but in linecache (a notebook cell, an IPython prompt). Sent along by value,
+    since cloudpickle 3.1 names every code object ``<dynamic-code>``, so that numba can
+    cache the worker's compiles (its locators need the file, or for a cell its source)."""
     code = getattr(getattr(fn, "py_func", fn), "__code__", None)
     if code is None:
         return None
     name = code.co_filename
-    if name in linecache.cache and linecache.cache[name][1] is None:  # no file behind it
-        return name, list(linecache.cache[name][2])
-    return None
+    entry = linecache.cache.get(name)
+    lines = list(entry[2]) if entry is not None and len(entry) == 4 and entry[1] is None \
+        else None  # an mtime of None: no file behind it
+    return name, lines
 
 
-def seed_source(source: tuple[str, list[str]] | None) -> None:
-    if source is not None:
-        name, lines = source
+def restore_origin(fn: Any, where: tuple[str, list[str] | None] | None) -> None:
+    """In a worker: give a function sent by value its file name (and a cell its source)."""
+    fn = getattr(fn, "py_func", fn)
+    if where is None or not hasattr(fn, "__code__"):
+        return
+    name, lines = where
+    if lines is not None:
         linecache.cache.setdefault(name, (sum(map(len, lines)), None, lines, name))
+    if fn.__code__.co_filename != name:
+        fn.__code__ = fn.__code__.replace(co_filename=name)
 
 
 class FunctionPickler(pickle.Pickler):

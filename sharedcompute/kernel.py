@@ -313,8 +313,8 @@ class Kernel(Generic[R_co]):
     def _value(self) -> tuple:
         if self._by_value is None:
             spec = dict(self._options)
-            self._by_value = (_identity.cell_source(spec["func"]),
-                              _identity.dumps_by_value(spec, f"kernel {self.name}"))
+            where = (_identity.origin(spec["func"]), _identity.origin(spec["totals"]))
+            self._by_value = (where, _identity.dumps_by_value(spec, f"kernel {self.name}"))
         return self._by_value
 
     def __reduce__(self):
@@ -360,13 +360,15 @@ def _content_of(obj: Any) -> str:
 _BUILT = _identity.LRU(128)  # token -> kernel built from bytes here (a worker)
 
 
-def kernel_by_value(token: str, source: Any, payload: bytes) -> Kernel:
+def kernel_by_value(token: str, where: tuple, payload: bytes) -> Kernel:
     """Unpickling a kernel sent by value: built (and compiled) once per content."""
     k = _BUILT.get(token)
     if k is None:
-        _identity.seed_source(source)  # numba's cache of cell kernels reads the source
         import pickle
-        k = Kernel(**pickle.loads(payload), reference=None, rtol=None, atol=None)
+        spec = pickle.loads(payload)
+        for name, origin in zip(("func", "totals"), where):  # for numba's on-disk cache
+            _identity.restore_origin(spec[name], origin)
+        k = Kernel(**spec, reference=None, rtol=None, atol=None)
         k._token = token
         _BUILT.put(token, k)
     return k
