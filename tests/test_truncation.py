@@ -78,20 +78,23 @@ def test_reading_a_truncated_block_raises_typed_error_not_sigbus(role, keep):
         assert before == float(np.arange(1 << 17, dtype=np.float64).sum())
         os.truncate(os.path.join(SHM_DIR, name), int(nbytes * keep))  # another process
         out, err = child.communicate("go\n", timeout=60)
+        if own is not None:  # the creator here (a view it made is never read: no SIGBUS)
+            with pytest.raises(sc.SharedBlockCorruptedError):
+                np.asarray(own)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+        if own is not None:
+            own.free()
     assert child.returncode == 0, (
         f"the reader died of {signal.Signals(-child.returncode).name}" if child.returncode < 0
         else err)
     got = json.loads(out)
     assert got.pop("repr").startswith("SharedArray(shape=(131072,)")  # repr reads no data
     if role == "creator":
-        assert got.pop("left") is False and name not in list_segments()
-    else:
-        own.free()
-        assert name not in list_segments()
+        assert got.pop("left") is False
+    assert name not in list_segments()  # free() removed it (the creator's, or own here)
     assert {k: v for k, v in got.items() if v != "typed"} == {}
 
 
@@ -116,6 +119,24 @@ def test_truncation_seen_by_the_next_read_and_every_read_after():
         a.free()
         b.free()
     assert a.name not in list_segments() and b.name not in list_segments()
+
+
+def test_a_block_unlinked_by_another_process_stays_readable_here():
+    """Unlinking removes the name, not the pages this process maps: reads go on (the pool
+    refuses it: workers cannot attach it), and a new file under the name is not ours."""
+    a = SharedArray.from_array(np.arange(10.0))
+    path = os.path.join(SHM_DIR, a.name)
+    try:
+        os.unlink(path)
+        assert float(np.asarray(a).sum()) == 45.0
+        with open(path, "wb"):  # a squatter's empty file under the old name
+            pass
+        assert float(a.sum()) == 45.0 and a[-1] == 9.0
+        with pytest.raises(sc.SharedBlockNotFoundError):
+            a.block.check_intact()
+    finally:
+        a.free()
+    assert not os.path.exists(path)
 
 
 # -- pool.load of a truncated .npy ------------------------------------------------------------
