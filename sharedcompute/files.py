@@ -121,8 +121,16 @@ class FileBlock(Block):
                                   "closing its pool); open it again with pool.open(path)")
         if self.fd >= 0:
             size = os.fstat(self.fd).st_size
-            if size < self.nbytes:
-                raise FileChangedError(_truncated(self.path, size, self.nbytes))
+        else:  # a consumer's mapping keeps no fd: the path, while it names our file
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                return
+            if (st.st_dev, st.st_ino) != self.ident:
+                return  # replaced: our inode is no longer reachable by its name
+            size = st.st_size
+        if size < self.nbytes:
+            raise FileChangedError(_truncated(self.path, size, self.nbytes))
 
     def check_intact(self) -> None:
         """Before every call (parent): not closed, truncated, deleted or replaced."""

@@ -60,23 +60,30 @@ READER = textwrap.dedent(r"""
 """)
 
 
-@pytest.mark.parametrize("role", ["creator", "consumer"])
+@pytest.mark.parametrize("role", ["creator", "consumer", "file"])
 @pytest.mark.parametrize("keep", [0, 0.5])
-def test_reading_a_truncated_block_raises_typed_error_not_sigbus(role, keep):
-    """The block's creator, or a process that unpickled its handle, reads it after another
-    process (this test) truncated it: every read raises SharedBlockCorruptedError; the
-    child is not killed by a signal, and /dev/shm is clean after free()."""
-    own = SharedArray.from_array(np.arange(1 << 17, dtype=np.float64)) if role != "creator" \
-        else None
-    child = subprocess.Popen([sys.executable, "-c", READER, role], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_reading_a_truncated_block_raises_typed_error_not_sigbus(tmp_path, role, keep):
+    """The block's creator, or a process that unpickled its handle (of a block, or of a
+    .npy opened with pool.open: "file"), reads it after another process (this test)
+    truncated it: every read raises SharedBlockCorruptedError (FileChangedError for the
+    file); the child is not killed by a signal, and /dev/shm is clean after free()."""
+    own = None
+    if role == "consumer":
+        own = SharedArray.from_array(np.arange(1 << 17, dtype=np.float64))
+    elif role == "file":
+        np.save(tmp_path / "x.npy", np.arange(1 << 17, dtype=np.float64))
+        own = SharedArray.open(tmp_path / "x.npy", "r+")
+    child = subprocess.Popen([sys.executable, "-c", READER, "creator" if own is None else
+                              "consumer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         if own is not None:
             child.stdin.write(pickle.dumps(own).hex() + "\n")
             child.stdin.flush()
         name, nbytes, before = json.loads(child.stdout.readline())
         assert before == float(np.arange(1 << 17, dtype=np.float64).sum())
-        os.truncate(os.path.join(SHM_DIR, name), int(nbytes * keep))  # another process
+        path = own.filename if role == "file" else os.path.join(SHM_DIR, name)
+        os.truncate(path, int(nbytes * keep))  # another process
         out, err = child.communicate("go\n", timeout=60)
         if own is not None:  # the creator here (a view it made is never read: no SIGBUS)
             with pytest.raises(sc.SharedBlockCorruptedError):
