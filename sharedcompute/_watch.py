@@ -9,13 +9,16 @@ Truncation is IN_MODIFY, unlink and rename-over are IN_ATTRIB (the link count), 
 IN_MOVE_SELF; a lost event (queue overflow) starts a new ``key``, so every block is stat-ed
 again. Linux only: elsewhere ``watcher()`` is None and every check stats, as before.
 Releases (free, close, the pool's close) and events read bump ``releases``, which bound
-calls compare: an event another call drained is still seen by them.
+calls compare: an event another call drained is still seen by them. Reads in the parent
+(``SharedArray.numpy``, so every ``np.asarray``, ufunc and index) ask ``unchanged``: a poll(0)
+while nothing happened, a stat after an event, so a truncated block raises, not SIGBUS.
 """
 from __future__ import annotations
 
 import ctypes
 import itertools
 import os
+import select
 import struct
 import sys
 from typing import Any
@@ -42,6 +45,8 @@ class Watcher:
         self.libc, self.fd = libc, fd
         self.key = next(_keys)  # a new key: no earlier verification counts
         self.counts: dict[int, int] = {}
+        self.poll = select.poll()  # "nothing queued" is one poll(0), no read and no raise
+        self.poll.register(fd, select.POLLIN)
 
     def add(self, path: str) -> int | None:
         """Watch ``path`` (the same wd again if it is watched); None if it cannot be."""
@@ -70,8 +75,21 @@ _watcher: Watcher | None = None
 _tried = False
 
 
+def unchanged(seen: tuple | None) -> bool:
+    """True if the watch in ``seen`` (a Block's ``watched``) had no event since that stat:
+    a poll(0) when nothing is queued. SharedArray reads ask this (about 0.5 us, a stat is
+    2): False means stat the block again."""
+    w = _watcher
+    if w is None or seen is None:
+        return False
+    if w.poll.poll(0):
+        w.drain()  # events, for this block or others; an overflow starts a new key
+    return seen[0] == w.key and w.counts.get(seen[1], 0) == seen[2]
+
+
 def watcher() -> Watcher | None:
-    """This process's Watcher, made at the first check (workers never make one)."""
+    """This process's Watcher, made at the first check or SharedArray read (a worker makes
+    one only if a task reads a SharedArray; kernels' views are not checked)."""
     global _watcher, _tried
     if _tried:
         return _watcher

@@ -18,6 +18,7 @@ told apart from one modified by our kernels; that is what MAP_SHARED means.
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import re
@@ -120,8 +121,16 @@ class FileBlock(Block):
                                   "closing its pool); open it again with pool.open(path)")
         if self.fd >= 0:
             size = os.fstat(self.fd).st_size
-            if size < self.nbytes:
-                raise FileChangedError(_truncated(self.path, size, self.nbytes))
+        else:  # a consumer's mapping keeps no fd: the path, while it names our file
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                return
+            if (st.st_dev, st.st_ino) != self.ident:
+                return  # replaced: our inode is no longer reachable by its name
+            size = st.st_size
+        if size < self.nbytes:
+            raise FileChangedError(_truncated(self.path, size, self.nbytes))
 
     def check_intact(self) -> None:
         """Before every call (parent): not closed, truncated, deleted or replaced."""
@@ -262,6 +271,11 @@ def read_header(path: str, f: Any) -> tuple[tuple, np.dtype, int, bool]:
                 impl = _format_impl._read_array_header
             shape, fortran, dtype = impl(f, version)
     except ValueError as exc:
+        f.seek(0)  # numpy says "EOF: ..." when the file ends early; is it the start of a .npy?
+        if str(exc).startswith("EOF") and npformat.MAGIC_PREFIX.startswith(f.read(6)):
+            raise InputError(f"{path} is truncated: it ends inside its .npy header, after "
+                             f"{os.fstat(f.fileno()).st_size} bytes ({exc}); an interrupted "
+                             "write? write it again") from None
         raise InputError(f"{path} is not a .npy file ({exc}); for raw binary data pass "
                          "np.memmap(path, dtype=..., mode='r', shape=...) to map/reduce "
                          "directly") from None
@@ -288,6 +302,16 @@ def check_file_dtype(path: str, dt: np.dtype, fortran: bool, shape: tuple, check
     check(dt)
 
 
+def check_npy_size(path: str, size: int, offset: int, shape: tuple, dt: np.dtype) -> int:
+    """The bytes the header promises (header and data); InputError if ``size`` is fewer."""
+    nbytes = offset + math.prod(shape) * dt.itemsize
+    if size < nbytes:
+        raise InputError(f"{path} holds {size} bytes but its header describes {nbytes} "
+                         f"(shape {shape}, {dt}): the file is truncated (an interrupted "
+                         "write?); write it again")
+    return nbytes
+
+
 def open_npy(path: str, mode: str, shape: Any, dtype: Any, check: Any) -> tuple:
     """(FileBlock, shape, dtype, data offset) of ``path`` opened with ``mode``."""
     if mode not in MODES:
@@ -303,12 +327,7 @@ def open_npy(path: str, mode: str, shape: Any, dtype: Any, check: Any) -> tuple:
     with fd_errors(f"open {path}"), open(path, "rb") as f:
         shape, dt, offset, fortran = read_header(path, f)
     check_file_dtype(path, dt, fortran, shape, check)
-    nbytes = offset + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    size = os.stat(path).st_size
-    if size < nbytes:
-        raise InputError(f"{path} holds {size} bytes but its header describes {nbytes} "
-                         f"(shape {shape}, {dt}): the file is truncated (an interrupted "
-                         "write?); write it again")
+    nbytes = check_npy_size(path, os.stat(path).st_size, offset, shape, dt)
     block = FileBlock.map_path(path, nbytes, writable=mode == "r+")
     _opened[block.ref] = block
     return block, shape, dt, offset

@@ -344,6 +344,14 @@ class Block:
         if wd is not None:
             self.watched = (key, wd, before)
 
+    def check_readable(self) -> None:
+        """Before a view is handed out (SharedArray.numpy): raise instead of letting a read of
+        a block another process truncated SIGBUS. A poll(0) while the watch saw nothing."""
+        if _watch.unchanged(self.watched) or not self.ident:
+            return
+        with contextlib.suppress(SharedBlockNotFoundError):
+            self.check_intact()  # unlinked: the name no longer leads to our pages, which stay
+
     def _stat_check(self) -> None:
         st = _stat_name(self.name)
         if st is None or (st.st_dev, st.st_ino) != self.ident:
@@ -353,7 +361,9 @@ class Block:
                 "workers can no longer attach it")
         if st.st_size < self.nbytes:
             raise SharedBlockCorruptedError(
-                f"block {self.name!r} was truncated by another process below its {self.nbytes} bytes")
+                f"block {self.name!r} was truncated by another process to {st.st_size} of its "
+                f"{self.nbytes} bytes (reading on would crash with SIGBUS); its data is lost: "
+                "free() the array and make it again")
 
     def live_views(self) -> int:
         """NumPy arrays still viewing this block (each view's base is ``root``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import os
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -13,8 +14,8 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 from .errors import (ArrayFreedError, ArrayInUseError, InputError, ReadOnlyArrayError,
                      UnsupportedDtypeError)
 from ._views import ArrayViews
-from .files import (attach_ref, check_file_dtype, check_regular, memmap_block,
-                    open_npy, read_header)
+from .files import (attach_ref, check_file_dtype, check_npy_size, check_regular,
+                    memmap_block, open_npy, read_header)
 from .segments import (SHM_DIR, Block, _owned, creator_pid, forget_attached,  # noqa: F401
                        list_segments, make_block_name, on_block_release, released)
 
@@ -162,22 +163,23 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
             shape, dt, offset, fortran = read_header(path, f)
             native = dt.newbyteorder("=") if dt.kind in "biufc" else dt
             check_file_dtype(path, native, fortran, shape, check_dtype)
+            check_npy_size(path, os.fstat(f.fileno()).st_size, offset, shape, dt)
             out = cls.empty(shape, native)
-            if out.size:
-                view = out.numpy()
-                buf, got = memoryview(view.reshape(-1).view(np.uint8)), 0
-                while got < len(buf):
-                    n = f.readinto(buf[got:])
-                    if not n:
-                        out.free()
-                        raise InputError(f"{path} ends after {got} of its {len(buf)} data "
-                                         "bytes: the file is truncated (its header promises "
-                                         "more); write it again")
-                    got += n
-                del buf
+            try:
+                got = 0
+                # released on the way out, even by an exception: no traceback keeps the
+                # pages mapped (the release below unlinks the name even so)
+                with memoryview(out.numpy().reshape(-1).view(np.uint8)) as buf:
+                    while got < len(buf) and (n := f.readinto(buf[got:])):
+                        got += n
+                if got < out.nbytes:  # shortened while we read
+                    check_npy_size(path, offset + got, offset, shape, dt)
                 if not dt.isnative:
-                    view.byteswap(inplace=True)
-                del view
+                    out.numpy().byteswap(inplace=True)
+            except BaseException:
+                if out.block is not None:
+                    out.block.release(strict=False)  # out of /dev/shm now, not at the next gc
+                raise
         return out
 
     @classmethod
@@ -192,14 +194,21 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
 
     # -- views ---------------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """A zero-copy NumPy view. While it lives, ``free()`` refuses to unmap the block."""
+        """A zero-copy NumPy view. While it lives, ``free()`` refuses to unmap the block.
+
+        Every read goes through here (``np.asarray``, indexing, ufuncs, methods): a block
+        another process truncated raises SharedBlockCorruptedError instead of a SIGBUS. A view
+        taken before the truncation cannot be checked: keep views no longer than you need."""
         block = self._block
         if block is None:
             if self._closed is not None:
                 raise self._closed_error()
             return np.empty(self.shape, self.dtype)
+        # truncated by another process: raise here, never SIGBUS on the view's first read
         if block.is_file:
-            block.check_size()  # a truncated file would SIGBUS on the first read past its end
+            block.check_size()  # an fstat; also says a closed file was closed
+        elif block.root is not None:
+            block.check_readable()  # a poll(0) while the tamper watch saw nothing
         root = block.root
         if root is None:
             raise ArrayFreedError(
