@@ -181,6 +181,7 @@ class BoundCall:
         self.key = None if found is None else found[0]
         self.plain = any(type(a) is np.ndarray for a in self.args)  # may change in place
         self.memo: Any = None  # the cached call, made by the first call()
+        self.token: Any = None  # the kernel's content token it was made for
         self.blocks: list = []  # the blocks of its shared arrays (held while it runs)
         self.written: Any = None  # what the call returns (a map's written arrays)
         pool._refuse_in_task_thread()

@@ -374,6 +374,7 @@ class LocalBackend:
         again where needed (restarted workers, an evicted entry)."""
         memo = b.memo
         if (memo is not None and memo.live and memo.fresh() and b.kernel._current()
+                and b.token is b.kernel._token
                 and memo.generation == self.executor.generation and self.quiet()
                 and (not b.plain or _values_of(b.args) == memo.vals)):
             try:
@@ -386,6 +387,7 @@ class LocalBackend:
                              None, b.boundscheck, b.depth, b.schedule)
         found = _memo_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth)
         b.key = None if found is None else found[0]  # the kernel's content may be new
+        b.token = b.kernel._token
         b.memo = memo = self._memo.get(b.key) if b.key is not None else None
         b.blocks = memo.blocks(b.args) if memo is not None else []
         b.written = None if memo is None or memo.reduces else out

@@ -362,7 +362,8 @@ class Pool:
                **kwargs: Any) -> Future[_Y]:
         """Run ``fn(*args, **kwargs)`` in a worker; returns a ``concurrent.futures.Future``.
 
-        ``fn`` is any importable function (numba or not). SharedArray arguments travel as
+        ``fn`` is any function (numba or not; from a module by name, from a notebook cell,
+        ``__main__`` or a closure by value, with cloudpickle). SharedArray arguments travel as
         handles (no copy) and a task may write its own slice of a shared output; the result
         comes back pickled, an exception with the worker's traceback as its cause. Idle
         workers take the next task; tiny tasks are batched automatically. ``timeout``
