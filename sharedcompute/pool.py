@@ -255,19 +255,19 @@ class Pool:
 
     @overload
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
-                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False,
                 info: Literal[False] = False, block_sweeps: int | None = None,
                 **kwargs: Any) -> SharedArray: ...
     @overload
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
-                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False, info: Literal[True],
                 block_sweeps: int | None = None, **kwargs: Any) -> IterateResult: ...
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
-                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False, info: bool = False,
                 block_sweeps: int | None = None, **kwargs: Any) -> Any:
