@@ -64,10 +64,9 @@ def check_tol(kernel: Any, residual: Any, tol: Any) -> float:
     compare it with, since a tol nothing checks would silently run every sweep."""
     if tol is None:
         return 0.0
-    if residual is None and not getattr(kernel, "fused", False):
-        name = getattr(kernel, "name", kernel)
+    if residual is None and not getattr(kernel, "fused", True):  # (no kernel: make_plan says)
         raise InputError(f"iterate was given tol={tol!r} but nothing to compare it with: "
-                         f"kernel {name} returns no residual, so every sweep would run. Pass "
+                         f"kernel {kernel.name} returns no residual, so every sweep would run. Pass "
                          "residual= (a reduction of (new, old), e.g. sharedcompute.kernels."
                          "reductions.max_abs_diff), or declare combine= on the stencil so it "
                          "returns its own partial (as jacobi2d_residual); or drop tol=")

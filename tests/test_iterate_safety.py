@@ -264,6 +264,23 @@ def test_every_alias_of_a_swapped_array_is_refused_and_a_copy_runs(backend):
             pool.close()
 
 
+
+def test_a_file_mapped_twice_is_one_memory(tmp_path):
+    """u opened from a file and the same file as an np.memmap: two mappings, one memory."""
+    path = tmp_path / "u.npy"
+    g = np.random.default_rng(8).random(24)
+    np.save(path, g)
+    pool = shared_pool(2, START_METHODS[0])
+    u, out = pool.open(path, mode="r+"), pool.empty(24)
+    try:
+        for view in (np.load(path, mmap_mode="r"), sc.whole(np.load(path, mmap_mode="r")[3:11])):
+            with pytest.raises(sc.InputError, match="shares its memory"):
+                pool.iterate(MIXES["uf"], out, u, view, steps=2)
+            del view
+        assert same_bits(np.load(path), g)
+    finally:
+        u.free(), out.free()
+
 # -- 13. tol with nothing to check it --------------------------------------------------------
 @pytest.mark.parametrize("backend", [START_METHODS[-1], "inline"])
 def test_tol_without_a_residual_is_refused_and_the_advice_works(backend):
