@@ -66,8 +66,8 @@ def check_tol(kernel: Any, residual: Any, tol: Any) -> float:
         return 0.0
     if residual is None and not getattr(kernel, "fused", True):  # (no kernel: make_plan says)
         raise InputError(f"iterate was given tol={tol!r} but nothing to compare it with: "
-                         f"kernel {kernel.name} returns no residual, so every sweep would run. Pass "
-                         "residual= (a reduction of (new, old), e.g. sharedcompute.kernels."
+                         f"kernel {kernel.name} returns no residual, so every sweep would "
+                         "run. Pass residual= (a reduction of (new, old), e.g. sharedcompute.kernels."
                          "reductions.max_abs_diff), or declare combine= on the stencil so it "
                          "returns its own partial (as jacobi2d_residual); or drop tol=")
     try:
@@ -133,8 +133,10 @@ def may_block(kernel: Any, out_i: int, block_sweeps: int | None) -> bool:
     the sweep before last would need saving the rows each tile and each worker overwrite
     in the other array (a barrier more per block), for a few kernels. block_sweeps=None
     runs them plain; a given k > 1 is refused, so a request is never silently ignored."""
-    if block_sweeps == 1 or not reads_argument(kernel.py_func, kernel.params[out_i]):
-        return block_sweeps != 1
+    if block_sweeps == 1:
+        return False
+    if not reads_argument(kernel.py_func, kernel.params[out_i]):
+        return True
     if block_sweeps is None:
         return False
     name = kernel.params[out_i]
@@ -149,7 +151,6 @@ def may_block(kernel: Any, out_i: int, block_sweeps: int | None) -> bool:
 _SIZE_ONLY = frozenset({"shape", "ndim", "dtype", "size"})  # no element values read
 
 
-@functools.lru_cache(maxsize=256)
 def reads_argument(func: Any, name: str) -> bool:
     """Whether ``func`` may read the values of its argument ``name``, from numba's IR of
     its bytecode (jit=False kernels too). Conservative: any use but ``name[...] = value``,
@@ -157,32 +158,43 @@ def reads_argument(func: Any, name: str) -> bool:
     ``name[i][j] = ``, aliasing, passing it on, iterating it), as does a function numba
     cannot translate."""
     try:
+        hash(func)
+    except TypeError:  # not a plain function
+        return True
+    return _reads_argument(func, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_argument(func: Any, name: str) -> bool:
+    try:
         from numba.core import ir
         from numba.core.compiler import run_frontend
         fir = run_frontend(func)
     except Exception:
         return True
-    for block in fir.blocks.values():
-        for st in block.body:
-            if isinstance(st, ir.Del) or name not in {v.name for v in st.list_vars()}:
-                continue
-            if isinstance(st, ir.Assign) and st.target.name == name:
-                if isinstance(st.value, ir.Arg):
-                    continue  # the argument's definition
-                return True  # rebound: what follows is no longer provably a store
-            if isinstance(st, (ir.SetItem, ir.StaticSetItem)) and st.target.name == name:
-                index = st.index_var if isinstance(st, ir.StaticSetItem) else st.index
-                if name not in (st.value.name, getattr(index, "name", None)):
-                    continue  # a store into it
-            value = st.value if isinstance(st, ir.Assign) else None
-            if isinstance(value, ir.Expr) and value.op == "getattr" and value.attr in _SIZE_ONLY:
-                continue
-            if (isinstance(value, ir.Expr) and value.op == "call" and len(value.args) == 1
-                    and not value.kws and value.vararg is None and _is_len(fir, value.func)):
-                continue
-            return True
+    body = [st for block in fir.blocks.values() for st in block.body]
+    defs = [st for st in body if isinstance(st, ir.Assign) and isinstance(st.value, ir.Arg)
+            and st.value.name == name]
+    if len(defs) != 1:
+        return True  # not the IR this was written against: assume the worst
+    var = defs[0].target.name  # the variable holding the argument ('out' in numba 0.68)
+    for st in body:
+        if st is defs[0] or isinstance(st, ir.Del) or var not in {v.name for v in st.list_vars()}:
+            continue
+        if isinstance(st, ir.Assign) and st.target.name == var:
+            return True  # rebound: what follows is no longer provably a store
+        if isinstance(st, (ir.SetItem, ir.StaticSetItem)) and st.target.name == var:
+            index = st.index_var if isinstance(st, ir.StaticSetItem) else st.index
+            if var not in (st.value.name, getattr(index, "name", None)):
+                continue  # a store into it
+        value = st.value if isinstance(st, ir.Assign) else None
+        if isinstance(value, ir.Expr) and value.op == "getattr" and value.attr in _SIZE_ONLY:
+            continue
+        if (isinstance(value, ir.Expr) and value.op == "call" and len(value.args) == 1
+                and not value.kws and value.vararg is None and _is_len(fir, value.func)):
+            continue
+        return True
     return False
-
 
 def _is_len(fir: Any, var: Any) -> bool:
     try:

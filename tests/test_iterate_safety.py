@@ -225,6 +225,25 @@ def test_stores_and_sizes_are_not_reads(func):
     assert not reads_argument(func, "out")
 
 
+def _named(new, old):
+    new[0] = 2.0 * old[1] - new[0]
+
+
+class _Unhashable:
+    __eq__ = object.__eq__
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self, out, u):
+        out[0] = 1.0
+
+
+def test_the_argument_is_found_by_its_name_and_odd_callables_count_as_reading():
+    assert reads_argument(_named, "new") and reads_argument(_named, "old")
+    assert reads_argument(_stores, "u")
+    assert reads_argument(_stores, "nowhere")  # no such argument: assume the worst
+    assert reads_argument(_Unhashable(), "out")
+
+
 def test_the_library_kernels_and_jit_false_kernels_are_judged_alike():
     assert not reads_argument(jacobi2d.py_func, "out")
     assert not reads_argument(jacobi2d_residual.py_func, "out")  # so it still blocks
