@@ -17,7 +17,7 @@ from sharedcompute.kernels.reductions import max_abs_diff
 from sharedcompute.kernels.stencils import jacobi2d, jacobi2d_residual
 
 from conftest import START_METHODS, shared_pool
-from iteratekernels import MIXES, leapfrog  # noqa: E402 - workers import them
+from iteratekernels import MIXES, leapfrog, leapfrog_change  # noqa: E402 - workers import them
 
 MODES = {"reflect": dict(mode="symmetric"), "mirror": dict(mode="reflect"),
          "nearest": dict(mode="edge"), "periodic": dict(mode="wrap"),
@@ -136,9 +136,12 @@ def test_leapfrog_by_default_on_a_grid_larger_than_the_cache_is_the_numpy_loop(s
         with mock.patch("sharedcompute._sweeps.cache_bytes", lambda: (4 << 10, 32 << 10)):
             r, got, other, same = run(pool, leapfrog, o0, u0, 0.1, steps=12)
             r2, got2, _, _ = run(pool, MIXES["u"], o0, u0, u0, steps=12)  # blocks still
+            r3, got3, _, _ = run(pool, leapfrog_change, o0, u0, 0.1, steps=12, tol=0.0,
+                                 check_every=1)  # fused, idempotent, reads out: plain too
         want, before = sweeps_numpy(None, o0, u0, u0, 12, 1, "none")
         assert same_bits(got, want) and same_bits(other, before) and same
         assert r.block_sweeps == 1 and r2.block_sweeps > 1
+        assert same_bits(got3, want) and r3.block_sweeps == 1 and r3.sweeps == 12
         assert same_bits(got2, sweeps_numpy("u", o0, u0, u0, 12, 1, "none")[0])
     finally:
         if start_method == "inline":
