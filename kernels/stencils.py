@@ -113,17 +113,19 @@ def jacobi2d_residual(out, u):
     change = np.zeros(m, u.dtype)  # one row's |out - u|, reduced by its bit patterns
     bits = float_bits(change)
     big = bits[0]  # +0.0
-    for i in range(out.shape[0]):
+    edge = np.empty(2, out.dtype)  # the copied edges as out holds them: out is never read,
+    for i in range(out.shape[0]):  # so pool.iterate may block its sweeps (_sweeps.py)
         r = i + 1
-        out[i, 0] = u[r, 0]
+        edge[0], edge[1] = u[r, 0], u[r, m - 1]
+        out[i, 0] = edge[0]
         if m > 1:
-            out[i, m - 1] = u[r, m - 1]
+            out[i, m - 1] = edge[1]
         for j in range(1, m - 1):
             v = q * (((u[r - 1, j] + u[r + 1, j]) + u[r, j - 1]) + u[r, j + 1])
             out[i, j] = v
             change[j] = abs(v - u[r, j])
-        change[0] = abs(out[i, 0] - u[r, 0])  # the copied edges: 0, or NaN for a NaN or inf
-        change[m - 1] = abs(out[i, m - 1] - u[r, m - 1])
+        change[0] = abs(edge[0] - u[r, 0])  # the copied edges: 0, or NaN for a NaN or inf
+        change[m - 1] = abs(edge[1] - u[r, m - 1])
         for j in range(m):  # an integer max: vectorized, and a NaN's pattern wins
             big = max(big, bits[j])
     change[0] = np.inf

@@ -21,11 +21,14 @@ is swept again plainly up to that level, so both arrays end as plain sweeps leav
 Padded boundaries ('reflect', 'mirror', 'nearest', a constant) are refilled at every level
 from that level's own edge rows, which the tile touching the edge holds. 'periodic' reads
 the other end of the array (another worker's rows) at every sweep, so it runs plain sweeps
-(k = 1), as do arrays of at most 2 * depth + 1 rows.
+(k = 1), as do arrays of at most 2 * depth + 1 rows, and kernels that may read ``out``
+(may_block). Also here: what iterate refuses before any work (tol with nothing to check it,
+an argument sharing memory with one of the swapped arrays).
 """
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -33,6 +36,7 @@ import numpy as np
 
 from .errors import InputError
 from .partition import padded_rows, source_row, valid_rows
+from .shared import SharedArray
 
 
 class IterateResult(NamedTuple):
@@ -53,6 +57,150 @@ def check_block_sweeps(value: Any) -> int | None:
         raise InputError(f"block_sweeps={value!r} must be a positive integer (sweeps per "
                          "barrier; 1 runs plain sweeps) or None to choose it from the cache")
     return int(value)
+
+
+def check_tol(kernel: Any, residual: Any, tol: Any) -> float:
+    """``tol=`` as a float (0.0 where not given): a number, and only with a residual to
+    compare it with, since a tol nothing checks would silently run every sweep."""
+    if tol is None:
+        return 0.0
+    if residual is None and not getattr(kernel, "fused", True):  # (no kernel: make_plan says)
+        raise InputError(f"iterate was given tol={tol!r} but nothing to compare it with: "
+                         f"kernel {kernel.name} returns no residual, so every sweep would "
+                         "run. Pass residual= (a reduction of (new, old), e.g. sharedcompute.kernels."
+                         "reductions.max_abs_diff), or declare combine= on the stencil so it "
+                         "returns its own partial (as jacobi2d_residual); or drop tol=")
+    try:
+        value = float(tol)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(tol, bool) or value != value:
+        raise InputError(f"tol={tol!r} must be a real number (no residual is <= NaN: every "
+                         "sweep would run)")
+    return value
+
+
+def refuse_swapped_aliases(plan: Any, out_i: int, in_i: int) -> None:
+    """Both swapped arrays are written, in turn (make_plan checked only out, the first
+    sweep's): neither may share memory with any other argument, in any sweep, on any
+    backend. A plain NumPy view counts too: a pool sends a copy, which never sees the
+    sweeps, while the inline backend would read the live rows."""
+    views, roots = {}, {}  # a file mapped twice: one mapping, as plan._check_aliasing does
+    for i, a in plan.arrays.items():
+        if isinstance(a, SharedArray) and a.block is not None and a.block.is_file:
+            b = roots.setdefault(a.block.ident, a.block)
+            if b.nbytes < a.block.nbytes:
+                roots[a.block.ident] = a.block
+    for i, a in plan.arrays.items():
+        if isinstance(a, SharedArray) and a.block is not None:
+            root = roots[a.block.ident].root if a.block.is_file else a.block.root
+            views[i] = np.ndarray(a.shape, a.dtype, buffer=root, offset=a._offset,
+                                  strides=a.strides)
+        elif isinstance(a, np.ndarray):
+            views[i] = a
+    kernel = plan.kernel
+    for w in (out_i, in_i):
+        for i, a in plan.arrays.items():
+            if i in (out_i, in_i):
+                continue
+            v, x = views.get(w), views.get(i)
+            if a is not plan.arrays[w] and (v is None or x is None or not _overlap(v, x)):
+                continue
+            raise InputError(
+                f"kernel {kernel.name}: iterate writes {_param(kernel, w)!r} on every other "
+                f"sweep (it swaps {_param(kernel, out_i)!r} and {_param(kernel, in_i)!r}), and "
+                f"{_param(kernel, i)!r} of the same call shares its memory: partitions would "
+                "read rows that others are writing, and results would change with the worker "
+                "count. Pass a separate array there (pool.array(np.array(x)) copies it)")
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    try:
+        return bool(np.shares_memory(a, b, max_work=100_000))
+    except Exception:  # too hard to tell: refuse, as _check_aliasing does
+        return True
+
+
+def _param(kernel: Any, i: int) -> str:
+    return kernel.params[i] if i < len(kernel.params) else f"argument {i}"
+
+
+def may_block(kernel: Any, out_i: int, block_sweeps: int | None) -> bool:
+    """Whether iterate may run ``kernel``'s sweeps in blocks: not when it may read its
+    ``out`` argument, which in plain sweeps holds the sweep before last (a leapfrog step
+    ``2u - out + c*lap(u)`` needs it) but inside a block holds scratch rows or the previous
+    level. Blocks stay as they are and such kernels run plain sweeps: giving every level
+    the sweep before last would need saving the rows each tile and each worker overwrite
+    in the other array (a barrier more per block), for a few kernels. block_sweeps=None
+    runs them plain; a given k > 1 is refused, so a request is never silently ignored."""
+    if block_sweeps == 1:
+        return False
+    if not reads_argument(kernel.py_func, kernel.params[out_i]):
+        return True
+    if block_sweeps is None:
+        return False
+    name = kernel.params[out_i]
+    raise InputError(
+        f"kernel {kernel.name} may read {name!r} (iterate's out, which holds the sweep before "
+        f"last), so block_sweeps={block_sweeps} cannot be honoured: inside a block {name!r} "
+        "holds other rows. Leave block_sweeps out (or pass 1) to run plain sweeps; if the "
+        f"kernel only writes {name!r}, write it without reading it back (no {name}[i] += ..., "
+        f"no {name}[i][j] = ..., no passing {name} on; keep the value in a local)")
+
+
+_SIZE_ONLY = frozenset({"shape", "ndim", "dtype", "size"})  # no element values read
+
+
+def reads_argument(func: Any, name: str) -> bool:
+    """Whether ``func`` may read the values of its argument ``name``, from numba's IR of
+    its bytecode (jit=False kernels too). Conservative: any use but ``name[...] = value``,
+    ``name.shape``/``ndim``/``dtype``/``size`` and ``len(name)`` counts as a read (``+=``,
+    ``name[i][j] = ``, aliasing, passing it on, iterating it), as does a function numba
+    cannot translate."""
+    try:
+        hash(func)
+    except TypeError:  # not a plain function
+        return True
+    return _reads_argument(func, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_argument(func: Any, name: str) -> bool:
+    try:
+        from numba.core import ir
+        from numba.core.compiler import run_frontend
+        fir = run_frontend(func)
+    except Exception:
+        return True
+    body = [st for block in fir.blocks.values() for st in block.body]
+    defs = [st for st in body if isinstance(st, ir.Assign) and isinstance(st.value, ir.Arg)
+            and st.value.name == name]
+    if len(defs) != 1:
+        return True  # not the IR this was written against: assume the worst
+    var = defs[0].target.name  # the variable holding the argument ('out' in numba 0.68)
+    for st in body:
+        if st is defs[0] or isinstance(st, ir.Del) or var not in {v.name for v in st.list_vars()}:
+            continue
+        if isinstance(st, ir.Assign) and st.target.name == var:
+            return True  # rebound: what follows is no longer provably a store
+        if isinstance(st, (ir.SetItem, ir.StaticSetItem)) and st.target.name == var:
+            index = st.index_var if isinstance(st, ir.StaticSetItem) else st.index
+            if var not in (st.value.name, getattr(index, "name", None)):
+                continue  # a store into it
+        value = st.value if isinstance(st, ir.Assign) else None
+        if isinstance(value, ir.Expr) and value.op == "getattr" and value.attr in _SIZE_ONLY:
+            continue
+        if (isinstance(value, ir.Expr) and value.op == "call" and len(value.args) == 1
+                and not value.kws and value.vararg is None and _is_len(fir, value.func)):
+            continue
+        return True
+    return False
+
+def _is_len(fir: Any, var: Any) -> bool:
+    try:
+        return fir.get_definition(var).value is len
+    except Exception:
+        return False
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,7 +18,8 @@ from ._system import THREAD_ENV, limit_threads
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
 from .kernel import Kernel, check_schedule
 from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
-from ._sweeps import IterateResult, check_block_sweeps
+from ._sweeps import (IterateResult, check_block_sweeps, check_tol, may_block,
+                      refuse_swapped_aliases)
 from .plan import (Plan, check_iterate, check_kind, fixed_edge_rows, make_plan, residual_value,
                    scan_offsets, swap)
 from .progress import progress_bar
@@ -417,18 +418,21 @@ class DaskBackend:
         return kernel.finalize(value) if kernel.finalize is not None else value
 
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
-                tol: float, check_every: int, boundary: Any = None, timeout: Any = None,
+                tol: float | None, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = None, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None) -> Any:
         """One persisted map per sweep (Dask arrays are functional: no halos in place, so
         sweeps are plain whatever ``block_sweeps`` says: the same result)."""
-        check_block_sweeps(block_sweeps)
+        block_sweeps = check_block_sweeps(block_sweeps)
+        tol = check_tol(kernel, residual, tol)
         if getattr(kernel, "fused", False):
             raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
                              "(combine=), which the Dask backend does not collect; use the "
                              "same stencil without combine= and residual=max_abs_diff there")
         plan = self._plan(kernel, args, None, boundary, depth=depth)
         out_i, in_i = check_iterate(plan, steps, residual, check_every)
+        refuse_swapped_aliases(plan, out_i, in_i)
+        may_block(kernel, out_i, block_sweeps)  # refuses what a local pool refuses
         specs = plan.specs
         out_h, in_h = specs[out_i].value, specs[in_i].value
         edges = fixed_edge_rows(plan)

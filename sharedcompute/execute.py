@@ -23,7 +23,8 @@ from . import _watch
 from ._dispatch import run_dynamic
 from ._executors import InlineExecutor
 from ._insights import Insights
-from ._sweeps import IterateResult, check_block_sweeps, choose_block, odd_block, schedule
+from ._sweeps import (IterateResult, check_block_sweeps, check_tol, choose_block, may_block,
+                      odd_block, refuse_swapped_aliases, schedule)
 from .bind import _REPLAN, _Memo, _memo_key, _values_of, check_blocks
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
@@ -130,7 +131,7 @@ class LocalBackend:
                           boundscheck, None, schedule)
 
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
-                tol: float, check_every: int, boundary: Any = None, timeout: Any = None,
+                tol: float | None, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
@@ -139,11 +140,14 @@ class LocalBackend:
         IterateResult."""
         ex = self.executor
         block_sweeps = check_block_sweeps(block_sweeps)
+        tol = check_tol(kernel, residual, tol)
         self._check_sendable(kernel, residual)
         self._ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
                          boundscheck=boundscheck, depth=depth)
         out_i, in_i = check_iterate(plan, steps, residual, check_every)
+        refuse_swapped_aliases(plan, out_i, in_i)
+        blocking = may_block(kernel, out_i, block_sweeps)  # not for a kernel reading out
         out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
@@ -161,7 +165,7 @@ class LocalBackend:
             checks = residual is not None or kernel.fused
             in_blocks = kernel.fused and kernel.idempotent  # checks inside blocks too
             tile = 0
-            if plan.boundary != "periodic" and block_sweeps != 1:  # it reads the far end
+            if plan.boundary != "periodic" and blocking:  # periodic reads the far end
                 row = math.prod(in_arr.shape[1:]) * in_arr.dtype.itemsize
                 k, tile = choose_block(plan.n_rows, row, plan.depth, ex.n_workers,
                                        block_sweeps)

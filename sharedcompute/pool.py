@@ -255,32 +255,35 @@ class Pool:
 
     @overload
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
-                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False,
                 info: Literal[False] = False, block_sweeps: int | None = None,
                 **kwargs: Any) -> SharedArray: ...
     @overload
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
-                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False, info: Literal[True],
                 block_sweeps: int | None = None, **kwargs: Any) -> IterateResult: ...
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
-                steps: int, residual: Kernel | None = None, tol: float = 0.0,
+                steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False, info: bool = False,
                 block_sweeps: int | None = None, **kwargs: Any) -> Any:
         """Run ``steps`` sweeps of ``kernel(out, u, *params)``, swapping out and u after each,
         with the loop inside the workers and a barrier between sweeps.
 
-        Stops early once the residual is <= ``tol``, checked every ``check_every`` sweeps.
+        Stops early once the residual is <= ``tol``, checked every ``check_every`` sweeps
+        (``tol`` with neither ``residual`` nor a fused kernel is an InputError).
         The residual is ``residual`` (a reduction of (new, old) to a number, one more pass
         over the grid per check) or, for a stencil declared with ``combine=`` (e.g.
         ``jacobi2d_residual``), the partial the kernel returns from the sweep itself, with
         no second pass. Partials are combined along the fixed chunk tree, so the sweep
         count and residual are bitwise the same for any number of workers. With boundary
         'none' the edge rows of ``u`` are copied to ``out`` first, so they stay fixed.
+        The kernel's ``out`` holds the sweep before last (a leapfrog step may read it). Both
+        arrays are written in turn, so no other argument may share memory with either.
 
         Returns the array holding the last sweep (the other holds the sweep before), or
         with ``info=True`` an ``IterateResult(array, sweeps, residual, block_sweeps)``:
@@ -298,7 +301,9 @@ class Pool:
         boundaries: every check sweep (and the last) ends a block and runs plain. Either
         way results, residuals, the sweep count and both arrays are bitwise those of plain
         sweeps. 'periodic' runs k = 1 (it needs the other end of the array at every
-        sweep), as do arrays of <= 2 * depth + 1 rows.
+        sweep), as do arrays of <= 2 * depth + 1 rows and kernels that may read ``out``
+        (anything but ``out[...] = v``, ``out.shape`` and ``len(out)``, from numba's IR;
+        a given k > 1 is refused for them).
 
         Examples
         --------

@@ -61,3 +61,90 @@ def jacobi_raising_at(out, u, victim, pos):
     if start <= victim < stop:
         raise ValueError("raised at the victim row")
     return big
+
+
+# -- issue 23: stencils reading any subset of (out, u, f); d from the shapes, so depth= may
+# change per call. Constants multiply each array term first: numba and the NumPy loop in
+# tests/test_iterate_safety.py then add the same float64 numbers in the same order.
+@sc.kernel(depth=1, boundary="none")
+def leapfrog(out, u, c):
+    """out = 2u - out + c * lap(u): out holds the sweep before last (iterate's swap)."""
+    d = (u.shape[0] - out.shape[0]) // 2
+    for i in range(out.shape[0]):
+        r = i + d
+        out[i] = (2.0 * u[r] - out[i]) + c * ((u[r - d] - 2.0 * u[r]) + u[r + d])
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_(out, u, f):
+    for i in range(out.shape[0]):
+        out[i] = 0.01
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_o(out, u, f):
+    for i in range(out.shape[0]):
+        out[i] = 0.01 + 0.3 * out[i]
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_u(out, u, f):
+    d = (u.shape[0] - out.shape[0]) // 2
+    for i in range(out.shape[0]):
+        r = i + d
+        out[i] = 0.01 + ((0.2 * u[r - d] + 0.2 * u[r]) + 0.2 * u[r + d])
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_f(out, u, f):
+    for i in range(out.shape[0]):
+        out[i] = 0.01 + 0.1 * f[i]
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_ou(out, u, f):
+    d = (u.shape[0] - out.shape[0]) // 2
+    for i in range(out.shape[0]):
+        r = i + d
+        out[i] = (0.01 + 0.3 * out[i]) + ((0.2 * u[r - d] + 0.2 * u[r]) + 0.2 * u[r + d])
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_of(out, u, f):
+    for i in range(out.shape[0]):
+        out[i] = (0.01 + 0.3 * out[i]) + 0.1 * f[i]
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_uf(out, u, f):
+    d = (u.shape[0] - out.shape[0]) // 2
+    for i in range(out.shape[0]):
+        r = i + d
+        out[i] = (0.01 + ((0.2 * u[r - d] + 0.2 * u[r]) + 0.2 * u[r + d])) + 0.1 * f[i]
+
+
+@sc.kernel(depth=1, boundary="none")
+def mix_ouf(out, u, f):
+    d = (u.shape[0] - out.shape[0]) // 2
+    for i in range(out.shape[0]):
+        r = i + d
+        out[i] = (((0.01 + 0.3 * out[i]) + ((0.2 * u[r - d] + 0.2 * u[r]) + 0.2 * u[r + d]))
+                  + 0.1 * f[i])
+
+
+MIXES = {"": mix_, "o": mix_o, "u": mix_u, "f": mix_f, "ou": mix_ou, "of": mix_of,
+         "uf": mix_uf, "ouf": mix_ouf}
+
+
+@sc.kernel(depth=1, boundary="none", combine=np.maximum)
+def leapfrog_change(out, u, c):
+    """leapfrog returning max |new - u| of its rows: a fused, idempotent residual, which
+    iterate would check inside blocks, but it reads out."""
+    d = (u.shape[0] - out.shape[0]) // 2
+    big = 0.0
+    for i in range(out.shape[0]):
+        r = i + d
+        v = (2.0 * u[r] - out[i]) + c * ((u[r - d] - 2.0 * u[r]) + u[r + d])
+        big = max(big, abs(v - u[r]))
+        out[i] = v
+    return big
