@@ -282,6 +282,18 @@ def restore_origin(fn: Any, where: tuple[str, list[str] | None] | None) -> None:
         fn.__code__ = fn.__code__.replace(co_filename=name)
 
 
+def importable(fn: Any) -> bool:
+    """Whether this process could import ``fn``'s module (``__main__`` always)."""
+    module = getattr(getattr(fn, "py_func", fn), "__module__", None)
+    if not module or module == "__main__" or module in sys.modules:
+        return bool(module)
+    try:
+        import importlib.util
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class FunctionPickler(pickle.Pickler):
     """pickle, with plain functions by reference and content token, or by value (cloudpickle)
     where workers could not find them by name (tasks.py: the payloads of tasks)."""

@@ -161,11 +161,12 @@ def reads_argument(func: Any, name: str) -> bool:
         hash(func)
     except TypeError:  # not a plain function
         return True
-    return _reads_argument(func, name)
+    return _reads_argument(func, getattr(func, "__code__", None), name)
 
 
 @functools.lru_cache(maxsize=256)
-def _reads_argument(func: Any, name: str) -> bool:
+def _reads_argument(func: Any, code: Any, name: str) -> bool:
+    # keyed on the code too: %autoreload swaps a function's __code__ in place
     try:
         from numba.core import ir
         from numba.core.compiler import run_frontend
@@ -195,6 +196,7 @@ def _reads_argument(func: Any, name: str) -> bool:
             continue
         return True
     return False
+
 
 def _is_len(fir: Any, var: Any) -> bool:
     try:

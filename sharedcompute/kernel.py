@@ -368,6 +368,11 @@ def kernel_by_value(token: str, where: tuple, payload: bytes) -> Kernel:
         spec = pickle.loads(payload)
         for name, origin in zip(("func", "totals"), where):  # for numba's on-disk cache
             _identity.restore_origin(spec[name], origin)
+            if spec["jit"] and spec[name] is not None and not _identity.importable(spec[name]):
+                # numba's cache rebuilds a compiled function's environment by importing its
+                # module: one this worker cannot import (a test module's local kernel) compiles
+                import numba
+                spec[name] = numba.njit(nogil=True)(spec[name])
         k = Kernel(**spec, reference=None, rtol=None, atol=None)
         k._token = token
         _BUILT.put(token, k)
