@@ -58,7 +58,8 @@ def run_once(where: str, method: str, folder: str) -> dict:
         define = "from wavemod import wave"
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(CELL.format(method=method, define=define))]
-    os.environ["XDG_CACHE_HOME"] = os.path.join(folder, "xdg")  # IPython's numba_cache
+    os.environ["XDG_CACHE_HOME"] = os.path.join(folder, "xdg")  # IPython's numba_cache:
+    os.makedirs(os.environ["XDG_CACHE_HOME"], exist_ok=True)  # used only if it exists
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": folder}}).execute()
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs)

@@ -188,3 +188,50 @@ def test_a_module_reloaded_in_the_caller_runs_its_new_code(tmp_path, start_metho
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop(name, None)
+
+
+PROBE = """
+def built(token):
+    import os, sys, time
+    time.sleep(0.3)  # so that each worker takes one of the probes sent together
+    k = sys.modules["sharedcompute.kernel"]._BUILT.get(token)
+    return os.getpid(), None if k is None else id(k)
+"""
+
+
+def _built(pool, token: str) -> dict:
+    """{worker pid: id of the kernel it built for ``token``} (by value: a cell's function)."""
+    probe = make(PROBE, "built")
+    out: dict = {}
+    for _ in range(10):
+        if len(out) == pool.n_workers:
+            break
+        for fut in [pool.submit(probe, token) for _ in range(pool.n_workers)]:
+            pid, ident = fut.result(timeout=60)
+            out[pid] = ident
+    assert len(out) == pool.n_workers
+    return out
+
+
+def test_a_rerun_cell_is_built_once_per_worker(pool2):
+    """The same cell run twice (two kernel objects, one content) is built and compiled once
+    per worker; an edited one is built anew."""
+    src = """
+    @sc.kernel
+    def step(o, v):
+        for i in range(o.shape[0]):
+            o[i] = v * i
+    """
+    first, again = make(src, "step"), make(src, "step")
+    edited = make(src.replace("v * i", "v * i + 1.0"), "step")
+    assert first is not again and first.content_token() == again.content_token()
+    assert edited.content_token() != first.content_token()
+    o = pool2.zeros(100)
+    assert np.array_equal(np.asarray(pool2.map(first, o, 2.0)), 2.0 * np.arange(100))
+    once = _built(pool2, first.content_token())
+    assert None not in once.values()
+    assert np.array_equal(np.asarray(pool2.map(again, o, 3.0)), 3.0 * np.arange(100))
+    assert _built(pool2, first.content_token()) == once  # the very same kernel objects
+    assert np.array_equal(np.asarray(pool2.map(edited, o, 2.0)), 2.0 * np.arange(100) + 1)
+    assert None not in _built(pool2, edited.content_token()).values()
+    del o
