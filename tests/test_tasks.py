@@ -160,10 +160,12 @@ def test_a_worker_death_fails_only_its_own_task(pool):
                 fut.result(timeout=60)
         else:
             assert fut.result(timeout=60) == n
-    assert pool.restarts == restarts + 1
     from testkernels import scale_add  # kernel calls work after the restart
     y, x, z = pool.zeros(10), pool.array(np.ones(10)), pool.zeros(10)
     np.testing.assert_array_equal(pool.map(scale_add, y, x, z, 2.0).numpy(), np.full(10, 2.0))
+    # one restart: by the task thread, or (when the crash was its last task, which happens
+    # on a busy machine) by the next call; counted only after that call
+    assert pool.restarts == restarts + 1
     for a in (y, x, z):
         a.free()
 
