@@ -168,7 +168,3 @@ def pad_whole(src: np.ndarray, depth: int, boundary: object) -> np.ndarray:
     if depth == 0 or boundary == "none":
         return src
     return padded_rows(src, 0, src.shape[0], depth, boundary)
-
-
-def leading_rows(arrays: Sequence[np.ndarray]) -> int:
-    return arrays[0].shape[0] if arrays else 0

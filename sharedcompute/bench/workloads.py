@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import peers
-from .peers import bounds, twins
+from .peers import (bounds, have_joblib, joblib_triad, mp_dot, mp_jacobi, mp_logistic,
+                    mp_mandelbrot, mp_matmul, mp_total, mp_triad, twins)
 from .session import MANDEL_BOX, Session, checker, nan_fill, verdict
 
 
@@ -81,13 +81,13 @@ def wl_triad(ctx: Session, entry: Any) -> None:
     chunks = bounds(n, W)
     if ctx.mp_fits(name, nbytes):
         def mp_run() -> np.ndarray:
-            parts = ctx.mp_pool().map(peers.mp_triad, [(b[i:j], c[i:j], s) for i, j in chunks])
+            parts = ctx.mp_pool().map(mp_triad, [(b[i:j], c[i:j], s) for i, j in chunks])
             np.concatenate(parts, out=a)
             return a
         ctx.add(name, "mp.Pool", mp_run, repeats=min(reps, 5), setup=nan_fill(a), check=chk,
                 nbytes=nbytes, stream="triad", note=f"{len(chunks)} pickled chunks")
-    if peers.have_joblib() and ctx.mp_fits(name, nbytes):
-        peers.joblib_triad(ctx, name, a, b, c, s, chunks, chk, reps, nbytes)
+    if have_joblib() and ctx.mp_fits(name, nbytes):
+        joblib_triad(ctx, name, a, b, c, s, chunks, chk, reps, nbytes)
 
 
 def wl_total(ctx: Session, entry: Any) -> None:
@@ -122,10 +122,10 @@ def _reduction(ctx: Session, entry: Any, n_in: int) -> None:
     if ctx.mp_fits(name, nbytes):
         if n_in == 1:
             def mp_run() -> float:
-                return sum(ctx.mp_pool().map(peers.mp_total, [xs[0][i:j] for i, j in chunks]))
+                return sum(ctx.mp_pool().map(mp_total, [xs[0][i:j] for i, j in chunks]))
         else:
             def mp_run() -> float:
-                return sum(ctx.mp_pool().map(peers.mp_dot, [(xs[0][i:j], xs[1][i:j])
+                return sum(ctx.mp_pool().map(mp_dot, [(xs[0][i:j], xs[1][i:j])
                                                        for i, j in chunks]))
         ctx.add(name, "mp.Pool", mp_run, repeats=min(reps, 5), check=chk, nbytes=nbytes,
                 stream="read", note=f"{len(chunks)} pickled chunks")
@@ -153,7 +153,7 @@ def wl_logistic_map(ctx: Session, entry: Any) -> None:
     chunks = bounds(n, W)
 
     def mp_run() -> np.ndarray:
-        parts = ctx.mp_pool().map(peers.mp_logistic, [(x[i:j], r, n_iter) for i, j in chunks])
+        parts = ctx.mp_pool().map(mp_logistic, [(x[i:j], r, n_iter) for i, j in chunks])
         np.concatenate(parts, out=y)
         return y
     ctx.add(name, "mp.Pool", mp_run, repeats=reps, setup=nan_fill(y), check=chk,
@@ -225,7 +225,7 @@ def _jacobi(ctx: Session, k: Any, n: int, sweeps: int, reps: int, *, with_mp: bo
             src, dst = b, a
             pool = ctx.mp_pool()
             for _ in range(sweeps):
-                parts = pool.map(peers.mp_jacobi, [src[i - 1:j + 1] for i, j in chunks])
+                parts = pool.map(mp_jacobi, [src[i - 1:j + 1] for i, j in chunks])
                 for (i, j), p in zip(chunks, parts):
                     dst[i:j] = p
                 src, dst = dst, src
@@ -257,7 +257,7 @@ def wl_mandelbrot(ctx: Session, entry: Any) -> None:
     chunks = bounds(n, W)
 
     def mp_run() -> np.ndarray:
-        parts = ctx.mp_pool().map(peers.mp_mandelbrot, [(i, j, n, n, box, max_iter)
+        parts = ctx.mp_pool().map(mp_mandelbrot, [(i, j, n, n, box, max_iter)
                                                    for i, j in chunks])
         np.concatenate(parts, out=out)
         return out
@@ -296,7 +296,7 @@ def wl_matmul(ctx: Session, entry: Any) -> None:
     chunks = bounds(n, W)
 
     def mp_run() -> np.ndarray:
-        parts = ctx.mp_pool().map(peers.mp_matmul, [(a[i:j], b) for i, j in chunks])
+        parts = ctx.mp_pool().map(mp_matmul, [(a[i:j], b) for i, j in chunks])
         np.concatenate(parts, out=c)
         return c
     ctx.add(name, "mp.Pool", mp_run, repeats=reps, setup=nan_fill(c), check=chk,
