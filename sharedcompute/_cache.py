@@ -134,6 +134,10 @@ class Entry:
         self.checked_at = releases
         self.watched = all(not b.is_file and b.watched for b in blocks)
 
+    def arrays(self, args: tuple) -> list:
+        """The call's SharedArrays (sc.whole unwrapped)."""
+        return [a.array if type(a) is Whole else a for a in (args[i] for i in self.shared_at)]
+
     def blocks(self, args: tuple) -> list:
         """The blocks of the call's shared arrays (``.block`` refuses a closed array)."""
         out = []

@@ -5,7 +5,8 @@ takes its lock and checks it is open around each call (Pool._call_bound).
 A bound call's fast path (``LocalBackend.call_bound``) does no per-array work: one poll(0)
 over the workers' sentinels and the tamper watch (_watch.py) says no worker died and no
 block was touched by another process; ``_watch.releases`` unchanged says none was freed or
-closed here; the values of its plain arguments (scalars cannot change; small plain arrays
+closed here; each array's ``_ident`` is the very tuple it had (``a.shape = ...`` makes a new
+one); the values of its plain arguments (scalars cannot change; small plain arrays
 can, in place, reshaped and retyped too) are compared with those its entry holds. Anything
 else takes the checking path of a plain repeated call, which plans again where needed (a
 restarted pool, an evicted or invalidated entry), so it stays transparent.
@@ -44,6 +45,7 @@ class BoundCall:
         self.entry: Any = None  # the cache entry, set by the first call()
         self.blocks: list = []  # the blocks of its shared arrays (held while it runs)
         self.written: Any = None  # what the call returns (a map's written arrays)
+        self.idents: list = []  # (array, its _ident when the entry was made): reshaped?
         pool._check_bound(self)  # plans once, runs nothing: a wrong argument fails here
 
     def __call__(self) -> Any:
