@@ -154,10 +154,15 @@ class CacheMachine(RuleBasedStateMachine):
         a.shape = self.shape
         setattr(self, which, a)
 
-    @rule()
-    def replace_file(self):
-        """A replaced file reopened: same path, a new inode (the old mapping stays open)."""
+    @rule(reduce=st.booleans())
+    def replace_file(self, reduce):
+        """A replaced file reopened: same path, a new inode (the old mapping stays open),
+        called before and after."""
+        self.x_kind = "file"
+        call = self.call_reduce if reduce else lambda: self.call_map(False)
+        call()
         self._write_file()
+        call()
 
     # -- calls ---------------------------------------------------------------------------------
     def _compare(self, op, kernel, args, got):
@@ -248,6 +253,7 @@ class CacheMachine(RuleBasedStateMachine):
         """A bound call, called, then one in-place change, then called again (issue 23
         #2 and #5: the bound call's fast path must see each)."""
         self.bind(reduce)
+        self.call_bound(len(self.bound) - 1)
         if change == "reshape w":
             self.reshape_w(i)
         elif change == "retype w":

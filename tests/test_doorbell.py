@@ -114,7 +114,12 @@ def test_freeing_a_block_drops_only_the_cached_calls_that_hold_it():
             pool.map(steered, out, x, ctl)
             pool.map(steered, out, x, ctl)
             assert calls == []  # both rung
+            cache = pool._backend.cache
+            name = x.name
+            assert any(name in e.names for e in cache.entries.values())
             x.free()
+            assert not any(name in e.names for e in cache.entries.values())  # dropped
+            assert name not in cache.by_block
             x = pool.array(np.full(N, 2.0))  # same size, new block
             pool.map(steered, out, x, ctl)
             pool.map(steered, out, x, ctl)
