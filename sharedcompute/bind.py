@@ -45,7 +45,8 @@ class BoundCall:
         self.entry: Any = None  # the cache entry, set by the first call()
         self.blocks: list = []  # the blocks of its shared arrays (held while it runs)
         self.written: Any = None  # what the call returns (a map's written arrays)
-        self.idents: list = []  # (array, its _ident when the entry was made): reshaped?
+        self.arrays: list = []  # its SharedArrays, and their _ident when the entry was
+        self.idents: list = []  # made: a.shape = ... since makes a new one
         pool._check_bound(self)  # plans once, runs nothing: a wrong argument fails here
 
     def __call__(self) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 import time
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ from .plan import (Plan, Sweeps, Whole, boundscheck_default, check_iterate, chec
 from .shared import SharedArray
 
 log = logging.getLogger("sharedcompute")
+_IDENT = operator.attrgetter("_ident")  # SharedArray._ident: a new tuple when reshaped
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
 _busy_writes: dict[str, object] = {}  # block name -> the claim that holds it
@@ -332,13 +334,13 @@ class LocalBackend:
 
     def call_bound(self, b: Any) -> Any:
         """Ring a bound call's cached task when nothing changed since its last call (one
-        poll, no per-array work); else the checking path of a repeated call, which plans
+        poll, one attribute read per array); else the checking path of a repeated call, which plans
         again where needed (restarted workers, an evicted entry)."""
         memo = b.entry
         if (memo is not None and memo.live and memo.fresh()
                 and memo.generation == self.executor.generation
                 and self.cache.quiet(self.executor)
-                and all(a._ident is ident for a, ident in b.idents)  # no a.shape = ...
+                and list(map(_IDENT, b.arrays)) == b.idents  # no a.shape = ... since
                 and (not b.plain or values_of(b.args) == memo.vals)):
             try:
                 return self._ring(memo, b.kernel, b.args, b.blocks, b.timeout, True, b.written)
@@ -352,7 +354,8 @@ class LocalBackend:
         b.key = None if found is None else found[0]  # its arrays may have been reshaped
         b.entry = memo = self.cache.entries.get(b.key) if b.key is not None else None
         b.blocks = memo.blocks(b.args) if memo is not None else []
-        b.idents = [] if memo is None else [(a, a._ident) for a in memo.arrays(b.args)]
+        b.arrays = [] if memo is None else memo.arrays(b.args)
+        b.idents = [a._ident for a in b.arrays]  # compared by identity first: a new tuple
         b.written = None if memo is None or memo.reduces else out
         return out
 
