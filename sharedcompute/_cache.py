@@ -57,7 +57,7 @@ def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
         elif t is Whole and type(a.array) is SharedArray:
             key.append((Whole, a.array._ident))
         elif t is np.ndarray and a.nbytes <= SMALL_BYTES and a.dtype.kind in "biufc":
-            key.append((a.dtype.str, a.shape, a.strides))
+            key.append((a.dtype, a.shape, a.strides))
             vals.append(_plain_value(a))
         else:
             return None
@@ -71,7 +71,7 @@ def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
 def _plain_value(a: np.ndarray) -> tuple:
     # dtype, shape and strides too: a bound call compares values only, and ``w.shape = ...``
     # or ``w.dtype = ...`` keeps the bytes
-    return (a.dtype.str, a.shape, a.strides, a.tobytes())
+    return (a.dtype, a.shape, a.strides, a.tobytes())  # dtypes compare by value
 
 
 def values_of(args: tuple) -> tuple:
