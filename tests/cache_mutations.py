@@ -49,6 +49,12 @@ try:
     r = subprocess.run([pytest, "-p", "no:cacheprovider", "--import-mode=importlib", "-q", "-x"] + tests,
                        cwd=ROOT, env=dict(os.environ, CACHE_STATE_SHRINK="0"), capture_output=True, text=True, timeout=600)
     tail = [l for l in r.stdout.splitlines() if l.startswith("FAILED") or " passed" in l or " failed" in l]
-    print(name, "CAUGHT" if r.returncode else "NOT CAUGHT", "|", " ; ".join(tail)[-300:], flush=True)
+    import re
+    rules = sorted(set(re.findall(r"test_cache_state\.py:\d+: in (\w+)", r.stdout))
+                   - {"runTest", "_compare", "test_cached_and_bound_calls_match_the_uncached_call_inline_and_numpy"})
+    if os.environ.get("SHOW"):
+        print(r.stdout[-6000:])
+    print(name, "CAUGHT" if r.returncode else "NOT CAUGHT", "|", " ; ".join(tail)[-200:],
+          "| in rules:", " ".join(rules), flush=True)
 finally:
     shutil.move(path + ".orig", path)

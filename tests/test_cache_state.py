@@ -7,6 +7,16 @@ same call on the pool with the cache off (``progress=`` takes the planned path),
 backend and NumPy. Which key component each rule guards is listed in the docstrings (each
 was checked by dropping it from _cache.py / SharedArray._ident).
 
+Mutation check (tests/cache_mutations.py breaks one part in the installed copy; the state
+machine fails on each, in the rule named): the SharedArray key's shape, dtype, offset,
+strides, block or file inode dropped (call_reduce, x_sweep), the shape setter not re-keying
+(x_sweep), NaNs keyed by float.hex (call_reduce), a scalar's type dropped (scalar_sweep), a
+plain array's shape+strides, dtype or bytes dropped from its values (call_bound,
+bind_change_call), a bound call's reshape check or values check dropped (bind_change_call,
+call_bound). Not caught, by design: writability (for shared memory always true; for a file
+the block's ref already says read-only) and per-block invalidation dropped (keys name unique
+blocks, so a stale entry is never matched: test_doorbell checks the invalidation itself).
+
 Kernel redefinitions are two kernel objects here (affine, weighted_sum: the kernel object is
 part of the key); the by-value redefinition rule comes with the kernel's content token."""
 from __future__ import annotations
