@@ -159,10 +159,14 @@ def _map_rows(task: Task, views: list[Any], lo: int, hi: int, stats: Stats) -> N
     for s, e, args, _ in _map_pieces(task, views, lo, hi):
         stats.rows = (s, e)
         if call(func, args, stats) is not None and not task.kernel.fused:
-            raise InputError(
-                f"kernel {task.kernel.name} returned a value, which map drops: a map kernel "
-                "writes its outputs in place. To combine what each partition returns, "
-                "declare @sc.kernel(combine=...) and call pool.reduce")
+            raise _returned(task.kernel)
+
+
+def _returned(kernel: Any) -> InputError:
+    return InputError(
+        f"kernel {kernel.name} returned a value, which map drops: a map kernel writes its "
+        "outputs in place. To combine what each partition returns, declare "
+        "@sc.kernel(combine=...) and call pool.reduce")
 
 
 def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:
@@ -444,11 +448,14 @@ def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
                     return None
                 pieces.append(((s, e), args))
 
+        fused = task.kernel.fused
+
         def run_map(stats: Stats) -> None:
             t0 = time.perf_counter()
             for rows, args in pieces:
                 stats.rows = rows
-                dispatcher(*args)
+                if dispatcher(*args) is not None and not fused:
+                    raise _returned(task.kernel)  # as a planned call (_map_rows)
             stats.compute_s += time.perf_counter() - t0
             stats.chunks_done += cb - ca
         run_map.patch = _patcher(pieces, range(len(pieces)))  # type: ignore[attr-defined]

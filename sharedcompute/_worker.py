@@ -6,7 +6,7 @@ _system), never the executors or the pool.
 Messages in:  ("task", seq, Task, memo id or None, memo ids to drop, report progress?)
               | ("call", [(seq, pickled (function, args, kwargs)), ...]): tasks (tasks.py),
                 each answered on its own, so a crash is charged to the one that ran
-              | ("forget", [block names])
+              | ("forget", [block names], [memo ids to drop first: those holding them])
               | ("warmup", seq, [(kernel, boundscheck, signatures, totals signatures)]):
                 compile (or load from numba's cache) before any call (Pool.warmup)
               | ("wake",) | ("stop",); and calls rung through the doorbell (doorbell.py)
@@ -93,8 +93,9 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
         if kind == "warmup":
             _run_warmup(conn, msg[1], msg[2], pid)
             continue
-        if kind == "forget":
-            prepared.clear()  # drop views first, so the blocks can be unmapped
+        if kind == "forget":  # the parent names the cached calls that hold these blocks
+            for memo in msg[2]:
+                prepared.pop(memo, None)  # views first, so the blocks can be unmapped
             shared.forget_attached(msg[1])
             continue
         _run_sent(conn, msg, prepared, barrier, pid)
@@ -234,7 +235,7 @@ def _take_values(line: Any, prepared: dict, memo: int) -> tuple:
     no prepared run; returns it."""
     task, views, run = prepared[memo]  # this worker's own copies: changed in place
     changes = []
-    for i, value in pickle.loads(line.lines.values(line.index)):
+    for i, value in line.lines.values(line.index):
         task.specs[i].value = value
         views[i] = read_only(value) if isinstance(value, np.ndarray) else value
         changes.append((i, views[i]))

@@ -33,17 +33,46 @@ The stats words of a line are the worker's running totals over its rung calls (r
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import threading
 import time
 from typing import Any
 
-# Word indices in each worker's line (int64); stats are float64 words of the same line.
-RING, MEMO, W_ASLEEP, DONE, P_ASLEEP, RESULT_LEN, PIPE_SENT, ARRIVED, ABORTED = range(9)
-COMPILE_S, COMPUTE_S, BUSY_S = range(8, 11)  # running totals (float64) of rung calls
-VALUES = 12  # bytes of new argument values left in the result area for a rung call (0: none)
-RUNG = 13  # how many rung calls the worker answered through its line
 HEADER_WORDS = 16                       # 128 bytes: two cache lines per worker
+# The layout of a worker's line header, declared once: each field is one 8-byte word (int64,
+# or float64 for the running totals). Two fields once shared word 8 (the barrier's abort
+# epoch wrote over worker 0's compile seconds); _check_layout refuses that at import.
+LINE_LAYOUT = (
+    ("RING", 0),        # the sequence number of the last rung call
+    ("MEMO", 1),        # the memo id it runs
+    ("W_ASLEEP", 2),    # the worker sleeps in recv()
+    ("DONE", 3),        # the sequence number of the last call answered
+    ("P_ASLEEP", 4),    # the parent sleeps in wait()
+    ("RESULT_LEN", 5),  # bytes of the result in the result area
+    ("PIPE_SENT", 6),   # pipe messages the parent sent
+    ("ARRIVED", 7),     # SpinBarrier: arrivals
+    ("ABORTED", 8),     # SpinBarrier: the epoch aborted (line 0)
+    ("COMPILE_S", 9),   # running totals (float64) of rung calls
+    ("COMPUTE_S", 10),
+    ("BUSY_S", 11),
+    ("VALUES", 12),     # bytes of new argument values in the result area (0: none)
+    ("RUNG", 13),       # how many rung calls the worker answered through its line
+)
+
+
+def _check_layout(layout: tuple, words: int) -> None:
+    taken: dict[int, str] = {}
+    for name, word in layout:
+        if not 0 <= word < words or word in taken:
+            raise AssertionError(f"doorbell line layout: {name} at word {word} overlaps "
+                                 f"{taken.get(word, 'the end of the header')}")
+        taken[word] = name
+
+
+_check_layout(LINE_LAYOUT, HEADER_WORDS)
+(RING, MEMO, W_ASLEEP, DONE, P_ASLEEP, RESULT_LEN, PIPE_SENT, ARRIVED, ABORTED, COMPILE_S,
+ COMPUTE_S, BUSY_S, VALUES, RUNG) = (word for _, word in LINE_LAYOUT)
 RESULT_BYTES = 4096                     # reduce partials fit; bigger results use the pipe
 LINE_BYTES = HEADER_WORDS * 8 + RESULT_BYTES
 MAX_SPIN_US = 100_000  # polling longer than 0.1 s before sleeping only burns idle cores
@@ -82,6 +111,11 @@ def fence() -> None:
     _fence_lock.release()
 
 
+def pack_values(pairs: list) -> bytes:
+    """The wire format of a rung call's new values (Lines.set_values, Lines.values)."""
+    return pickle.dumps(pairs, pickle.HIGHEST_PROTOCOL)
+
+
 class Lines:
     """The worker lines of one pool, over a block every process maps (a multiprocessing
     RawArray: its file is unlinked at once, so nothing can leak from /dev/shm)."""
@@ -116,7 +150,7 @@ class Lines:
         start = i * LINE_BYTES + HEADER_WORDS * 8
         return bytes(self.bytes[start:start + self.word(i, RESULT_LEN)])
 
-    def set_values(self, active: list[int], data: bytes) -> bool:
+    def set_values(self, active: list[int], data: bytes) -> bool:  # data: pack_values
         """Before ringing: the pickled (index, value) pairs a rung call runs with (empty:
         the values it had). Every ring sets it, so none is left over for another call."""
         if len(data) > RESULT_BYTES:
@@ -128,12 +162,12 @@ class Lines:
             self.set_word(i, VALUES, len(data))
         return True
 
-    def values(self, i: int) -> Any:
-        """A rung call's new argument values, as a view of the line (read them before the
-        result overwrites them)."""
+    def values(self, i: int) -> list:
+        """A rung call's new argument values, [(argument index, value)] (read them before
+        the result overwrites them)."""
         n = self.word(i, VALUES)
         start = i * LINE_BYTES + HEADER_WORDS * 8
-        return self.bytes[start:start + n]
+        return pickle.loads(self.bytes[start:start + n])
 
     def release(self) -> None:
         for view in (self.words, self.floats, self.bytes):

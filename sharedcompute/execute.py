@@ -8,24 +8,22 @@ calls whichever it holds without asking which.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import math
+import operator
 import os
-import pickle
-import select
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from . import _watch
+from . import _watch, doorbell
+from ._cache import REPLAN, CallCache, Entry, call_key, values_of
 from ._dispatch import run_dynamic
 from ._executors import InlineExecutor
 from ._insights import Insights
 from ._sweeps import (IterateResult, check_block_sweeps, check_tol, choose_block, may_block,
                       odd_block, refuse_swapped_aliases, schedule)
-from .bind import _REPLAN, _Memo, _memo_key, _values_of, check_blocks
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
 from .partition import split_even
@@ -34,8 +32,7 @@ from .plan import (Plan, Sweeps, Whole, boundscheck_default, check_iterate, chec
 from .shared import SharedArray
 
 log = logging.getLogger("sharedcompute")
-
-MEMO_SIZE = 32  # cached calls per pool (each worker keeps what the parent names)
+_IDENT = operator.attrgetter("_ident")  # SharedArray._ident: a new tuple when reshaped
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
 _busy_writes: dict[str, object] = {}  # block name -> the claim that holds it
@@ -84,11 +81,7 @@ class LocalBackend:
     def __init__(self, executor: Any):
         self.executor = executor
         self.restarts = 0
-        self._memo: dict[tuple, _Memo] = {}  # calls whose tasks the workers keep
-        self._memo_ids = itertools.count(1)
-        self._drop: list[int] = []  # cached ids the workers should drop (next task message)
-        self._forget: list[str] = []  # freed blocks the workers should unmap
-        self._poller: tuple = (None, None)  # (generation, poll over sentinels + tamper watch)
+        self.cache = CallCache()  # calls whose tasks the workers keep (_cache.py)
 
     n_workers = property(lambda self: self.executor.n_workers)
     start_method = property(lambda self: self.executor.start_method)
@@ -224,26 +217,26 @@ class LocalBackend:
         dynamic = _dynamic(kernel, schedule, ex)
         key = vals = None
         if ex.rings and not progress and chunk_rows is None and not dynamic:
-            found = _memo_key(op, kernel, args, rows, boundary, depth)
+            found = call_key(op, kernel, args, rows, boundary, depth)
             if found is not None:
                 key, vals = found
-        quiet = key is not None and self.quiet()
+        cache = self.cache
+        quiet = key is not None and cache.quiet(ex)
         if not quiet:
             self._ensure_workers()
-        memo = self._memo.get(key) if key is not None else None
-        if memo is not None and memo.matches(args, ex.generation):
-            self._memo[key] = self._memo.pop(key)  # most recently used: evicted last
+        memo = cache.lookup(key, ex.generation) if key is not None else None
+        if memo is not None:
             try:
                 out = self._call_again(memo, kernel, args, timeout, vals, quiet)
             except BaseException as exc:
                 # a worker lost the task (re-running a map is not safe: y += x twice), or
                 # new values may have reached some workers only: never ring it again
                 if getattr(exc, "lost_task", False) or vals != memo.vals:
-                    self._discard(key)
+                    cache.discard(key)
                 raise
-            if out is not _REPLAN:
+            if out is not REPLAN:
                 return out
-            self._discard(key)
+            cache.discard(key)
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         releases = _watch.releases  # planning checks every block intact (plan.py)
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
@@ -252,49 +245,20 @@ class LocalBackend:
         claim_writes(names, kernel)
         held = plan.written_blocks + plan.read_blocks
         hold(held, 1)
-        memo_id = next(self._memo_ids) if key is not None else None
+        memo_id = cache.new_id() if key is not None else None
         tasks = None
         try:
             out, tasks = self.execute(op, plan, timeout, progress, memo_id, dynamic)
         except BaseException:
             if memo_id is not None:
-                self._drop.append(memo_id)  # some workers may have cached it
+                cache.drop.append(memo_id)  # some workers may have cached it
             raise
         finally:
             release_writes(names)
             hold(held, -1)
         if memo_id is not None:
-            self._discard(key)  # same key, objects gone (an id was reused)
-            if len(self._memo) >= MEMO_SIZE:
-                self._discard(next(iter(self._memo)))
-            memo = self._memo[key] = _Memo(memo_id, ex.generation, args, plan, tasks, vals)
-            memo.checked(releases, memo.blocks(args))
+            cache.store(key, memo_id, ex.generation, args, plan, tasks, vals, releases)
         return out
-
-    def _discard(self, key: Any) -> None:
-        """Forget a cached call; the workers drop it with the next task message."""
-        memo = self._memo.pop(key, None)
-        if memo is not None:
-            memo.live = False
-            self._drop.append(memo.memo_id)
-
-    def quiet(self) -> bool:
-        """One poll(0): every worker alive, no freed block to name, no tamper event queued
-        (then no block needs a stat, _watch.py). False: take the checking path."""
-        ex = self.executor
-        if self._forget or len(ex.procs) != ex.n_workers:
-            return False
-        w = _watch.watcher()
-        key, poll = self._poller
-        if key != (ex.generation, w) or poll is None:
-            poller = select.poll()
-            for p in ex.procs:
-                poller.register(p.sentinel, select.POLLIN)
-            if w is not None:
-                poller.register(w.fd, select.POLLIN)
-            poll = poller.poll
-            self._poller = ((ex.generation, w), poll)
-        return w is not None and not poll(0)
 
     def execute(self, op: str, plan: Plan, timeout: Any = None, progress: Any = False,
                 memo: int | None = None, dynamic: bool = False) -> tuple[Any, list]:
@@ -305,7 +269,7 @@ class LocalBackend:
         kernel, ex = plan.kernel, self.executor
         n_chunks = len(plan.chunks)
         ranges = split_even(n_chunks, ex.n_workers)
-        drop, self._drop = self._drop, []  # every worker hears which cached tasks to drop
+        drop = self.cache.take_drop()  # every worker hears which cached tasks to drop
         if dynamic and kernel.kind != "scan":
             results = run_dynamic(ex, lambda r: plan.task(op, r), n_chunks, what=kernel.name,
                                   timeout=timeout, progress=progress, drop=drop)
@@ -328,26 +292,26 @@ class LocalBackend:
             return finish_reduce(kernel, n_chunks, results), tasks
         return plan.written(), tasks
 
-    def _call_again(self, memo: _Memo, kernel: Kernel, args: tuple, timeout: Any,
+    def _call_again(self, memo: Entry, kernel: Kernel, args: tuple, timeout: Any,
                     vals: tuple = (), drained: bool = False) -> Any:
         """A call the workers have cached: check the arrays (with one read of the tamper
         watch for all; none when ``drained`` and checked since the last release, as a bound
         call), send changed values with the doorbell, ring it. _REPLAN: the new values do
         not fit in a line; plan the call afresh."""
         held = memo.blocks(args)
-        check_blocks(held, drained, memo)
+        memo.check_blocks(held, drained)
         if vals == memo.vals:  # the values the workers hold: ring() clears VALUES
             return self._ring(memo, kernel, args, held, timeout)
         if memo.check is not None:  # the kernel's own argument check, on the new values
             memo.check(*[a.array if type(a) is Whole else a for a in args])
-        data = pickle.dumps([(i, args[i]) for i in memo.value_at], pickle.HIGHEST_PROTOCOL)
+        data = doorbell.pack_values([(i, args[i]) for i in memo.value_at])
         if not self.executor.lines.set_values(memo.active, data):
-            return _REPLAN
+            return REPLAN
         out = self._ring(memo, kernel, args, held, timeout, clear_values=False)
         memo.vals = vals
         return out
 
-    def _ring(self, memo: _Memo, kernel: Kernel, args: tuple, held: list, timeout: Any,
+    def _ring(self, memo: Entry, kernel: Kernel, args: tuple, held: list, timeout: Any,
               clear_values: bool = True, written: Any = None) -> Any:
         """Ring a cached call; ``written``: what a map returns, when the caller knows it."""
         claim_writes(memo.written_names, kernel)
@@ -374,26 +338,30 @@ class LocalBackend:
 
     def call_bound(self, b: Any) -> Any:
         """Ring a bound call's cached task when nothing changed since its last call (one
-        poll, no per-array work); else the checking path of a repeated call, which plans
+        poll, one attribute read per array); else the checking path of a repeated call, which plans
         again where needed (restarted workers, an evicted entry)."""
-        memo = b.memo
-        if (memo is not None and memo.live and memo.fresh() and b.kernel._current()
-                and b.token is b.kernel._token
-                and memo.generation == self.executor.generation and self.quiet()
-                and (not b.plain or _values_of(b.args) == memo.vals)):
+        memo = b.entry
+        if (memo is not None and memo.live and memo.fresh()
+                and memo.generation == self.executor.generation
+                and b.kernel._current() and b.token is b.kernel._token  # same content
+                and self.cache.quiet(self.executor)
+                and list(map(_IDENT, b.arrays)) == b.idents  # no a.shape = ... since
+                and (not b.plain or values_of(b.args) == memo.vals)):
             try:
                 return self._ring(memo, b.kernel, b.args, b.blocks, b.timeout, True, b.written)
             except BaseException as exc:
                 if getattr(exc, "lost_task", False):
-                    self._discard(b.key)
+                    self.cache.discard(b.key)
                 raise
         out = self._run_call(b.op, b.kernel, b.args, b.rows, b.boundary, b.timeout, False,
                              None, b.boundscheck, b.depth, b.schedule)
-        found = _memo_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth)
-        b.key = None if found is None else found[0]  # the kernel's content may be new
+        found = call_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth)
+        b.key = None if found is None else found[0]  # reshaped arrays, or a new content
         b.token = b.kernel._token
-        b.memo = memo = self._memo.get(b.key) if b.key is not None else None
+        b.entry = memo = self.cache.entries.get(b.key) if b.key is not None else None
         b.blocks = memo.blocks(b.args) if memo is not None else []
+        b.arrays = [] if memo is None else memo.arrays(b.args)
+        b.idents = [a._ident for a in b.arrays]  # compared by identity first: a new tuple
         b.written = None if memo is None or memo.reduces else out
         return out
 
@@ -408,19 +376,14 @@ class LocalBackend:
             log.info("restarting %d %s workers after a failure", ex.n_workers,
                      ex.start_method)
             self.restarts += 1
-            for key in list(self._memo):
-                self._discard(key)
-            self._drop = []
+            self.cache.clear()
             ex.start()
-            self._forget = []
-        elif self._forget:
-            for key in list(self._memo):  # the workers drop every cached task when told to
-                self._memo.pop(key).live = False  # forget
-            ex.send_all(("forget", self._forget))
-            self._forget = []
+        elif self.cache.forget:  # the entries holding released blocks are gone already
+            ex.send_all(("forget",) + self.cache.take_forget())
 
     def block_released(self, name: str) -> None:
-        self._forget.append(name)
+        if not self.executor.in_process:  # inline: no workers to tell, nothing cached
+            self.cache.block_released(name)
 
     def insights(self) -> Insights:
         wall = time.perf_counter() - self.executor.started_at

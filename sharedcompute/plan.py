@@ -315,8 +315,8 @@ def _refuse_lookalikes(kernel: Kernel, sent_whole: list, n_rows: int, what: str)
 
 
 def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
-    """Refuse a written array that shares memory with another argument: workers would read
-    rows that others are writing. Only a kernel declared ``elementwise`` may read the very
+    """Refuse a written array that shares memory with another argument, a plain NumPy view
+    of its block included: workers would read rows that others are writing. Only a kernel declared ``elementwise`` may read the very
     same rows it writes (the same array passed twice)."""
     views = {}
     widest = {}  # a file mapped twice (pool.open and a memmap): one mapping for the check
@@ -331,8 +331,10 @@ def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
             if a.block.is_file and widest[a.block.ident] is not a.block:
                 views[i] = np.ndarray(a.shape, a.dtype, buffer=widest[a.block.ident].root,
                                       offset=a._offset, strides=a.strides)
-        elif isinstance(a, np.ndarray) and (in_process or i in kernel.writes):
-            views[i] = a  # (a pool pickles plain read arrays: a copy cannot alias)
+        elif isinstance(a, np.ndarray):
+            # a plain array too, on every backend: a pool pickles each worker's copy when
+            # it sends that worker's task, after others began writing (issue 23 #3)
+            views[i] = a
     for w in kernel.writes:
         if w not in views:
             continue

@@ -362,6 +362,30 @@ class Pool:
         from .bind import BoundCall
         return BoundCall(self, kernel, args, kwargs, rows, boundary, depth, schedule, timeout)
 
+    def _check_bound(self, b: Any) -> None:
+        self._refuse_in_task_thread()
+        with self._lock:
+            self._check_open()
+            check = getattr(self._backend, "check_bound", None)
+            if check is not None:
+                check(b)
+
+    def _call_bound(self, b: Any) -> Any:
+        """A bound call's run: the backend's cached path, or a plain call on a backend
+        without a call cache (Dask)."""
+        self._refuse_in_task_thread()
+        with self._lock:
+            self._check_open()
+            backend = self._backend
+            call_bound = getattr(backend, "call_bound", None)
+            if call_bound is not None:
+                return call_bound(b)
+            if b.op == "reduce":
+                return backend.reduce(b.kernel, b.args, b.rows, b.timeout, False, None,
+                                      b.boundscheck, b.schedule)
+            return backend.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, None,
+                               b.boundscheck, b.depth, b.schedule)
+
     # -- tasks ----------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., _Y], /, *args: Any, timeout: float | None = None,
                **kwargs: Any) -> Future[_Y]:

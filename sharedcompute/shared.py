@@ -96,7 +96,8 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
     >>> a.free()
     """
 
-    __slots__ = ("_block", "_shape", "_dtype", "_offset", "_strides", "_closed", "__weakref__")
+    __slots__ = ("_block", "_shape", "_dtype", "_offset", "_strides", "_closed", "_ident",
+                 "__weakref__")
     __array_priority__ = 20
 
     def __init__(self, block: Block | None, shape: tuple, dtype: np.dtype, offset: int = 0,
@@ -107,6 +108,7 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
         self._dtype = np.dtype(dtype)
         self._offset = offset
         self._strides = strides if strides is not None else _c_strides(self._shape, self._dtype)
+        self._ident = _ident(block, self._shape, self._dtype, offset, self._strides)
         if block is not None:
             block.arrays[id(self)] = self
 
@@ -282,6 +284,7 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
             raise InputError(f"cannot reshape shared array of shape {self._shape} to {value!r} "
                              f"in place: {exc}; use a.reshape(...) for a new view") from exc
         self._shape, self._strides = tuple(view.shape), tuple(view.strides)
+        self._ident = _ident(self._block, self._shape, self._dtype, self._offset, self._strides)
 
     @property
     def dtype(self) -> np.dtype:
@@ -434,6 +437,17 @@ def _next_colour(nbytes: int) -> int:
     if nbytes < COLOUR_MIN_BYTES:
         return 0
     return next(_colours) % 16 * COLOUR_STEP
+
+
+def _ident(block: Block | None, shape: tuple, dtype: np.dtype, offset: int,
+           strides: tuple) -> tuple:
+    """The memory and layout an array names (the call cache's key, _cache.py): its block (a
+    file's path, device and inode), the block's size, shape, dtype, offset, strides and
+    writability. Kept in a slot, so a repeated call reads one attribute per array."""
+    if block is None:
+        return (None, 0, shape, dtype.str, 0, strides, True)
+    return (block.ref if block.is_file else block.name, block.nbytes, shape, dtype.str, offset,
+            strides, bool(block.writable))
 
 
 def _c_strides(shape: tuple, dtype: np.dtype) -> tuple:

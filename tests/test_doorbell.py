@@ -99,20 +99,34 @@ def test_big_reduce_results_come_back_through_the_pipe_on_the_doorbell_path():
         x.free()
 
 
-def test_freeing_any_array_drops_the_cached_calls_and_results_stay_right():
+def test_freeing_a_block_drops_only_the_cached_calls_that_hold_it():
+    """Invalidation per block (issue 23): freeing an unrelated array (or iterate's scratch)
+    keeps the cached call; freeing one of its arrays drops it, and a new array of the same
+    size in its place is planned afresh (fails with a global flush: calls == ["steered"] on
+    the first pair; with a key by size only: 3.0 after the freed array's successor)."""
     pool = shared_pool(2, "forkserver")
     x, out, ctl = pool.array(np.ones(N)), pool.zeros(N), pool.zeros(2)
     try:
         pool.map(steered, out, x, ctl)
-        pool.zeros(10).free()  # workers are told to forget; cached tasks go too
+        pool.zeros(10).free()  # the workers unmap it; the cached call stays
         calls, restore = _count_pipe_calls(pool)
         try:
+            pool.map(steered, out, x, ctl)
+            pool.map(steered, out, x, ctl)
+            assert calls == []  # both rung
+            cache = pool._backend.cache
+            name = x.name
+            assert any(name in e.names for e in cache.entries.values())
+            x.free()
+            assert not any(name in e.names for e in cache.entries.values())  # dropped
+            assert name not in cache.by_block
+            x = pool.array(np.full(N, 2.0))  # same size, new block
             pool.map(steered, out, x, ctl)
             pool.map(steered, out, x, ctl)
         finally:
             restore()
         assert calls == ["steered"]  # planned again once, then rung
-        assert np.all(np.asarray(out) == 3.0)
+        assert np.all(np.asarray(out) == 5.0)
     finally:
         for a in (x, out, ctl):
             a.free()
@@ -156,7 +170,7 @@ def test_scalars_are_cached_by_their_bits():
 
 
 def test_nan_inf_and_large_scalars_through_the_cache_match_numpy():
-    """A nonzero, non-NaN float is its own cache key (bind._scalar_key), NaN and zeros go by
+    """A nonzero, non-NaN float is its own cache key (_cache.scalar_bits), NaN and zeros go by
     their bits; every value sent to a cached call, repeated or changed, gives what NumPy
     gives."""
     pool = shared_pool(2, "forkserver")
@@ -266,3 +280,19 @@ def test_doorbell_off_falls_back_to_pipes_and_a_semaphore_barrier(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=120, env=env, cwd=tmp_path)
     assert proc.returncode == 0 and "OFF-OK" in proc.stdout, proc.stderr
+
+
+def test_line_layout_has_no_overlapping_fields_and_an_abort_keeps_the_totals():
+    """Issue 23 #15: ABORTED and COMPILE_S were both word 8, so an aborted iterate wrote
+    over worker 0's compile seconds (fails with the old layout: checked by putting
+    COMPILE_S back at 8)."""
+    words = [w for _, w in doorbell.LINE_LAYOUT]
+    assert len(set(words)) == len(words) and max(words) < doorbell.HEADER_WORDS
+    with pytest.raises(AssertionError, match="overlaps"):
+        doorbell._check_layout((("A", 3), ("B", 3)), doorbell.HEADER_WORDS)
+    lines = doorbell.Lines(bytearray(doorbell.LINE_BYTES * 2), 2)
+    lines.floats[doorbell.COMPILE_S] = 1.25
+    barrier = doorbell.SpinBarrier(lines, 0)
+    barrier.begin(7)
+    barrier.abort()
+    assert lines.totals(0)[0] == 1.25 and barrier._aborted()

@@ -16,7 +16,7 @@ ALLOWED_LAZY_UPWARD = {("kernel", "execute")}
 WORKER_SIDE = {"_worker", "_task", "plan", "kernel", "partition", "shared", "files", "segments",
                "doorbell", "errors", "_system"}
 NOT_FOR_WORKERS = {"_executors", "execute", "pool", "dask_backend", "verify", "cli", "bench",
-                   "_dispatch", "_start", "tasks", "_imap"}
+                   "_dispatch", "_start", "tasks", "_imap", "_cache", "bind"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
