@@ -22,6 +22,7 @@ from ._cache import REPLAN, CallCache, Entry, call_key, values_of
 from ._dispatch import run_dynamic
 from ._executors import InlineExecutor
 from ._insights import Insights
+from ._system import usable_cores
 from ._sweeps import (IterateResult, check_block_sweeps, check_tol, choose_block, may_block,
                       odd_block, refuse_swapped_aliases, schedule)
 from .errors import BlockBusyError, InputError
@@ -406,11 +407,17 @@ def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
 
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
                boundary: Any = None, boundscheck: bool | None = None,
-               depth: int | None = None) -> Any:
-    """A direct kernel call: the pool's partitioning and combine order, in this process."""
+               depth: int | None = None, workers: int | None = None) -> Any:
+    """A direct kernel call: the partitioning and combine order of a pool of ``workers``
+    (default: sc.Pool()'s), in this process."""
     if boundscheck is None:
         boundscheck = boundscheck_default()
+    if workers is None:
+        workers = usable_cores().n
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers={workers!r} must be a positive integer: the pool size "
+                         "whose partitioning the direct call reproduces")
     plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True, direct=True,
                      boundscheck=boundscheck, depth=depth)
     op = "reduce" if kernel.kind == "reduce" else "map"
-    return LocalBackend(InlineExecutor(1)).execute(op, plan)[0]
+    return LocalBackend(InlineExecutor(workers)).execute(op, plan)[0]

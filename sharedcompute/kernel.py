@@ -95,7 +95,10 @@ class Kernel(Generic[R_co]):
     """A numba kernel with its partitioning contract; create with :func:`kernel`.
 
     Calling it runs it in this process with exactly the partitioning, halos and combine
-    order a pool uses, so ``kernel(*numpy_arrays)`` is bitwise what ``pool.map`` gives.
+    order a pool of ``workers`` uses (default: as many as ``sc.Pool()`` starts), so
+    ``kernel(*numpy_arrays, workers=n)`` is bitwise what ``pool.map`` gives on ``n``
+    workers: a map kernel is called once per worker's share of the chunk grid, a reduction
+    once per chunk (its result does not depend on the worker count).
     """
 
     def __init__(self, func: Callable, *, reference: Callable | None, combine: Callable | None,
@@ -177,13 +180,13 @@ class Kernel(Generic[R_co]):
     # -- running in this process -------------------------------------------------------------
     def __call__(self, *args: Any, rows: int | None = None, boundary: Any = None,
                  depth: int | None = None, boundscheck: bool | None = None,
-                 **kwargs: Any) -> Any:
+                 workers: int | None = None, **kwargs: Any) -> Any:
         # The one upward import of the engine (as dask's Array.map_overlap imports overlap
         # lazily): running a kernel needs the executors, which import this module.
         from .execute import run_inline
         self._refresh()
         return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
-                          depth=depth, boundscheck=boundscheck)
+                          depth=depth, boundscheck=boundscheck, workers=workers)
 
     def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
         """The call's arguments in parameter order: keyword arguments placed by name."""

@@ -96,3 +96,11 @@ def steered(out, x, ctl):
             _sleep(ctl[1])
     for i in range(out.shape[0]):
         out[i] = 2.0 * x[i] + 1.0
+
+
+@sc.kernel
+def local_index(o):
+    """Writes each row's index within its call: the result depends on the partition (a
+    kernel bug a direct call must reproduce as the pool has it, issue 23 item 14)."""
+    for i in range(o.shape[0]):
+        o[i] = i
