@@ -13,23 +13,27 @@ import sys
 from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 import sharedcompute as sc
 from sharedcompute.kernels.stencils import jacobi2d_residual
 
+Vec = npt.NDArray[np.float64]
+
+
 # [kernels]
-def scale_add_reference(y, x, a, b):       # plain NumPy: the answer a kernel must give
-    y[:] = a * x + b
+def scale_add_reference(y: Vec, x: Vec, a: float, b: float) -> None:
+    y[:] = a * x + b                        # plain NumPy: the answer the kernel must give
 
 
 @sc.kernel(reference=scale_add_reference)   # writes its first argument, in place
-def scale_add(y, x, a, b):
+def scale_add(y: Vec, x: Vec, a: float, b: float) -> None:
     for i in range(y.shape[0]):
         y[i] = a * x[i] + b
 
 
 @sc.kernel(reference=np.sum, combine=np.add)   # a reduction: each worker returns a partial
-def total(x):
+def total(x: Vec) -> float:
     acc = 0.0
     for i in range(x.shape[0]):
         acc += x[i]
@@ -69,7 +73,7 @@ def tutorial(pool: sc.Pool, n: int, grid: int) -> dict[str, Any]:
     for _ in range(res.sweeps):
         ref[1:-1, 1:-1] = 0.25 * (ref[:-2, 1:-1] + ref[2:, 1:-1]
                                   + ref[1:-1, :-2] + ref[1:-1, 2:])
-    assert res.residual <= 1e-5
+    assert res.residual is not None and res.residual <= 1e-5
     assert np.allclose(solution, ref, rtol=0, atol=1e-12)
     # [/iterate]
 
