@@ -18,10 +18,11 @@ import numpy.typing as npt
 import sharedcompute as sc
 from sharedcompute.kernels.stencils import jacobi2d_residual
 
-Vec = npt.NDArray[np.float64]
-
 
 # [kernels]
+Vec = npt.NDArray[np.float64]  # type hints are optional; mypy then follows the results
+
+
 def scale_add_reference(y: Vec, x: Vec, a: float, b: float) -> None:
     y[:] = a * x + b                        # plain NumPy: the answer the kernel must give
 
