@@ -48,8 +48,10 @@ def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
     if not isinstance(kernel, Kernel) or kernel.kind != op:
         return None  # maps and reductions only (a scan is two calls)
     # the kernel and its content: one whose module was reloaded in place (IPython's
-    # %autoreload 2 keeps the object) is another call (Kernel._refresh)
-    key: list = [op, kernel, kernel.content_token(), rows, scalar_bits(boundary), depth]
+    # %autoreload 2 keeps the object) is another call. The caller's check_sendable() has
+    # just refreshed the token (a bound call's first key may be stale: it plans anyway)
+    token = kernel._token if kernel._token is not None else kernel.content_token()
+    key: list = [op, kernel, token, rows, scalar_bits(boundary), depth]
     vals: list = []
     for a in args:
         t = type(a)
