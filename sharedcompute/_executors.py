@@ -62,11 +62,9 @@ def exit_if_importing_main() -> None:
     the script lacks its __main__ guard: say so and exit with a code the parent knows."""
     if not getattr(mp.current_process(), "_inheriting", False):
         return
-    sys.stderr.write(
-        "sharedcompute: this process is a worker importing the main module, which creates "
-        "a sc.Pool at import time; protect the script's entry point with\n"
-        "    if __name__ == \"__main__\":\n"
-        "        main()\n")
+    sys.stderr.write(  # one line per worker: the parent's WorkerCrashedError says the rest
+        "sharedcompute: a worker stops: the main module creates a sc.Pool when imported "
+        "(add `if __name__ == \"__main__\":`)\n")
     sys.stderr.flush()
     os._exit(UNGUARDED_MAIN_EXIT)
 
@@ -389,7 +387,8 @@ class ProcessExecutor:
                 f"imported, and with start_method={self.start_method!r} every worker imports "
                 "the main module. Put the script's work under `if __name__ == \"__main__\":` "
                 "(or start_method='fork' on Linux); restarting the workers cannot help",
-                pid=proc.pid, exitcode=code, signal_name=_signal_name(code), rows=(0, 0))
+                pid=proc.pid, exitcode=code, signal_name=_signal_name(code),
+                rows=(0, 0)) from None  # not the broken pipe it was noticed by
         rows = tasks[i].rows if i < len(tasks) and tasks[i] is not None else (0, 0)
         sig = _signal_name(code)
         hint = (" (SIGKILL usually means the kernel ran out of memory and the OS killed it)"
@@ -398,7 +397,7 @@ class ProcessExecutor:
             f"worker {proc.pid} died of {sig}{hint} while running kernel {what} on rows "
             f"[{rows[0]}, {rows[1]}); those rows of the arrays it writes are undefined. The pool "
             "starts new workers on its next call.", pid=proc.pid, exitcode=code, signal_name=sig,
-            rows=rows)
+            rows=rows) from None
 
     def _timed_out(self, pending: set, tasks: list[Task], what: str, timeout: float) -> None:
         stuck = sorted(pending)
