@@ -192,7 +192,9 @@ def unchanged(reads: list[tuple[dict, str, Any]]) -> bool:
 # -- how functions travel --------------------------------------------------------------------
 def lookup(module: str, qualname: str) -> Any:
     """``module.qualname``, imported (``__main__`` as it is in this process)."""
-    mod = sys.modules[module] if module == "__main__" else importlib.import_module(module)
+    mod = sys.modules.get(module)  # imported already, as almost always: no import machinery
+    if mod is None:
+        mod = sys.modules[module] if module == "__main__" else importlib.import_module(module)
     obj: Any = mod
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -301,10 +303,21 @@ class FunctionPickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is not types.FunctionType or obj is resolve_function:
             return NotImplemented  # (resolve_function: the reduction's own callable)
+        kept = _BY_NAME.get(obj)  # submit is hot: a module function's reduction, while its
+        if kept is not None and kept[0] is obj.__code__ and unchanged(kept[1]) \
+                and kept[2].get(obj.__name__) is obj:  # code, globals and name still hold
+            return kept[3]
         module, qualname = obj.__module__, obj.__qualname__
         if by_reference(obj, module, qualname):
-            return resolve_function, (module, qualname, token(obj))
+            reduction = resolve_function, (module, qualname, token(obj))
+            if qualname == obj.__name__:  # a module-level name: checked in its namespace
+                _BY_NAME[obj] = (obj.__code__, global_reads(obj), vars(sys.modules[module]),
+                                 reduction)
+            return reduction
         return pickle.loads, (dumps_by_value(obj, f"function {qualname}"),)
+
+
+_BY_NAME: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
 class LRU(OrderedDict):

@@ -271,8 +271,9 @@ class Kernel(Generic[R_co]):
     # -- identity and sending to workers (_identity.py) ------------------------------------
     def content_token(self) -> str:
         """What this kernel computes, as 32 hex digits: its code, closure, defaults, the
-        values of the globals it reads and its options (not its name alone). Fixed at
-        first use, as numba fixes the globals a kernel compiles with."""
+        values of the globals it reads and its options (not its name alone). Made at first
+        use, as numba fixes the globals a kernel compiles with, and made again when its
+        module is reloaded or a global it read is rebound (``_refresh``)."""
         self._refresh()
         if self._token is None:
             self._reads = _identity.global_reads(self.py_func)
@@ -366,7 +367,9 @@ _BUILT = _identity.LRU(128)  # token -> kernel built from bytes here (a worker)
 def kernel_by_value(token: str, where: tuple, payload: bytes) -> Kernel:
     """Unpickling a kernel sent by value: built (and compiled) once per content."""
     k = _BUILT.get(token)
-    if k is None:
+    if k is not None:
+        _BUILT.move_to_end(token)  # least recently used goes first
+    else:
         import pickle
         spec = pickle.loads(payload)
         for name, origin in zip(("func", "totals"), where):  # for numba's on-disk cache
