@@ -253,8 +253,8 @@ def dumps_by_value(obj: Any, what: str) -> bytes:
         raise KernelNotSendableError(
             f"{what} could not be sent to the worker processes by value ({type(exc).__name__}: "
             f"{exc}); something it reads (a global, a default, a closure variable) cannot be "
-            "pickled: pass it as an argument, or define the code in a module (a .py file) "
-            "and import it") from exc
+            "pickled. Define the code in a module (a .py file) and import it: it then travels "
+            "by name, and each worker has that module's own objects") from exc
 
 
 def origin(fn: Any) -> tuple[str, list[str] | None] | None:

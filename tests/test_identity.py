@@ -183,6 +183,9 @@ def test_a_module_reloaded_in_the_caller_runs_its_new_code(tmp_path, start_metho
                 with pytest.raises(sc.SharedComputeError, match="differs from the caller"):
                     fresh.map(mod.put, o3)
                 assert not np.asarray(o3).any()
+                mod = importlib.reload(mod)  # the advice, followed: the caller reloads
+                assert fresh.submit(mod.times, 2.0).result(timeout=60) == 10.0
+                assert np.asarray(fresh.map(mod.put, o3)).sum() == 160.0
                 del o3
             del o
     finally:

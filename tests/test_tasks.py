@@ -86,8 +86,10 @@ def test_local_functions_and_lambdas_travel_by_value(pool):
     def holds_lock(x):
         with lock:
             return x
-    with pytest.raises(sc.KernelNotSendableError, match="holds_lock could not be sent"):
+    with pytest.raises(sc.KernelNotSendableError, match="holds_lock could not be sent") as info:
         pool.submit(holds_lock, 1)
+    assert "Define the code in a module" in str(info.value)
+    assert pool.submit(tk.locked_square, 3).result(timeout=60) == 9  # the advice, followed
     with pytest.raises(sc.InputError, match="could not be pickled"):
         pool.submit(tk.square, tk.Unpicklable())
     with pytest.raises(sc.InputError, match="not callable"):
