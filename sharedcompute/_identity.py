@@ -141,21 +141,17 @@ def _feed_function(h: Any, fn: types.FunctionType, seen: set) -> None:
             _feed(h, cell.cell_contents, seen)
         except ValueError:  # an empty cell
             h.update(b"<empty>")
-    # the globals it reads, and attributes of modules it reads (cfg.C): numba freezes both
-    names = sorted(set(_code_names(code)))
+    # the globals it reads, and attributes of modules it reads (cfg.C): numba freezes both.
+    # The very list the per-call check compares (global_reads), so the two cannot disagree
     glob = fn.__globals__
-    for name in names:
-        if name in glob:
-            value = glob[name]
+    for namespace, name, value in global_reads(fn):
+        if namespace is glob:
             h.update(name.encode() + b"=")
-            _feed(h, value, seen)
-            if type(value) is types.ModuleType:
-                attrs = vars(value)  # vars: never a module's __getattr__ (warnings, imports)
-                for attr in names:
-                    v = attrs.get(attr)
-                    if v is not None and isinstance(v, _SIMPLE):
-                        h.update(f"{name}.{attr}=".encode())
-                        _feed(h, v, seen)
+        elif isinstance(value, _SIMPLE):  # a module's constant (its functions: by name,
+            h.update(b"." + name.encode() + b"=")  # with the module fed just before)
+        else:
+            continue
+        _feed(h, value, seen)
 
 
 _GONE = object()
@@ -177,7 +173,7 @@ def global_reads(fn: Any) -> list[tuple[dict, str, Any]]:
             value = glob[name]
             out.append((glob, name, value))
             if type(value) is types.ModuleType:
-                attrs = vars(value)
+                attrs = vars(value)  # vars: never a module's __getattr__ (warnings, imports)
                 out += [(attrs, a, attrs[a]) for a in names if a in attrs]
     return out
 
