@@ -5,15 +5,19 @@ is a handle on one of its entries.
 
 The key holds everything that decides a result, other than the contents of shared arrays:
 
-- the kernel object (a redefined kernel is a new object) and its content token (a kernel
-  whose module was reloaded in place keeps its object: kernel.py), the op, rows, boundary
-  and depth;
-- each SharedArray by ``SharedArray._ident``: its block (the name, or a file's path, device
+- the kernel object (a redefined kernel is a new object), the op, rows, boundary and depth;
+- each SharedArray by ``SharedArray.identity``: its block (the name, or a file's path, device
   and inode), the block's size, offset, shape, strides, dtype and writability. An in-place
   reshape (``a.shape = ...``) or another view of the same memory is another call; a view
   made afresh for each call (``a[1:]``) is the same call;
 - scalars by type, their exact bits in the values (NaN payloads and -0.0 included);
 - small plain arrays by dtype, shape and strides, their bytes in the values.
+
+The kernel's content is not in the key: an entry keeps what decides it (its code, the
+globals it reads, its module's ``__spec__``: Kernel.content_watch) and is used only while
+each is the very object it was (a kernel whose module was reloaded in place, as IPython's
+%autoreload 2 does, keeps its object). A stale entry is discarded, and the call is checked
+and planned again.
 
 A call whose key matches but whose values changed sends the new values with the doorbell
 (doorbell.pack_values) instead of being planned again. A released block (free, close, a
@@ -25,13 +29,14 @@ from __future__ import annotations
 import itertools
 import select
 import struct
+import weakref
 from typing import Any
 
 import numpy as np
 
 from . import _watch
 from .kernel import Kernel
-from .plan import Plan, Whole
+from .plan import Plan, Whole, written_of
 from .shared import SharedArray
 
 MEMO_SIZE = 32  # cached calls per pool (each worker keeps what the parent names)
@@ -39,6 +44,7 @@ SMALL_BYTES = 2048  # plain arrays up to this size are cached by their bytes (se
 _SCALARS = (int, float, complex, bool, np.number, np.bool_)
 REPLAN = object()  # LocalBackend._call_again: plan this call afresh
 _pack_d = struct.Struct("<d").pack
+_GONE = object()  # a global no longer defined (Entry.current)
 
 
 # -- the key ---------------------------------------------------------------------------------
@@ -47,21 +53,17 @@ def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
     """(key, values) of a repeatable call; None: not cacheable (see the module docstring)."""
     if not isinstance(kernel, Kernel) or kernel.kind != op:
         return None  # maps and reductions only (a scan is two calls)
-    # the kernel and its content: one whose module was reloaded in place (IPython's
-    # %autoreload 2 keeps the object) is another call. The caller's check_sendable() has
-    # just refreshed the token (a bound call's first key may be stale: it plans anyway)
-    token = kernel._token if kernel._token is not None else kernel.content_token()
-    key: list = [op, kernel, token, rows, scalar_bits(boundary), depth]
+    key: list = [op, kernel, rows, scalar_bits(boundary), depth]  # content: Entry.current
     vals: list = []
     for a in args:
         t = type(a)
         if t is SharedArray:
-            key.append(a._ident)
+            key.append(a.identity)
         elif isinstance(a, _SCALARS):
             key.append(t)
             vals.append(scalar_bits(a))
         elif t is Whole and type(a.array) is SharedArray:
-            key.append((Whole, a.array._ident))
+            key.append((Whole, a.array.identity))
         elif t is np.ndarray and a.nbytes <= SMALL_BYTES and a.dtype.kind in "biufc":
             key.append((a.dtype, a.shape, a.strides))
             vals.append(_plain_value(a))
@@ -110,8 +112,9 @@ class Entry:
     until one of its blocks is released or it is evicted."""
 
     def __init__(self, key: tuple, memo_id: int, generation: int, args: tuple, plan: Plan,
-                 tasks: list, vals: tuple):
+                 tasks: list, vals: tuple, watch: tuple):
         self.key, self.memo_id, self.generation = key, memo_id, generation
+        self.watch = watch  # Kernel.content_watch() when it was checked: see current()
         self.n_chunks = len(plan.chunks)
         self.shared_at = [i for i, a in enumerate(args)
                           if type(a) is SharedArray or type(a) is Whole]
@@ -124,10 +127,26 @@ class Entry:
         self.checked_at = -1  # _watch.releases when its blocks were last checked intact
         self.watched = False  # every block watched by inotify: quiet() then vouches for them
         self.writes = sorted(plan.kernel.writes)  # indices: never hold the arrays themselves
+        self.result = written_of(self.writes)  # what a map returns, from a call's arguments
+        self.held: list = []  # weak references to the blocks last checked (checked_blocks):
+        # a block's segment goes when its last array does, never held by a cache
         self.written_names = [b.name for b in plan.written_blocks if b is not None]
         self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
         self.active = [i for i, t in enumerate(tasks) if t.chunk_range[1] > t.chunk_range[0]]
         self.reduces = plan.kernel.kind == "reduce"  # else a map: its workers return nothing
+
+    def current(self) -> bool:
+        """The kernel's content is the one the workers hold: its ``__code__``, the globals
+        it reads and its module's ``__spec__`` are the very objects they were when it was
+        checked (the identities _identity.watch_list lists; the same rule as
+        _identity.unchanged, here so that a repeated call need not ask the kernel)."""
+        func, code, reads = self.watch
+        if func.__code__ is not code:
+            return False
+        for namespace, name, value in reads:
+            if namespace.get(name, _GONE) is not value:
+                return False
+        return True
 
     def fresh(self) -> bool:
         """Its blocks were checked intact since the last release and inotify watches them
@@ -139,6 +158,9 @@ class Entry:
         drain during the check bumps it, so the next call checks again)."""
         self.checked_at = releases
         self.watched = all(not b.is_file and b.watched for b in blocks)
+        # while fresh(), the blocks of any call of its key (a block is one object per name
+        # here, and a release or a close makes it not fresh)
+        self.held = list(map(weakref.ref, blocks))
 
     def arrays(self, args: tuple) -> list:
         """The call's SharedArrays (sc.whole unwrapped)."""
@@ -154,14 +176,19 @@ class Entry:
                 out.append(b)
         return out
 
-    def check_blocks(self, blocks: list, drained: bool) -> None:
-        """Check its blocks intact, unless fresh() and ``drained`` (quiet(): no event
-        queued), the rule bound calls use too."""
+    def checked_blocks(self, args: tuple, drained: bool) -> list:
+        """The blocks of this call's arrays, checked intact; the ones kept from the last
+        check, with none, when fresh() and ``drained`` (quiet(): no event queued), the
+        rule bound calls use too."""
         if drained and self.fresh():
-            return
+            held = [ref() for ref in self.held]
+            if None not in held:
+                return held
+        blocks = self.blocks(args)
         releases = _watch.releases
         check_blocks(blocks, drained)
         self.checked(releases, blocks)
+        return blocks
 
 
 def check_blocks(blocks: list, drained: bool = False) -> None:
@@ -188,11 +215,17 @@ class CallCache:
         self._ids = itertools.count(1)
         self.drop: list[int] = []  # ids the workers should drop
         self.forget: list[str] = []  # released blocks the workers should unmap
-        self._poller: tuple = (None, None)  # (generation, poll over sentinels + tamper watch)
+        self._poller: tuple = (None, None, None)  # (generation, tamper watch, poll over the
+        # workers' sentinels and the watch's descriptor): made once per generation
 
     def lookup(self, key: tuple, generation: int) -> Entry | None:
+        """The entry of ``key`` for these workers, if its kernel is current (a stale one is
+        discarded: the caller checks and plans the call again)."""
         entry = self.entries.get(key)
         if entry is None or entry.generation != generation:
+            return None
+        if not entry.current():
+            self.discard(key)
             return None
         self.entries[key] = self.entries.pop(key)  # most recently used: evicted last
         return entry
@@ -201,13 +234,15 @@ class CallCache:
         return next(self._ids)
 
     def store(self, key: tuple, memo_id: int, generation: int, args: tuple, plan: Plan,
-              tasks: list, vals: tuple, releases: int) -> Entry:
+              tasks: list, vals: tuple, releases: int, watch: tuple) -> Entry:
         """Remember a call just run; ``releases``: _watch.releases before it was planned
-        (planning checked every block intact)."""
+        (planning checked every block intact); ``watch``: its kernel's content_watch()
+        when it was checked."""
         self.discard(key)
         if len(self.entries) >= self.size:
             self.discard(next(iter(self.entries)))
-        entry = self.entries[key] = Entry(key, memo_id, generation, args, plan, tasks, vals)
+        entry = self.entries[key] = Entry(key, memo_id, generation, args, plan, tasks, vals,
+                                          watch)
         for name in entry.names:
             self.by_block.setdefault(name, set()).add(key)
         entry.checked(releases, entry.blocks(args))
@@ -253,14 +288,14 @@ class CallCache:
         queued (then no block needs a stat, _watch.py). False: take the checking path."""
         if self.forget or len(ex.procs) != ex.n_workers:
             return False
-        w = _watch.watcher()
-        key, poll = self._poller
-        if key != (ex.generation, w) or poll is None:
+        generation, w, poll = self._poller
+        if generation != ex.generation or poll is None:
+            w = _watch.watcher()  # the process's one watch (a forked child's pool is closed)
             poller = select.poll()
             for p in ex.procs:
                 poller.register(p.sentinel, select.POLLIN)
             if w is not None:
                 poller.register(w.fd, select.POLLIN)
             poll = poller.poll
-            self._poller = ((ex.generation, w), poll)
+            self._poller = (ex.generation, w, poll)
         return w is not None and not poll(0)

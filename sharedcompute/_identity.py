@@ -178,6 +178,17 @@ def global_reads(fn: Any) -> list[tuple[dict, str, Any]]:
     return out
 
 
+def watch_list(fn: Any, module: Any) -> list[tuple[dict, str, Any]]:
+    """global_reads(fn), and the ``__spec__`` of ``module`` (``fn``'s: importlib.reload sets
+    a new one): every (namespace, name, value) whose identity decides what ``fn`` computes,
+    besides its ``__code__``. ``unchanged`` compares them; a call cache keeps them."""
+    out = global_reads(fn)
+    if module is not None:
+        attrs = vars(module)
+        out.append((attrs, "__spec__", attrs.get("__spec__")))
+    return out
+
+
 def unchanged(reads: list[tuple[dict, str, Any]]) -> bool:
     for namespace, name, value in reads:
         if namespace.get(name, _GONE) is not value:

@@ -1,11 +1,12 @@
 """``BoundCall``: a call planned and checked once whose later calls only ring the workers
 (``Pool.bind``). A handle on the backend's call cache (_cache.py), nothing more: the Pool
-takes its lock and checks it is open around each call (Pool._call_bound).
+checks it once when it is made (``backend.check_bound``) and hands it the function that
+runs it, which takes the Pool's lock and checks it is open around ``backend.call_bound``.
 
 A bound call's fast path (``LocalBackend.call_bound``) does no per-array work: one poll(0)
 over the workers' sentinels and the tamper watch (_watch.py) says no worker died and no
 block was touched by another process; ``_watch.releases`` unchanged says none was freed or
-closed here; each array's ``_ident`` is the very tuple it had (``a.shape = ...`` makes a new
+closed here; each array's ``identity`` is the very tuple it had (``a.shape = ...`` makes a new
 one); the values of its plain arguments (scalars cannot change; small plain arrays
 can, in place, reshaped and retyped too) are compared with those its entry holds. Anything
 else takes the checking path of a plain repeated call, which plans again where needed (a
@@ -27,32 +28,32 @@ class BoundCall:
     """``pool.bind(kernel, *args, **options)``: call it (no arguments) to run the call
     again; see Pool.bind."""
 
-    def __init__(self, pool: Any, kernel: Any, args: tuple, kwargs: dict, rows: Any = None,
-                 boundary: Any = None, depth: Any = None, schedule: Any = None,
-                 timeout: Any = None):
+    def __init__(self, run: Any, kernel: Any, args: tuple, kwargs: dict,
+                 boundscheck: bool = False, rows: Any = None, boundary: Any = None,
+                 depth: Any = None, schedule: Any = None, timeout: Any = None):
+        """``run(bound_call)``: what calling it does (the Pool's wrapper of its backend's
+        call_bound); the rest are Pool.bind's arguments, checked here."""
         if not isinstance(kernel, Kernel):
             raise InputError(f"pool.bind needs a sharedcompute kernel, not {kernel!r}; "
                              "decorate it with @sc.kernel (plain functions: pool.submit)")
         if kwargs:
             args = kernel.bind(args, kwargs)
         self.op = "reduce" if kernel.kind == "reduce" else "map"
-        self.pool, self.kernel, self.args = pool, kernel, tuple(args)
+        self._run, self.kernel, self.args = run, kernel, tuple(args)
         self.rows, self.boundary, self.depth, self.schedule = rows, boundary, depth, schedule
-        self.timeout, self.boundscheck = check_timeout(timeout), pool.boundscheck
+        self.timeout, self.boundscheck = check_timeout(timeout), boundscheck
         found = call_key(self.op, kernel, self.args, rows, boundary, depth)
         self.key = None if found is None else found[0]
         self.plain = any(type(a) is np.ndarray for a in self.args)  # may change in place
         self.entry: Any = None  # the cache entry, set by the first call()
-        self.token: Any = None  # the kernel's content token the entry was made for
         self.blocks: list = []  # the blocks of its shared arrays (held while it runs)
         self.written: Any = None  # what the call returns (a map's written arrays)
-        self.arrays: list = []  # its SharedArrays, and their _ident when the entry was
+        self.arrays: list = []  # its SharedArrays, and their identity when the entry was
         self.idents: list = []  # made: a.shape = ... since makes a new one
-        pool._check_bound(self)  # plans once, runs nothing: a wrong argument fails here
 
     def __call__(self) -> Any:
         """Run the call: what pool.map (the written array) or pool.reduce returns."""
-        return self.pool._call_bound(self)
+        return self._run(self)
 
     def __repr__(self) -> str:
         return f"<bound {self.op} of kernel {self.kernel.name}, {len(self.args)} arguments>"

@@ -29,11 +29,11 @@ from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
 from .partition import split_even
 from .plan import (Plan, Sweeps, Whole, boundscheck_default, check_iterate, check_kind, finish_reduce,
-                   fixed_edge_rows, make_plan, scan_offsets, written_result)
+                   fixed_edge_rows, make_plan, scan_offsets)
 from .shared import SharedArray
 
 log = logging.getLogger("sharedcompute")
-_IDENT = operator.attrgetter("_ident")  # SharedArray._ident: a new tuple when reshaped
+_IDENTITY = operator.attrgetter("identity")  # a new tuple when reshaped
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
 _busy_writes: dict[str, object] = {}  # block name -> the claim that holds it
@@ -213,8 +213,6 @@ class LocalBackend:
                   timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool, depth: Any,
                   schedule: Any) -> Any:
         ex = self.executor
-        if not ex.in_process and isinstance(kernel, Kernel):
-            kernel.check_sendable(ex.start_method)  # cached per start method: a set lookup
         dynamic = _dynamic(kernel, schedule, ex)
         key = vals = None
         if ex.rings and not progress and chunk_rows is None and not dynamic:
@@ -225,7 +223,7 @@ class LocalBackend:
         quiet = key is not None and cache.quiet(ex)
         if not quiet:
             self._ensure_workers()
-        memo = cache.lookup(key, ex.generation) if key is not None else None
+        memo = cache.lookup(key, ex.generation) if key is not None else None  # kernel current
         if memo is not None:
             try:
                 out = self._call_again(memo, kernel, args, timeout, vals, quiet)
@@ -238,6 +236,10 @@ class LocalBackend:
             if out is not REPLAN:
                 return out
             cache.discard(key)
+        watch = None  # a cached call's kernel is as it was checked (Entry.current): else
+        if not ex.in_process and isinstance(kernel, Kernel):
+            kernel.check_sendable(ex.start_method)  # cheap once passed; follows a reload
+            watch = kernel.content_watch()  # what the entry stored below is valid for
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         releases = _watch.releases  # planning checks every block intact (plan.py)
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
@@ -258,7 +260,7 @@ class LocalBackend:
             release_writes(names)
             hold(held, -1)
         if memo_id is not None:
-            cache.store(key, memo_id, ex.generation, args, plan, tasks, vals, releases)
+            cache.store(key, memo_id, ex.generation, args, plan, tasks, vals, releases, watch)
         return out
 
     def execute(self, op: str, plan: Plan, timeout: Any = None, progress: Any = False,
@@ -299,8 +301,7 @@ class LocalBackend:
         watch for all; none when ``drained`` and checked since the last release, as a bound
         call), send changed values with the doorbell, ring it. _REPLAN: the new values do
         not fit in a line; plan the call afresh."""
-        held = memo.blocks(args)
-        memo.check_blocks(held, drained)
+        held = memo.checked_blocks(args, drained)
         if vals == memo.vals:  # the values the workers hold: ring() clears VALUES
             return self._ring(memo, kernel, args, held, timeout)
         if memo.check is not None:  # the kernel's own argument check, on the new values
@@ -327,7 +328,7 @@ class LocalBackend:
             hold(held, -1)
         if memo.reduces:
             return finish_reduce(kernel, memo.n_chunks, results)
-        return written if written is not None else written_result([args[i] for i in memo.writes])
+        return written if written is not None else memo.result(args)
 
     # -- bound calls (bind.py) ---------------------------------------------------------------
     def check_bound(self, b: Any) -> None:
@@ -344,9 +345,9 @@ class LocalBackend:
         memo = b.entry
         if (memo is not None and memo.live and memo.fresh()
                 and memo.generation == self.executor.generation
-                and b.kernel._current() and b.token is b.kernel._token  # same content
+                and memo.current()  # the kernel's content is the one the workers hold
                 and self.cache.quiet(self.executor)
-                and list(map(_IDENT, b.arrays)) == b.idents  # no a.shape = ... since
+                and list(map(_IDENTITY, b.arrays)) == b.idents  # no a.shape = ... since
                 and (not b.plain or values_of(b.args) == memo.vals)):
             try:
                 return self._ring(memo, b.kernel, b.args, b.blocks, b.timeout, True, b.written)
@@ -358,11 +359,10 @@ class LocalBackend:
                              None, b.boundscheck, b.depth, b.schedule)
         found = call_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth)
         b.key = None if found is None else found[0]  # reshaped arrays, or a new content
-        b.token = b.kernel._token
         b.entry = memo = self.cache.entries.get(b.key) if b.key is not None else None
         b.blocks = memo.blocks(b.args) if memo is not None else []
         b.arrays = [] if memo is None else memo.arrays(b.args)
-        b.idents = [a._ident for a in b.arrays]  # compared by identity first: a new tuple
+        b.idents = [a.identity for a in b.arrays]  # compared by identity first: a new tuple
         b.written = None if memo is None or memo.reduces else out
         return out
 

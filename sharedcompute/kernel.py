@@ -117,7 +117,8 @@ class Kernel(Generic[R_co]):
                              totals=totals, identity=identity, elementwise=elementwise,
                              jit=jit, schedule=schedule, idempotent=idempotent)
         self._token: str | None = None  # content_token(), fixed at first use
-        self._reads: list = []  # the globals it read then (_identity.global_reads)
+        self._reads: list = []  # the globals it read then, and its module's __spec__
+        # (_identity.watch_list)
         self._by_value: tuple | None = None  # (source, cloudpickle bytes), made once
         self._sendable = False  # check_sendable passed (it runs per call)
         self.name = py_func.__name__
@@ -276,7 +277,7 @@ class Kernel(Generic[R_co]):
         module is reloaded or a global it read is rebound (``_refresh``)."""
         self._refresh()
         if self._token is None:
-            self._reads = _identity.global_reads(self.py_func)
+            self._reads = _identity.watch_list(self.py_func, self._home)
             self._token = _identity.token(self)
         return self._token
 
@@ -285,6 +286,15 @@ class Kernel(Generic[R_co]):
         return (self.name, o["func"], o["combine"], o["finalize"], o["totals"], o["identity"],
                 self.kind, self.writes, self.whole, self.depth, self.boundary, self.position,
                 self.elementwise, self.jit, self.schedule, self.idempotent)
+
+    def content_watch(self) -> tuple:
+        """(function, code, reads): what decides this kernel's content, as of its token, to
+        compare by identity: the function's ``__code__`` is ``code`` and each (namespace,
+        name, value) of ``reads`` (the globals it reads and its module's ``__spec__``:
+        _identity.watch_list) still holds ``value``. The call cache (_cache.py) keeps it
+        with a cached call, so a repeated call need not ask the kernel. Take it after
+        check_sendable(), which makes the token."""
+        return self.py_func, self._code, self._reads
 
     def _current(self) -> bool:
         return (self.py_func.__code__ is self._code and _identity.unchanged(self._reads)

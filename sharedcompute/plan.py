@@ -8,6 +8,7 @@ map/reduce kind checks, the scan offsets, the reduce finish and iterate's swap a
 from __future__ import annotations
 
 import math
+import operator
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -79,6 +80,16 @@ class Plan:
 def written_result(outputs: list) -> Any:
     """What map returns: the written array, or a tuple when a kernel writes several."""
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def written_of(writes: list) -> Any:
+    """written_result as a function of a call's arguments, given the written indices: made
+    once for a cached call (_cache.Entry), so a repeated map needs no planning module."""
+    return operator.itemgetter(*writes) if writes else _nothing_written
+
+
+def _nothing_written(args: tuple) -> tuple:
+    return written_result([])
 
 
 @dataclass
@@ -330,7 +341,7 @@ def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
             views[i] = a.numpy()
             if a.block.is_file and widest[a.block.ident] is not a.block:
                 views[i] = np.ndarray(a.shape, a.dtype, buffer=widest[a.block.ident].root,
-                                      offset=a._offset, strides=a.strides)
+                                      offset=a.handle()[4], strides=a.strides)  # its offset
         elif isinstance(a, np.ndarray):
             # a plain array too, on every backend: a pool pickles each worker's copy when
             # it sends that worker's task, after others began writing (issue 23 #3)

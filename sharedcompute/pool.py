@@ -214,7 +214,8 @@ class Pool:
             return self._map_tasks(kernel, args, kwargs, chunksize, timeout, progress)
         if kwargs:
             args = kernel.bind(args, kwargs)
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
@@ -246,7 +247,8 @@ class Pool:
         elif kwargs:
             raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with "
                              "@sc.kernel(combine=...)")
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
@@ -360,7 +362,10 @@ class Pool:
         array([0., 2., 4., 6.])
         """
         from .bind import BoundCall
-        return BoundCall(self, kernel, args, kwargs, rows, boundary, depth, schedule, timeout)
+        b = BoundCall(self._call_bound, kernel, args, kwargs, self.boundscheck, rows, boundary,
+                      depth, schedule, timeout)
+        self._check_bound(b)  # plans once, runs nothing: a wrong argument fails here
+        return b
 
     def _check_bound(self, b: Any) -> None:
         self._refuse_in_task_thread()

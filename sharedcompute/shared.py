@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import operator
 import os
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -309,6 +310,12 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
     def freed(self) -> bool:
         """True once this array can no longer be used: freed, its pool closed, or close()d."""
         return self._closed is not None or (self._block is not None and self._block.freed)
+
+    # read-only, and a slot read (no Python frame): a repeated call reads it per array
+    identity = property(operator.attrgetter("_ident"), doc="""The memory and layout this
+        array names (the call cache's key, _cache.py): its block, the block's size, shape,
+        dtype, offset, strides and writability. The very tuple while none of them changes;
+        ``a.shape = ...`` makes a new one.""")
 
     @property
     def block(self) -> Block | None:
