@@ -216,7 +216,7 @@ class ProcessExecutor:
         the workers keep their tasks for ring(); ``drop``: cached ids they forget first."""
         if self.barrier is not None and tasks and tasks[0].op == "iterate":
             self.barrier.reset()  # a failed earlier iterate left it broken; workers are idle
-        bar = progress_bar(progress, total, what)
+        bar = progress_bar(progress, total, what) if progress else None  # none asked: no call
         self.seq += 1
         seq = self.seq
         results: list[Any] = [None] * len(tasks)
@@ -444,7 +444,7 @@ class InlineExecutor:
 
     def run(self, tasks: list[Task], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
-        bar = progress_bar(progress, total, what)
+        bar = progress_bar(progress, total, what) if progress else None  # none asked: no call
         out: list = []
         failure = cause = None
         try:
