@@ -117,6 +117,35 @@ def test_a_rebound_global_gives_the_kernel_new_content(pool2):
     del bound, o
 
 
+def test_code_replaced_in_place_runs_the_new_code(pool2):
+    """%autoreload 2 also swaps a function's ``__code__`` in place, keeping the kernel object
+    and every global: the cached call and a bound call must run the new code (the cache
+    entry compares the code object too, _cache.Entry.current)."""
+    ns = {"__name__": "__main__", "sc": sc}
+    exec(textwrap.dedent("""
+    @sc.kernel
+    def put(o):
+        for i in range(o.shape[0]):
+            o[i] = 1.0
+
+    def edited(o):
+        for i in range(o.shape[0]):
+            o[i] = 2.0
+    """), ns)
+    put = ns["put"]
+    o = pool2.zeros(64)
+    bound = pool2.bind(put, o)
+    for _ in range(2):  # the second: the cached call
+        assert np.array_equal(np.asarray(pool2.map(put, o)), np.full(64, 1.0))
+    assert np.array_equal(np.asarray(bound()), np.full(64, 1.0))
+    put.py_func.__code__ = ns["edited"].__code__
+    for _ in range(2):
+        assert np.array_equal(np.asarray(pool2.map(put, o)), np.full(64, 2.0))
+    o[:] = 0.0
+    assert np.array_equal(np.asarray(bound()), np.full(64, 2.0))
+    del bound, o
+
+
 @pytest.fixture
 def pool2(start_method):
     from conftest import shared_pool
