@@ -332,10 +332,11 @@ class Kernel(Generic[R_co]):
         return self._by_value
 
     def __reduce__(self):
-        self.check_sendable()
+        self.check_sendable()  # current, with its token made
+        token = self._token
         if _identity.by_reference(self, self.module, self.qualname):  # found by name
-            return resolve_kernel, (self.module, self.qualname, self.content_token())
-        return kernel_by_value, (self.content_token(), *self._value())
+            return resolve_kernel, (self.module, self.qualname, token)
+        return kernel_by_value, (token, *self._value())
 
     def __repr__(self) -> str:
         extra = f", depth={self.depth}, boundary={self.boundary!r}" if self.depth else ""
