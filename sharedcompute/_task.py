@@ -236,9 +236,10 @@ RUNNERS: dict[str, Callable[[Task, list, Stats, Any], Any]] = {
 
 def run_task(task: Task, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
     """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
-    scan totals: [partial per chunk]; iterate: the number of sweeps run. ``views``: the
-    specs' arrays when already resolved (a worker's cached task). Numba's errors for
-    undeclared writes and bounds-checked reads are explained in the engine's words."""
+    scan totals: [partial per chunk]; iterate (_iterate/sweep.py): (sweeps run, last
+    residual checked or None). ``views``: the specs' arrays when already resolved (a
+    worker's cached task). Numba's errors for undeclared writes and bounds-checked reads
+    are explained in the engine's words."""
     try:
         runner = RUNNERS[task.op]
         own = task.op == "iterate"  # maps its views itself: both swapped arrays writable
