@@ -314,7 +314,7 @@ def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
             views[i] = a.numpy()
             if a.block.is_file and widest[a.block.ident] is not a.block:
                 views[i] = np.ndarray(a.shape, a.dtype, buffer=widest[a.block.ident].root,
-                                      offset=a._offset, strides=a.strides)
+                                      offset=a.offset, strides=a.strides)
         elif isinstance(a, np.ndarray):
             # a plain array too, on every backend: a pool pickles each worker's copy when
             # it sends that worker's task, after others began writing (issue 23 #3)
