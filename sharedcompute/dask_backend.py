@@ -18,10 +18,8 @@ from ._system import THREAD_ENV, limit_threads
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
 from .kernel import Kernel, check_schedule
 from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
-from ._sweeps import (IterateResult, check_block_sweeps, check_tol, may_block,
-                      refuse_swapped_aliases)
-from .plan import (Plan, check_iterate, check_kind, fixed_edge_rows, make_plan, residual_value,
-                   scan_offsets, swap)
+from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residual_value, swap
+from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
 
@@ -421,19 +419,18 @@ class DaskBackend:
                 tol: float | None, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = None, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None) -> Any:
-        """One persisted map per sweep (Dask arrays are functional: no halos in place, so
-        sweeps are plain whatever ``block_sweeps`` says: the same result)."""
-        block_sweeps = check_block_sweeps(block_sweeps)
-        tol = check_tol(kernel, residual, tol)
+        """One persisted map per sweep, with the local pool's checks and plan
+        (_iterate/plan.py); Dask arrays are functional (no halos in place), so sweeps are
+        plain whatever ``block_sweeps`` says: the same result."""
+        block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
         if getattr(kernel, "fused", False):
             raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
                              "(combine=), which the Dask backend does not collect; use the "
                              "same stencil without combine= and residual=max_abs_diff there")
         plan = self._plan(kernel, args, None, boundary, depth=depth)
-        out_i, in_i = check_iterate(plan, steps, residual, check_every)
-        refuse_swapped_aliases(plan, out_i, in_i)
-        may_block(kernel, out_i, block_sweeps)  # refuses what a local pool refuses
-        specs = plan.specs
+        it = plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
+                          self.n_workers, can_block=False)
+        (out_i, in_i), specs = it.swap, plan.specs
         out_h, in_h = specs[out_i].value, specs[in_i].value
         edges = fixed_edge_rows(plan)
         if edges:  # never written: held fixed in both arrays, as on the local pool
@@ -445,7 +442,7 @@ class DaskBackend:
             out_h.data = self.client.persist(da.concatenate(
                 [p for p in pieces + [out_h.data[last:]] if p.shape[0]], axis=0))
         done, value = 0, None
-        for step in range(steps):
+        for step in range(it.steps):
             self._map_chunks(plan, timeout, None)
             done = step + 1
             if residual is not None and done % check_every == 0:
@@ -454,8 +451,7 @@ class DaskBackend:
                 if value <= tol:
                     break
             swap(specs, out_i, in_i)
-        last = out_h if done % 2 == 1 else in_h
-        return IterateResult(last, done, value, 1) if info else last
+        return it.result(done, value, info)
 
     def close(self) -> None:
         if self._own_cluster is not None:

@@ -9,13 +9,10 @@ calls whichever it holds without asking which.
 from __future__ import annotations
 
 import logging
-import math
 import operator
 import os
 import time
 from typing import Any, Sequence
-
-import numpy as np
 
 from . import _watch, doorbell
 from ._cache import REPLAN, CallCache, Entry, call_key, values_of
@@ -23,13 +20,12 @@ from ._dispatch import run_dynamic
 from ._executors import InlineExecutor
 from ._insights import Insights
 from ._system import usable_cores
-from ._sweeps import (IterateResult, check_block_sweeps, check_tol, choose_block, may_block,
-                      odd_block, refuse_swapped_aliases, schedule)
+from ._iterate import local as iterate_local, plan as iterate_plan
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
 from .partition import split_even
-from .plan import (Plan, Sweeps, Whole, boundscheck_default, check_iterate, check_kind, finish_reduce,
-                   fixed_edge_rows, make_plan, scan_offsets)
+from .plan import (Plan, Whole, boundscheck_default, check_kind, finish_reduce, make_plan,
+                   scan_offsets)
 from .shared import SharedArray
 
 log = logging.getLogger("sharedcompute")
@@ -83,6 +79,7 @@ class LocalBackend:
         self.executor = executor
         self.restarts = 0
         self.cache = CallCache()  # calls whose tasks the workers keep (_cache.py)
+        self.scratch = iterate_local.Scratch(executor.in_process)  # iterate's residual slots
 
     n_workers = property(lambda self: self.executor.n_workers)
     start_method = property(lambda self: self.executor.start_method)
@@ -129,63 +126,26 @@ class LocalBackend:
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
-        of sweeps: _sweeps.py); inline, one task runs every chunk's sweeps (the same rows,
-        the same arithmetic). Returns the array holding the last sweep, or with ``info`` an
-        IterateResult."""
+        of sweeps): planned by _iterate/plan.py, run by _iterate/local.py. Returns the
+        array holding the last sweep, or with ``info`` an IterateResult."""
         ex = self.executor
-        block_sweeps = check_block_sweeps(block_sweeps)
-        tol = check_tol(kernel, residual, tol)
+        block_sweeps, tol = iterate_plan.check_options(kernel, residual, tol, block_sweeps)
         self._check_sendable(kernel, residual)
         self._ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
                          boundscheck=boundscheck, depth=depth)
-        out_i, in_i = check_iterate(plan, steps, residual, check_every)
-        refuse_swapped_aliases(plan, out_i, in_i)
-        blocking = may_block(kernel, out_i, block_sweeps)  # not for a kernel reading out
-        out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
+        it = iterate_plan.plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
+                                       ex.n_workers)
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
         held = plan.written_blocks + plan.read_blocks
         hold(held, 1)
-        slots: Any = None
-        done, value, k = 0, None, 1
         try:
-            o, u = np.asarray(out_arr), np.asarray(in_arr)
-            for s, e in fixed_edge_rows(plan):  # never written: held fixed in both arrays
-                o[s:e] = u[s:e]
-            del o, u
-            n_chunks = len(plan.chunks)
-            ranges = [(0, n_chunks)] if ex.in_process else split_even(n_chunks, ex.n_workers)
-            checks = residual is not None or kernel.fused
-            in_blocks = kernel.fused and kernel.idempotent  # checks inside blocks too
-            tile = 0
-            if plan.boundary != "periodic" and blocking:  # periodic reads the far end
-                row = math.prod(in_arr.shape[1:]) * in_arr.dtype.itemsize
-                k, tile = choose_block(plan.n_rows, row, plan.depth, ex.n_workers,
-                                       block_sweeps)
-                if in_blocks:
-                    k = odd_block(k, block_sweeps is None, plan.n_rows, plan.depth)
-            blocks = schedule(int(steps), k, check_every, checks, in_blocks)
-            k = max(blocks, default=1)
-            if checks:  # per chunk (plain check sweeps), then per worker and level
-                width = n_chunks + (len(ranges) * k if in_blocks and k > 1 else 0)
-                slots = (np.zeros((2, width)) if ex.in_process
-                         else SharedArray.zeros((2, width)))
-            sweeps = Sweeps((out_i, in_i), int(steps), residual,
-                            slots if slots is None or ex.in_process else slots.handle(),
-                            check_every, tol, kernel.fused, tuple(ranges), blocks, tile,
-                            in_blocks)
-            if steps:
-                done, value = ex.run([plan.task("iterate", r, sweeps=sweeps) for r in ranges],
-                                     what=kernel.name, timeout=timeout, progress=progress,
-                                     total=n_chunks * int(steps))[0]
+            done, value = iterate_local.run(ex, it, self.scratch, timeout, progress)
         finally:
             release_writes(names)
             hold(held, -1)
-            if isinstance(slots, SharedArray):
-                slots.free()
-        last = out_arr if done % 2 == 1 else in_arr
-        return IterateResult(last, done, value, k) if info else last
+        return it.result(done, value, info)
 
     def _check_sendable(self, kernel: Any, residual: Any = None) -> None:
         ex = self.executor
@@ -393,6 +353,7 @@ class LocalBackend:
     def close(self) -> None:
         if not self.executor.in_process:
             self.executor.stop()
+        self.scratch.free()
 
 
 def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:

@@ -22,7 +22,7 @@ from ._insights import Insights
 from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exported
                      _forget_parents_forkserver, _numba_threads_started, _process_backend,
                      default_start_method)
-from ._sweeps import IterateResult
+from .iterate_result import IterateResult
 from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
 from .execute import LocalBackend

@@ -27,7 +27,7 @@ M = {
  "plain_bytes": ("_cache.py", "    return (a.dtype, a.shape, a.strides, a.tobytes())  # dtypes compare by value", "    return (a.dtype, a.shape, a.strides, None)  # dtypes compare by value"),
  "bound_ident": ("execute.py", "                and list(map(_IDENTITY, b.arrays)) == b.idents  # no a.shape = ... since\n", ""),
  "bound_values": ("execute.py", "and (not b.plain or values_of(b.args) == memo.vals)", "and True"),
- "run_map_return": ("_task.py", "                if dispatcher(*args) is not None and not fused:\n                    raise _returned(task.kernel)  # as a planned call (_map_rows)\n", "                dispatcher(*args)\n"),
+ "run_map_return": ("_task.py", "                if dispatcher(*args) is not None and not fused:\n                    raise _returned(task.kernel)  # as a planned call (map_rows)\n", "                dispatcher(*args)\n"),
  "aliasing_old": ("plan.py", "        elif isinstance(a, np.ndarray):\n", "        elif isinstance(a, np.ndarray) and (in_process or i in kernel.writes):\n"),
  "global_flush": ("_cache.py", "        for key in list(self.by_block.get(name, ())):", "        for key in list(self.entries):"),
  "layout_overlap_unchecked": ("doorbell.py", "    (\"COMPILE_S\", 9),", "    (\"COMPILE_S\", 8),"),

@@ -12,9 +12,11 @@ PACKAGE = pathlib.Path(sharedcompute.__file__).parent
 # The one upward edge, taken lazily: Kernel.__call__ runs a kernel in process through the
 # backend (as dask's Array.map_overlap imports dask.array.overlap inside the method).
 ALLOWED_LAZY_UPWARD = {("kernel", "execute")}
-# What a worker process imports: never the executors, the backends or the facade.
+# What a worker process imports: never the executors, the backends or the facade. _iterate's
+# sweep.py and plan.py run in workers; its local.py runs in the parent but is handed the
+# executor, so the whole package stays clear of the parent side.
 WORKER_SIDE = {"_worker", "_task", "plan", "kernel", "_identity", "partition", "shared", "files",
-               "segments", "doorbell", "errors", "_system"}
+               "segments", "doorbell", "errors", "_system", "_iterate", "iterate_result"}
 NOT_FOR_WORKERS = {"_executors", "execute", "pool", "dask_backend", "verify", "cli", "bench",
                    "_dispatch", "_start", "tasks", "_imap", "_cache", "bind"}
 
