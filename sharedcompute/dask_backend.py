@@ -457,6 +457,25 @@ class DaskBackend:
         last = out_h if done % 2 == 1 else in_h
         return IterateResult(last, done, value, 1) if info else last
 
+    # -- what runs on process and inline pools only ---------------------------------------
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
+        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
+                         "backends; on a Dask cluster use client.submit directly")
+
+    def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Any) -> Any:
+        return self.submit(fn, (), {}, timeout, runner)  # refused as submit is
+
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
+                         "Dask worker compiles a kernel at its first call")
+
+    def interrupt(self) -> None:
+        """Pool.close from another thread: a running Dask call is waited for."""
+
+    def forget_after_fork(self) -> None:
+        """A forked child holds no Dask workers of its own: nothing to let go of."""
+
     def close(self) -> None:
         if self._own_cluster is not None:
             self.client.close()
