@@ -44,7 +44,6 @@ import multiprocessing as mp
 import os
 import pickle
 import select
-import signal
 import sys
 import time
 from collections import deque
@@ -289,7 +288,7 @@ class ProcessExecutor(Accounts):
     def warmup(self, items: list, timeout: float | None) -> None:
         """Every worker compiles (or loads from numba's cache) the items' signatures now;
         the seconds count as compile time in insights, not as a task."""
-        todo, seq = dict.fromkeys(range(self.n_workers), _Warmup()), self._next_seq()
+        todo, seq = dict.fromkeys(range(self.n_workers), items), self._next_seq()
         self._collect(lambda i: todo.pop(i, None), 1, "warmup", timeout, False, 0,
                       lambda s, _, bar: ("warmup", seq, items), tasks=0)
 
@@ -405,7 +404,6 @@ class ProcessExecutor(Accounts):
         the rest of its batch goes back to the queue (``source.requeue``)."""
         broken, dead = False, set()
         started = [0.0] * self.n_workers  # when worker i's running task started
-        want: list[int | None] = [None] * self.n_workers
         while True:
             busy = {i for i in range(self.n_workers) if running[i]}
             if source.idle(bool(busy)):
@@ -415,8 +413,13 @@ class ProcessExecutor(Accounts):
             if not broken:
                 for i in range(self.n_workers):
                     if i not in dead and len(running[i]) < source.ahead():
+                        batch = [(self._next_seq(), item) for item in source.take(self.n_workers)]
+                        if batch and not running[i]:
+                            started[i] = time.monotonic()
+                        running[i].extend(batch)
                         try:
-                            self._send_calls(i, source.take(self.n_workers), running, started)
+                            if batch:
+                                self.send(i, ("call", [(s, item.payload) for s, item in batch]))
                         except OSError:
                             broken = True
                             self._lose(i, running, dead, source)
@@ -424,8 +427,7 @@ class ProcessExecutor(Accounts):
             if source.more(not broken and any(not running[i] and i not in dead
                                               for i in range(self.n_workers))):
                 continue
-            for i in busy:
-                want[i] = running[i][0][0]
+            want = [r[0][0] if r else None for r in running]  # the seq each answers next
             deadline = min((started[i] + running[i][0][1].timeout for i in busy
                             if running[i][0][1].timeout is not None), default=None)
             for i, msg in self._wait(busy, want, deadline, source.wake, dead):
@@ -444,23 +446,13 @@ class ProcessExecutor(Accounts):
                 if not running[i]:
                     busy.discard(i)
             source.awake()
-            now = time.monotonic()
-            for i in range(self.n_workers):
-                head = running[i][0][1] if running[i] and i not in dead else None
-                if head is not None and head.timeout is not None \
-                        and started[i] + head.timeout <= now:
+            for i in set(range(self.n_workers)) - dead:
+                head = running[i][0][1] if running[i] else None
+                if head and head.timeout is not None \
+                        and started[i] + head.timeout <= time.monotonic():
                     broken = True
                     self._lose(i, running, dead, source, self._timed_out(
                         [i], "", head.timeout, task=head.name), kill=True)
-
-    def _send_calls(self, i: int, batch: list, running: list[deque], started: list) -> None:
-        if not batch:
-            return
-        if not running[i]:
-            started[i] = time.monotonic()
-        sent = [(self._next_seq(), item) for item in batch]
-        running[i].extend(sent)
-        self.send(i, ("call", [(seq, item.payload) for seq, item in sent]))
 
     def _lose(self, i: int, running: list[deque], dead: set, source: Any,
               error: BaseException | None = None, kill: bool = False) -> None:
@@ -552,10 +544,4 @@ class ProcessExecutor(Accounts):
 
 def _rows(tasks: Any, i: int) -> tuple:
     """The rows worker i was running (none for a warmup or an idle worker)."""
-    return tasks[i].rows if i < len(tasks) and tasks[i] is not None else (0, 0)
-
-
-class _Warmup:
-    """Stands in for a Task in the error messages of a warmup: it has no rows."""
-
-    rows = (0, 0)
+    return getattr(tasks[i], "rows", (0, 0)) if i < len(tasks) else (0, 0)

@@ -88,8 +88,8 @@ class Accounts:
     def worker_insights(self) -> list[WorkerInsight]:
         return self.insights
 
-    def _finished(self, i: int, msg: tuple, bar: ChunkProgress | None = None, errors: list | None = None,
-                  what: str = "", tasks: int = 1) -> Any:
+    def _finished(self, i: int, msg: tuple, bar: ChunkProgress | None = None,
+                  errors: list | None = None, what: str = "", tasks: int = 1) -> Any:
         """Account worker i's answer ``(ok|err, seq, result or error info, TaskStats)``: its
         seconds in the insights, its chunks in the bar. Returns the result; an error goes to
         ``errors`` as a KernelError (named by a warmup's kernel, else ``what``)."""

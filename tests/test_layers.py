@@ -16,7 +16,7 @@ ALLOWED_LAZY_UPWARD = {("kernel", "execute")}
 WORKER_SIDE = {"_worker", "_task", "plan", "kernel", "_identity", "partition", "shared", "files",
                "segments", "doorbell", "errors", "_system"}
 NOT_FOR_WORKERS = {"_executors", "execute", "pool", "dask_backend", "verify", "cli", "bench",
-                   "_dispatch", "_start", "tasks", "_imap", "_cache", "bind"}
+                   "_inline", "_start", "tasks", "_imap", "_cache", "bind"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -109,7 +109,7 @@ def test_lower_layers_never_import_the_facade_or_the_executors():
         if mod not in ("__init__", "cli", "verify", "bench"):
             assert "pool" not in names, f"{mod} imports pool"
         if mod not in ("__init__", "cli", "pool", "execute", "dask_backend", "verify", "bench",
-                       "_dispatch", "_start", "tasks"):  # the parent's ways of running work
+                       "_start", "tasks"):  # the parent's ways of running work
             assert "_executors" not in names, f"{mod} imports _executors"
     engine = {m for m in graph if m not in ("cli", "bench")}
     for mod in engine:
