@@ -15,17 +15,18 @@ The four paths through a ProcessExecutor (names are the real functions)::
     _worker._run_sent          _worker._run_rung           _worker._run_sent
       │ ("ok"|"err", seq, ..)    │ WorkerBell.answer, DONE   │
       ▼                          ▼                           ▼
-    ProcessExecutor._events    doorbell.await_answers,     ProcessExecutor._events
-                               then _events (_await_rung)
+    ProcessExecutor._collect   doorbell.await_answers,     ProcessExecutor._collect
+      ─▶ _events ─▶ _wait        then _events (_await_rung)  ─▶ _events ─▶ _wait
 
     tasks: Pool.submit / imap ─▶ TaskRunner.submit (tasks.py: queue, futures, batching)
       ─▶ its thread: ProcessExecutor.feed(runner) ─▶ send("call", [(seq, payload)])
       ─▶ _worker._run_calls ─▶ one answer per task ─▶ _wait ─▶ runner.answered / failed
 
-``_wait`` is the only wait on the worker pipes, the process sentinels and a deadline.
-``_events`` turns what it finds into the kernel calls' failures (``_crashed``,
-``_timed_out``; feed names the user task instead and fails only that task's future), and
-``_finished`` accounts every answer in the insights and the progress bar.
+``_wait`` is the only wait on the worker pipes, the process sentinels and a deadline (run,
+run_guided and warmup share ``_collect``). ``_events`` turns what it finds into a kernel
+call's failures (``_crashed``, ``_timed_out``: errors.worker_crashed, errors.timed_out);
+feed names the user task instead and fails only that task's future. ``_finished``
+(_insights.Accounts) accounts every answer in the insights and the progress bar.
 
 So a dead worker is noticed at once (never the stdlib Pool's hang, gh-66587), named, and all
 workers are killed; the backend starts new ones on its next call. Errors come back as
@@ -184,10 +185,15 @@ class ProcessExecutor(Accounts):
                   [p.pid for p in self.procs])
 
     @property
+    def sentinels(self) -> list[int]:
+        """The workers' process sentinels, readable once a worker is gone (for a poll)."""
+        return [p.sentinel for p in self.procs]
+
+    @property
     def alive(self) -> bool:
         # one select() over the sentinels: a per-process is_alive() costs a poll each
-        return len(self.procs) == self.n_workers and not select.select(
-            [p.sentinel for p in self.procs], [], [], 0)[0]
+        live = len(self.procs) == self.n_workers
+        return live and not select.select(self.sentinels, [], [], 0)[0]
 
     @property
     def pids(self) -> list[int]:
@@ -347,8 +353,7 @@ class ProcessExecutor(Accounts):
         """Start a call whose tasks the workers cached under ``memo`` through the doorbell,
         poll for its results, then sleep on the pipes and sentinels like run().
         ``results=False``: a map's, which are not read."""
-        lines = self.lines
-        seq = self._next_seq()
+        lines, seq = self.lines, self._next_seq()
         try:
             state = doorbell.ring(lines, active, memo, seq, clear_values)
             if state == doorbell.ANSWERED:  # the common case: every answer is in the lines
@@ -488,11 +493,10 @@ class ProcessExecutor(Accounts):
                 if i < 0:
                     raise self._timed_out(sorted(pending), what, timeout, tasks)
                 raise self._crashed(i, what, tasks) from None
-            if msg[0] == "progress":
-                if bar is not None:
-                    bar.advance(i, msg)
-                continue
-            yield i, msg
+            if msg[0] != "progress":
+                yield i, msg
+            elif bar is not None:
+                bar.advance(i, msg)
 
     def _wait(self, pending: set, want: list, deadline: float | None, wake: Any = None,
               skip: set = frozenset()) -> Iterator[tuple[int, tuple | None]]:

@@ -459,14 +459,17 @@ class DaskBackend:
 
     # -- what runs on process and inline pools only ---------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
+        """Refused: Dask's own client.submit runs a function on the cluster."""
         raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
                          "backends; on a Dask cluster use client.submit directly")
 
     def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
              progress: Any, runner: Any) -> Any:
-        return self.submit(fn, (), {}, timeout, runner)  # refused as submit is
+        """Refused, as submit is."""
+        return self.submit(fn, (), {}, timeout, runner)
 
     def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        """Refused: each Dask worker compiles a kernel at its first call."""
         raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
                          "Dask worker compiles a kernel at its first call")
 
