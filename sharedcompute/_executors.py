@@ -66,7 +66,10 @@ AHEAD = 2  # guided pieces a worker holds: the next one waits in its pipe, no id
 
 
 class Executor(Protocol):
-    """What a LocalBackend runs its calls on: worker processes, or this process."""
+    """What a LocalBackend runs its calls on: worker processes (ProcessExecutor), or this
+    process (_inline.InlineExecutor, whose start, stop, interrupt and forget_after_fork do
+    nothing). Where ``rings``, ``ring()`` starts a cached call; where ``queues_tasks``,
+    ``feed()`` runs a tasks.TaskRunner's queue (ProcessExecutor has both)."""
 
     in_process: bool  # arguments are not pickled (plan.make_plan sends arrays, not handles)
     queues_tasks: bool  # user tasks queue for workers (tasks.TaskRunner), or run at once

@@ -134,3 +134,16 @@ def test_no_module_is_over_500_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := _lines_without_docstrings(p)) > 500}
     assert not long, f"modules over 500 lines (docstrings not counted): {long}"
+
+
+def test_every_executor_keeps_the_executor_contract():
+    """The backend and the pool call an executor without asking which (no getattr probes):
+    each one has every member the Executor protocol declares."""
+    from sharedcompute._executors import Executor, ProcessExecutor
+    from sharedcompute._inline import InlineExecutor
+    members = set(Executor.__annotations__) | {n for n, v in vars(Executor).items()
+                                               if callable(v) and not n.startswith("_")}
+    for ex in (ProcessExecutor(2, "spawn"), InlineExecutor(2)):  # neither starts a process
+        missing = sorted(n for n in members if not hasattr(ex, n))
+        assert not missing, f"{type(ex).__name__} lacks {missing}"
+
