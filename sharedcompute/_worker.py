@@ -147,7 +147,7 @@ def _run_calls(conn: Any, items: list, pid: int) -> None:
             finally:
                 del result
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            info = remote_error_info(exc, (0, 0), pid, keep=True)  # tasks.py: task_error
+            info = remote_error_info(exc, (0, 0), pid, keep=True)  # errors.task_error rebuilds it
             busy = time.perf_counter() - t0
             conn.send(("err", seq, info, TaskStats(0.0, busy, busy, 1)))
             detached(exc)
