@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import pickle
+import os
 import threading
 import time
 from collections import deque
 from concurrent.futures import CancelledError, Future
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import InputError, KernelError, PoolClosedError, RemoteTraceback
+from .errors import InputError, PoolClosedError, remote_error_info, task_error
 from .progress import progress_bar
 from .tasks import BATCH_SECONDS, MAX_BATCH, _name
 
@@ -28,20 +28,15 @@ def auto_chunksize(chunksize: int | None) -> int | None:
 
 def _apply_chunk(fn: Callable, items: list) -> tuple:
     """One task that maps ``fn`` over several items: (results, seconds, None) or, when an
-    item raises, (the results before it, seconds, (its exception, traceback text))."""
-    import traceback
+    item raises, (the results before it, seconds, its errors.remote_error_info)."""
     t0 = time.perf_counter()
     out = []
     for x in items:
         try:
             out.append(fn(x))
         except Exception as exc:  # the caller re-raises it after the results before it
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            try:
-                pickle.loads(pickle.dumps(exc))
-            except Exception:
-                exc = KernelError(f"task {_name(fn)} raised {type(exc).__name__}: {exc}")
-            return out, time.perf_counter() - t0, (exc, text)
+            info = remote_error_info(exc, (0, 0), os.getpid(), keep=True)
+            return out, time.perf_counter() - t0, info
     return out, time.perf_counter() - t0, None
 
 
@@ -126,9 +121,7 @@ def imap(submit: Callable, fn: Any, iterable: Iterable, *, ordered: bool,
                 bar.update(len(values) + (failure is not None))
             yield from values
             if failure is not None:
-                exc, text = failure
-                exc.__cause__ = RemoteTraceback(text)
-                raise exc
+                raise task_error(_name(fn), failure)
         if state["error"] is not None:
             raise state["error"]
     finally:

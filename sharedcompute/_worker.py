@@ -32,7 +32,8 @@ from ._task import Stats, TaskStats, detached, prepare, read_only, resolve, run_
 from .errors import TaskLostError, remote_error_info
 
 
-UNREADABLE = -1  # the seq of an error about a message the worker could not unpickle
+UNREADABLE = -1  # the seq of an error about a message the worker could not unpickle (the
+# parent's wait, _executors.ProcessExecutor._wait, takes it as the answer it waits for)
 
 
 def _watch_parent() -> None:
@@ -146,12 +147,7 @@ def _run_calls(conn: Any, items: list, pid: int) -> None:
             finally:
                 del result
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            info = remote_error_info(exc, (0, 0), pid)
-            try:
-                info["pickled"] = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
-                pickle.loads(info["pickled"])  # some exceptions pickle but cannot be rebuilt
-            except Exception:
-                info.pop("pickled", None)
+            info = remote_error_info(exc, (0, 0), pid, keep=True)  # errors.task_error rebuilds it
             busy = time.perf_counter() - t0
             conn.send(("err", seq, info, TaskStats(0.0, busy, busy, 1)))
             detached(exc)

@@ -453,6 +453,28 @@ class DaskBackend:
             swap(specs, out_i, in_i)
         return it.result(done, value, info)
 
+    # -- what runs on process and inline pools only ---------------------------------------
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
+        """Refused: Dask's own client.submit runs a function on the cluster."""
+        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
+                         "backends; on a Dask cluster use client.submit directly")
+
+    def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Any) -> Any:
+        """Refused, as submit is."""
+        return self.submit(fn, (), {}, timeout, runner)
+
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        """Refused: each Dask worker compiles a kernel at its first call."""
+        raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
+                         "Dask worker compiles a kernel at its first call")
+
+    def interrupt(self) -> None:
+        """Pool.close from another thread: a running Dask call is waited for."""
+
+    def forget_after_fork(self) -> None:
+        """A forked child holds no Dask workers of its own: nothing to let go of."""
+
     def close(self) -> None:
         if self._own_cluster is not None:
             self.client.close()

@@ -12,12 +12,13 @@ import logging
 import operator
 import os
 import time
-from typing import Any, Sequence
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import _watch, doorbell
 from ._cache import REPLAN, CallCache, Entry, call_key, values_of
-from ._dispatch import run_dynamic
-from ._executors import InlineExecutor
+from ._imap import imap
+from ._inline import InlineExecutor
 from ._insights import Insights
 from ._system import usable_cores
 from ._iterate import local as iterate_local, plan as iterate_plan
@@ -27,6 +28,7 @@ from .partition import split_even
 from .plan import (Plan, Whole, boundscheck_default, check_kind, finish_reduce, make_plan,
                    scan_offsets)
 from .shared import SharedArray
+from .tasks import submitter
 
 log = logging.getLogger("sharedcompute")
 _IDENTITY = operator.attrgetter("identity")  # a new tuple when reshaped
@@ -86,8 +88,7 @@ class LocalBackend:
     pids = property(lambda self: self.executor.pids)
 
     def start(self) -> None:
-        if not self.executor.in_process:
-            self.executor.start()
+        self.executor.start()
 
     # -- arrays ------------------------------------------------------------------------------
     def empty(self, shape: Any, dtype: Any) -> SharedArray:
@@ -131,7 +132,7 @@ class LocalBackend:
         ex = self.executor
         block_sweeps, tol = iterate_plan.check_options(kernel, residual, tol, block_sweeps)
         self._check_sendable(kernel, residual)
-        self._ensure_workers()
+        self.ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
                          boundscheck=boundscheck, depth=depth)
         it = iterate_plan.plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
@@ -148,11 +149,8 @@ class LocalBackend:
         return it.result(done, value, info)
 
     def _check_sendable(self, kernel: Any, residual: Any = None) -> None:
-        ex = self.executor
-        if not ex.in_process:
-            for k in (kernel, residual):
-                if isinstance(k, Kernel):
-                    k.check_sendable(ex.start_method)
+        for k in (kernel, residual):
+            self.executor.check_sendable(k)
 
     def _call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
               timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool, depth: Any,
@@ -182,7 +180,7 @@ class LocalBackend:
         cache = self.cache
         quiet = key is not None and cache.quiet(ex)
         if not quiet:
-            self._ensure_workers()
+            self.ensure_workers()
         memo = cache.lookup(key, ex.generation) if key is not None else None  # kernel current
         if memo is not None:
             try:
@@ -234,8 +232,8 @@ class LocalBackend:
         ranges = split_even(n_chunks, ex.n_workers)
         drop = self.cache.take_drop()  # every worker hears which cached tasks to drop
         if dynamic and kernel.kind != "scan":
-            results = run_dynamic(ex, lambda r: plan.task(op, r), n_chunks, what=kernel.name,
-                                  timeout=timeout, progress=progress, drop=drop)
+            results = ex.run_guided(lambda r: plan.task(op, r), n_chunks, what=kernel.name,
+                                    timeout=timeout, progress=progress, drop=drop)
             if op == "reduce":
                 return finish_reduce(kernel, n_chunks, results), []
             return plan.written(), []
@@ -326,14 +324,36 @@ class LocalBackend:
         b.written = None if memo is None or memo.reduces else out
         return out
 
+    # -- tasks and warmup (Pool.submit, imap, warmup) -------------------------------------------
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any,
+               runner: Callable[[], Any]) -> Future:
+        """A task: on the workers through the pool's TaskRunner (``runner()``), or at once
+        inline (tasks.submitter)."""
+        return submitter(self.executor, fn, runner)(fn, args, kwargs, timeout)
+
+    def imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Callable[[], Any]) -> Iterator:
+        """Tasks over ``iterable``, chunked (_imap.py), yielded in order or as they finish."""
+        return imap(submitter(self.executor, fn, runner), fn, iterable, ordered=ordered,
+                    chunksize=chunksize, timeout=timeout, progress=progress,
+                    what=getattr(fn, "__name__", "task"), n_workers=self.n_workers)
+
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        """Compile the kernels' signatures (_preload.warmup_items) in every worker, or in
+        this process inline; returns {kernel name: [signature text]}."""
+        from ._preload import warmup_items  # its module also runs in the forkserver
+        items, names = warmup_items(kernels, dtypes, boundscheck, self.executor)
+        self.ensure_workers()  # dead workers: start new ones first
+        self.executor.warmup(items, timeout)
+        return names
+
     # -- workers -----------------------------------------------------------------------------
-    def _ensure_workers(self) -> None:
+    def ensure_workers(self) -> None:
+        """Before work: start new workers if one died (a restart: the cache is cleared), else
+        tell them which released blocks to forget."""
         ex = self.executor
-        if ex.in_process:
-            return
         if not ex.alive:
-            if ex.procs:
-                ex.stop(kill=True)
+            ex.stop(kill=True)
             log.info("restarting %d %s workers after a failure", ex.n_workers,
                      ex.start_method)
             self.restarts += 1
@@ -342,17 +362,24 @@ class LocalBackend:
         elif self.cache.forget:  # the entries holding released blocks are gone already
             ex.send_all(("forget",) + self.cache.take_forget())
 
+
     def block_released(self, name: str) -> None:
-        if not self.executor.in_process:  # inline: no workers to tell, nothing cached
-            self.cache.block_released(name)
+        self.cache.block_released(name)  # inline: nothing cached, no workers to tell
 
     def insights(self) -> Insights:
         wall = time.perf_counter() - self.executor.started_at
         return Insights(w.as_dict(wall) for w in self.executor.worker_insights())
 
+    def interrupt(self) -> None:
+        """From another thread (Pool.close): end the running call (its workers are killed)."""
+        self.executor.interrupt()
+
+    def forget_after_fork(self) -> None:
+        """In an os.fork() child: the workers are the parent's; let go of them."""
+        self.executor.forget_after_fork()
+
     def close(self) -> None:
-        if not self.executor.in_process:
-            self.executor.stop()
+        self.executor.stop()
         self.scratch.free()
 
 
@@ -363,7 +390,7 @@ def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
     elif check_schedule(schedule) == "dynamic" and getattr(kernel, "kind", "") == "scan":
         raise InputError(f"kernel {kernel.name} is a scan, whose chunks depend on the ones "
                          "before them; it runs with schedule='static' only")
-    return schedule == "dynamic" and not executor.in_process and executor.n_workers > 1
+    return schedule == "dynamic" and executor.n_workers > 1
 
 
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,

@@ -18,7 +18,7 @@ ALLOWED_LAZY_UPWARD = {("kernel", "execute")}
 WORKER_SIDE = {"_worker", "_task", "plan", "kernel", "_identity", "partition", "shared", "files",
                "segments", "doorbell", "errors", "_system", "_iterate", "iterate_result"}
 NOT_FOR_WORKERS = {"_executors", "execute", "pool", "dask_backend", "verify", "cli", "bench",
-                   "_dispatch", "_start", "tasks", "_imap", "_cache", "bind"}
+                   "_inline", "_start", "tasks", "_imap", "_cache", "bind"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -111,7 +111,7 @@ def test_lower_layers_never_import_the_facade_or_the_executors():
         if mod not in ("__init__", "cli", "verify", "bench"):
             assert "pool" not in names, f"{mod} imports pool"
         if mod not in ("__init__", "cli", "pool", "execute", "dask_backend", "verify", "bench",
-                       "_dispatch", "_start", "tasks"):  # the parent's ways of running work
+                       "_start", "tasks"):  # the parent's ways of running work
             assert "_executors" not in names, f"{mod} imports _executors"
     engine = {m for m in graph if m not in ("cli", "bench")}
     for mod in engine:
@@ -136,3 +136,16 @@ def test_no_module_is_over_500_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := _lines_without_docstrings(p)) > 500}
     assert not long, f"modules over 500 lines (docstrings not counted): {long}"
+
+
+def test_every_executor_keeps_the_executor_contract():
+    """The backend and the pool call an executor without asking which (no getattr probes):
+    each one has every member the Executor protocol declares."""
+    from sharedcompute._executors import Executor, ProcessExecutor
+    from sharedcompute._inline import InlineExecutor
+    members = set(Executor.__annotations__) | {n for n, v in vars(Executor).items()
+                                               if callable(v) and not n.startswith("_")}
+    for ex in (ProcessExecutor(2, "spawn"), InlineExecutor(2)):  # neither starts a process
+        missing = sorted(n for n in members if not hasattr(ex, n))
+        assert not missing, f"{type(ex).__name__} lacks {missing}"
+
