@@ -25,7 +25,7 @@ The four paths through a ProcessExecutor (names are the real functions)::
 ``_wait`` is the only wait on the worker pipes, the process sentinels and a deadline (run,
 run_guided and warmup share ``_collect``). ``_events`` turns what it finds into a kernel
 call's failures (``_crashed``, ``_timed_out``: errors.worker_crashed, errors.timed_out);
-feed names the user task instead and fails only that task's future. ``_finished``
+feed names the user task instead and fails only that task's future. ``account_answer``
 (_insights.Accounts) accounts every answer in the insights and the progress bar.
 
 So a dead worker is noticed at once (never the stdlib Pool's hang, gh-66587), named, and all
@@ -334,7 +334,7 @@ class ProcessExecutor(Accounts):
                 for i, msg in self._events(pending, want, deadline, what, timeout, heads,
                                            bar):
                     _, task = held[i].popleft()
-                    result = self._finished(i, msg, bar, errors, what, tasks)
+                    result = self.account_answer(i, msg, bar, errors, what, tasks)
                     if msg[0] == "ok":
                         out.append((i, task, result))
                     feed(i)
@@ -396,7 +396,7 @@ class ProcessExecutor(Accounts):
         def sleep() -> None:  # one wait; a "done" ping wakes it, await_answers reads DONE
             for i, msg in self._events(pending, [seq] * self.n_workers, deadline, what,
                                        timeout, tasks):
-                results[i] = self._finished(i, msg, None, errors, what)
+                results[i] = self.account_answer(i, msg, None, errors, what)
                 pending.discard(i)
                 piped.add(i)
 
@@ -448,7 +448,7 @@ class ProcessExecutor(Accounts):
                     continue  # a lost worker's last answers: its tasks are settled
                 _, item = running[i].popleft()
                 started[i] = time.monotonic()  # the next task of its batch starts now
-                self._finished(i, msg)
+                self.account_answer(i, msg)
                 source.answered(item, msg)
                 want[i] = running[i][0][0] if running[i] else None
                 if not running[i]:

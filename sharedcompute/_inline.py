@@ -76,7 +76,7 @@ class InlineExecutor(Accounts):
                     failure = kernel_error(what, remote_error_info(exc, stats.rows, None))
                     cause = detached(exc)
                 finally:
-                    self._finished(0, ("ok", 0, None, stats.report(t0)))
+                    self.account_answer(0, ("ok", 0, None, stats.report(t0)))
                 if failure is not None:
                     break
         finally:
@@ -109,4 +109,4 @@ class InlineExecutor(Accounts):
             raise kernel_error(current[0] if current else "warmup", info) from None
         finally:
             busy = time.perf_counter() - t0
-            self._finished(0, ("ok", 0, None, (busy, 0.0, busy, 0)), tasks=0)
+            self.account_answer(0, ("ok", 0, None, (busy, 0.0, busy, 0)), tasks=0)

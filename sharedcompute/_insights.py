@@ -1,4 +1,4 @@
-"""What the executors account from each worker's answer, in one place (``Accounts._finished``):
+"""What the executors account from each worker's answer, in one place (``Accounts.account_answer``):
 the seconds it spent attaching, compiling, computing and idle (``WorkerInsight``, added up
 from every answer and from the running totals that the doorbell lines keep for rung calls;
 ``Insights`` is the table Pool.insights() prints), and the chunks it finished
@@ -88,7 +88,7 @@ class Accounts:
     def worker_insights(self) -> list[WorkerInsight]:
         return self.insights
 
-    def _finished(self, i: int, msg: tuple, bar: ChunkProgress | None = None,
+    def account_answer(self, i: int, msg: tuple, bar: ChunkProgress | None = None,
                   errors: list | None = None, what: str = "", tasks: int = 1) -> Any:
         """Account worker i's answer ``(ok|err, seq, result or error info, TaskStats)``: its
         seconds in the insights, its chunks in the bar. Returns the result; an error goes to
