@@ -1,7 +1,7 @@
 """Executors: who runs a call's tasks. ProcessExecutor owns the worker processes, their pipes
 and the one wait loop that notices every way they fail; InlineExecutor runs the same tasks in
 the calling process, in order, for debugging. Both are an ``Executor`` (the Protocol below):
-the backend (execute.py) and the pool call them without asking which.
+the backend (local.py) and the pool call them without asking which.
 
 The four paths through a ProcessExecutor (names are the real functions)::
 
@@ -10,7 +10,7 @@ The four paths through a ProcessExecutor (names are the real functions)::
       │ Plan.task × workers      │ cached under a memo id    │ make_task(piece), pieces
       ▼                          ▼                           ▼ from guided_pieces
     ProcessExecutor.run        ProcessExecutor.ring        ProcessExecutor.run_guided
-      │ send("task", seq, ..)    │ doorbell.ring: RING word  │ send("task", ..), AHEAD
+      │ send("work", seq, ..)    │ doorbell.ring: RING word  │ send("work", ..), AHEAD
       ▼                          ▼                           ▼ per worker, next on answer
     _worker._run_sent          _worker._run_rung           _worker._run_sent
       │ ("ok"|"err", seq, ..)    │ WorkerBell.answer, DONE   │
@@ -18,9 +18,9 @@ The four paths through a ProcessExecutor (names are the real functions)::
     ProcessExecutor._collect   doorbell.await_answers,     ProcessExecutor._collect
       ─▶ _events ─▶ _wait        then _events (_await_rung)  ─▶ _events ─▶ _wait
 
-    tasks: Pool.submit / imap ─▶ TaskRunner.submit (tasks.py: queue, futures, batching)
-      ─▶ its thread: ProcessExecutor.feed(runner) ─▶ send("call", [(seq, payload)])
-      ─▶ _worker._run_calls ─▶ one answer per task ─▶ _wait ─▶ runner.answered / failed
+    tasks: Pool.submit / imap ─▶ TaskRunner.submit (futures.py: queue, futures, batching)
+      ─▶ its thread: ProcessExecutor.feed(runner) ─▶ send("task", [(seq, payload)])
+      ─▶ _worker._run_tasks ─▶ one answer per task ─▶ _wait ─▶ runner.answered / failed
 
 ``_wait`` is the only wait on the worker pipes, the process sentinels and a deadline (run,
 run_guided and warmup share ``_collect``). ``_events`` turns what it finds into a kernel
@@ -57,7 +57,8 @@ from ._insights import WorkerInsight, Accounts, ChunkProgress
 from .errors import (UNGUARDED_MAIN_EXIT, KernelError, KernelTimeoutError, PoolClosedError,
                      SharedComputeError, timed_out, worker_crashed)
 from .kernel import Kernel
-from .plan import Task
+from .plan import WorkOrder
+from ._preload import prepare_fork_parent, start_forkserver
 
 log = logging.getLogger("sharedcompute")
 
@@ -69,10 +70,10 @@ class Executor(Protocol):
     """What a LocalBackend runs its calls on: worker processes (ProcessExecutor), or this
     process (_inline.InlineExecutor, whose start, stop, interrupt and forget_after_fork do
     nothing). Where ``rings``, ``ring()`` starts a cached call; where ``queues_tasks``,
-    ``feed()`` runs a tasks.TaskRunner's queue (ProcessExecutor has both)."""
+    ``feed()`` runs a futures.TaskRunner's queue (ProcessExecutor has both)."""
 
     in_process: bool  # arguments are not pickled (plan.make_plan sends arrays, not handles)
-    queues_tasks: bool  # user tasks queue for workers (tasks.TaskRunner), or run at once
+    queues_tasks: bool  # user tasks queue for workers (futures.TaskRunner), or run at once
     n_workers: int
     start_method: str
     generation: int  # bumped at every (re)start: cached tasks die with their workers
@@ -88,9 +89,9 @@ class Executor(Protocol):
     def send_all(self, msg: tuple) -> None: ...
     def check_sendable(self, kernel: Any) -> None: ...
     def worker_insights(self) -> list[WorkerInsight]: ...
-    def run(self, tasks: list[Task], *, what: str, timeout: float | None, progress: Any,
+    def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list: ...
-    def run_guided(self, make_task: Callable[[tuple[int, int]], Task], n_chunks: int, *,
+    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
                    what: str, timeout: float | None, progress: Any,
                    drop: list[int] = ()) -> list: ...
     def warmup(self, items: list, timeout: float | None) -> None: ...
@@ -134,7 +135,7 @@ class ProcessExecutor(Accounts):
     """Worker processes, their pipes, and the wait loop that notices every way they fail."""
 
     in_process = False
-    queues_tasks = True  # user tasks go through a tasks.TaskRunner, which calls feed()
+    queues_tasks = True  # user tasks go through a futures.TaskRunner, which calls feed()
 
     def __init__(self, n_workers: int, start_method: str):
         self.n_workers = n_workers
@@ -158,10 +159,8 @@ class ProcessExecutor(Accounts):
 
     def start(self) -> None:
         if self.start_method == "forkserver":  # one preloaded server forks every worker
-            from ._preload import start_forkserver
             self.preload = start_forkserver(self.ctx)
         elif self.start_method == "fork":
-            from ._preload import prepare_fork_parent
             prepare_fork_parent()
         self.lines = doorbell.Lines.create(self.ctx, self.n_workers) if doorbell.ENABLED else None
         self.barrier = doorbell.make_barrier(self.ctx, self.lines, self.n_workers)
@@ -268,7 +267,7 @@ class ProcessExecutor(Accounts):
         return self.seq
 
     # -- kernel calls: run, run_guided, ring, warmup ------------------------------------------
-    def run(self, tasks: list[Task], *, what: str, timeout: float | None, progress: Any,
+    def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
         """Send each worker its task and wait for all of them; ``memo``: an id under which
         the workers keep their tasks for ring(); ``drop``: cached ids they forget first."""
@@ -277,11 +276,11 @@ class ProcessExecutor(Accounts):
         todo, seq, results = dict(enumerate(tasks)), self._next_seq(), [None] * len(tasks)
         for i, _, result in self._collect(
                 lambda i: todo.pop(i, None), 1, what, timeout, progress, total,
-                lambda s, task, bar: ("task", seq, task, memo, list(drop), bar)):
+                lambda s, task, bar: ("work", seq, task, memo, list(drop), bar)):
             results[i] = result
         return results
 
-    def run_guided(self, make_task: Callable[[tuple[int, int]], Task], n_chunks: int, *,
+    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
                    what: str, timeout: float | None, progress: Any,
                    drop: list[int] = ()) -> list:
         """A map or reduce with guided pieces handed to workers as they answer (each holds
@@ -291,7 +290,7 @@ class ProcessExecutor(Accounts):
         pieces = deque(guided_pieces(n_chunks, self.n_workers))
         out = self._collect(lambda i: make_task(pieces.popleft()) if pieces else None, AHEAD,
                             what, timeout, progress, n_chunks,
-                            lambda s, task, bar: ("task", s, task, None, list(drop), bar))
+                            lambda s, task, bar: ("work", s, task, None, list(drop), bar))
         return [r for _, _, r in sorted(out, key=lambda answer: answer[1].chunk_range[0])]
 
     def warmup(self, items: list, timeout: float | None) -> None:
@@ -351,7 +350,7 @@ class ProcessExecutor(Accounts):
         return out
 
     def ring(self, memo: int, active: list[int], idle_result: Any, *,
-             what: str, timeout: float | None, tasks: list[Task], clear_values: bool = True,
+             what: str, timeout: float | None, tasks: list[WorkOrder], clear_values: bool = True,
              results: bool = True) -> list | None:
         """Start a call whose tasks the workers cached under ``memo`` through the doorbell,
         poll for its results, then sleep on the pipes and sentinels like run().
@@ -383,7 +382,7 @@ class ProcessExecutor(Accounts):
         return out if results else None
 
     def _await_rung(self, seq: int, active: list[int], idle_result: Any, what: str,
-                    timeout: float | None, tasks: list[Task], spin: bool) -> tuple:
+                    timeout: float | None, tasks: list[WorkOrder], spin: bool) -> tuple:
         """A rung call not answered within SPIN_S (or with a worker woken by pipe, then
         ``spin``: poll first): sleep on the pipes and sentinels. Returns the results of the
         workers that answered through a pipe, which they were, and the errors."""
@@ -403,9 +402,9 @@ class ProcessExecutor(Accounts):
         doorbell.await_answers(self.lines, pending, seq, sleep, spin)
         return results, piped, errors
 
-    # -- user tasks (tasks.TaskRunner) ---------------------------------------------------------
+    # -- user tasks (futures.TaskRunner) ---------------------------------------------------------
     def feed(self, source: Any, running: list[deque]) -> bool:
-        """Run ``source``'s tasks (a tasks.TaskRunner: its queue, batching and futures) until
+        """Run ``source``'s tasks (a futures.TaskRunner: its queue, batching and futures) until
         it has none (False), or until a worker was lost and the others finished theirs (True:
         restart the workers, then feed again). ``running[i]``: worker i's (seq, item) sent,
         in order. A dead or timed-out worker fails only its running task (``source.failed``);
@@ -427,7 +426,7 @@ class ProcessExecutor(Accounts):
                         running[i].extend(batch)
                         try:
                             if batch:
-                                self.send(i, ("call", [(s, item.payload) for s, item in batch]))
+                                self.send(i, ("task", [(s, item.payload) for s, item in batch]))
                         except OSError:
                             broken = True
                             self._lose(i, running, dead, source)

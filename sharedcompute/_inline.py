@@ -8,11 +8,11 @@ import time
 from typing import Any, Callable
 
 from ._insights import Accounts, WorkerInsight
-from ._task import Stats, detached, run_task
+from ._evaluate import Stats, detached, run_task
 from ._worker import compile_signatures
 from .errors import kernel_error, remote_error_info
 from .partition import split_even
-from .plan import Task
+from .plan import WorkOrder
 from .progress import progress_bar
 
 
@@ -31,7 +31,7 @@ class InlineExecutor(Accounts):
     has no workers to start, stop, signal or forget: those are no-ops."""
 
     in_process = True
-    queues_tasks = False  # a user task runs at once, in the caller (tasks.run_now)
+    queues_tasks = False  # a user task runs at once, in the caller (futures.run_now)
     rings = False
     generation = 0
     alive = True
@@ -61,7 +61,7 @@ class InlineExecutor(Accounts):
     def check_sendable(self, kernel: Any) -> None:
         pass  # nothing is sent
 
-    def run(self, tasks: list[Task], *, what: str, timeout: float | None, progress: Any,
+    def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
         bar = progress_bar(progress, total, what)
         out: list = []
@@ -89,7 +89,7 @@ class InlineExecutor(Accounts):
                 failure = cause = None
         return out
 
-    def run_guided(self, make_task: Callable[[tuple[int, int]], Task], n_chunks: int, *,
+    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
                    what: str, timeout: float | None, progress: Any,
                    drop: list[int] = ()) -> list:
         """Inline, every piece runs in order anyway: the static split's tasks (the same

@@ -46,6 +46,11 @@ import threading
 import time
 from typing import Any
 
+from .errors import InputError
+from .kernel import REGISTRY, Kernel
+from .plan import Whole
+from .shared import SharedArray
+
 ENV = "SHAREDCOMPUTE_PRELOAD"
 THIS = __name__  # "sharedcompute._preload"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -61,7 +66,6 @@ def enabled() -> bool:
 
 def kernel_modules() -> dict[str, str]:
     """Modules (name -> file) of the kernels this process has defined, but __main__."""
-    from .kernel import REGISTRY
     out = {}
     for k in list(REGISTRY.values()):
         mod = sys.modules.get(k.module)
@@ -290,8 +294,6 @@ def _boot() -> None:
 # -- warmup: the signatures a call would compile (the parent) ------------------------------
 def _entries(kernels: Any) -> list[tuple[Any, tuple | None]]:
     """(kernel, example arguments or None) for a kernel, a (kernel, *args) tuple or a list."""
-    from .errors import InputError
-    from .kernel import Kernel
     if isinstance(kernels, Kernel) or (isinstance(kernels, tuple) and kernels
                                        and isinstance(kernels[0], Kernel)):
         kernels = [kernels]
@@ -322,16 +324,13 @@ def _array_type(x: Any, writable: bool, dtype: Any, pickled: bool) -> Any:
 
 def _signatures(kernel: Any, examples: tuple | None, dtype: Any, pickles: bool) -> list:
     """The argument types a call compiles: writes= arrays writable, the others read-only
-    views (_task.resolve), (start, stop, total) for position=, and for stencils also the
+    views (_evaluate.resolve), (start, stop, total) for position=, and for stencils also the
     writable padded copies at the array's edges (partition.padded_rows). ``pickles``: the
     executor sends a plain array pickled (it arrives as a C-ordered copy)."""
     import numba
     import numpy as np
     from numba import types
 
-    from .errors import InputError
-    from .plan import Whole
-    from .shared import SharedArray
     if examples is None:
         dt = numba.from_dtype(np.dtype(dtype or np.float64))
         sig = [types.Array(dt, 1, "C", readonly=i not in kernel.writes)
@@ -367,7 +366,6 @@ def warmup_items(kernels: Any, dtypes: Any, boundscheck: bool,
                  executor: Any) -> tuple[list, dict]:
     """Pool.warmup: the items the executor compiles (its ``warmup``), [(kernel, boundscheck,
     signatures, totals signatures)], and {kernel name: [signature text]} for the caller."""
-    from .errors import InputError
     if dtypes is not None and not isinstance(dtypes, (list, tuple)):
         dtypes = [dtypes]
     items, names = [], {}

@@ -22,6 +22,8 @@ from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residua
 from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
+from ._insights import Insights
+from .files import check_file_dtype, check_regular, read_header
 
 
 def _import_dask():
@@ -69,7 +71,6 @@ class DaskArray(ArrayShape):
 
 def _npy_header(path: str) -> tuple:
     """On a worker: the shape and dtype of a .npy file (refusing what cannot be mapped)."""
-    from .files import check_file_dtype, check_regular, read_header
     real = check_regular(path, "r")
     with open(real, "rb") as f:
         shape, dt, _, fortran = read_header(real, f)
@@ -280,7 +281,6 @@ class DaskBackend:
         """Nothing to forget: the cluster's workers never map this machine's blocks."""
 
     def insights(self) -> Any:
-        from ._insights import Insights
         return Insights()
 
     def _gather(self, futures: list, timeout: float | None, progress: Any, what: str,
@@ -452,6 +452,17 @@ class DaskBackend:
                     break
             swap(specs, out_i, in_i)
         return it.result(done, value, info)
+
+    # -- bound calls: no call cache here, each call runs plainly ----------------------------
+    def check_bound(self, b: Any) -> None:
+        """Nothing to check ahead: a Dask call plans when it runs."""
+
+    def call_bound(self, b: Any) -> Any:
+        if b.op == "reduce":
+            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, None,
+                               b.boundscheck, b.schedule)
+        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, None,
+                        b.boundscheck, b.depth, b.schedule)
 
     # -- what runs on process and inline pools only ---------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:

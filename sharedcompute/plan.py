@@ -1,7 +1,7 @@
 """Plan a call: check its arguments, choose what is split, size the fixed chunk grid.
 
 ``make_plan`` turns (kernel, arguments) into argument specs and a chunk grid, raising
-InputError before any work; ``Plan.task`` cuts it into the typed ``Task`` a worker (or the
+InputError before any work; ``Plan.task`` cuts it into the typed ``WorkOrder`` a worker (or the
 calling process) runs. Also here: what every backend shares about a call's shape, such as
 map/reduce kind checks, the scan offsets and the reduce finish (iterate's own plan is
 _iterate/plan.py).
@@ -72,8 +72,8 @@ class Plan:
     def chunks(self) -> list[tuple[int, int]]:
         return chunk_grid(self.n_rows, self.rows_per_chunk)
 
-    def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> "Task":
-        return Task(op, self.kernel, self.specs, self.n_rows, self.rows_per_chunk,
+    def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> "WorkOrder":
+        return WorkOrder(op, self.kernel, self.specs, self.n_rows, self.rows_per_chunk,
                     self.boundary, chunk_range, self.boundscheck, depth=self.depth, **extra)
 
 
@@ -93,7 +93,7 @@ def _nothing_written(args: tuple) -> tuple:
 
 
 @dataclass
-class Task:
+class WorkOrder:
     """One worker's share of a call: the kernel, its argument specs, the chunk grid and the
     contiguous range of chunks it runs. Pickled to a worker as is (both ends run the same
     code); ``op`` is "map", "reduce", "scan_totals", "scan_apply" or "iterate"."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ty
 import numpy as np
 
 from ._executors import exit_if_importing_main
+from .bind import BoundCall
 from ._inline import InlineExecutor
 from ._insights import Insights
 from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exported
@@ -26,11 +27,11 @@ from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exp
 from .iterate_result import IterateResult
 from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
-from .execute import LocalBackend
+from .local import LocalBackend
 from .kernel import Kernel
 from .plan import boundscheck_default, check_timeout
 from .shared import SharedArray, on_block_release
-from .tasks import TaskRunner, items_to_map
+from .futures import TaskRunner, items_to_map
 
 if TYPE_CHECKING:
     from distributed import Client  # the optional dask extra: for type checkers only
@@ -116,9 +117,8 @@ class Pool:
 
     # -- arrays --------------------------------------------------------------------------------
     def _own(self, arr: Any) -> Any:
-        block = getattr(arr, "block", None)
-        if block is not None:
-            self._blocks.add(block)
+        if isinstance(arr, SharedArray) and arr.block is not None:  # (Dask's: none here)
+            self._blocks.add(arr.block)
         return arr
 
     def empty(self, shape: int | tuple, dtype: Any = np.float64) -> SharedArray:
@@ -326,7 +326,8 @@ class Pool:
         args = (out, u) + params
         if kwargs and isinstance(kernel, Kernel):
             args = kernel.bind(args, kwargs)
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
@@ -361,7 +362,6 @@ class Pool:
         ...     y.numpy()
         array([0., 2., 4., 6.])
         """
-        from .bind import BoundCall
         b = BoundCall(self._call_bound, kernel, args, kwargs, self.boundscheck, rows, boundary,
                       depth, schedule, timeout)
         self._check_bound(b)  # plans once, runs nothing: a wrong argument fails here
@@ -371,25 +371,14 @@ class Pool:
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
-            check = getattr(self._backend, "check_bound", None)
-            if check is not None:
-                check(b)
+            self._backend.check_bound(b)
 
     def _call_bound(self, b: Any) -> Any:
-        """A bound call's run: the backend's cached path, or a plain call on a backend
-        without a call cache (Dask)."""
+        """A bound call's run: the backend's cached path (a plain call on Dask)."""
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
-            backend = self._backend
-            call_bound = getattr(backend, "call_bound", None)
-            if call_bound is not None:
-                return call_bound(b)
-            if b.op == "reduce":
-                return backend.reduce(b.kernel, b.args, b.rows, b.timeout, False, None,
-                                      b.boundscheck, b.schedule)
-            return backend.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, None,
-                               b.boundscheck, b.depth, b.schedule)
+            return self._backend.call_bound(b)
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., _Y], /, *args: Any, timeout: float | None = None,
@@ -416,7 +405,8 @@ class Pool:
         ...     sorted(f.result() for f in as_completed(futures))
         [1, 1, 2, 6, 24]
         """
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._check_open()
         return self._backend.submit(fn, args, kwargs, timeout, self._task_runner)
 
@@ -455,7 +445,8 @@ class Pool:
 
     def _imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
               progress: Any) -> Iterator:
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._check_open()
         return self._backend.imap(fn, iterable, ordered, chunksize, timeout, progress,
                                   self._task_runner)
@@ -542,7 +533,8 @@ class Pool:
         ...     len(signatures["triad"]), len(signatures["total"])
         (2, 2)
         """
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()

@@ -1593,7 +1593,7 @@ def test_row32_main_module_sets_numba_threads(method, tmp_path):
 def test_a_refused_write_claim_leaves_no_claim_behind():
     """claim_writes claims block by block; refused on the second, it takes back the first, so
     the call that held the second block and any later call can still write both."""
-    from sharedcompute.execute import _busy_writes, claim_writes, release_writes
+    from sharedcompute.local import _busy_writes, claim_writes, release_writes
     held = ["sc-test-block-b"]
     claim_writes(held, "holder")
     try:

@@ -9,5 +9,5 @@
 An iterate goes pool -> backend -> _iterate.plan -> _executors -> _worker -> _iterate.sweep.
 """
 # A worker meets this package when it unpickles a task's Sweeps (plan.py): importing
-# sweep.py here puts its runner into _task.RUNNERS before that task runs, in every process.
+# sweep.py here puts its runner into _evaluate.RUNNERS before that task runs, in every process.
 from . import sweep  # noqa: F401

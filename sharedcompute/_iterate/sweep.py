@@ -23,7 +23,7 @@ the other end of the array (another worker's rows) at every sweep, so it runs pl
 (k = 1), as do arrays of at most 2 * depth + 1 rows, and kernels that may read ``out``
 (plan.may_block). The parent chooses all of this (plan.py); the worker runs it here, with a
 barrier between sweeps (or blocks) and no parent round trip: ``run_iterate``, which this
-module adds to _task.RUNNERS.
+module adds to _evaluate.RUNNERS.
 """
 from __future__ import annotations
 
@@ -35,15 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from .._task import RUNNERS, Stats, call, kernel_fn, map_pieces, map_rows, read_only, resolve
+from .._evaluate import RUNNERS, Stats, call, kernel_fn, map_pieces, map_rows, read_only, resolve
 from ..errors import InputError
 from ..partition import padded_rows, source_row, tree_finish, tree_nodes, tree_reduce, valid_rows
-from ..plan import ArgSpec, Task
+from ..plan import ArgSpec, WorkOrder
 from ..shared import view_from_handle
 from .plan import swap
 
 
-def run_iterate(task: Task, views: list, stats: Stats, barrier: Any) -> tuple:
+def run_iterate(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> tuple:
     """``steps`` sweeps with the loop here and a barrier between sweeps (no parent round
     trip); returns (sweeps run, last residual checked or None): a residual <= tol stops."""
     try:
@@ -53,7 +53,7 @@ def run_iterate(task: Task, views: list, stats: Stats, barrier: Any) -> tuple:
         raise
 
 
-def _chunk_partial(task: Task, func: Any, views: list, s: int, e: int,
+def _chunk_partial(task: WorkOrder, func: Any, views: list, s: int, e: int,
                    stats: Stats) -> np.float64:
     """A fused kernel's partial for chunk [s, e): its pieces' partials combined in row order;
     a chunk with no row to write (edges under 'none', an empty array) gets the kernel's
@@ -78,7 +78,7 @@ def _chunk_partial(task: Task, func: Any, views: list, s: int, e: int,
     return partial_number(task.kernel, value)
 
 
-def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
+def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
     sw = task.sweeps
     out_i, in_i = sw.swap
     specs = [ArgSpec(s.kind, s.value, s.writable) for s in task.specs]
@@ -171,7 +171,7 @@ def _reported(value: Any) -> float:
     return math.nan if v != v else v + 0.0
 
 
-def _fused_partials(task: Task, func: Any, views: list, ca: int, cb: int, stats: Stats,
+def _fused_partials(task: WorkOrder, func: Any, views: list, ca: int, cb: int, stats: Stats,
                     sliced: dict, parity: int) -> list:
     """Each chunk's partial of a fused kernel. The first time per parity goes through
     _chunk_partial (compiles count as such); later checks reuse its slices (a few us per
@@ -216,7 +216,7 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
     ``t0 - k * depth`` (negative near the top: the padded rows of a boundary live there).
     ``levels``: k slots that receive each level's partial (a fused kernel's) combined over
     the tiles; the rows a tile recomputes for its neighbours count twice, which an
-    idempotent combine allows. ``invoke(func, args, stats)`` makes each kernel call (_task.call:
+    idempotent combine allows. ``invoke(func, args, stats)`` makes each kernel call (_evaluate.call:
     compile time counted as such), with ``stats.rows`` the global rows it writes, as
     errors name them."""
     n, d, boundary = task.n_rows, task.depth, task.boundary

@@ -13,11 +13,11 @@ import operator
 import os
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from . import _watch, doorbell
 from ._cache import REPLAN, CallCache, Entry, call_key, values_of
-from ._imap import imap
+from .futures import imap
 from ._inline import InlineExecutor
 from ._insights import Insights
 from ._system import usable_cores
@@ -28,9 +28,51 @@ from .partition import split_even
 from .plan import (Plan, Whole, boundscheck_default, check_kind, finish_reduce, make_plan,
                    scan_offsets)
 from .shared import SharedArray
-from .tasks import submitter
+from .futures import submitter
+from ._preload import warmup_items
 
 log = logging.getLogger("sharedcompute")
+
+
+class Backend(Protocol):
+    """What the Pool calls, and all it calls: LocalBackend (here) and DaskBackend
+    (dask_backend.py) implement every member, refusing with a typed error what they cannot
+    do, so the Pool never asks which backend it holds. Arguments are positional on the hot
+    path (map, reduce): keywords cost measurably per call (cf955e8)."""
+
+    n_workers: int
+    start_method: str
+    array_types: tuple
+    executor: Any  # the Executor (_executors.py) of a local backend; None on Dask
+    restarts: int
+    pids: list[int]
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def interrupt(self) -> None: ...
+    def forget_after_fork(self) -> None: ...
+    def empty(self, shape: Any, dtype: Any) -> Any: ...
+    def zeros(self, shape: Any, dtype: Any) -> Any: ...
+    def array(self, x: Any) -> Any: ...
+    def open(self, path: Any, mode: str, shape: Any, dtype: Any) -> Any: ...
+    def load(self, path: Any) -> Any: ...
+    def map(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any, timeout: Any,
+            progress: Any, chunk_rows: Any, boundscheck: Any, depth: Any,
+            schedule: Any) -> Any: ...
+    def reduce(self, kernel: Kernel, args: tuple, rows: Any, timeout: Any, progress: Any,
+               chunk_rows: Any, boundscheck: Any, schedule: Any) -> Any: ...
+    def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
+                tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
+                progress: Any = False, boundscheck: bool = False, depth: Any = None,
+                info: bool = False, block_sweeps: Any = None) -> Any: ...
+    def check_bound(self, b: Any) -> None: ...
+    def call_bound(self, b: Any) -> Any: ...
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any: ...
+    def imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Any) -> Any: ...
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict: ...
+    def block_released(self, name: str) -> None: ...
+    def insights(self) -> Any: ...
 _IDENTITY = operator.attrgetter("identity")  # a new tuple when reshaped
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
@@ -328,12 +370,12 @@ class LocalBackend:
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any,
                runner: Callable[[], Any]) -> Future:
         """A task: on the workers through the pool's TaskRunner (``runner()``), or at once
-        inline (tasks.submitter)."""
+        inline (futures.submitter)."""
         return submitter(self.executor, fn, runner)(fn, args, kwargs, timeout)
 
     def imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
              progress: Any, runner: Callable[[], Any]) -> Iterator:
-        """Tasks over ``iterable``, chunked (_imap.py), yielded in order or as they finish."""
+        """Tasks over ``iterable``, chunked (futures.py), yielded in order or as they finish."""
         return imap(submitter(self.executor, fn, runner), fn, iterable, ordered=ordered,
                     chunksize=chunksize, timeout=timeout, progress=progress,
                     what=getattr(fn, "__name__", "task"), n_workers=self.n_workers)
@@ -341,7 +383,6 @@ class LocalBackend:
     def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
         """Compile the kernels' signatures (_preload.warmup_items) in every worker, or in
         this process inline; returns {kernel name: [signature text]}."""
-        from ._preload import warmup_items  # its module also runs in the forkserver
         items, names = warmup_items(kernels, dtypes, boundscheck, self.executor)
         self.ensure_workers()  # dead workers: start new ones first
         self.executor.warmup(items, timeout)

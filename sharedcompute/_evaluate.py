@@ -1,4 +1,4 @@
-"""Run one Task on array views: what a worker does with its chunks, and what the calling
+"""Run one WorkOrder on array views: what a worker does with its chunks, and what the calling
 process does for the inline backend and direct kernel calls (the same code, so the same
 partitioning, halos and combine order). iterate's sweeps run from _iterate/sweep.py, which
 adds its runner to RUNNERS."""
@@ -13,7 +13,7 @@ import numpy as np
 from .errors import InputError
 from .kernel import Kernel
 from .partition import halo_pieces, padded_rows, tree_nodes, tree_reduce, valid_rows
-from .plan import ArgSpec, Task
+from .plan import ArgSpec, WorkOrder
 from .shared import SharedArray, view_from_handle
 
 
@@ -85,7 +85,7 @@ def call(func: Any, args: tuple, stats: Stats) -> Any:
     return result
 
 
-def explain(exc: BaseException, task: Task, rows: tuple[int, int]) -> BaseException:
+def explain(exc: BaseException, task: WorkOrder, rows: tuple[int, int]) -> BaseException:
     """Numba's words for two user mistakes, in the engine's: a write to an argument missing
     from ``writes=``, and (bounds-checked builds) a read outside the rows and halo given."""
     kernel: Kernel = task.kernel
@@ -114,7 +114,7 @@ def explain(exc: BaseException, task: Task, rows: tuple[int, int]) -> BaseExcept
 
 
 # -- the pieces of a task --------------------------------------------------------------------------
-def kernel_fn(task: Task) -> Any:
+def kernel_fn(task: WorkOrder) -> Any:
     return task.kernel.compiled(task.boundscheck)[0]
 
 
@@ -128,7 +128,7 @@ def _chunk_args(views: list[Any], specs: list[ArgSpec], s: int, e: int,
     return out
 
 
-def map_pieces(task: Task, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
+def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
     """(start, stop, kernel arguments, reusable) for each piece of rows lo..hi; a piece
     is not reusable when it got a padded copy of edge rows (stencils at the array's edge)."""
     kernel = task.kernel
@@ -151,7 +151,7 @@ def map_pieces(task: Task, views: list[Any], lo: int, hi: int) -> Iterator[tuple
         yield s, e, tuple(args), in_place or d == 0
 
 
-def map_rows(task: Task, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
+def map_rows(task: WorkOrder, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
     func = kernel_fn(task)
     for s, e, args, _ in map_pieces(task, views, lo, hi):
         stats.rows = (s, e)
@@ -166,7 +166,7 @@ def _returned(kernel: Any) -> InputError:
         "@sc.kernel(combine=...) and call pool.reduce")
 
 
-def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:
+def _reduce_leaves(task: WorkOrder, views: list[Any]) -> dict[int, tuple]:
     """Each chunk's (rows, kernel arguments), sliced once."""
     n, chunks = task.n_rows, task.chunks
     leaves = {}
@@ -180,7 +180,7 @@ def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:
 
 
 # -- one function per op: (task, views, stats, barrier) -> result ---------------------------------
-def _run_map(task: Task, views: list, stats: Stats, barrier: Any) -> None:
+def _run_map(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
     """One kernel call over all this task's rows; with a progress bar, one per chunk, so the
     bar advances as chunks finish (the same rows and arithmetic either way)."""
     ca, cb = task.chunk_range
@@ -195,7 +195,7 @@ def _run_map(task: Task, views: list, stats: Stats, barrier: Any) -> None:
             stats.advance(1)
 
 
-def _run_reduce(task: Task, views: list, stats: Stats, barrier: Any) -> dict:
+def _run_reduce(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dict:
     """{tree node: partial} for the maximal nodes of the fixed tree inside this range."""
     func, leaves = kernel_fn(task), _reduce_leaves(task, views)
 
@@ -210,7 +210,7 @@ def _run_reduce(task: Task, views: list, stats: Stats, barrier: Any) -> dict:
             for node in tree_nodes(0, len(task.chunks), ca, cb)}
 
 
-def _run_scan_totals(task: Task, views: list, stats: Stats, barrier: Any) -> list:
+def _run_scan_totals(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> list:
     totals, chunks, out = task.kernel.compiled(task.boundscheck)[1], task.chunks, []
     for c in range(*task.chunk_range):
         s, e = chunks[c]
@@ -219,7 +219,7 @@ def _run_scan_totals(task: Task, views: list, stats: Stats, barrier: Any) -> lis
     return out
 
 
-def _run_scan_apply(task: Task, views: list, stats: Stats, barrier: Any) -> None:
+def _run_scan_apply(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
     func, chunks, ca = kernel_fn(task), task.chunks, task.chunk_range[0]
     for c in range(*task.chunk_range):
         s, e = chunks[c]
@@ -228,13 +228,13 @@ def _run_scan_apply(task: Task, views: list, stats: Stats, barrier: Any) -> None
         stats.advance(1)
 
 
-RUNNERS: dict[str, Callable[[Task, list, Stats, Any], Any]] = {
+RUNNERS: dict[str, Callable[[WorkOrder, list, Stats, Any], Any]] = {
     "map": _run_map, "reduce": _run_reduce, "scan_totals": _run_scan_totals,
     "scan_apply": _run_scan_apply,
 }  # "iterate" is _iterate/sweep.py's, which adds itself here
 
 
-def run_task(task: Task, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
+def run_task(task: WorkOrder, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
     """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
     scan totals: [partial per chunk]; iterate (_iterate/sweep.py): (sweeps run, last
     residual checked or None). ``views``: the specs' arrays when already resolved (a
@@ -271,7 +271,7 @@ def detached(exc: BaseException) -> BaseException:
     return twin
 
 
-def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
+def prepare(task: WorkOrder, views: list[Any]) -> Callable[[Stats], Any] | None:
     """A worker's cached map or reduce task with every kernel argument sliced once, so a
     repeated call costs the kernel calls only (the first call compiled them: the whole run
     counts as compute). None when a piece needs fresh padding (stencil edges): run_task.
