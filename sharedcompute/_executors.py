@@ -57,12 +57,12 @@ from ._insights import WorkerInsight, Accounts, ChunkProgress
 from .errors import (UNGUARDED_MAIN_EXIT, KernelError, KernelTimeoutError, PoolClosedError,
                      SharedComputeError, timed_out, worker_crashed)
 from .kernel import Kernel
+from .partition import guided_pieces, split_even
 from .plan import WorkOrder
 from ._preload import prepare_fork_parent, start_forkserver
 
 log = logging.getLogger("sharedcompute")
 
-GUIDED_SHARE = 8  # a guided piece is at most 1/(8 * workers) of what remains
 AHEAD = 2  # guided pieces a worker holds: the next one waits in its pipe, no idle round trip
 
 
@@ -88,6 +88,7 @@ class Executor(Protocol):
     def forget_after_fork(self) -> None: ...
     def send_all(self, msg: tuple) -> None: ...
     def check_sendable(self, kernel: Any) -> None: ...
+    def sweep_ranges(self, n_chunks: int) -> list[tuple[int, int]]: ...
     def worker_insights(self) -> list[WorkerInsight]: ...
     def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list: ...
@@ -107,21 +108,6 @@ def exit_if_importing_main() -> None:
         "(add `if __name__ == \"__main__\":`)\n")
     sys.stderr.flush()
     os._exit(UNGUARDED_MAIN_EXIT)
-
-
-def guided_pieces(n_chunks: int, n_workers: int) -> list[tuple[int, int]]:
-    """Chunk ranges covering [0, n_chunks): each about 1/(8 * workers) of what remains, so
-    the first pieces are larger (fewer messages), the last ones one chunk (a balanced end),
-    and no piece is so large that it holds most of the work of a skewed frame (with
-    1/(2 * workers), OpenMP guided's order, a Mandelbrot frame whose top quarter held 70%
-    of the work ran at 1.43x one thread on 2 workers). The pieces never change the chunk
-    grid or the combine tree: a reduction's result is the static schedule's."""
-    out, start = [], 0
-    while start < n_chunks:
-        size = max(1, (n_chunks - start) // (GUIDED_SHARE * n_workers))
-        out.append((start, start + size))
-        start += size
-    return out
 
 
 def _first_error(errors: list[KernelError]) -> KernelError:
@@ -205,6 +191,10 @@ class ProcessExecutor(Accounts):
         """Refuse, in the caller, a kernel the workers could not import (kernel.py)."""
         if isinstance(kernel, Kernel):
             kernel.check_sendable(self.start_method)
+
+    def sweep_ranges(self, n_chunks: int) -> list[tuple[int, int]]:
+        """An iterate's chunk ranges: one per worker, held for every sweep."""
+        return split_even(n_chunks, self.n_workers)
 
     def worker_insights(self) -> list[WorkerInsight]:
         """Each worker's seconds, its rung calls' totals (kept in its line) included."""

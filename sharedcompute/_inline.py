@@ -61,6 +61,11 @@ class InlineExecutor(Accounts):
     def check_sendable(self, kernel: Any) -> None:
         pass  # nothing is sent
 
+    def sweep_ranges(self, n_chunks: int) -> list[tuple[int, int]]:
+        """An iterate's chunks as one task: tasks run one after another here, so a barrier
+        between them could never be passed."""
+        return [(0, n_chunks)]
+
     def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
         bar = progress_bar(progress, total, what)

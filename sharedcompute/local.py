@@ -237,8 +237,8 @@ class LocalBackend:
                 return out
             cache.discard(key)
         watch = None  # a cached call's kernel is as it was checked (Entry.current): else
-        if not ex.in_process and isinstance(kernel, Kernel):
-            kernel.check_sendable(ex.start_method)  # cheap once passed; follows a reload
+        ex.check_sendable(kernel)  # cheap once passed; follows a reload (inline: no-op)
+        if key is not None and isinstance(kernel, Kernel):
             watch = kernel.content_watch()  # what the entry stored below is valid for
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         releases = _watch.releases  # planning checks every block intact (plan.py)

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ..partition import split_even
 from ..shared import SharedArray
 from .plan import Iteration, fixed_edge_rows
 
@@ -23,7 +22,7 @@ def run(ex: Any, it: Iteration, scratch: "Scratch", timeout: Any,
         o[s:e] = u[s:e]
     del o, u
     n_chunks = len(plan.chunks)
-    ranges = [(0, n_chunks)] if ex.in_process else split_even(n_chunks, ex.n_workers)
+    ranges = ex.sweep_ranges(n_chunks)  # each worker's chunks (inline: one task, all)
     slots = scratch.slots(it.slot_width(len(ranges))) if it.checks else None
     if not it.steps:
         return 0, None
