@@ -5,7 +5,8 @@ is a handle on one of its entries.
 
 The key holds everything that decides a result, other than the contents of shared arrays:
 
-- the kernel object (a redefined kernel is a new object), the op, rows, boundary and depth;
+- the kernel object (a redefined kernel is a new object), the op, rows, boundary, depth and
+  chunk_rows (the grid: a reduction's combine tree);
 - each SharedArray by ``SharedArray.identity``: its block (the name, or a file's path, device
   and inode), the block's size, offset, shape, strides, dtype and writability. An in-place
   reshape (``a.shape = ...``) or another view of the same memory is another call; a view
@@ -18,6 +19,13 @@ globals it reads, its module's ``__spec__``: Kernel.content_watch) and is used o
 each is the very object it was (a kernel whose module was reloaded in place, as IPython's
 %autoreload 2 does, keeps its object). A stale entry is discarded, and the call is checked
 and planned again.
+
+A call with a progress bar (``progress=``) or ``schedule="dynamic"`` is planned and sent
+every time, never cached: a rung call reports no progress (each worker answers once, through
+its doorbell line), and a bar is for calls long enough that planning (tens of microseconds)
+is nothing beside them. With a bar the workers make the very kernel calls they make without
+one (_evaluate.py), so the result is the cached call's, bit for bit; the cache's oracle
+tests (tests/test_cache_state.py) use ``progress=`` as the cache-off path.
 
 A call whose key matches but whose values changed sends the new values with the doorbell
 (doorbell.pack_values) instead of being planned again. A released block (free, close, a
@@ -49,11 +57,13 @@ _GONE = object()  # a global no longer defined (Entry.current)
 
 # -- the key ---------------------------------------------------------------------------------
 def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
-             depth: Any = None) -> tuple | None:
-    """(key, values) of a repeatable call; None: not cacheable (see the module docstring)."""
+             depth: Any = None, chunk_rows: int | None = None) -> tuple | None:
+    """(key, values) of a repeatable call; None: not cacheable (see the module docstring).
+    ``chunk_rows``: None or an int (Pool checked its type, so 5.0 never meets 5 here)."""
     if not isinstance(kernel, Kernel) or kernel.kind != op:
         return None  # maps and reductions only (a scan is two calls)
-    key: list = [op, kernel, rows, scalar_bits(boundary), depth]  # content: Entry.current
+    key: list = [op, kernel, rows, scalar_bits(boundary), depth,  # content: Entry.current
+                 chunk_rows]
     vals: list = []
     for a in args:
         t = type(a)

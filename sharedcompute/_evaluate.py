@@ -27,7 +27,9 @@ class TaskStats(NamedTuple):
 
 
 class Stats:
-    """Seconds a task spent compiling and computing; the rows it was running (for errors)."""
+    """Seconds a task spent compiling and computing; the rows it was running (for errors);
+    the chunks it finished, reported to ``progress`` (a worker's throttled pipe message, or
+    the inline bar) after each kernel call that finishes chunks, never by extra calls."""
 
     __slots__ = ("compile_s", "compute_s", "rows", "chunks_done", "progress")
 
@@ -181,18 +183,14 @@ def _reduce_leaves(task: WorkOrder, views: list[Any]) -> dict[int, tuple]:
 
 # -- one function per op: (task, views, stats, barrier) -> result ---------------------------------
 def _run_map(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
-    """One kernel call over all this task's rows; with a progress bar, one per chunk, so the
-    bar advances as chunks finish (the same rows and arithmetic either way)."""
+    """One kernel call over all this task's rows (a stencil's edge rows, which get padded
+    copies, are calls of their own), with or without a progress bar: a bar advances by the
+    task's chunks once its call returns, so a halo is never read, nor recomputed, more often
+    for progress (a bar that moves per chunk would cost one call per chunk)."""
     ca, cb = task.chunk_range
     if cb > ca:
-        chunks = task.chunks
-        if stats.progress is None:
-            map_rows(task, views, chunks[ca][0], chunks[cb - 1][1], stats)
-            stats.advance(cb - ca)
-            return
-        for c in range(ca, cb):
-            map_rows(task, views, chunks[c][0], chunks[c][1], stats)
-            stats.advance(1)
+        map_rows(task, views, task.chunks[ca][0], task.chunks[cb - 1][1], stats)
+        stats.advance(cb - ca)
 
 
 def _run_reduce(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dict:

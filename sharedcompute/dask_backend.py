@@ -418,7 +418,7 @@ class DaskBackend:
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: float | None, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = None, boundscheck: bool = False, depth: Any = None,
-                info: bool = False, block_sweeps: Any = None) -> Any:
+                info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
         """One persisted map per sweep, with the local pool's checks and plan
         (_iterate/plan.py); Dask arrays are functional (no halos in place), so sweeps are
         plain whatever ``block_sweeps`` says: the same result."""
@@ -427,7 +427,7 @@ class DaskBackend:
             raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
                              "(combine=), which the Dask backend does not collect; use the "
                              "same stencil without combine= and residual=max_abs_diff there")
-        plan = self._plan(kernel, args, None, boundary, depth=depth)
+        plan = self._plan(kernel, args, None, boundary, chunk_rows, depth)
         it = plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
                           self.n_workers, can_block=False)
         (out_i, in_i), specs = it.swap, plan.specs
@@ -446,7 +446,8 @@ class DaskBackend:
             self._map_chunks(plan, timeout, None)
             done = step + 1
             if residual is not None and done % check_every == 0:
-                rplan = self._plan(residual, (specs[out_i].value, specs[in_i].value))
+                rplan = self._plan(residual, (specs[out_i].value, specs[in_i].value),
+                                   chunk_rows=chunk_rows)
                 value = residual_value(residual, self._leaves(rplan, "dispatcher", timeout))
                 if value <= tol:
                     break

@@ -64,7 +64,7 @@ class Backend(Protocol):
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
-                info: bool = False, block_sweeps: Any = None) -> Any: ...
+                info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any: ...
     def check_bound(self, b: Any) -> None: ...
     def call_bound(self, b: Any) -> Any: ...
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any: ...
@@ -167,7 +167,7 @@ class LocalBackend:
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: float | None, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
-                info: bool = False, block_sweeps: Any = None) -> Any:
+                info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
         of sweeps): planned by _iterate/plan.py, run by _iterate/local.py. Returns the
         array holding the last sweep, or with ``info`` an IterateResult."""
@@ -176,7 +176,7 @@ class LocalBackend:
         self._check_sendable(kernel, residual)
         self.ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
-                         boundscheck=boundscheck, depth=depth)
+                         chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
         it = iterate_plan.plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
                                        ex.n_workers)
         names = [b.name for b in plan.written_blocks if b is not None]
@@ -215,8 +215,8 @@ class LocalBackend:
         ex = self.executor
         dynamic = _dynamic(kernel, schedule, ex)
         key = vals = None
-        if ex.rings and not progress and chunk_rows is None and not dynamic:
-            found = call_key(op, kernel, args, rows, boundary, depth)
+        if ex.rings and not progress and not dynamic:  # a bar: see "progress" in _cache.py
+            found = call_key(op, kernel, args, rows, boundary, depth, chunk_rows)
             if found is not None:
                 key, vals = found
         cache = self.cache

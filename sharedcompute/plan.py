@@ -139,7 +139,7 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
     must (they are not shared), on every backend; only a direct kernel call (``direct``)
     splits them, since they are all it has. ``array_types``: the backend's own array
     handles; ``shared_ok``: whether SharedArrays of this machine are usable (not on Dask);
-    ``chunk_rows_override`` forces a chunk size (verify checks a second, finer splitting);
+    ``chunk_rows_override``: the call's ``chunk_rows=`` (checked here against the rows);
     ``depth`` overrides the kernel's halo depth for this call (a window from a command line).
     """
     if not isinstance(kernel, Kernel):
@@ -208,7 +208,8 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
             partitioned.append((i, arg))
     _size_grid(plan, kernel, partitioned, sent_whole, rows)
     if chunk_rows_override is not None:
-        plan.rows_per_chunk = max(1, int(chunk_rows_override))
+        plan.rows_per_chunk = check_chunk_rows(chunk_rows_override, plan.n_rows,
+                                               min(plan.rows_per_chunk, plan.n_rows))
     _check_aliasing(kernel, plan, in_process)
     return plan
 
@@ -391,6 +392,24 @@ def check_depth(kernel: Kernel, depth: Any) -> int:
                          f"is a {kernel.kind} (a stencil that returns a partial declares both "
                          "depth= and combine= in @sc.kernel)")
     return int(depth)
+
+
+def check_chunk_rows(chunk_rows: Any, n_rows: int | None = None, default: int = 0) -> int | None:
+    """A call's ``chunk_rows=``: None (the default grid) or rows per chunk, a whole number
+    from 1 to the rows the call splits (``n_rows``, known once planned: the Pool checks the
+    type first, make_plan the size; an empty array takes any). Any size works with any
+    ``depth``: every kernel call reads its own halo rows, whatever the grid."""
+    if chunk_rows is None:
+        return None
+    if (isinstance(chunk_rows, (bool, np.bool_)) or not isinstance(chunk_rows, (int, np.integer))
+            or chunk_rows < 1):
+        raise InputError(f"chunk_rows={chunk_rows!r} must be a whole number of rows per chunk, "
+                         "at least 1 (or None: the default grid, about 1/256 of the array in "
+                         "chunks of 64 KiB to 4 MiB)")
+    if n_rows and chunk_rows > n_rows:
+        raise InputError(f"chunk_rows={chunk_rows} is more than the {n_rows} rows this call "
+                         f"splits; use 1 to {n_rows} (the default here is {default})")
+    return int(chunk_rows)
 
 
 def check_kind(kernel: Any, op: str) -> None:

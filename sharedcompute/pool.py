@@ -29,7 +29,7 @@ from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
 from .local import LocalBackend
 from .kernel import Kernel
-from .plan import boundscheck_default, check_timeout
+from .plan import boundscheck_default, check_chunk_rows, check_timeout
 from .shared import SharedArray, on_block_release
 from .futures import TaskRunner, items_to_map
 
@@ -177,7 +177,8 @@ class Pool:
     @overload
     def map(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
             boundary: Any = None, depth: int | None = None, schedule: str | None = None,
-            timeout: float | None = None, progress: Any = False, **kwargs: Any) -> _R: ...
+            timeout: float | None = None, progress: Any = False, chunk_rows: int | None = None,
+            **kwargs: Any) -> _R: ...
     @overload
     def map(self, kernel: Callable[[_X], _Y], items: Iterable[_X], /, *,
             chunksize: int | None = None, timeout: float | None = None,
@@ -185,7 +186,7 @@ class Pool:
     def map(self, kernel: Any, *args: Any, rows: int | None = None, boundary: Any = None,
             depth: int | None = None, schedule: str | None = None,
             timeout: float | None = None, progress: Any = False, chunksize: int | None = None,
-            _chunk_rows: int | None = None, **kwargs: Any) -> Any:
+            chunk_rows: int | None = None, **kwargs: Any) -> Any:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
         written array (a tuple if it writes several), as the kernel's type says.
 
@@ -193,9 +194,23 @@ class Pool:
         ``boundary`` override a stencil's halo for this call (a window width from the
         command line); ``schedule="dynamic"`` hands chunks to workers as they finish (rows
         of unequal cost; the same result); ``timeout`` (seconds, positive and finite) raises
-        KernelTimeoutError and replaces stuck workers. ``progress=True`` shows a bar that
-        advances as chunks finish and stays on screen ("transient" erases it when done; a
-        tqdm bar or a ``callback(done, total)`` also work).
+        KernelTimeoutError and replaces stuck workers.
+
+        ``progress=True`` shows a bar over the call's chunks that stays on screen
+        ("transient" erases it when done; a tqdm bar or a ``callback(done, total)`` also
+        work). It costs nothing: the kernel is called exactly as without it, once per
+        worker's share (a piece of it under ``schedule="dynamic"``), and the bar advances
+        by a share's chunks when its call returns. ``schedule="dynamic"`` makes a bar that
+        moves piece by piece, with more, smaller calls (a halo kernel recomputes its halo
+        for each).
+
+        ``chunk_rows``: rows per chunk, a whole number from 1 to the rows split (default:
+        about 1/256 of the array, in chunks of 64 KiB to 4 MiB); anything else is an
+        InputError that says what is valid. Chunks are what the workers' shares are made
+        of, what ``schedule="dynamic"`` hands out and what the bar counts; a map kernel is
+        still called once per share, and its result is bitwise the same for any chunk size
+        and any ``depth`` (a scan's offsets combine chunk totals, so its floats may round
+        differently).
 
         Given a plain function and one iterable instead of a kernel, this is the stdlib's
         ``Pool.map``: ``pool.map(fn, items)`` returns ``[fn(x) for x in items]`` computed as
@@ -211,7 +226,15 @@ class Pool:
         array([ 1., 11., 21., 31., 41.])
         """
         if not isinstance(kernel, Kernel):
+            if chunk_rows is not None:
+                raise InputError("chunk_rows= sets a kernel's rows per chunk; a plain "
+                                 "function's items per task are chunksize=")
             return self._map_tasks(kernel, args, kwargs, chunksize, timeout, progress)
+        if chunk_rows is not None:  # the size is checked against the rows when planned
+            chunk_rows = check_chunk_rows(chunk_rows)
+        if chunksize is not None:
+            raise InputError(f"chunksize= is the items per task of a plain function; kernel "
+                             f"{kernel.name} splits rows: use chunk_rows={chunksize!r}")
         if kwargs:
             args = kernel.bind(args, kwargs)
         if timeout is not None:  # None needs no check
@@ -220,14 +243,20 @@ class Pool:
         with self._lock:
             self._check_open()
             return self._backend.map(kernel, args, rows, boundary, timeout, progress,
-                                     _chunk_rows, self.boundscheck, depth, schedule)
+                                     chunk_rows, self.boundscheck, depth, schedule)
 
     def reduce(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
                schedule: str | None = None, timeout: float | None = None,
-               progress: Any = False, _chunk_rows: int | None = None, **kwargs: Any) -> _R:
+               progress: Any = False, chunk_rows: int | None = None, **kwargs: Any) -> _R:
         """Run a reduction kernel; partials are combined in a fixed pairwise order, so the
         result is bitwise the same for any number of workers, and under
         ``schedule="dynamic"`` too. Kernel arguments may be given by name.
+
+        ``chunk_rows`` (as in :meth:`map`) sets the leaves of that order: the kernel is
+        called once per chunk, and the partials are combined along a fixed tree over the
+        chunks. Another chunk size groups them differently, so a floating-point result may
+        differ in its last bits (integer, min/max and other exact combines do not).
+        ``progress`` advances as each chunk's partial is done (no extra call).
 
         Its type is the kernel's: ``T`` for ``combine: Callable[[T, T], T]``, the result of
         ``finalize`` when given, and ``Any`` for a NumPy ufunc as ``combine`` (``np.add``,
@@ -249,10 +278,12 @@ class Pool:
                              "@sc.kernel(combine=...)")
         if timeout is not None:  # None needs no check
             timeout = check_timeout(timeout)
+        if chunk_rows is not None:
+            chunk_rows = check_chunk_rows(chunk_rows)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
-            return self._backend.reduce(kernel, args, rows, timeout, progress, _chunk_rows,
+            return self._backend.reduce(kernel, args, rows, timeout, progress, chunk_rows,
                                         self.boundscheck, schedule)
 
     @overload
@@ -261,18 +292,20 @@ class Pool:
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False,
                 info: Literal[False] = False, block_sweeps: int | None = None,
-                **kwargs: Any) -> SharedArray: ...
+                chunk_rows: int | None = None, **kwargs: Any) -> SharedArray: ...
     @overload
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False, info: Literal[True],
-                block_sweeps: int | None = None, **kwargs: Any) -> IterateResult: ...
+                block_sweeps: int | None = None, chunk_rows: int | None = None,
+                **kwargs: Any) -> IterateResult: ...
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False, info: bool = False,
-                block_sweeps: int | None = None, **kwargs: Any) -> Any:
+                block_sweeps: int | None = None, chunk_rows: int | None = None,
+                **kwargs: Any) -> Any:
         """Run ``steps`` sweeps of ``kernel(out, u, *params)``, swapping out and u after each,
         with the loop inside the workers and a barrier between sweeps.
 
@@ -307,6 +340,12 @@ class Pool:
         (anything but ``out[...] = v``, ``out.shape`` and ``len(out)``, from numba's IR;
         a given k > 1 is refused for them).
 
+        ``progress`` advances after every sweep (or block of sweeps), by the chunks swept;
+        the kernel is called as without it. ``chunk_rows`` (as in :meth:`map`) sets the
+        chunks that the workers' rows are split into and a residual's combine tree: the
+        sweeps are bitwise the same for any chunk size, a residual whose combine is exact
+        (``np.maximum``) too, while a sum of partials may round differently.
+
         Examples
         --------
         >>> import numpy as np, sharedcompute as sc
@@ -328,6 +367,7 @@ class Pool:
             args = kernel.bind(args, kwargs)
         if timeout is not None:  # None needs no check
             timeout = check_timeout(timeout)
+        chunk_rows = check_chunk_rows(chunk_rows)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
@@ -335,7 +375,7 @@ class Pool:
                                          residual=residual, tol=tol, check_every=check_every,
                                          boundary=boundary, timeout=timeout, progress=progress,
                                          boundscheck=self.boundscheck, depth=depth, info=info,
-                                         block_sweeps=block_sweeps)
+                                         block_sweeps=block_sweeps, chunk_rows=chunk_rows)
 
     def bind(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
              depth: int | None = None, schedule: str | None = None,

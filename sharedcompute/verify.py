@@ -298,7 +298,7 @@ def _run_pool(pool: Any, kernel: Kernel, specs: list[_Arg], rows: int | None, bo
             else:
                 a = s.value
             args.append(s.wrapper(a) if s.wrapper is not None else a)
-        extra = {} if chunk is None else {"_chunk_rows": chunk}
+        extra = {} if chunk is None else {"chunk_rows": chunk}
         if kernel.kind == "reduce":
             got = pool.reduce(kernel, *args, rows=rows, **extra)
             return list(got) if isinstance(got, tuple) else [got]
@@ -336,7 +336,7 @@ def verify(pool: Any, kernel: Kernel, *args: Any, rows: int | None = None, bound
     which small arrays and one-worker pools always are. So the pool's result is checked
 
     - ``pool``: under the pool's own chunk grid and worker ranges;
-    - ``fine``: on the pool with ``k``-row chunks (``_chunk_rows``), about seven chunks of at
+    - ``fine``: on the pool with ``k``-row chunks (``chunk_rows=``), about seven chunks of at
       least one row, so a 3-row array is three chunks; reductions and scans call the kernel
       once per chunk, on any number of workers;
     - ``per-chunk`` (map kernels): the same ``k``-row chunks, each its own partition, run in

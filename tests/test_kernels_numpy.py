@@ -1,7 +1,7 @@
 """Every library kernel against the NumPy/SciPy function a user would compare it with
 (never against the kernels' own ``reference=``), on NaN, ±inf, ±0, values on bin edges,
 huge offsets, empty and one-element arrays, int32 near overflow and float32, for 1-3
-workers and many small chunks (``_chunk_rows=``), so offsets and combines run for real."""
+workers and many small chunks (``chunk_rows=``), so offsets and combines run for real."""
 from __future__ import annotations
 
 import math
@@ -33,12 +33,18 @@ def procpool(n=2):
 
 
 def run(pool, kernel, *args, chunk_rows=None, **kw):
-    """Share the array arguments, run, copy results out, free. Map: the written arrays."""
+    """Share the array arguments, run, copy results out, free. Map: the written arrays.
+    ``chunk_rows`` is capped at the rows split (more is refused: one chunk is all rows)."""
     shared = share_args(pool, args)
+    split = [a.shape[0] for i, a in enumerate(shared)
+             if isinstance(a, sc.SharedArray) and a.ndim and i not in kernel.whole]
+    split += [kw["rows"]] if kw.get("rows") is not None else []
+    if chunk_rows is not None and split:
+        chunk_rows = min(chunk_rows, max(split[0], 1))
     try:
         if kernel.kind == "reduce":
-            return pool.reduce(kernel, *shared, _chunk_rows=chunk_rows, **kw)
-        pool.map(kernel, *shared, _chunk_rows=chunk_rows, **kw)
+            return pool.reduce(kernel, *shared, chunk_rows=chunk_rows, **kw)
+        pool.map(kernel, *shared, chunk_rows=chunk_rows, **kw)
         outs = [np.array(shared[i]) for i in kernel.writes]
         return outs[0] if len(outs) == 1 else tuple(outs)
     finally:

@@ -30,7 +30,7 @@ def test_scipy_convolve_with_halos_is_bitwise_the_whole_array_call(boundary, met
     v, out = pool.array(vol), pool.empty(vol.shape, np.float32)
     for chunk_rows in (None, 1, 2, 5):  # many partition edges, sizes not divisible
         out.numpy()[:] = np.nan
-        pool.map(tk.convolve3d, out, v, boundary, boundary=boundary, _chunk_rows=chunk_rows)
+        pool.map(tk.convolve3d, out, v, boundary, boundary=boundary, chunk_rows=chunk_rows)
         np.testing.assert_array_equal(out.numpy(), want)
     v.free(), out.free()
 
@@ -55,7 +55,7 @@ def test_uniform_filter_with_running_sums_is_close_not_bitwise():
     pool = shared_pool(2, START_METHODS[-1])
     vol = np.random.default_rng(3).standard_normal((40, 16, 16))
     v, out = pool.array(vol), pool.empty(vol.shape)
-    pool.map(tk.box_filter, out, v, 5, _chunk_rows=3)
+    pool.map(tk.box_filter, out, v, 5, chunk_rows=3)
     np.testing.assert_allclose(out.numpy(), ndimage.uniform_filter(vol, 5, mode="reflect"),
                                rtol=1e-12, atol=1e-12)
     v.free(), out.free()
@@ -81,7 +81,7 @@ def test_scikit_image_style_function_writes_its_rows():
     pool = shared_pool(2, START_METHODS[-1])
     img = np.random.default_rng(5).integers(0, 255, (37, 64)).astype(np.float64)
     x, out = pool.array(img), pool.empty(img.shape)
-    pool.map(tk.rescale_rows, out, x, _chunk_rows=4)
+    pool.map(tk.rescale_rows, out, x, chunk_rows=4)
     want = np.stack([exposure.rescale_intensity(r, out_range=(0.0, 1.0)) for r in img])
     np.testing.assert_array_equal(out.numpy(), want)
     report = sc.verify(pool, tk.rescale_rows, out, x)  # verify treats it like numba kernels
@@ -104,7 +104,7 @@ def test_plain_kernel_faults_are_those_of_numba_kernels():
         pool.map(tk.plain_sleep, out, x, 30.0, timeout=1.0)
     seen = []
     pool.map(tk.plain_sleep, out, x, 0.0, progress=lambda d, t: seen.append((d, t)),
-             _chunk_rows=10)
+             chunk_rows=10)
     assert seen[-1] == (10, 10)
     np.testing.assert_array_equal(out.numpy(), np.full(100, 2.0))
     x.free(), out.free()
@@ -116,7 +116,7 @@ def test_call_time_depth_from_a_variable(width):
     xs = np.random.default_rng(width).standard_normal(200)
     x, out = pool.array(xs), pool.zeros(200)
     d = width // 2
-    pool.map(tk.rolling_mean, out, x, width, depth=d, _chunk_rows=13)
+    pool.map(tk.rolling_mean, out, x, width, depth=d, chunk_rows=13)
     want = np.convolve(xs, np.ones(width) / width, mode="valid")
     np.testing.assert_allclose(out.numpy()[d:200 - d], want, rtol=1e-13, atol=1e-13)
     assert not out.numpy()[:d].any() and not out.numpy()[200 - d:].any()  # 'none' edges

@@ -6,6 +6,8 @@ import sharedcompute as sc
 from conftest import START_METHODS, shared_pool
 from sharedcompute.kernels import stencils
 from sharedcompute.partition import chunk_grid, chunk_rows
+import progkernels as pk
+from sharedcompute.kernels.reductions import max_abs_diff
 from testkernels import fill_ones, nd_sum
 
 
@@ -106,18 +108,22 @@ def test_insights_count_rung_calls_kept_in_the_lines_and_after_close():
 
 
 def test_progress_advances_during_a_call_and_a_callback_sees_it():
-    """Workers report chunks as they finish (rate-limited), so a bar moves during the call:
-    2 workers x 200 chunks of real work give many intermediate states, not 0 -> half -> all."""
-    from sharedcompute.kernels.elementwise import logistic_map
+    """Workers report chunks after each kernel call (rate-limited), so a bar moves during
+    the call where there are many calls: a reduction's 40 leaves (one call per chunk, with
+    or without a bar) give many intermediate states. A static map is one call per worker's
+    share, and its bar advances by a share when that call returns: 0 -> half -> all."""
     pool = shared_pool(2, START_METHODS[-1])
-    x, out = pool.array(np.full(20_000, 0.3)), pool.zeros(20_000)
-    pool.map(logistic_map, out, x, 3.7, 10, _chunk_rows=100)  # compiled: timing is the work
+    x, out = pool.array(np.full(400, 0.5)), pool.zeros(400)
     seen = []
-    pool.map(logistic_map, out, x, 3.7, 20_000, _chunk_rows=100,
-             progress=lambda done, total: seen.append((done, total)))
-    assert seen[-1] == (200, 200)
+    pool.reduce(pk.counted_sum, x, "", 0.03, chunk_rows=10,
+                progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (40, 40)
     assert all(b[0] > a[0] for a, b in zip(seen, seen[1:]))  # strictly advancing
-    assert len([d for d, _ in seen if 0 < d < 200]) >= 3, seen  # intermediate states
+    assert len([d for d, _ in seen if 0 < d < 40]) >= 3, seen  # intermediate states
+    seen.clear()
+    pool.map(pk.counted_affine, out, x, "", chunk_rows=10,
+             progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(20, 40), (40, 40)]
     x.free(), out.free()
 
 
@@ -153,3 +159,75 @@ def test_debug_log_has_one_line_per_call(caplog):
     assert len([ln for ln in lines if ln.startswith("map fill_ones: 5000 rows on 2 ")]) == 2
     assert any(ln.startswith("reduce nd_sum: 5000 rows on 2 ") for ln in lines), lines
     a.free()
+
+
+# -- progress costs nothing: the same kernel calls, the same bits ----------------------------
+def _with_and_without_progress(run, log):
+    """run(progress) twice, without a bar then with one: (calls, result, bar) of each."""
+    out = []
+    for progress in (False, Counter()):
+        result = run(progress)
+        out.append((pk.calls(log), np.array(np.asarray(result)), progress))
+    return out
+
+
+def _calls_cases(pool, log, sweepers):
+    """(name, run(progress), chunks the bar counts, expected calls or None) of each op;
+    ``sweepers``: the tasks of an iterate (inline: one, for every chunk)."""
+    rng = np.random.default_rng(5)
+    x0 = rng.standard_normal((600, 50))
+    x, out, w = pool.array(x0), pool.zeros(x0.shape), pool.zeros(x0.shape)
+    u = pool.array(x0)
+    n = _n_chunks(x0.shape)
+    workers = pool.n_workers
+
+    def swept(bar, **options):
+        """An iterate from the same start: both swapped arrays as it leaves them."""
+        np.asarray(u)[:], np.asarray(w)[:] = x0, 0.0
+        pool.iterate(pk.counted_heat, w, u, log, steps=6, progress=bar, **options)
+        return np.array([np.asarray(u), np.asarray(w)])
+
+    cases = [
+        ("map", lambda bar: pool.map(pk.counted_affine, out, x, log, progress=bar), n,
+         workers),  # one call per worker's share
+        ("map, 7-row chunks", lambda bar: pool.map(pk.counted_affine, out, x, log,
+                                                   chunk_rows=7, progress=bar),
+         -(-600 // 7), workers),
+        ("halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log, progress=bar), n,
+         2 * workers),  # a share, and the padded edge rows at the array's edge
+        ("dynamic halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log,
+                                                  schedule="dynamic", progress=bar), n, None),
+        ("reduce", lambda bar: pool.reduce(pk.counted_sum, x, log, 0.0, progress=bar), n, n),
+        ("iterate", lambda bar: swept(bar), 6 * n, None),
+        ("blocked iterate", lambda bar: swept(bar, block_sweeps=3), 6 * n, None),
+        ("checked iterate", lambda bar: swept(bar, residual=max_abs_diff, tol=1e-300,
+                                              check_every=2, block_sweeps=1),
+         6 * n, 6 * sweepers),  # plain sweeps: one call per share
+    ]
+    return cases, (x, out, w, u)
+
+
+@pytest.mark.parametrize("backend", ["inline", "processes"])
+def test_progress_calls_each_kernel_as_often_as_without_and_gives_the_same_bits(backend,
+                                                                              tmp_path):
+    """Issue 27: progress=True ran one kernel call per chunk, so a halo kernel recomputed its
+    halo for every chunk (56 s against 5 s). Each op, with a bar and without: the same
+    kernel calls (the rows of each, logged by the kernel itself from the workers) and the
+    same result, bit for bit; the bar still ends at every chunk."""
+    pool = (sc.Pool(2, backend="inline") if backend == "inline"
+            else shared_pool(2, START_METHODS[-1]))
+    log = str(tmp_path / "calls.log")
+    cases, arrays = _calls_cases(pool, log, 1 if backend == "inline" else 2)
+    try:
+        for name, run, total, expected in cases:
+            (plain, want, _), (barred, got, bar) = _with_and_without_progress(run, log)
+            assert barred == plain, (name, plain, barred)
+            if expected is not None:
+                assert len(plain) == expected, (name, plain)
+            assert got.tobytes() == want.tobytes(), name
+            assert bar.n == total and bar.closed, (name, bar.n, total)
+    finally:
+        for a in arrays:
+            a.free()
+        if backend == "inline":
+            pool.close()

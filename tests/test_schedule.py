@@ -43,14 +43,14 @@ def test_dynamic_map_and_reduce_are_bitwise_the_static_result(method):
         static = pool.reduce(tk.float_sum, x)
         assert pool.reduce(tk.float_sum, x, schedule="dynamic") == static
         assert pool.reduce(tk.float_sum_dynamic, x) == static  # the kernel's own default
-        assert pool.reduce(tk.float_sum, x, schedule="dynamic", _chunk_rows=97) == \
-            pool.reduce(tk.float_sum, x, _chunk_rows=97)
+        assert pool.reduce(tk.float_sum, x, schedule="dynamic", chunk_rows=97) == \
+            pool.reduce(tk.float_sum, x, chunk_rows=97)
         if workers == 1:
             one_worker = static
         assert static == one_worker  # and for any worker count
         out_s, out_d = pool.zeros((64, 40), np.int64), pool.zeros((64, 40), np.int64)
         pool.map(tk.uneven_rows, out_s, 60)
-        pool.map(tk.uneven_rows, out_d, 60, schedule="dynamic", _chunk_rows=3)
+        pool.map(tk.uneven_rows, out_d, 60, schedule="dynamic", chunk_rows=3)
         np.testing.assert_array_equal(out_d.numpy(), out_s.numpy())
         for a in (x, out_s, out_d):
             a.free()
@@ -64,8 +64,8 @@ def test_dynamic_reduce_any_size_and_chunking(n, chunk):
     pool = shared_pool(2, START_METHODS[-1])
     x0 = np.random.default_rng(n).standard_normal(n)
     x = pool.array(x0)
-    got = pool.reduce(tk.float_sum, x, schedule="dynamic", _chunk_rows=chunk)
-    assert got == pool.reduce(tk.float_sum, x, _chunk_rows=chunk)
+    got = pool.reduce(tk.float_sum, x, schedule="dynamic", chunk_rows=chunk)
+    assert got == pool.reduce(tk.float_sum, x, chunk_rows=chunk)
     assert got == pytest.approx(np.sum(x0), abs=1e-9)
     x.free()
 
@@ -74,7 +74,7 @@ def test_dynamic_failures_progress_and_recovery():
     pool = shared_pool(2, START_METHODS[-1])
     x, out = pool.array(np.arange(1000.0)), pool.zeros(1000)
     seen = []
-    pool.map(tk.slow_rows, out, x, 0.0, schedule="dynamic", _chunk_rows=50,
+    pool.map(tk.slow_rows, out, x, 0.0, schedule="dynamic", chunk_rows=50,
              progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (20, 20)
     np.testing.assert_array_equal(out.numpy(), np.arange(1000.0))

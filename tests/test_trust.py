@@ -128,8 +128,8 @@ def test_boundscheck_catches_a_missing_depth(backend):
         x, out = p.array(x0), p.zeros(3000)
         with pytest.raises(sc.KernelError,
                            match=r"(?s)forward_diff_no_depth.*outside the rows.*depth=1"):
-            p.map(tk.forward_diff_no_depth, out, x, _chunk_rows=500)
-        p.map(tk.forward_diff, out, x, _chunk_rows=500)  # the advice, followed
+            p.map(tk.forward_diff_no_depth, out, x, chunk_rows=500)
+        p.map(tk.forward_diff, out, x, chunk_rows=500)  # the advice, followed
         want = np.diff(x0, append=x0[-1])
         np.testing.assert_array_equal(np.asarray(out), want)
         x.free(), out.free()
