@@ -21,7 +21,7 @@ import numpy as np
 from ._cache import call_key
 from .errors import InputError
 from .kernel import Kernel
-from .plan import check_timeout
+from .plan import check_chunk_rows, check_timeout
 
 
 class BoundCall:
@@ -30,7 +30,8 @@ class BoundCall:
 
     def __init__(self, run: Any, kernel: Any, args: tuple, kwargs: dict,
                  boundscheck: bool = False, rows: Any = None, boundary: Any = None,
-                 depth: Any = None, schedule: Any = None, timeout: Any = None):
+                 depth: Any = None, schedule: Any = None, timeout: Any = None,
+                 chunk_rows: Any = None):
         """``run(bound_call)``: what calling it does (the Pool's wrapper of its backend's
         call_bound); the rest are Pool.bind's arguments, checked here."""
         if not isinstance(kernel, Kernel):
@@ -42,7 +43,8 @@ class BoundCall:
         self._run, self.kernel, self.args = run, kernel, tuple(args)
         self.rows, self.boundary, self.depth, self.schedule = rows, boundary, depth, schedule
         self.timeout, self.boundscheck = check_timeout(timeout), boundscheck
-        found = call_key(self.op, kernel, self.args, rows, boundary, depth)
+        self.chunk_rows = check_chunk_rows(chunk_rows)
+        found = call_key(self.op, kernel, self.args, rows, boundary, depth, self.chunk_rows)
         self.key = None if found is None else found[0]
         self.plain = any(type(a) is np.ndarray for a in self.args)  # may change in place
         self.entry: Any = None  # the cache entry, set by the first call()

@@ -460,9 +460,9 @@ class DaskBackend:
 
     def call_bound(self, b: Any) -> Any:
         if b.op == "reduce":
-            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, None,
+            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, b.chunk_rows,
                                b.boundscheck, b.schedule)
-        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, None,
+        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, b.chunk_rows,
                         b.boundscheck, b.depth, b.schedule)
 
     # -- what runs on process and inline pools only ---------------------------------------

@@ -336,7 +336,8 @@ class LocalBackend:
         self._check_sendable(b.kernel)
         _dynamic(b.kernel, b.schedule, self.executor)
         make_plan(b.kernel, b.args, rows=b.rows, boundary=b.boundary,
-                  in_process=self.executor.in_process, boundscheck=b.boundscheck, depth=b.depth)
+                  in_process=self.executor.in_process, chunk_rows_override=b.chunk_rows,
+                  boundscheck=b.boundscheck, depth=b.depth)
 
     def call_bound(self, b: Any) -> Any:
         """Ring a bound call's cached task when nothing changed since its last call (one
@@ -356,8 +357,8 @@ class LocalBackend:
                     self.cache.discard(b.key)
                 raise
         out = self._run_call(b.op, b.kernel, b.args, b.rows, b.boundary, b.timeout, False,
-                             None, b.boundscheck, b.depth, b.schedule)
-        found = call_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth)
+                             b.chunk_rows, b.boundscheck, b.depth, b.schedule)
+        found = call_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth, b.chunk_rows)
         b.key = None if found is None else found[0]  # reshaped arrays, or a new content
         b.entry = memo = self.cache.entries.get(b.key) if b.key is not None else None
         b.blocks = memo.blocks(b.args) if memo is not None else []

@@ -379,7 +379,8 @@ class Pool:
 
     def bind(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
              depth: int | None = None, schedule: str | None = None,
-             timeout: float | None = None, **kwargs: Any) -> Any:
+             timeout: float | None = None, chunk_rows: int | None = None,
+             **kwargs: Any) -> Any:
         """A call planned and checked once, for hot loops: ``call()`` runs it again and
         returns what ``map`` (or, for a reduction, ``reduce``) returns.
 
@@ -403,7 +404,7 @@ class Pool:
         array([0., 2., 4., 6.])
         """
         b = BoundCall(self._call_bound, kernel, args, kwargs, self.boundscheck, rows, boundary,
-                      depth, schedule, timeout)
+                      depth, schedule, timeout, chunk_rows)
         self._check_bound(b)  # plans once, runs nothing: a wrong argument fails here
         return b
 

@@ -149,3 +149,22 @@ def test_a_repeated_call_is_cached_per_chunk_size():
     finally:
         ex.run = original
         x.free()
+
+
+def test_a_bound_call_keeps_its_chunk_rows():
+    """pool.bind takes chunk_rows= as map and reduce do: checked at bind, kept by every
+    call (the same bits as the plain call with that size), and part of its cache key."""
+    pool = shared_pool(2, START_METHODS[-1])
+    x = pool.array(np.random.default_rng(9).standard_normal(30_000))
+    try:
+        with pytest.raises(sc.InputError, match="chunk_rows=0 must be"):
+            pool.bind(total, x, chunk_rows=0)
+        with pytest.raises(sc.InputError, match="more than the 30000 rows"):
+            pool.bind(total, x, chunk_rows=30_001)
+        fine, default = pool.bind(total, x, chunk_rows=3), pool.bind(total, x)
+        want = pool.reduce(total, x, chunk_rows=3, progress=lambda d, t: None)
+        for _ in range(3):
+            assert _bits(fine()) == _bits(want)
+            assert _bits(default()) == _bits(pool.reduce(total, x))
+    finally:
+        x.free()
