@@ -6,7 +6,8 @@ Each workload module defines:
   NumPy inputs, including the arrays that are written),
 - ``OUTPUTS``: the names of the arrays compared after a run,
 - ``VARIANTS``: ``{label: (kind, fn)}`` where kind is ``"numpy"``, ``"numba-par"``,
-  ``"numba-1t"``, ``"sc"`` (or ``"other"``: timed, not used as a ratio baseline); ``fn(data,
+  ``"numba-1t"``, ``"sc"`` (or ``"numba-par-other"``: numba on all threads, timed, not a
+  ratio baseline); ``fn(data,
   size)`` runs in place on the dict of arrays (``fn(pool, data, size)`` for ``"sc"``, where
   ``data`` holds SharedArrays),
 - ``CHECK``: ``{label: "bitwise" | (rtol, atol) | None}`` (None: not compared, says why in

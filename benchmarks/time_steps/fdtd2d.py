@@ -15,7 +15,7 @@ from numba import prange
 import sharedcompute as sc
 
 NAME = "fdtd2d"
-SIZES = {"default": dict(tmax=100, nx=1000, ny=1200), "small": dict(tmax=5, nx=40, ny=50)}
+SIZES = {"default": dict(tmax=60, nx=1000, ny=1200), "small": dict(tmax=5, nx=40, ny=50)}
 OUTPUTS = ("ex", "ey", "hz")
 
 

@@ -14,7 +14,7 @@ from numba import prange
 import sharedcompute as sc
 
 NAME = "jacobi2d"
-SIZES = {"default": dict(n=2000, tsteps=51), "small": dict(n=64, tsteps=6)}
+SIZES = {"default": dict(n=1000, tsteps=51), "small": dict(n=64, tsteps=6)}
 OUTPUTS = ("A", "B")
 
 

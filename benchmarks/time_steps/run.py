@@ -64,7 +64,7 @@ class Runner:
         return data, reset
 
     def call(self, kind, fn, data, size, pool=None):
-        if kind == "numba-par":
+        if kind.startswith("numba-par"):  # "numba-par-other": parallel, not a baseline
             numba.set_num_threads(self.workers)
         elif kind == "numba-1t":
             numba.set_num_threads(1)
@@ -72,12 +72,14 @@ class Runner:
             return fn(pool or self.pool, data, size)
         return fn(data, size)
 
-    def validate(self, mod, size):
+    def validate(self, mod, size, numba_too=True):
         """Runs every variant once (compiles, warms up) and checks it against NumPy's.
         Returns ({label: (ok, text)}, prepared variants, calls summary)."""
         prepared, checks, calls = {}, {}, {}
         want = None
         for label, (kind, fn) in mod.VARIANTS.items():
+            if kind.startswith("numba") and not numba_too:
+                continue
             data, reset = self.prepare(mod, label, kind, size)
             counting = CountingPool(self.pool) if kind == "sc" else None
             self.call(kind, fn, data, size, counting)
@@ -100,7 +102,7 @@ class Runner:
         return checks, prepared, calls
 
     def time(self, mod, size, prepared, repeats):
-        labels = list(prepared)
+        labels = [k for k in prepared if k not in getattr(mod, "UNTIMED", ())]
         times = {k: [] for k in labels}
         for r in range(repeats):
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:
@@ -126,14 +128,16 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     p.add_argument("--validate-only", action="store_true")
     p.add_argument("--hog", action="store_true", help="one busy-looping process beside the run")
+    p.add_argument("--no-numba", action="store_true",
+                   help="leave out the numba variants (the test: no prange compiles)")
     args = p.parse_args(argv)
     failures = validate_and_time(args.only, args.small, args.workers, args.repeats,
-                                 args.validate_only, args.hog)
+                                 args.validate_only, args.hog, numba_too=not args.no_numba)
     return 1 if failures else 0
 
 
 def validate_and_time(names, small=True, workers=2, repeats=5, validate_only=True,
-                      with_hog=False, out=print) -> list:
+                      with_hog=False, out=print, numba_too=True) -> list:
     """Returns the list of (workload, variant, text) that failed validation."""
     failures = []
     hog_proc = None
@@ -146,11 +150,12 @@ def validate_and_time(names, small=True, workers=2, repeats=5, validate_only=Tru
             out(f"time_steps: {workers} workers, numba {numba.__version__} (threading layer "
                 f"{numba.config.THREADING_LAYER!r} asked), sizes {'small' if small else 'default'}, "
                 f"{'CPU hog beside' if with_hog else 'no hog'}, "
-                f"{'validation only' if validate_only else f'{repeats} rounds after a warm-up'}")
+                f"{'validation only' if validate_only else f'{repeats} rounds after a warm-up'}, "
+                f"load average {os.getloadavg()[0]:.1f}")
             for name in names:
                 mod = load(name)
                 size = mod.SIZES["small" if small else "default"]
-                checks, prepared, calls = runner.validate(mod, size)
+                checks, prepared, calls = runner.validate(mod, size, numba_too)
                 for label, (ok, text) in checks.items():
                     if not ok:
                         failures.append((name, label, text))
@@ -175,6 +180,7 @@ def validate_and_time(names, small=True, workers=2, repeats=5, validate_only=Tru
         if hog_proc is not None:
             hog_proc.kill()
             hog_proc.join()
+    out(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     if failures:
         out("\nFAILED: " + "; ".join(f"{w}/{v}: {t}" for w, v, t in failures))
     return failures
@@ -186,9 +192,13 @@ def show(mod, times, checks, out):
     one = [k for k, (kind, _) in mod.VARIANTS.items() if kind == "numba-1t"]
     out(f"  {'variant':28s} {'median s':>9s} {'min..max s':>17s} {'x numba-par':>11s} "
         f"{'x numba-1t':>10s}  check")
+    for label in (k for k in mod.VARIANTS if k not in times and k in checks):
+        ok, text = checks[label]
+        out(f"  {label:28s} {'(not timed)':>9s} {'':17s} {'':>11s} {'':>10s}  "
+            f"{'ok' if ok else 'FAIL'}: {text}")
     for label, ts in times.items():
-        rp = f"{med[par[0]] / med[label]:.2f}" if par else "-"
-        r1 = f"{med[one[0]] / med[label]:.2f}" if one else "-"
+        rp = f"{med[par[0]] / med[label]:.2f}" if par and par[0] in med else "-"
+        r1 = f"{med[one[0]] / med[label]:.2f}" if one and one[0] in med else "-"
         ok, text = checks[label]
         out(f"  {label:28s} {med[label]:9.4f} {min(ts):8.4f}..{max(ts):7.4f} {rp:>11s} "
             f"{r1:>10s}  {'ok' if ok else 'FAIL'}: {text}")
