@@ -90,11 +90,40 @@ def sc_fdtd(pool, data, size):
         pool.map(sc_h_update, hz, ex, ey)
 
 
+@sc.kernel(writes=("ey", "ex"), depth=1, boundary=0.0, position=True)
+def sc_e_update_t(ey, ex, hz, fict, t, pos):  # sc_e_update with the source read here
+    start = pos[0]
+    ny = ey.shape[1]
+    for i in range(ey.shape[0]):
+        r = i + 1
+        for j in range(ny):
+            if start + i == 0:
+                ey[i, j] = fict[t[0]]
+            else:
+                ey[i, j] = ey[i, j] - 0.5 * (hz[r, j] - hz[r - 1, j])
+            if j > 0:
+                ex[i, j] = ex[i, j] - 0.5 * (hz[r, j] - hz[r, j - 1])
+
+
+def sc_fdtd_bound(pool, data, size):
+    # pool.bind: planned once; the step index travels in a small plain array changed in
+    # place between calls (bound scalars are fixed)
+    ex, ey, hz = data["ex"], data["ey"], data["hz"]
+    t = np.zeros(1, np.int64)
+    e_step = pool.bind(sc_e_update_t, ey, ex, hz, np.array(data["fict"]), t)
+    h_step = pool.bind(sc_h_update, hz, ex, ey)
+    for step in range(size["tmax"]):
+        t[0] = step
+        e_step()
+        h_step()
+
+
 VARIANTS = {
     "numpy": ("numpy", np_fdtd),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "sc map loop": ("sc", sc_fdtd),
+    "sc bind loop": ("sc", sc_fdtd_bound),
 }
 CHECK = {"numba prange": (1e-9, 1e-9), "numba 1 thread": (1e-9, 1e-9)}
 SC_CODE = ("sc_e_update", "sc_h_update", "sc_fdtd")

@@ -64,11 +64,32 @@ def sc_floyd(pool, data, size):
         pool.map(sc_relax, path, sc.whole(np.array(path[k])), k)
 
 
+@sc.kernel
+def sc_relax_k(path, rowk, kk):
+    k = kk[0]
+    for i in range(path.shape[0]):
+        d = path[i, k]
+        for j in range(path.shape[1]):
+            path[i, j] = min(path[i, j], d + rowk[j])
+
+
+def sc_floyd_bound(pool, data, size):
+    # pool.bind: planned once; row k and k travel in small plain arrays changed in place
+    path = data["path"]
+    rowk, kk = np.empty(path.shape[1], path.dtype), np.zeros(1, np.int64)
+    step = pool.bind(sc_relax_k, path, sc.whole(rowk), kk)
+    for k in range(path.shape[0]):
+        rowk[:] = path[k]
+        kk[0] = k
+        step()
+
+
 VARIANTS = {
     "numpy": ("numpy", np_floyd),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "sc map per k": ("sc", sc_floyd),
+    "sc bind per k": ("sc", sc_floyd_bound),
 }
 CHECK = {}
 SC_CODE = ("sc_relax", "sc_floyd")
