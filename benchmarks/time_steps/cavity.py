@@ -19,6 +19,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "cavity"
 SIZES = {"default": dict(n=301, nt=20, nit=50), "small": dict(n=41, nt=4, nit=5)}
 OUTPUTS = ("u", "v", "p")
@@ -138,6 +140,15 @@ def run_numba(data, size):
               dx, dy, dt)
 
 
+nb_cavity_plain = without_fastmath(nb_cavity)
+
+
+def run_numba_plain(data, size):
+    dx, dy, dt = consts(size["n"])
+    nb_cavity_plain(size["nt"], size["nit"], data["u"], data["v"], data["p"], data["b"], RHO,
+                    NU, dx, dy, dt)
+
+
 # The scalars are computed by the caller exactly as NumPy's expression computes them, so
 # that the kernels' arithmetic is NumPy's, operation for operation (bitwise).
 # #26: a step program would hold all of sc_cavity's loop (b, the inner Poisson iterate,
@@ -227,6 +238,7 @@ VARIANTS = {
     "numpy": ("numpy", np_cavity),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
+    "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map+iterate loop": ("sc", sc_cavity),
 }
 CHECK = {"numba prange": (1e-8, 1e-10), "numba 1 thread": (1e-8, 1e-10)}

@@ -6,8 +6,8 @@ Each workload module defines:
   NumPy inputs, including the arrays that are written),
 - ``OUTPUTS``: the names of the arrays compared after a run,
 - ``VARIANTS``: ``{label: (kind, fn)}`` where kind is ``"numpy"``, ``"numba-par"``,
-  ``"numba-1t"``, ``"sc"`` (or ``"numba-par-other"``: numba on all threads, timed, not a
-  ratio baseline); ``fn(data,
+  ``"numba-1t"``, ``"sc"`` (or ``"numba-par-other"`` / ``"numba-1t-other"``: numba on all
+  threads / one thread, timed, not a ratio baseline); ``fn(data,
   size)`` runs in place on the dict of arrays (``fn(pool, data, size)`` for ``"sc"``, where
   ``data`` holds SharedArrays),
 - ``CHECK``: ``{label: "bitwise" | (rtol, atol) | None}`` (None: not compared, says why in
@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import inspect
 
+import numba
 import numpy as np
 
 
@@ -100,3 +101,12 @@ class CountingPool:
         total = sum(self.calls.values())
         parts = ", ".join(f"{v} {k}" for k, v in sorted(self.calls.items()))
         return f"{total} ({parts})"
+
+
+def without_fastmath(dispatcher):
+    """The same numba function compiled without fastmath (parallel as the original): a
+    variant that separates fastmath's effect from the parallel loop's (sharedcompute
+    kernels cannot ask for fastmath today). Not cached: a second dispatcher of the same
+    function with other flags would share the original's cache file names."""
+    return numba.njit(parallel=dispatcher.targetoptions.get("parallel", False))(
+        dispatcher.py_func)

@@ -14,6 +14,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "fdtd2d"
 SIZES = {"default": dict(tmax=60, nx=1000, ny=1200), "small": dict(tmax=5, nx=40, ny=50)}
 OUTPUTS = ("ex", "ey", "hz")
@@ -51,6 +53,13 @@ def nb_fdtd(tmax, ex, ey, hz, fict):
 
 def run_numba(data, size):
     nb_fdtd(size["tmax"], data["ex"], data["ey"], data["hz"], data["fict"])
+
+
+nb_fdtd_plain = without_fastmath(nb_fdtd)
+
+
+def run_numba_plain(data, size):
+    nb_fdtd_plain(size["tmax"], data["ex"], data["ey"], data["hz"], data["fict"])
 
 
 # #26: a step program would run both kernels per step inside the workers (one call for
@@ -122,6 +131,7 @@ VARIANTS = {
     "numpy": ("numpy", np_fdtd),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
+    "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map loop": ("sc", sc_fdtd),
     "sc bind loop": ("sc", sc_fdtd_bound),
 }

@@ -16,6 +16,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "floyd"
 SIZES = {"default": dict(n=700), "small": dict(n=48)}
 OUTPUTS = ("path",)
@@ -46,6 +48,13 @@ def nb_floyd(path):
 
 def run_numba(data, size):
     nb_floyd(data["path"])
+
+
+nb_floyd_plain = without_fastmath(nb_floyd)
+
+
+def run_numba_plain(data, size):
+    nb_floyd_plain(data["path"])
 
 
 # #26: a declared snapshot of row k taken before any worker starts, and the k loop inside
@@ -88,6 +97,7 @@ VARIANTS = {
     "numpy": ("numpy", np_floyd),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
+    "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map per k": ("sc", sc_floyd),
     "sc bind per k": ("sc", sc_floyd_bound),
 }

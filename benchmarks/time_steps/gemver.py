@@ -19,6 +19,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "gemver"
 SIZES = {"default": dict(n=3000), "small": dict(n=64)}
 OUTPUTS = ("A", "x", "w")
@@ -67,6 +69,15 @@ def run_numba(data, size):
               d["y"], d["z"])
 
 
+nb_gemver_plain = without_fastmath(nb_gemver)
+
+
+def run_numba_plain(data, size):
+    d = data
+    nb_gemver_plain(ALPHA, BETA, d["A"], d["u1"], d["v1"], d["u2"], d["v2"], d["w"], d["x"],
+                    d["y"], d["z"])
+
+
 # #26: write and reduce in one pass (the rank-2 update returning its rows' y^T A partial),
 # and a step program holding the x update between the two passes, would make this one call
 # reading A twice instead of three times.
@@ -108,10 +119,11 @@ VARIANTS = {
     "numpy": ("numpy", np_gemver),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
+    "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map+reduce+map": ("sc", sc_gemver),
 }
 TOL = (1e-10, 1e-10)
-CHECK = {"numba prange": TOL, "numba 1 thread": TOL,
+CHECK = {"numba prange": TOL, "numba 1 thread": TOL, "numba prange, no fastmath": TOL,
          "sc map+reduce+map": {"A": "bitwise", "x": TOL, "w": TOL}}
 SC_CODE = ("sc_rank2", "sc_yta", "sc_gemv", "sc_gemver")
 NUMBA_CODE = ("nb_gemver",)

@@ -15,6 +15,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "hdiff"
 SIZES = {"default": dict(I=256, J=256, K=80), "small": dict(I=40, J=12, K=5)}
 OUTPUTS = ("out_field",)
@@ -77,6 +79,13 @@ def run_numba(data, size):
     nb_hdiff(data["in_field"], data["out_field"], data["coeff"])
 
 
+nb_hdiff_plain = without_fastmath(nb_hdiff)
+
+
+def run_numba_plain(data, size):
+    nb_hdiff_plain(data["in_field"], data["out_field"], data["coeff"])
+
+
 # #26: per-argument row offsets / extra halo ("in_field has 2 more rows on each side")
 # would split in_field with out_field and drop whole=, position= and the slicing by hand.
 @sc.kernel(whole=("in_field",), position=True)
@@ -120,6 +129,7 @@ VARIANTS = {
     "numpy": ("numpy", np_hdiff),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
+    "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map (whole in_field)": ("sc", sc_hdiff),
 }
 CHECK = {"numba prange": (1e-12, 1e-12), "numba 1 thread": (1e-12, 1e-12)}

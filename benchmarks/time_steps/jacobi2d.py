@@ -13,6 +13,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "jacobi2d"
 SIZES = {"default": dict(n=1000, tsteps=51), "small": dict(n=64, tsteps=6)}
 OUTPUTS = ("A", "B")
@@ -49,6 +51,13 @@ def run_numba(data, size):
     nb_jacobi(size["tsteps"], data["A"], data["B"])
 
 
+nb_jacobi_plain = without_fastmath(nb_jacobi)
+
+
+def run_numba_plain(data, size):
+    nb_jacobi_plain(size["tsteps"], data["A"], data["B"])
+
+
 # boundary=0.0 only pads; position=True only to find the edge rows.
 # #26: boundary="fixed" (each array keeps its own edges) drops both and the `if` below.
 @sc.kernel(depth=1, boundary=0.0, position=True)
@@ -73,6 +82,7 @@ VARIANTS = {
     "numpy": ("numpy", np_jacobi),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
+    "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc iterate": ("sc", sc_jacobi),
 }
 CHECK = {"numba prange": (1e-12, 1e-12), "numba 1 thread": (1e-12, 1e-12)}

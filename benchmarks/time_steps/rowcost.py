@@ -17,6 +17,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "rowcost"
 SIZES = {"default": dict(n=2000, slope=50, uniform=False),
          "small": dict(n=200, slope=5, uniform=False)}
@@ -51,6 +53,13 @@ def run_numba(data, size):
     nb_rowcost(data["out"], data["lengths"])
 
 
+nb_rowcost_plain = without_fastmath(nb_rowcost)
+
+
+def run_numba_plain(data, size):
+    nb_rowcost_plain(data["out"], data["lengths"])
+
+
 @sc.kernel
 def sc_rows(out, lengths):
     for i in range(out.shape[0]):
@@ -76,6 +85,7 @@ VARIANTS = {
     "numpy": ("numpy", np_rowcost),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
+    "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map static": ("sc", sc_static),
     "sc map dynamic": ("sc", sc_dynamic),
 }

@@ -7,7 +7,9 @@ today's public API (``pool.map`` / ``reduce`` / ``iterate`` / ``submit``). Every
 checked against the NumPy result (the sharedcompute ones before timing; bitwise where the
 arithmetic is the same order, else allclose with the stated tolerance); then each round
 runs every variant once, in rotated order, and the table gives medians and ratios
-(``x numba-par`` = numba parallel's median / this median: above 1 is faster than numba).
+(``x numba-par`` = numba parallel's median / this median: above 1 is faster than numba;
+``x no-fm``: the same against the numba prange function compiled without fastmath, which
+sharedcompute kernels cannot use today).
 
     python benchmarks/time_steps/run.py [--small] [--workers 2] [--repeats 5]
         [--only jacobi2d fdtd2d ...] [--validate-only] [--hog]
@@ -66,7 +68,7 @@ class Runner:
     def call(self, kind, fn, data, size, pool=None):
         if kind.startswith("numba-par"):  # "numba-par-other": parallel, not a baseline
             numba.set_num_threads(self.workers)
-        elif kind == "numba-1t":
+        elif kind.startswith("numba-1t"):
             numba.set_num_threads(1)
         if kind == "sc":
             return fn(pool or self.pool, data, size)
@@ -190,18 +192,21 @@ def show(mod, times, checks, out):
     med = {k: statistics.median(v) for k, v in times.items()}
     par = [k for k, (kind, _) in mod.VARIANTS.items() if kind == "numba-par"]
     one = [k for k, (kind, _) in mod.VARIANTS.items() if kind == "numba-1t"]
+    nofm = [k for k, (kind, _) in mod.VARIANTS.items()
+            if kind == "numba-par-other" and "no fastmath" in k]
     out(f"  {'variant':28s} {'median s':>9s} {'min..max s':>17s} {'x numba-par':>11s} "
-        f"{'x numba-1t':>10s}  check")
+        f"{'x numba-1t':>10s} {'x no-fm':>7s}  check")
     for label in (k for k in mod.VARIANTS if k not in times and k in checks):
         ok, text = checks[label]
-        out(f"  {label:28s} {'(not timed)':>9s} {'':17s} {'':>11s} {'':>10s}  "
+        out(f"  {label:28s} {'(not timed)':>9s} {'':17s} {'':>11s} {'':>10s} {'':>7s}  "
             f"{'ok' if ok else 'FAIL'}: {text}")
     for label, ts in times.items():
         rp = f"{med[par[0]] / med[label]:.2f}" if par and par[0] in med else "-"
         r1 = f"{med[one[0]] / med[label]:.2f}" if one and one[0] in med else "-"
+        rf = f"{med[nofm[0]] / med[label]:.2f}" if nofm and nofm[0] in med else "-"
         ok, text = checks[label]
         out(f"  {label:28s} {med[label]:9.4f} {min(ts):8.4f}..{max(ts):7.4f} {rp:>11s} "
-            f"{r1:>10s}  {'ok' if ok else 'FAIL'}: {text}")
+            f"{r1:>10s} {rf:>7s}  {'ok' if ok else 'FAIL'}: {text}")
 
 
 if __name__ == "__main__":

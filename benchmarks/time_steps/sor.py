@@ -21,6 +21,8 @@ from numba import prange
 
 import sharedcompute as sc
 
+from time_steps.common import without_fastmath
+
 NAME = "sor"
 SIZES = {"default": dict(n=1000, steps=30, omega=1.5, blocks=8),
          "small": dict(n=40, steps=3, omega=1.5, blocks=4)}
@@ -79,6 +81,14 @@ def run_redblack(data, size):
     nb_sor_redblack(data["u"], size["steps"], a, b)
 
 
+nb_sor_plain = without_fastmath(nb_sor)
+
+
+def run_numba_plain(data, size):
+    a, b = coeffs(size["omega"])
+    nb_sor_plain(data["u"], size["steps"], a, b)
+
+
 @numba.njit(cache=True)
 def sor_block(u, steps, a, b, r0, r1, c0, c1):
     for t in range(steps):
@@ -120,6 +130,7 @@ VARIANTS = {
     "numpy (anti-diagonals)": ("numpy", np_sor),
     "numba prange red-black": ("numba-par-other", run_redblack),
     "numba 1 thread (serial)": ("numba-1t", run_numba),
+    "numba 1 thread, no fastmath": ("numba-1t-other", run_numba_plain),
     "sc one task (serial)": ("sc", sc_sor_serial),
     "sc wavefront of tasks": ("sc", sc_sor_wavefront),
 }
