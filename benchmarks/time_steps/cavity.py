@@ -111,9 +111,10 @@ def nb_cavity(nt, nit, u, v, p, b, rho, nu, dx, dy, dt):
             pn[:] = p
             for i in prange(1, n - 1):
                 for j in range(1, m - 1):
-                    p[i, j] = (((pn[i, j + 1] + pn[i, j - 1]) * dy ** 2 + (pn[i + 1, j] + pn[i - 1, j])
-                                * dx ** 2) / (2 * (dx ** 2 + dy ** 2)) - dx ** 2 * dy ** 2
-                               / (2 * (dx ** 2 + dy ** 2)) * b[i, j])
+                    p[i, j] = (((pn[i, j + 1] + pn[i, j - 1]) * dy ** 2
+                                + (pn[i + 1, j] + pn[i - 1, j]) * dx ** 2)
+                               / (2 * (dx ** 2 + dy ** 2))
+                               - dx ** 2 * dy ** 2 / (2 * (dx ** 2 + dy ** 2)) * b[i, j])
             p[:, -1] = p[:, -2]
             p[0, :] = p[1, :]
             p[:, 0] = p[:, 1]

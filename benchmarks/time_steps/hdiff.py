@@ -30,7 +30,7 @@ def init(I, J, K):
 
 def np_hdiff(data, size):
     in_field, out_field, coeff = data["in_field"], data["out_field"], data["coeff"]
-    I, J, K = out_field.shape[0], out_field.shape[1], out_field.shape[2]
+    I, J = out_field.shape[0], out_field.shape[1]
     lap_field = 4.0 * in_field[1:I + 3, 1:J + 3, :] - (
         in_field[2:I + 4, 1:J + 3, :] + in_field[0:I + 2, 1:J + 3, :]
         + in_field[1:I + 3, 2:J + 4, :] + in_field[1:I + 3, 0:J + 2, :])

@@ -2,12 +2,11 @@
 sorted rows): the dynamic schedule must not lose to static here."""
 from __future__ import annotations
 
-from time_steps.rowcost import (CHECK, NUMBA_CODE, OUTPUTS, SC_CODE, VARIANTS,  # noqa: F401
-                                init, nb_rowcost, np_rowcost, run_numba, sc_dynamic, sc_rows,
-                                sc_static)
 from time_steps import rowcost
 
 NAME = "rowcost_uniform"
 SIZES = {k: dict(v, uniform=True) for k, v in rowcost.SIZES.items()}
-NOTES = rowcost.NOTES
+init = rowcost.init
+OUTPUTS, VARIANTS, CHECK = rowcost.OUTPUTS, rowcost.VARIANTS, rowcost.CHECK
+SC_CODE, NUMBA_CODE, NOTES = rowcost.SC_CODE, rowcost.NUMBA_CODE, rowcost.NOTES
 CODE_MODULE = rowcost  # the functions (for the line counts) live there

@@ -150,7 +150,8 @@ def validate_and_time(names, small=True, workers=2, repeats=5, validate_only=Tru
         with sc.Pool(workers) as pool:
             runner = Runner(pool, workers, small)
             out(f"time_steps: {workers} workers, numba {numba.__version__} (threading layer "
-                f"{numba.config.THREADING_LAYER!r} asked), sizes {'small' if small else 'default'}, "
+                f"{numba.config.THREADING_LAYER!r} asked), "
+                f"sizes {'small' if small else 'default'}, "
                 f"{'CPU hog beside' if with_hog else 'no hog'}, "
                 f"{'validation only' if validate_only else f'{repeats} rounds after a warm-up'}, "
                 f"load average {os.getloadavg()[0]:.1f}")

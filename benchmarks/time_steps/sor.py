@@ -23,8 +23,6 @@ import numba
 import numpy as np
 from numba import prange
 
-import sharedcompute as sc
-
 from time_steps.common import without_fastmath
 
 NAME = "sor"
@@ -114,9 +112,8 @@ def sor_task_serial(u, steps, a, b):
 # #26: wavefront sweeps (partitions waiting on their neighbour's progress through flags in
 # shared memory) would make this a plain kernel on row partitions: no tasks, no bands.
 def sc_sor_serial(pool, data, size):
-    u, n = data["u"], data["u"].shape[0]
     a, b = coeffs(size["omega"])
-    pool.submit(sor_task_serial, u, size["steps"], a, b).result()
+    pool.submit(sor_task_serial, data["u"], size["steps"], a, b).result()
 
 
 def sc_sor_wavefront(pool, data, size):
@@ -147,6 +144,7 @@ CHECK = {"numba prange red-black": None, "numba 1 thread (serial)": (1e-9, 1e-12
 SC_CODE = ("sor_block", "sor_task", "sc_sor_wavefront")
 NUMBA_CODE = ("nb_sor",)
 NOTES = ("red-black is another algorithm (not compared, and not a ratio baseline: numba "
-         "cannot run this sweep in parallel, the baseline is numba 1 thread). numba fastmath=True compared "
+         "cannot run this sweep in parallel, the baseline is numba 1 thread). numba "
+         "fastmath=True compared "
          "with allclose; both sc versions bitwise the anti-diagonal NumPy sweep. Lines: the "
          "wavefront version (sor_block + sor_task + driver) vs the serial njit loop")
