@@ -9,6 +9,8 @@ they could not import it (a notebook cell, ``__main__``, a function's local): _i
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import os
 import sys
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
         jit: bool
         schedule: str
         idempotent: bool | None
+        fastmath: bool | set[str] | frozenset[str]
+        error_model: str
+        parallel: bool
 
 R_co = TypeVar("R_co", covariant=True)  # what pool.map or pool.reduce returns
 _T = TypeVar("_T")  # a reduction's partial
@@ -56,8 +61,8 @@ REGISTRY: dict[str, "Kernel[Any]"] = {}
 _cache_warned = False
 
 
-def _jit(func: Callable) -> Callable:
-    """numba.njit(nogil=True), cached on disk unless SHAREDCOMPUTE_NUMBA_CACHE=0.
+def _jit(func: Callable, options: dict | None = None) -> Callable:
+    """numba.njit(nogil=True, **options), cached on disk unless SHAREDCOMPUTE_NUMBA_CACHE=0.
 
     A cache directory that cannot be written gives one warning and uncached compiles
     (numba raises 'no locator available' at decoration time otherwise; numba#4908).
@@ -68,27 +73,112 @@ def _jit(func: Callable) -> Callable:
 
     if isinstance(func, CPUDispatcher):
         return func
+    options = options or {}
     use_cache = os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0"
     if use_cache:
         try:
-            return numba.njit(nogil=True, cache=True)(func)
+            disp = numba.njit(nogil=True, cache=True, **options)(func)
+            if options:  # numba#6845: numba's cache key leaves the options out, so the
+                # same function with and without fastmath= would load each other's code
+                disp._cache = _options_cache(disp.py_func, options)
+            return disp
         except RuntimeError as exc:  # no writable cache location
             interactive = not os.path.exists(func.__code__.co_filename)  # notebook, -c, stdin
             if not _cache_warned and not interactive:
                 warnings.warn(f"sharedcompute: numba cache unavailable ({exc}); compiling "
                               "without a cache", RuntimeWarning, stacklevel=3)
                 _cache_warned = True
-    return numba.njit(nogil=True)(func)
+    return numba.njit(nogil=True, **options)(func)
 
 
-def _rejit(func: Callable) -> Callable:
+@functools.lru_cache(maxsize=None)
+def _options_cache_class() -> type:
+    from numba.core.caching import FunctionCache
+
+    class OptionsCache(FunctionCache):
+        """numba's on-disk cache of one function, its index key extended by ``options``."""
+        options = ""
+
+        def _index_key(self, sig: Any, codegen: Any) -> tuple:
+            return super()._index_key(sig, codegen) + (self.options,)
+    return OptionsCache
+
+
+def _options_cache(py_func: Callable, options: dict) -> Any:
+    """numba's FunctionCache of ``py_func``, its entries keyed by ``options`` too."""
+    cache = _options_cache_class()(py_func)
+    cache.options = repr(sorted((k, sorted(v) if isinstance(v, set) else v)
+                                for k, v in options.items()))
+    return cache
+
+
+def _rejit(func: Callable, options: dict | None = None) -> Callable:
     """A new dispatcher of ``func``'s current code, with its own numba options if it has."""
     py_func = getattr(func, "py_func", func)
-    options = getattr(func, "targetoptions", None)
-    if options is None:
-        return _jit(py_func)
+    own = getattr(func, "targetoptions", None)
+    if own is None:
+        return _jit(py_func, options)
     import numba
-    return numba.njit(**options)(py_func)
+    return numba.njit(**own)(py_func)
+
+
+#: fastmath= flags numba passes to LLVM (numba's FastMathOptions; "fast" sets them all).
+FASTMATH_FLAGS = frozenset({"fast", "nnan", "ninf", "nsz", "arcp", "contract", "afn",
+                            "reassoc"})
+ERROR_MODELS = ("python", "numpy")
+
+
+def numba_options(name: str, jit: bool, fastmath: Any = False, error_model: Any = "python",
+                  parallel: Any = False) -> dict:
+    """The numba.njit options a kernel adds to ``nogil=True``, validated; only those that
+    differ from numba's defaults, so a kernel without them compiles (and hashes) as before.
+
+    >>> numba_options("k", True, fastmath={"nnan", "contract"}, error_model="numpy")
+    {'fastmath': ('contract', 'nnan'), 'error_model': 'numpy'}
+    """
+    out: dict = {}
+    if isinstance(fastmath, (set, frozenset, list, tuple)):
+        unknown = sorted(str(f) for f in fastmath if f not in FASTMATH_FLAGS)
+        if unknown:
+            raise InputError(f"kernel {name}: fastmath flags {unknown} are not numba's; use "
+                             f"True or a set of {sorted(FASTMATH_FLAGS)}")
+        if fastmath:
+            out["fastmath"] = tuple(sorted(fastmath))  # sorted: a set's order varies
+    elif fastmath is True:
+        out["fastmath"] = True
+    elif fastmath is not False:
+        raise InputError(f"kernel {name}: fastmath={fastmath!r} must be False, True or a set "
+                         f"of flags from {sorted(FASTMATH_FLAGS)}, e.g. {{'nnan', 'contract'}}")
+    if error_model not in ERROR_MODELS:
+        raise InputError(f"kernel {name}: error_model={error_model!r} must be 'python' "
+                         "(ZeroDivisionError, the default) or 'numpy' (inf/nan, as NumPy)")
+    if error_model == "numpy":
+        out["error_model"] = "numpy"
+    if parallel is True:
+        out["parallel"] = True
+    elif parallel is not False:
+        raise InputError(f"kernel {name}: parallel={parallel!r} must be True or False")
+    if out and not jit:
+        raise InputError(f"kernel {name}: {sorted(out)} are numba options; jit=False runs the "
+                         "function as plain Python, so drop them or drop jit=False")
+    return out
+
+
+def njit_kwargs(options: dict) -> dict:
+    """``numba_options``' dict as numba.njit takes it (fastmath flags as a set)."""
+    return {k: set(v) if k == "fastmath" and v is not True else v for k, v in options.items()}
+
+
+def _check_dispatcher(name: str, func: Callable, options: dict) -> None:
+    """A function numba-compiled already keeps its own options: refuse others."""
+    own = getattr(func, "targetoptions", None)
+    if own is None or not options:
+        return
+    mine = njit_kwargs(options)
+    if any(own.get(k) != v for k, v in mine.items()):
+        raise InputError(f"kernel {name}: the function is numba-compiled already with "
+                         f"{dict(own)}; pass the plain function to @sc.kernel(...{mine}) or "
+                         "set the options on your numba.njit")
 
 
 class Kernel(Generic[R_co]):
@@ -106,7 +196,8 @@ class Kernel(Generic[R_co]):
                  depth: int, boundary: Any, position: bool, totals: Callable | None,
                  identity: Any, rtol: Any, atol: Any, check: Callable | None = None,
                  elementwise: bool = False, jit: bool = True, schedule: str = "static",
-                 idempotent: bool | None = None):
+                 idempotent: bool | None = None, fastmath: Any = False,
+                 error_model: str = "python", parallel: bool = False):
         py_func = getattr(func, "py_func", func)
         self.py_func, self._code = py_func, py_func.__code__
         self._home = sys.modules.get(py_func.__module__)  # its module: reloaded if __spec__ changes
@@ -115,7 +206,8 @@ class Kernel(Generic[R_co]):
         self._options = dict(func=func, combine=combine, finalize=finalize, writes=writes,
                              whole=whole, depth=depth, boundary=boundary, position=position,
                              totals=totals, identity=identity, elementwise=elementwise,
-                             jit=jit, schedule=schedule, idempotent=idempotent)
+                             jit=jit, schedule=schedule, idempotent=idempotent,
+                             fastmath=fastmath, error_model=error_model, parallel=parallel)
         self._token: str | None = None  # content_token(), fixed at first use
         self._reads: list = []  # the globals it read then, and its module's __spec__
         # (_identity.watch_list)
@@ -172,9 +264,19 @@ class Kernel(Generic[R_co]):
         self.check = check
         self.jit = bool(jit)
         self.schedule = check_schedule(schedule)
+        # numba options beyond nogil=True (fastmath, error_model, parallel): part of the
+        # content token, and of what a worker builds by value (_options)
+        self.numba_options = numba_options(self.name, self.jit, fastmath, error_model, parallel)
+        self.fastmath = self.numba_options.get("fastmath", False)
+        self.error_model = self.numba_options.get("error_model", "python")
+        self.parallel = bool(self.numba_options.get("parallel", False))
+        for f in (func, totals):
+            _check_dispatcher(self.name, f, self.numba_options)
         # jit=False: the function runs as it is on each partition's views (NumPy, SciPy...)
-        self.dispatcher = _jit(func) if self.jit else func
-        self.totals = (_jit(totals) if self.jit else totals) if totals is not None else None
+        opts = njit_kwargs(self.numba_options)
+        self.dispatcher = _jit(func, opts) if self.jit else func
+        self.totals = ((_jit(totals, opts) if self.jit else totals) if totals is not None
+                       else None)
         self._checked: tuple | None = None  # (dispatcher, totals) with bounds checks, on demand
         REGISTRY[f"{self.module}:{self.qualname}"] = self
 
@@ -186,8 +288,9 @@ class Kernel(Generic[R_co]):
         # lazily): running a kernel needs the executors, which import this module.
         from .execute import run_inline
         self._refresh()
-        return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
-                          depth=depth, boundscheck=boundscheck, workers=workers)
+        with _one_numba_thread(self.parallel):  # as in a worker (_system.limit_threads)
+            return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
+                              depth=depth, boundscheck=boundscheck, workers=workers)
 
     def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
         """The call's arguments in parameter order: keyword arguments placed by name."""
@@ -219,7 +322,8 @@ class Kernel(Generic[R_co]):
             return self.dispatcher, self.totals
         if self._checked is None:
             import numba
-            checked = numba.njit(nogil=True, boundscheck=True)
+            checked = numba.njit(nogil=True, boundscheck=True,
+                                 **njit_kwargs(self.numba_options))
             py_totals = getattr(self.totals, "py_func", None)
             self._checked = (checked(self.py_func),
                              checked(py_totals) if py_totals is not None else None)
@@ -285,7 +389,9 @@ class Kernel(Generic[R_co]):
         o = self._options
         return (self.name, o["func"], o["combine"], o["finalize"], o["totals"], o["identity"],
                 self.kind, self.writes, self.whole, self.depth, self.boundary, self.position,
-                self.elementwise, self.jit, self.schedule, self.idempotent)
+                self.elementwise, self.jit, self.schedule, self.idempotent) + (
+                    # only when given: a kernel without them keeps its token
+                    (tuple(sorted(self.numba_options.items())),) if self.numba_options else ())
 
     def content_watch(self) -> tuple:
         """(function, code, reads): what decides this kernel's content, as of its token, to
@@ -308,9 +414,10 @@ class Kernel(Generic[R_co]):
             return
         self._code, self._spec = self.py_func.__code__, getattr(self._home, "__spec__", None)
         func, totals = self._options["func"], self._options["totals"]
-        self.dispatcher = _rejit(func) if self.jit else self.py_func
+        opts = njit_kwargs(self.numba_options)
+        self.dispatcher = _rejit(func, opts) if self.jit else self.py_func
         if totals is not None:
-            self.totals = _rejit(totals) if self.jit else totals
+            self.totals = _rejit(totals, opts) if self.jit else totals
         self._token = self._by_value = self._checked = None
         self._sendable = False
 
@@ -343,10 +450,28 @@ class Kernel(Generic[R_co]):
         extra += ", fused" if self.fused else ""
         extra += "" if self.jit else ", jit=False"
         extra += "" if self.schedule == "static" else f", schedule={self.schedule!r}"
+        extra += "".join(f", {k}={v!r}" for k, v in self.numba_options.items())
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
 
 
 _MISSING = object()  # a parameter not yet given (Kernel.bind)
+
+
+@contextlib.contextmanager
+def _one_numba_thread(parallel: bool) -> Any:
+    """A parallel=True kernel called in this process runs its parallel code on one numba
+    thread, as each worker does, so the direct call gives the pool's bits (a prange
+    reduction's grouping depends on the thread count). numba's count is per thread."""
+    if not parallel:
+        yield
+        return
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 SCHEDULES = ("static", "dynamic")
 
 
@@ -389,7 +514,9 @@ def kernel_by_value(token: str, where: tuple, payload: bytes) -> Kernel:
                 # numba's cache rebuilds a compiled function's environment by importing its
                 # module: one this worker cannot import (a test module's local kernel) compiles
                 import numba
-                spec[name] = numba.njit(nogil=True)(spec[name])
+                opts = numba_options(name, True, spec["fastmath"], spec["error_model"],
+                                     spec["parallel"])
+                spec[name] = numba.njit(nogil=True, **njit_kwargs(opts))(spec[name])
         k = Kernel(**spec, reference=None, rtol=None, atol=None)
         k._token = token
         _BUILT.put(token, k)
@@ -455,7 +582,9 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            boundary: Any = "none", position: bool = False, totals: Callable | None = None,
            identity: Any = 0, rtol: Any = None, atol: Any = None,
            check: Callable | None = None, elementwise: bool = False, jit: bool = True,
-           schedule: str = "static", idempotent: bool | None = None) -> Any:
+           schedule: str = "static", idempotent: bool | None = None,
+           fastmath: bool | set[str] | frozenset[str] = False, error_model: str = "python",
+           parallel: bool = False) -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -501,6 +630,28 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         declaration gives wrong residuals, so leave it unset for sums. The sign of a zero
         maximum may still depend on the grouping (``np.maximum(-0.0, 0.0)``), which
         changes no comparison with ``tol``.
+    fastmath : numba's ``fastmath``: True, or a set of LLVM flags (``{"reassoc", "nsz"}``
+        lets a loop sum vectorise; ``"nnan"``/``"ninf"`` assume no NaN/inf, so ``x != x``
+        folds to False; ``"contract"`` fuses multiply-adds). It changes result bits: a
+        reference at exact tolerance fails (``verify`` says so and the ``rtol`` to pass).
+        Default False: IEEE arithmetic in source order.
+        ``@sc.kernel(fastmath={"reassoc", "nsz"}) def total(x): ...``
+    error_model : "python" (default: an integer or float division by zero raises
+        ZeroDivisionError, a KernelError from a pool) or "numpy" (no check: ``1.0/0.0`` is
+        inf, ``0.0/0.0`` nan, as NumPy gives; integer division by zero gives 0, no error).
+        ``@sc.kernel(error_model="numpy") def ratio(out, a, b): out[:] = a / b``
+    parallel : compile with numba's parallel pipeline, which fuses NumPy-style array
+        expressions (``out[1:-1] = 0.5 * (u[:-2] + u[2:])``) into one loop without
+        temporaries, on ONE numba thread per worker (the workers are the parallelism;
+        prange runs serially). Elementwise expressions give the same bits as unfused;
+        reductions inside (``np.sum``, prange sums) may group differently from a plain
+        compile. The direct call ``kernel(...)`` runs it on one numba thread too; that
+        launches numba's threading layer in this process, after which ``start_method=
+        "fork"`` pools are refused (forkserver, the default, and spawn are unaffected).
+        ``@sc.kernel(depth=1, parallel=True) def smooth(out, u): out[:] = ...``
+        Options of all three are part of a kernel's identity: a kernel with
+        ``fastmath=True`` is another kernel (and cached call) than the same function
+        without, and the workers compile it with the same options.
 
     Notes
     -----
@@ -533,5 +684,6 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
                       whole=whole, depth=depth, boundary=boundary, position=position,
                       totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,
                       elementwise=elementwise, jit=jit, schedule=schedule,
-                      idempotent=idempotent)
+                      idempotent=idempotent, fastmath=fastmath, error_model=error_model,
+                      parallel=parallel)
     return wrap(func) if func is not None else wrap
