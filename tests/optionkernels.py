@@ -1,6 +1,8 @@
 """Kernels with numba options (fastmath, error_model, parallel) for test_kernel_options.py;
 a real module so spawn/forkserver workers import them by name. Each comes in pairs that
-differ only by the option, built from one plain function."""
+differ only by the option. Decorated functions travel by reference (module and name); the
+plain ``_functions`` are for kernels a test builds itself (``sc.kernel(_row_sums,
+fastmath=True)``), which travel by value (their name finds the function, not the kernel)."""
 import os
 
 import numba
@@ -19,9 +21,39 @@ def _row_sums(out, x):
         out[i] = acc
 
 
-row_sums = sc.kernel(_row_sums)
-row_sums_fast = sc.kernel(_row_sums, fastmath=True)
-row_sums_reassoc = sc.kernel(_row_sums, fastmath={"reassoc", "nsz"})
+def row_sums_reference(out, x):
+    """Sequential sums, as the plain loop adds (np.sum's pairwise order would differ)."""
+    out[:] = np.add.accumulate(x, axis=1)[:, -1]
+
+
+@sc.kernel(reference=row_sums_reference)
+def row_sums(out, x):
+    for i in range(x.shape[0]):
+        acc = 0.0
+        for j in range(x.shape[1]):
+            acc += x[i, j]
+        out[i] = acc
+
+
+@sc.kernel(fastmath=True, reference=row_sums_reference)
+def row_sums_fast(out, x):
+    for i in range(x.shape[0]):
+        acc = 0.0
+        for j in range(x.shape[1]):
+            acc += x[i, j]
+        out[i] = acc
+
+
+def scale_reference(out, x):
+    out[:] = 2.0 * x + 1.0
+
+
+@sc.kernel(fastmath=True, reference=scale_reference)
+def scale_fast(out, x):
+    """Bitwise the reference under any flags: 2.0 * x is exact, so a fused multiply-add
+    ('contract') rounds once as the reference does, and there is nothing to reorder."""
+    for i in range(out.shape[0]):
+        out[i] = 2.0 * x[i] + 1.0
 
 
 def _nan_flags(out, x):
@@ -30,25 +62,22 @@ def _nan_flags(out, x):
         out[i] = 1.0 if x[i] != x[i] else 0.0
 
 
-nan_flags = sc.kernel(_nan_flags)
-nan_flags_fast = sc.kernel(_nan_flags, fastmath=True)
+@sc.kernel(fastmath=True)
+def nan_flags_fast(out, x):
+    for i in range(x.shape[0]):
+        out[i] = 1.0 if x[i] != x[i] else 0.0
 
 
-def _ratio(out, a, b):
+@sc.kernel
+def ratio(out, a, b):
     for i in range(out.shape[0]):
         out[i] = a[i] / b[i]
 
 
-ratio = sc.kernel(_ratio)
-ratio_numpy = sc.kernel(_ratio, error_model="numpy")
-
-
-def _int_quotient(out, a, b):
+@sc.kernel(error_model="numpy")
+def ratio_numpy(out, a, b):
     for i in range(out.shape[0]):
-        out[i] = a[i] // b[i]
-
-
-int_quotient_numpy = sc.kernel(_int_quotient, error_model="numpy")
+        out[i] = a[i] / b[i]
 
 
 def stencil_numpy(out, u):
@@ -56,18 +85,22 @@ def stencil_numpy(out, u):
     out[1:-1, 1:-1] = 0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:])
 
 
-def _stencil(out, u):
+@sc.kernel(depth=1)
+def stencil(out, u):
     """The same body on a partition: ``u`` carries one halo row each side."""
     out[:, 1:-1] = 0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:])
 
 
-stencil = sc.kernel(_stencil, depth=1)
-stencil_fused = sc.kernel(_stencil, depth=1, parallel=True)
+@sc.kernel(depth=1, parallel=True)
+def stencil_fused(out, u):
+    out[:, 1:-1] = 0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:])
 
 
 @sc.kernel(parallel=True)
 def thread_report(out):
-    """Each worker writes numba's thread count for parallel code and its OS thread count."""
+    """Each worker writes numba's thread count for parallel code (after a fused loop ran,
+    so numba's threads are launched) and its OS thread count."""
+    out[:, 0] = out[:, 0] * 0.0 + 1.0  # an array expression: a parfor
     n = numba.get_num_threads()
     with numba.objmode(tasks="int64"):
         tasks = len(os.listdir("/proc/self/task"))
@@ -76,11 +109,14 @@ def thread_report(out):
         out[i, 1] = tasks
 
 
-def _prange_sum(x):
+@sc.kernel(combine=np.add, parallel=True)
+def prange_sum(x):
     acc = 0.0
     for i in numba.prange(x.shape[0]):
         acc += x[i]
     return acc
 
 
-prange_sum = sc.kernel(_prange_sum, combine=np.add, parallel=True)
+def task_count() -> int:
+    """This process's OS threads (for pool.submit)."""
+    return len(os.listdir("/proc/self/task"))
