@@ -488,27 +488,26 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         declaration gives wrong residuals, so leave it unset for sums. The sign of a zero
         maximum may still depend on the grouping (``np.maximum(-0.0, 0.0)``), which
         changes no comparison with ``tol``.
-    fastmath : numba's ``fastmath``: True, or a set of LLVM flags (``{"reassoc", "nsz"}``
-        lets a loop sum vectorise; ``"nnan"``/``"ninf"`` assume no NaN/inf, so ``x != x``
-        folds to False; ``"contract"`` fuses multiply-adds). It changes result bits: a
-        reference at exact tolerance fails (``verify`` says so and the ``rtol`` to pass).
-        Default False: IEEE arithmetic in source order.
-        ``@sc.kernel(fastmath={"reassoc", "nsz"}) def total(x): ...``
-    error_model : "python" (default: an integer or float division by zero raises
-        ZeroDivisionError, a KernelError from a pool) or "numpy" (no check: ``1.0/0.0`` is
-        inf, ``0.0/0.0`` nan, as NumPy gives; integer division by zero gives 0, no error).
-        ``@sc.kernel(error_model="numpy") def ratio(out, a, b): out[:] = a / b``
+    fastmath : numba's ``fastmath``: True (all flags) or a set of LLVM flags: ``"reassoc"``
+        (with ``"nsz"``) lets a loop sum vectorise in another order, ``"contract"`` fuses
+        multiply-adds, ``"nnan"``/``"ninf"`` assume no NaN or inf (``x != x`` folds to
+        False). It changes result bits: against a reference at exact tolerance ``verify``
+        fails and names fastmath and the ``rtol`` that passes. Default False (IEEE
+        arithmetic in source order). Example below.
+    error_model : "python" (default): a division by zero raises ZeroDivisionError (a
+        KernelError from a pool); "numpy": no check, ``1.0/0.0`` is inf and ``0.0/0.0`` nan
+        as in NumPy (an integer division by zero gives 0). Example below.
     parallel : compile with numba's parallel pipeline, which fuses NumPy-style array
-        expressions (``out[1:-1] = 0.5 * (u[:-2] + u[2:])``) into one loop without
-        temporaries, on ONE numba thread per worker (the workers are the parallelism;
-        prange runs serially). Elementwise expressions give the same bits as unfused;
-        reductions inside (``np.sum``, prange sums) may group differently from a plain
-        compile. The direct call ``kernel(...)`` runs it on one numba thread too; that
-        launches numba's threading layer in this process, after which ``start_method=
-        "fork"`` pools are refused (forkserver, the default, and spawn are unaffected).
-        ``@sc.kernel(depth=1, parallel=True) def smooth(out, u): out[:] = ...``
-        Options of all three are part of a kernel's identity: a kernel with
-        ``fastmath=True`` is another kernel (and cached call) than the same function
+        expressions (``out[:] = 0.5 * (u[:-2] + u[2:])``) into one loop without temporary
+        arrays, on ONE numba thread per worker (the workers are the parallelism; ``prange``
+        loops run serially in each). Elementwise expressions give the same bits as
+        without; a reduction inside (``np.sum``, a prange sum) may group differently. The
+        direct call runs it on one numba thread too, which launches numba's threading
+        layer in this process: ``start_method="fork"`` pools are refused after that
+        (forkserver, the default, and spawn are not). Example below.
+
+        The three are part of the kernel's identity: with ``fastmath=True`` it is another
+        kernel (another cached call, another numba cache entry) than the same function
         without, and the workers compile it with the same options.
 
     Notes
@@ -536,6 +535,27 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     ...         y[i] = s * x[i]
     >>> y = np.zeros(4); _ = scale(y, np.arange(4.0), 2.0); y
     array([0., 2., 4., 6.])
+
+    numba options: ``fastmath`` (here only "nnan": NaN checks fold away), ``error_model``
+    and ``parallel`` (a fused NumPy-style stencil; called from a pool):
+
+    >>> @sc.kernel(fastmath={"nnan"})
+    ... def is_nan(out, x):
+    ...     for i in range(x.shape[0]):
+    ...         out[i] = x[i] != x[i]
+    >>> out = np.zeros(2); _ = is_nan(out, np.array([np.nan, 1.0])); out
+    array([0., 0.])
+    >>> @sc.kernel(error_model="numpy")
+    ... def ratio(out, a, b):
+    ...     for i in range(out.shape[0]):
+    ...         out[i] = a[i] / b[i]
+    >>> out = np.zeros(2); _ = ratio(out, np.array([1.0, 0.0]), np.zeros(2)); out
+    array([inf, nan])
+    >>> @sc.kernel(depth=1, parallel=True)
+    ... def smooth(out, u):
+    ...     out[:] = 0.5 * (u[:-2] + u[2:])
+    >>> smooth.parallel, smooth.numba_options
+    (True, {'parallel': True})
     """
     def wrap(f: Callable[..., Any]) -> Kernel[Any]:
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
