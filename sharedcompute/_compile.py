@@ -123,7 +123,7 @@ def njit_kwargs(options: dict) -> dict:
     return {k: set(v) if k == "fastmath" and v is not True else v for k, v in options.items()}
 
 
-def check_dispatcher(name: str, func: Callable, options: dict) -> None:
+def check_dispatcher(name: str, func: Callable | None, options: dict) -> None:
     """A function numba-compiled already keeps its own options: refuse others."""
     own = getattr(func, "targetoptions", None)
     if own is None or not options:

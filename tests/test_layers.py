@@ -13,8 +13,8 @@ PACKAGE = pathlib.Path(sharedcompute.__file__).parent
 # backend (as dask's Array.map_overlap imports dask.array.overlap inside the method).
 ALLOWED_LAZY_UPWARD = {("kernel", "execute")}
 # What a worker process imports: never the executors, the backends or the facade.
-WORKER_SIDE = {"_worker", "_task", "plan", "kernel", "_identity", "partition", "shared", "files",
-               "segments", "doorbell", "errors", "_system"}
+WORKER_SIDE = {"_worker", "_task", "plan", "kernel", "_compile", "_identity", "partition", "shared",
+               "files", "segments", "doorbell", "errors", "_system"}
 NOT_FOR_WORKERS = {"_executors", "execute", "pool", "dask_backend", "verify", "cli", "bench",
                    "_dispatch", "_start", "tasks", "_imap", "_cache", "bind"}
 
