@@ -239,22 +239,25 @@ if __name__ == "__main__":
         out = pool.zeros(u.shape)
         pool.map(ok.stencil_fused, out, pool.array(u))
         got[:] = out
+        verified = sc.verify(pool, ok.stencil_fused, pool.zeros(u.shape), pool.array(u),
+                             rtol=0, atol=0).ok
     x = np.random.default_rng(4).standard_normal(5000)
     print("RESULT", np.array_equal(fused, want), np.array_equal(got, want),
           numba.get_num_threads() == before, ok.prange_sum(x, workers=2) == ok.prange_sum(
-          x, workers=2), flush=True)
+          x, workers=2), verified, flush=True)
 """
 
 
 def test_parallel_direct_call_in_a_subprocess(tmp_path):
     """The direct call compiles in this process (numba's threads launch), runs on one numba
-    thread and restores the count: run in a child, which then starts a forkserver pool."""
+    thread and restores the count: run in a child, which then starts a forkserver pool.
+    verify runs the kernel in process too (its per-chunk splitting): bitwise NumPy."""
     script = tmp_path / "direct.py"
     script.write_text(textwrap.dedent(PARALLEL_DIRECT.format(tests=TESTS_DIR)))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=240, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "RESULT True True True True" in proc.stdout, proc.stdout + proc.stderr
+    assert "RESULT True True True True True" in proc.stdout, proc.stdout + proc.stderr
 
 
 # -- verify says what fastmath changes -------------------------------------------------------
