@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 import sharedcompute as sc
-from sharedcompute._sweeps import cache_bytes, choose_block
+from sharedcompute._iterate.plan import cache_bytes, choose_block
 from sharedcompute.kernels.reductions import max_abs_diff
 from sharedcompute.kernels.stencils import jacobi2d, jacobi2d_residual
 

@@ -114,7 +114,7 @@ def jacobi2d_residual(out, u):
     bits = float_bits(change)
     big = bits[0]  # +0.0
     edge = np.empty(2, out.dtype)  # the copied edges as out holds them: out is never read,
-    for i in range(out.shape[0]):  # so pool.iterate may block its sweeps (_sweeps.py)
+    for i in range(out.shape[0]):  # so pool.iterate may block its sweeps (_iterate/plan.py)
         r = i + 1
         edge[0], edge[1] = u[r, 0], u[r, m - 1]
         out[i, 0] = edge[0]

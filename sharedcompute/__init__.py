@@ -21,7 +21,7 @@ from .plan import whole
 from .kernel import Kernel, kernel
 from .pool import Pool, default_start_method
 from ._start import prestart
-from ._sweeps import IterateResult
+from .iterate_result import IterateResult
 from .shared import SharedArray
 from ._system import usable_cores
 from .verify import VerificationReport, verify

@@ -286,14 +286,17 @@ class CallCache:
     def quiet(self, ex: Any) -> bool:
         """One poll(0): every worker alive, no released block to name, no tamper event
         queued (then no block needs a stat, _watch.py). False: take the checking path."""
-        if self.forget or len(ex.procs) != ex.n_workers:
+        if self.forget:
             return False
         generation, w, poll = self._poller
         if generation != ex.generation or poll is None:
+            sentinels = ex.sentinels
+            if len(sentinels) != ex.n_workers:  # workers missing: nothing to poll yet
+                return False
             w = _watch.watcher()  # the process's one watch (a forked child's pool is closed)
             poller = select.poll()
-            for p in ex.procs:
-                poller.register(p.sentinel, select.POLLIN)
+            for fd in sentinels:  # a stopped or dead worker's sentinel reads as an event
+                poller.register(fd, select.POLLIN)
             if w is not None:
                 poller.register(w.fd, select.POLLIN)
             poll = poller.poll

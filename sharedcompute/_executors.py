@@ -1,26 +1,34 @@
 """Executors: who runs a call's tasks. ProcessExecutor owns the worker processes, their pipes
-and the wait loop that notices every way they fail; InlineExecutor runs the same tasks in
-the calling process, in order, for debugging.
+and the one wait loop that notices every way they fail; InlineExecutor runs the same tasks in
+the calling process, in order, for debugging. Both are an ``Executor`` (the Protocol below):
+the backend (local.py) and the pool call them without asking which.
 
-A call's path through a ProcessExecutor (names are the real functions)::
+The four paths through a ProcessExecutor (names are the real functions)::
 
-    cold call (pipes)                              repeated call (doorbell, doorbell.py)
-    LocalBackend.map / reduce (execute.py)         LocalBackend._call_again (execute.py)
-      │ make_plan (plan.py) ─▶ Plan.task × n         │ the workers hold the Tasks under a memo id
-      ▼                                              ▼
-    ProcessExecutor.run                            ProcessExecutor.ring
-      │ Connection.send(("task", seq, Task, ...))    │ doorbell.ring: line[MEMO], line[RING]
-      ▼                                              ▼
-    _worker.main ─▶ _run_sent ─▶ _task.run_task    _worker.main ─▶ _run_rung ─▶ prepared run
-      │ conn.send(("ok", seq, result, TaskStats))    │ WorkerBell.answer: result bytes, DONE
-      ▼                                              ▼
-    ProcessExecutor._messages: wait() on every     doorbell.await_answers: poll DONE, then
-    pipe and every process sentinel                sleep in _messages like the cold path
-      │                                              │
-      ▼ results (reduce: tree nodes) ─▶ LocalBackend combines them (plan.finish_reduce)
+    pipe: a cold call          ring: a repeated call       guided: schedule="dynamic"
+    LocalBackend.execute       LocalBackend._ring          LocalBackend.execute
+      │ Plan.task × workers      │ cached under a memo id    │ make_task(piece), pieces
+      ▼                          ▼                           ▼ from guided_pieces
+    ProcessExecutor.run        ProcessExecutor.ring        ProcessExecutor.run_guided
+      │ send("work", seq, ..)    │ doorbell.ring: RING word  │ send("work", ..), AHEAD
+      ▼                          ▼                           ▼ per worker, next on answer
+    _worker._run_sent          _worker._run_rung           _worker._run_sent
+      │ ("ok"|"err", seq, ..)    │ WorkerBell.answer, DONE   │
+      ▼                          ▼                           ▼
+    ProcessExecutor._collect   doorbell.await_answers,     ProcessExecutor._collect
+      ─▶ _events ─▶ _wait        then _events (_await_rung)  ─▶ _events ─▶ _wait
 
-The parent: sends one Task per worker, then sleeps on the pipes *and* the process sentinels,
-so a dead worker is noticed at once (never the stdlib Pool's hang, gh-66587), named, and all
+    tasks: Pool.submit / imap ─▶ TaskRunner.submit (futures.py: queue, futures, batching)
+      ─▶ its thread: ProcessExecutor.feed(runner) ─▶ send("task", [(seq, payload)])
+      ─▶ _worker._run_tasks ─▶ one answer per task ─▶ _wait ─▶ runner.answered / failed
+
+``_wait`` is the only wait on the worker pipes, the process sentinels and a deadline (run,
+run_guided and warmup share ``_collect``). ``_events`` turns what it finds into a kernel
+call's failures (``_crashed``, ``_timed_out``: errors.worker_crashed, errors.timed_out);
+feed names the user task instead and fails only that task's future. ``account_answer``
+(_insights.Accounts) accounts every answer in the insights and the progress bar.
+
+So a dead worker is noticed at once (never the stdlib Pool's hang, gh-66587), named, and all
 workers are killed; the backend starts new ones on its next call. Errors come back as
 errors.remote_error_info dicts and become KernelErrors (errors.kernel_error); in iterate the
 first failure is raised, not the barrier echoes it causes in the others.
@@ -37,24 +45,57 @@ import multiprocessing as mp
 import os
 import pickle
 import select
-import signal
 import sys
 import time
+from collections import deque
 from multiprocessing.connection import wait
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
-from . import doorbell
-from ._insights import WorkerInsight
-from ._task import Stats, detached, run_task
-from .errors import (KernelError, KernelTimeoutError, PoolClosedError, WorkerCrashedError,
-                     kernel_error, remote_error_info)
-from .plan import Task
-from .progress import progress_bar
+from . import _worker, doorbell
+from ._worker import UNREADABLE
+from ._insights import WorkerInsight, Accounts, ChunkProgress
+from .errors import (UNGUARDED_MAIN_EXIT, KernelError, KernelTimeoutError, PoolClosedError,
+                     SharedComputeError, timed_out, worker_crashed)
+from .kernel import Kernel
+from .partition import guided_pieces, split_even
+from .plan import WorkOrder
+from ._preload import prepare_fork_parent, start_forkserver
 
 log = logging.getLogger("sharedcompute")
 
-UNGUARDED_MAIN_EXIT = 86  # a worker's exit code: the main module starts a pool on import
-UNREADABLE = -1  # the seq a worker answers with when it could not unpickle a task (_worker)
+AHEAD = 2  # guided pieces a worker holds: the next one waits in its pipe, no idle round trip
+
+
+class Executor(Protocol):
+    """What a LocalBackend runs its calls on: worker processes (ProcessExecutor), or this
+    process (_inline.InlineExecutor, whose start, stop, interrupt and forget_after_fork do
+    nothing). Where ``rings``, ``ring()`` starts a cached call; where ``queues_tasks``,
+    ``feed()`` runs a futures.TaskRunner's queue (ProcessExecutor has both)."""
+
+    in_process: bool  # arguments are not pickled (plan.make_plan sends arrays, not handles)
+    queues_tasks: bool  # user tasks queue for workers (futures.TaskRunner), or run at once
+    n_workers: int
+    start_method: str
+    generation: int  # bumped at every (re)start: cached tasks die with their workers
+    started_at: float
+    rings: bool  # repeated calls can be started through the doorbell (ring)
+    alive: bool
+    pids: list[int]
+
+    def start(self) -> None: ...
+    def stop(self, kill: bool = False) -> None: ...
+    def interrupt(self) -> None: ...
+    def forget_after_fork(self) -> None: ...
+    def send_all(self, msg: tuple) -> None: ...
+    def check_sendable(self, kernel: Any) -> None: ...
+    def sweep_ranges(self, n_chunks: int) -> list[tuple[int, int]]: ...
+    def worker_insights(self) -> list[WorkerInsight]: ...
+    def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
+            total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list: ...
+    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
+                   what: str, timeout: float | None, progress: Any,
+                   drop: list[int] = ()) -> list: ...
+    def warmup(self, items: list, timeout: float | None) -> None: ...
 
 
 def exit_if_importing_main() -> None:
@@ -69,17 +110,6 @@ def exit_if_importing_main() -> None:
     os._exit(UNGUARDED_MAIN_EXIT)
 
 
-def _signal_name(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "unknown"
-    if exitcode < 0:
-        try:
-            return signal.Signals(-exitcode).name
-        except ValueError:
-            return f"signal {-exitcode}"
-    return f"exit code {exitcode}"
-
-
 def _first_error(errors: list[KernelError]) -> KernelError:
     """In iterate, a failing worker aborts the barrier and the others then report a broken
     barrier: raise the original failure, not its echo."""
@@ -87,10 +117,11 @@ def _first_error(errors: list[KernelError]) -> KernelError:
     return (primary or errors)[0]
 
 
-class ProcessExecutor:
+class ProcessExecutor(Accounts):
     """Worker processes, their pipes, and the wait loop that notices every way they fail."""
 
     in_process = False
+    queues_tasks = True  # user tasks go through a futures.TaskRunner, which calls feed()
 
     def __init__(self, n_workers: int, start_method: str):
         self.n_workers = n_workers
@@ -99,7 +130,7 @@ class ProcessExecutor:
         self.procs: list[Any] = []
         self.conns: list[Any] = []
         self.barrier: Any = None
-        self.seq = 0
+        self.seq = 0  # one numbering for kernel calls and user tasks: no answer is mistaken
         self.started_at = time.perf_counter()
         self.insights: list[WorkerInsight] = []
         self.lines: doorbell.Lines | None = None
@@ -113,12 +144,9 @@ class ProcessExecutor:
         return self.lines is not None
 
     def start(self) -> None:
-        from . import _worker
         if self.start_method == "forkserver":  # one preloaded server forks every worker
-            from ._preload import start_forkserver
             self.preload = start_forkserver(self.ctx)
         elif self.start_method == "fork":
-            from ._preload import prepare_fork_parent
             prepare_fork_parent()
         self.lines = doorbell.Lines.create(self.ctx, self.n_workers) if doorbell.ENABLED else None
         self.barrier = doorbell.make_barrier(self.ctx, self.lines, self.n_workers)
@@ -145,14 +173,28 @@ class ProcessExecutor:
                   [p.pid for p in self.procs])
 
     @property
+    def sentinels(self) -> list[int]:
+        """The workers' process sentinels, readable once a worker is gone (for a poll)."""
+        return [p.sentinel for p in self.procs]
+
+    @property
     def alive(self) -> bool:
         # one select() over the sentinels: a per-process is_alive() costs a poll each
-        return len(self.procs) == self.n_workers and not select.select(
-            [p.sentinel for p in self.procs], [], [], 0)[0]
+        live = len(self.procs) == self.n_workers
+        return live and not select.select(self.sentinels, [], [], 0)[0]
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+    def check_sendable(self, kernel: Any) -> None:
+        """Refuse, in the caller, a kernel the workers could not import (kernel.py)."""
+        if isinstance(kernel, Kernel):
+            kernel.check_sendable(self.start_method)
+
+    def sweep_ranges(self, n_chunks: int) -> list[tuple[int, int]]:
+        """An iterate's chunk ranges: one per worker, held for every sweep."""
+        return split_even(n_chunks, self.n_workers)
 
     def worker_insights(self) -> list[WorkerInsight]:
         """Each worker's seconds, its rung calls' totals (kept in its line) included."""
@@ -210,57 +252,100 @@ class ProcessExecutor:
             self.lines.release()
             self.lines = None
 
-    def run(self, tasks: list[Task], *, what: str, timeout: float | None, progress: Any,
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    # -- kernel calls: run, run_guided, ring, warmup ------------------------------------------
+    def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
         """Send each worker its task and wait for all of them; ``memo``: an id under which
         the workers keep their tasks for ring(); ``drop``: cached ids they forget first."""
         if self.barrier is not None and tasks and tasks[0].op == "iterate":
             self.barrier.reset()  # a failed earlier iterate left it broken; workers are idle
-        bar = progress_bar(progress, total, what) if progress else None  # none asked: no call
-        self.seq += 1
-        seq = self.seq
-        results: list[Any] = [None] * len(tasks)
+        todo, seq, results = dict(enumerate(tasks)), self._next_seq(), [None] * len(tasks)
+        for i, _, result in self._collect(
+                lambda i: todo.pop(i, None), 1, what, timeout, progress, total,
+                lambda s, task, bar: ("work", seq, task, memo, list(drop), bar)):
+            results[i] = result
+        return results
+
+    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
+                   what: str, timeout: float | None, progress: Any,
+                   drop: list[int] = ()) -> list:
+        """A map or reduce with guided pieces handed to workers as they answer (each holds
+        up to AHEAD): rows of unequal cost keep every worker busy. One answer and one send
+        per piece, through the pipes; returns the pieces' results in chunk order. Failures
+        raise as in run()."""
+        pieces = deque(guided_pieces(n_chunks, self.n_workers))
+        out = self._collect(lambda i: make_task(pieces.popleft()) if pieces else None, AHEAD,
+                            what, timeout, progress, n_chunks,
+                            lambda s, task, bar: ("work", s, task, None, list(drop), bar))
+        return [r for _, _, r in sorted(out, key=lambda answer: answer[1].chunk_range[0])]
+
+    def warmup(self, items: list, timeout: float | None) -> None:
+        """Every worker compiles (or loads from numba's cache) the items' signatures now;
+        the seconds count as compile time in insights, not as a task."""
+        todo, seq = dict.fromkeys(range(self.n_workers), items), self._next_seq()
+        self._collect(lambda i: todo.pop(i, None), 1, "warmup", timeout, False, 0,
+                      lambda s, _, bar: ("warmup", seq, items), tasks=0)
+
+    def _collect(self, take: Callable[[int], Any], ahead: int, what: str,
+                 timeout: float | None, progress: Any, total: int,
+                 message: Callable[[int, Any, bool], tuple], tasks: int = 1) -> list[tuple]:
+        """Hand each worker the tasks ``take(i)`` gives (None: no more), up to ``ahead`` at
+        a time, as ``message(seq, task, report progress?)``, until all are answered; returns
+        [(worker, task, result)] of the answers. The first kernel error raises once all are
+        in; a crash, a timeout or Ctrl-C kills the workers (their state is unknown)."""
+        bar = ChunkProgress(progress, total, what, self.n_workers)
+        held: list[deque] = [deque() for _ in range(self.n_workers)]  # (seq, task) in order
+        want: list[int | None] = [None] * self.n_workers  # the seq each worker answers next
+        heads: list[Any] = [None] * self.n_workers  # the task it runs: for errors
+        out: list[tuple] = []
         errors: list[KernelError] = []
-        reported = [0] * len(tasks)
-        pending = set(range(len(tasks)))
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def feed(i: int) -> None:
+            while not errors and len(held[i]) < ahead:
+                task = take(i)
+                if task is None:
+                    break
+                msg = message(self._next_seq(), task, bar.bar is not None)
+                held[i].append((msg[1], task))
+                want[i], heads[i] = held[i][0]
+                self._send_task(i, msg, what, heads)
+
         try:
-            for i, task in enumerate(tasks):
-                try:
-                    self.send(i, ("task", seq, task, memo, list(drop), bar is not None))
-                except OSError:
-                    self._crashed(i, tasks, what)
-            while pending:
-                for i, msg in self._messages(pending, seq, deadline, tasks, what, timeout):
-                    if msg[0] == "progress":
-                        reported[i] += msg[2]
-                        if bar:
-                            bar.update(msg[2])
-                        continue
-                    self._finished(i, msg, results, errors, what)
-                    pending.discard(i)
-                    if bar:
-                        bar.update(msg[3].chunks_done - reported[i])
+            for i in range(self.n_workers):
+                feed(i)
+            while any(held):
+                pending = {i for i, h in enumerate(held) if h}
+                for i, msg in self._events(pending, want, deadline, what, timeout, heads,
+                                           bar):
+                    _, task = held[i].popleft()
+                    result = self.account_answer(i, msg, bar, errors, what, tasks)
+                    if msg[0] == "ok":
+                        out.append((i, task, result))
+                    feed(i)
+                    want[i], heads[i] = held[i][0] if held[i] else (None, None)
+                    if not held[i]:
+                        pending.discard(i)
         except BaseException:
-            # Ctrl-C, a crash or a timeout: the workers' state is unknown; kill them all.
             self.stop(kill=True)
             raise
         finally:
-            if bar:
-                bar.finish()
+            bar.finish()
         if errors:
             raise _first_error(errors)
-        return results
+        return out
 
     def ring(self, memo: int, active: list[int], idle_result: Any, *,
-             what: str, timeout: float | None, tasks: list[Task], clear_values: bool = True,
+             what: str, timeout: float | None, tasks: list[WorkOrder], clear_values: bool = True,
              results: bool = True) -> list | None:
         """Start a call whose tasks the workers cached under ``memo`` through the doorbell,
         poll for its results, then sleep on the pipes and sentinels like run().
         ``results=False``: a map's, which are not read."""
-        lines = self.lines
-        self.seq += 1
-        seq = self.seq
+        lines, seq = self.lines, self._next_seq()
         try:
             state = doorbell.ring(lines, active, memo, seq, clear_values)
             if state == doorbell.ANSWERED:  # the common case: every answer is in the lines
@@ -271,7 +356,7 @@ class ProcessExecutor:
                 if state == doorbell.ASLEEP:
                     for i in active:
                         if lines.word(i, doorbell.W_ASLEEP):
-                            self._wake(i, tasks, what)
+                            self._send_task(i, ("wake",), what, tasks)  # asleep before the ring
                 out, piped, errors = self._await_rung(seq, active, idle_result, what, timeout,
                                                       tasks, state == doorbell.ASLEEP)
         except BaseException:
@@ -286,15 +371,8 @@ class ProcessExecutor:
             raise _first_error(errors)
         return out if results else None
 
-    def _wake(self, i: int, tasks: list[Task], what: str) -> None:
-        """A pipe message for worker i, which went to sleep before it saw the ring."""
-        try:
-            self.send(i, ("wake",))
-        except OSError:
-            self._crashed(i, tasks, what)
-
     def _await_rung(self, seq: int, active: list[int], idle_result: Any, what: str,
-                    timeout: float | None, tasks: list[Task], spin: bool) -> tuple:
+                    timeout: float | None, tasks: list[WorkOrder], spin: bool) -> tuple:
         """A rung call not answered within SPIN_S (or with a worker woken by pipe, then
         ``spin``: poll first): sleep on the pipes and sentinels. Returns the results of the
         workers that answered through a pipe, which they were, and the errors."""
@@ -304,168 +382,162 @@ class ProcessExecutor:
         pending = set(active)
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        def sleep() -> None:
-            for i, msg in self._messages(pending, seq, deadline, tasks, what, timeout):
-                self._finished(i, msg, results, errors, what)
+        def sleep() -> None:  # one wait; a "done" ping wakes it, await_answers reads DONE
+            for i, msg in self._events(pending, [seq] * self.n_workers, deadline, what,
+                                       timeout, tasks):
+                results[i] = self.account_answer(i, msg, None, errors, what)
                 pending.discard(i)
                 piped.add(i)
 
         doorbell.await_answers(self.lines, pending, seq, sleep, spin)
         return results, piped, errors
 
-    def warmup(self, items: list, timeout: float | None) -> None:
-        """Every worker compiles (or loads from numba's cache) the items' signatures now;
-        the seconds count as compile time in insights, not as a task."""
-        self.seq += 1
-        seq = self.seq
-        pending = set(range(self.n_workers))
-        stand_ins = [_Warmup()] * self.n_workers  # what _crashed/_timed_out name
-        errors: list[KernelError] = []
-        deadline = None if timeout is None else time.monotonic() + timeout
+    # -- user tasks (futures.TaskRunner) ---------------------------------------------------------
+    def feed(self, source: Any, running: list[deque]) -> bool:
+        """Run ``source``'s tasks (a futures.TaskRunner: its queue, batching and futures) until
+        it has none (False), or until a worker was lost and the others finished theirs (True:
+        restart the workers, then feed again). ``running[i]``: worker i's (seq, item) sent,
+        in order. A dead or timed-out worker fails only its running task (``source.failed``);
+        the rest of its batch goes back to the queue (``source.requeue``)."""
+        broken, dead = False, set()
+        started = [0.0] * self.n_workers  # when worker i's running task started
+        while True:
+            busy = {i for i in range(self.n_workers) if running[i]}
+            if source.idle(bool(busy)):
+                return False
+            if broken and not busy:
+                return True
+            if not broken:
+                for i in range(self.n_workers):
+                    if i not in dead and len(running[i]) < source.ahead():
+                        batch = [(self._next_seq(), item) for item in source.take(self.n_workers)]
+                        if batch and not running[i]:
+                            started[i] = time.monotonic()
+                        running[i].extend(batch)
+                        try:
+                            if batch:
+                                self.send(i, ("task", [(s, item.payload) for s, item in batch]))
+                        except OSError:
+                            broken = True
+                            self._lose(i, running, dead, source)
+            busy = {i for i in range(self.n_workers) if running[i]}
+            if source.more(not broken and any(not running[i] and i not in dead
+                                              for i in range(self.n_workers))):
+                continue
+            want = [r[0][0] if r else None for r in running]  # the seq each answers next
+            deadline = min((started[i] + running[i][0][1].timeout for i in busy
+                            if running[i][0][1].timeout is not None), default=None)
+            for i, msg in self._wait(busy, want, deadline, source.wake, dead):
+                if msg is None:  # worker i is gone (or the deadline passed: i < 0)
+                    if i >= 0 and i not in dead:
+                        broken = True
+                        self._lose(i, running, dead, source)
+                    continue
+                if i in dead or not running[i]:
+                    continue  # a lost worker's last answers: its tasks are settled
+                _, item = running[i].popleft()
+                started[i] = time.monotonic()  # the next task of its batch starts now
+                self.account_answer(i, msg)
+                source.answered(item, msg)
+                want[i] = running[i][0][0] if running[i] else None
+                if not running[i]:
+                    busy.discard(i)
+            source.awake()
+            for i in set(range(self.n_workers)) - dead:
+                head = running[i][0][1] if running[i] else None
+                if head and head.timeout is not None \
+                        and started[i] + head.timeout <= time.monotonic():
+                    broken = True
+                    self._lose(i, running, dead, source, self._timed_out(
+                        [i], "", head.timeout, task=head.name), kill=True)
+
+    def _lose(self, i: int, running: list[deque], dead: set, source: Any,
+              error: BaseException | None = None, kill: bool = False) -> None:
+        """Worker ``i`` is gone (or is killed now): its running task fails, the rest of its
+        batch goes back to the front of the queue."""
+        if kill:
+            self.procs[i].kill()
+        self.procs[i].join(timeout=5.0)
+        dead.add(i)
+        name = running[i][0][1].name if running[i] else ""
+        error = error or self._crashed(i, "", task=name)
+        if isinstance(error, PoolClosedError):  # close() killed the workers
+            raise error
+        if running[i]:
+            source.failed(running[i].popleft()[1], error)
+            source.requeue([item for _, item in running[i]])
+            running[i].clear()
+
+    # -- the one wait, and what its failures say ---------------------------------------------
+    def _send_task(self, i: int, msg: tuple, what: str, tasks: Any) -> None:
         try:
-            for i in range(self.n_workers):
-                try:
-                    self.send(i, ("warmup", seq, items))
-                except OSError:
-                    self._crashed(i, stand_ins, "warmup")
-            while pending:
-                for i, msg in self._messages(pending, seq, deadline, stand_ins, "warmup",
-                                             timeout):
-                    if msg[0] == "progress":
-                        continue
-                    stats = msg[3]
-                    self.insights[i].compile_s += stats.compile_s
-                    self.insights[i].busy_s += stats.busy_s
-                    if msg[0] == "err":
-                        errors.append(kernel_error(msg[2].get("kernel", "warmup"), msg[2]))
-                    pending.discard(i)
-        except BaseException:
-            self.stop(kill=True)  # as run(): a crash or Ctrl-C leaves workers in no known state
-            raise
-        if errors:
-            raise errors[0]
+            self.send(i, msg)
+        except OSError:
+            raise self._crashed(i, what, tasks) from None
 
-    def _finished(self, i: int, msg: tuple, results: list, errors: list, what: str) -> None:
-        self.insights[i].account(*msg[3])
-        if msg[0] == "ok":
-            results[i] = msg[2]
-        else:
-            errors.append(kernel_error(what, msg[2]))
-
-    def _messages(self, pending: set, seq: int, deadline: float | None, tasks: list, what: str,
-                  timeout: float | None) -> Iterator[tuple[int, tuple]]:
-        """Sleep on the pending workers' pipes and every process sentinel; yield (worker,
-        message) for this call's results, errors and progress. A dead worker or the
-        deadline raises; stale messages and "done" pings are dropped."""
-        wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
-        ready = wait([self.conns[i] for i in pending] + [p.sentinel for p in self.procs],
-                     timeout=wait_s)
-        if not ready and deadline is not None:
-            self._timed_out(pending, tasks, what, timeout)
-        for obj in ready:
-            if obj not in self.conns:
-                self._crashed([p.sentinel for p in self.procs].index(obj), tasks, what)
-            i = self.conns.index(obj)
-            try:
-                msg = obj.recv()
-            except (EOFError, OSError):
-                self._crashed(i, tasks, what)
-            if (msg[1] == seq and msg[0] != "done") or msg[1] == UNREADABLE:
+    def _events(self, pending: set, want: list, deadline: float | None, what: str,
+                timeout: float | None, tasks: Any, bar: ChunkProgress | None = None
+                ) -> Iterator[tuple[int, tuple]]:
+        """One wait for a kernel call: yield (worker, answer); progress goes to ``bar``; a
+        dead worker raises WorkerCrashedError, the deadline KernelTimeoutError."""
+        for i, msg in self._wait(pending, want, deadline):
+            if msg is None:
+                if i < 0:
+                    raise self._timed_out(sorted(pending), what, timeout, tasks)
+                raise self._crashed(i, what, tasks) from None
+            if msg[0] != "progress":
                 yield i, msg
+            elif bar is not None:
+                bar.advance(i, msg)
 
-    def _crashed(self, i: int, tasks: list[Task], what: str) -> None:
-        if self.interrupted:
-            raise PoolClosedError(f"the pool was closed by another thread while kernel {what} "
-                                  "ran; the rows it was writing are undefined")
-        proc = self.procs[i]
-        proc.join(timeout=1.0)
-        code = proc.exitcode
-        if code == UNGUARDED_MAIN_EXIT:
-            main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
-            raise WorkerCrashedError(
-                f"worker {proc.pid} could not start: {main} creates a sc.Pool when it is "
-                f"imported, and with start_method={self.start_method!r} every worker imports "
-                "the main module. Put the script's work under `if __name__ == \"__main__\":` "
-                "(or start_method='fork' on Linux); restarting the workers cannot help",
-                pid=proc.pid, exitcode=code, signal_name=_signal_name(code),
-                rows=(0, 0)) from None  # not the broken pipe it was noticed by
-        rows = tasks[i].rows if i < len(tasks) and tasks[i] is not None else (0, 0)
-        sig = _signal_name(code)
-        hint = (" (SIGKILL usually means the kernel ran out of memory and the OS killed it)"
-                if sig == "SIGKILL" else "")
-        raise WorkerCrashedError(
-            f"worker {proc.pid} died of {sig}{hint} while running kernel {what} on rows "
-            f"[{rows[0]}, {rows[1]}); those rows of the arrays it writes are undefined. The pool "
-            "starts new workers on its next call.", pid=proc.pid, exitcode=code, signal_name=sig,
-            rows=rows) from None
-
-    def _timed_out(self, pending: set, tasks: list[Task], what: str, timeout: float) -> None:
-        stuck = sorted(pending)
-        desc = ", ".join(f"worker {self.procs[i].pid} rows [{tasks[i].rows[0]}, "
-                         f"{tasks[i].rows[1]})" for i in stuck)
-        raise KernelTimeoutError(
-            f"kernel {what} did not finish within timeout={timeout} s ({desc}); the stuck "
-            "workers were killed and are replaced on the next call; rows they were writing "
-            "are undefined")
-
-
-class _Warmup:
-    """Stands in for a Task in the error messages of a warmup: it has no rows."""
-
-    rows = (0, 0)
-
-
-class _NoBarrier:
-    """Inline iterate runs all chunks in one task: its sweeps need no meeting point."""
-
-    def wait(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-class InlineExecutor:
-    """Runs every task in the calling process, in order: breakpoints and print() work."""
-
-    in_process = True
-    rings = False
-    generation = 0
-    pids: list[int] = []
-
-    def __init__(self, n_workers: int):
-        self.n_workers = n_workers
-        self.insights = [WorkerInsight(0)]
-        self.started_at = time.perf_counter()
-        self.start_method = "inline"
-
-    def worker_insights(self) -> list[WorkerInsight]:
-        return self.insights
-
-    def run(self, tasks: list[Task], *, what: str, timeout: float | None, progress: Any,
-            total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
-        bar = progress_bar(progress, total, what) if progress else None  # none asked: no call
-        out: list = []
-        failure = cause = None
-        try:
-            for task in tasks:
-                stats = Stats(progress=bar.update if bar else None)
-                t0 = time.perf_counter()
+    def _wait(self, pending: set, want: list, deadline: float | None, wake: Any = None,
+              skip: set = frozenset()) -> Iterator[tuple[int, tuple | None]]:
+        """Sleep on the pending workers' pipes, every process sentinel (but ``skip``'s) and
+        ``wake``; yield (worker, message) for the answers each pending worker owes (seq
+        ``want[i]``, or an unreadable task's error), (worker, None) for a dead worker and
+        (-1, None) when the deadline passed. Stale messages and "done" pings are dropped;
+        a pipe is read while it has answers (one wait for many tiny tasks)."""
+        wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
+        sentinels = {p.sentinel: k for k, p in enumerate(self.procs) if k not in skip}
+        conns = {id(self.conns[i]): i for i in pending}
+        ready = wait([self.conns[i] for i in pending] + list(sentinels)
+                     + ([wake] if wake is not None else []), timeout=wait_s)
+        if not ready and deadline is not None:
+            yield -1, None
+        for obj in ready:
+            if obj is wake:
+                continue
+            if obj in sentinels:
+                yield sentinels[obj], None
+                continue
+            i = conns[id(obj)]
+            while True:
                 try:
-                    out.append(run_task(task, stats, _NoBarrier()))
-                except Exception as exc:
-                    failure = kernel_error(what, remote_error_info(exc, stats.rows, None))
-                    cause = detached(exc)
-                finally:
-                    self.insights[0].account(*stats.report(t0))
-                if failure is not None:
+                    msg = obj.recv()
+                except (EOFError, OSError):
+                    yield i, None
                     break
-        finally:
-            if bar:
-                bar.finish()
-        if failure is not None:
-            try:  # the kernel's own exception and traceback, for post-mortem debugging
-                raise failure from cause
-            finally:  # ...but no frame of ours keeps them (and the arrays they reference)
-                failure = cause = None
-        return out
+                if msg[0] != "done" and (msg[1] == want[i] or msg[1] == UNREADABLE):
+                    yield i, msg
+                if i not in pending or not select.select((obj,), (), (), 0)[0]:
+                    break  # (conn.poll() builds a selector per call: ten times one select)
+
+    def _crashed(self, i: int, what: str, tasks: Any = (), task: str | None = None
+                 ) -> SharedComputeError:
+        """The error for worker i found dead while running kernel ``what`` on the rows of
+        ``tasks[i]`` or, ``task`` given, the user task of that name."""
+        proc = self.procs[i]
+        if not self.interrupted:
+            proc.join(timeout=1.0)
+        return worker_crashed(proc.pid, proc.exitcode, what, _rows(tasks, i),
+                              self.start_method, task, self.interrupted)
+
+    def _timed_out(self, stuck: list[int], what: str, timeout: float | None, tasks: Any = (),
+                   task: str | None = None) -> KernelTimeoutError:
+        return timed_out([(self.procs[i].pid, _rows(tasks, i)) for i in stuck], what, timeout,
+                         task)
+
+
+def _rows(tasks: Any, i: int) -> tuple:
+    """The rows worker i was running (none for a warmup or an idle worker)."""
+    return getattr(tasks[i], "rows", (0, 0)) if i < len(tasks) else (0, 0)

@@ -305,7 +305,7 @@ def importable(fn: Any) -> bool:
 
 class FunctionPickler(pickle.Pickler):
     """pickle, with plain functions by reference and content token, or by value (cloudpickle)
-    where workers could not find them by name (tasks.py: the payloads of tasks)."""
+    where workers could not find them by name (futures.py: the payloads of tasks)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is not types.FunctionType or obj is resolve_function:

@@ -1,10 +1,14 @@
-"""What Pool.insights() reports: each worker's seconds attaching, compiling, computing and
-idle (``WorkerInsight``, added up by the executors from every answer, and from the running
-totals that the doorbell lines keep for rung calls), and the table they print as
-(``Insights``)."""
+"""What the executors account from each worker's answer, in one place (``Accounts.account_answer``):
+the seconds it spent attaching, compiling, computing and idle (``WorkerInsight``, added up
+from every answer and from the running totals that the doorbell lines keep for rung calls;
+``Insights`` is the table Pool.insights() prints), and the chunks it finished
+(``ChunkProgress``, a call's progress bar)."""
 from __future__ import annotations
 
 from typing import Any
+
+from .errors import kernel_error
+from .progress import progress_bar
 
 
 class WorkerInsight:
@@ -13,12 +17,13 @@ class WorkerInsight:
     def __init__(self, pid: int):
         self.pid, self.compile_s, self.compute_s, self.busy_s, self.tasks = pid, 0.0, 0.0, 0.0, 0
 
-    def account(self, compile_s: float, compute_s: float, busy_s: float, *_: Any) -> None:
-        """Add one task's seconds (the fields of a TaskStats, which may be passed unpacked)."""
+    def account(self, compile_s: float, compute_s: float, busy_s: float, *_: Any,
+                tasks: int = 1) -> None:
+        """Add one answer's seconds (the fields of a TaskStats, which may be passed unpacked)."""
         self.compile_s += compile_s
         self.compute_s += compute_s
         self.busy_s += busy_s
-        self.tasks += 1
+        self.tasks += tasks
 
     def plus(self, compile_s: float, compute_s: float, busy_s: float,
              tasks: int) -> "WorkerInsight":
@@ -35,7 +40,7 @@ class WorkerInsight:
 
 
 class Insights(list):
-    """Per-worker timings (a list of dicts) that prints as a table."""
+    """Per-worker timings (a list of dicts) that prints as a table (Pool.insights)."""
 
     @property
     def imbalance(self) -> float:
@@ -52,3 +57,47 @@ class Insights(list):
         return "\n".join(lines)
 
     __repr__ = __str__  # a REPL shows the table, not a raw list
+
+
+class ChunkProgress:
+    """A call's progress bar, advanced by the workers' progress messages, then by the rest
+    of each answered task's chunks."""
+
+    def __init__(self, progress: Any, total: int, what: str, n_workers: int):
+        self.bar = progress_bar(progress, total, what) if progress else None  # none asked: no call
+        self.reported = [0] * n_workers  # chunks of the running task already reported
+
+    def advance(self, i: int, msg: tuple) -> None:
+        if msg[0] == "progress":
+            n, self.reported[i] = msg[2], self.reported[i] + msg[2]
+        else:
+            n, self.reported[i] = msg[3].chunks_done - self.reported[i], 0
+        if self.bar:
+            self.bar.update(n)
+
+    def finish(self) -> None:
+        if self.bar:
+            self.bar.finish()
+
+
+class Accounts:
+    """What both executors keep: each worker's insight, added to by every answer."""
+
+    insights: list[WorkerInsight]
+
+    def worker_insights(self) -> list[WorkerInsight]:
+        return self.insights
+
+    def account_answer(self, i: int, msg: tuple, bar: ChunkProgress | None = None,
+                  errors: list | None = None, what: str = "", tasks: int = 1) -> Any:
+        """Account worker i's answer ``(ok|err, seq, result or error info, TaskStats)``: its
+        seconds in the insights, its chunks in the bar. Returns the result; an error goes to
+        ``errors`` as a KernelError (named by a warmup's kernel, else ``what``)."""
+        self.insights[i].account(*msg[3], tasks=tasks)
+        if bar is not None:
+            bar.advance(i, msg)
+        if msg[0] == "ok":
+            return msg[2]
+        if errors is not None:
+            errors.append(kernel_error(msg[2].get("kernel", what), msg[2]))
+        return None

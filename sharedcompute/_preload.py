@@ -46,6 +46,11 @@ import threading
 import time
 from typing import Any
 
+from .errors import InputError
+from .kernel import REGISTRY, Kernel
+from .plan import Whole
+from .shared import SharedArray
+
 ENV = "SHAREDCOMPUTE_PRELOAD"
 THIS = __name__  # "sharedcompute._preload"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -61,7 +66,6 @@ def enabled() -> bool:
 
 def kernel_modules() -> dict[str, str]:
     """Modules (name -> file) of the kernels this process has defined, but __main__."""
-    from .kernel import REGISTRY
     out = {}
     for k in list(REGISTRY.values()):
         mod = sys.modules.get(k.module)
@@ -290,8 +294,6 @@ def _boot() -> None:
 # -- warmup: the signatures a call would compile (the parent) ------------------------------
 def _entries(kernels: Any) -> list[tuple[Any, tuple | None]]:
     """(kernel, example arguments or None) for a kernel, a (kernel, *args) tuple or a list."""
-    from .errors import InputError
-    from .kernel import Kernel
     if isinstance(kernels, Kernel) or (isinstance(kernels, tuple) and kernels
                                        and isinstance(kernels[0], Kernel)):
         kernels = [kernels]
@@ -320,17 +322,15 @@ def _array_type(x: Any, writable: bool, dtype: Any, pickled: bool) -> Any:
     return t.copy(readonly=not writable)
 
 
-def _signatures(kernel: Any, examples: tuple | None, dtype: Any, in_process: bool) -> list:
+def _signatures(kernel: Any, examples: tuple | None, dtype: Any, pickles: bool) -> list:
     """The argument types a call compiles: writes= arrays writable, the others read-only
-    views (_task.resolve), (start, stop, total) for position=, and for stencils also the
-    writable padded copies at the array's edges (partition.padded_rows)."""
+    views (_evaluate.resolve), (start, stop, total) for position=, and for stencils also the
+    writable padded copies at the array's edges (partition.padded_rows). ``pickles``: the
+    executor sends a plain array pickled (it arrives as a C-ordered copy)."""
     import numba
     import numpy as np
     from numba import types
 
-    from .errors import InputError
-    from .plan import Whole
-    from .shared import SharedArray
     if examples is None:
         dt = numba.from_dtype(np.dtype(dtype or np.float64))
         sig = [types.Array(dt, 1, "C", readonly=i not in kernel.writes)
@@ -346,7 +346,7 @@ def _signatures(kernel: Any, examples: tuple | None, dtype: Any, in_process: boo
             whole = isinstance(x, Whole) or i in kernel.whole
             x = x.array if isinstance(x, Whole) else x
             if isinstance(x, (SharedArray, np.ndarray)):
-                pickled = isinstance(x, np.ndarray) and not in_process
+                pickled = isinstance(x, np.ndarray) and pickles
                 sig.append(_array_type(x, i in kernel.writes, dtype, pickled))
                 if not whole and not pickled and np.ndim(x) > 0:
                     parts.add(i)
@@ -362,24 +362,22 @@ def _signatures(kernel: Any, examples: tuple | None, dtype: Any, in_process: boo
     return out
 
 
-def warmup_items(kernels: Any, dtypes: Any, boundscheck: bool, in_process: bool,
-                 start_method: str) -> tuple[list, dict]:
-    """The "warmup" message's items, [(kernel, boundscheck, signatures, totals
-    signatures)], and {kernel name: [signature text]} for the caller."""
-    from .errors import InputError
+def warmup_items(kernels: Any, dtypes: Any, boundscheck: bool,
+                 executor: Any) -> tuple[list, dict]:
+    """Pool.warmup: the items the executor compiles (its ``warmup``), [(kernel, boundscheck,
+    signatures, totals signatures)], and {kernel name: [signature text]} for the caller."""
     if dtypes is not None and not isinstance(dtypes, (list, tuple)):
         dtypes = [dtypes]
     items, names = [], {}
     for kernel, examples in _entries(kernels):
-        if not in_process:
-            kernel.check_sendable(start_method)
+        executor.check_sendable(kernel)
         if not kernel.jit:  # jit=False: plain Python, nothing to compile
             names[kernel.name] = []
             continue
         sigs: list = []
         for dt in (dtypes or [None]):
             try:
-                sigs += [s for s in _signatures(kernel, examples, dt, in_process)
+                sigs += [s for s in _signatures(kernel, examples, dt, not executor.in_process)
                          if s not in sigs]
             except (TypeError, ValueError) as exc:
                 raise InputError(f"warmup of kernel {kernel.name}: {exc}") from exc
@@ -391,37 +389,6 @@ def warmup_items(kernels: Any, dtypes: Any, boundscheck: bool, in_process: bool,
         items.append((kernel, bool(boundscheck), sigs, totals))
         names[kernel.name] = [", ".join(str(t) for t in s) for s in sigs + totals]
     return items, names
-
-
-def warmup(backend: Any, kernels: Any, dtypes: Any, boundscheck: bool,
-           timeout: float | None) -> dict:
-    """Pool.warmup: the signatures (_preload.warmup_items), compiled in every worker, or in
-    this process for the inline backend. Returns {kernel name: [signature text]}."""
-    from .errors import InputError
-    ex = getattr(backend, "executor", None)
-    if ex is None:
-        raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
-                         "Dask worker compiles a kernel at its first call")
-    items, names = warmup_items(kernels, dtypes, boundscheck, ex.in_process, ex.start_method)
-    if ex.in_process:
-        from ._worker import compile_signatures
-        from .errors import kernel_error, remote_error_info
-        t0, current = time.perf_counter(), []
-        try:
-            compile_signatures(items, current)
-        except Exception as exc:  # a typing error: the KernelError a worker's would give
-            info = remote_error_info(exc, (0, 0), None, f"warmup for ({current[1]}): "
-                                     if current else "warmup: ")
-            raise kernel_error(current[0] if current else "warmup", info) from None
-        finally:
-            ex.insights[0].compile_s += time.perf_counter() - t0
-            ex.insights[0].busy_s += time.perf_counter() - t0
-        return names
-    ensure = getattr(backend, "_ensure_workers", None)  # dead workers: start new ones first
-    if ensure is not None:
-        ensure()
-    ex.warmup(items, timeout)
-    return names
 
 
 _boot()  # last: in the server, every function above exists by now

@@ -10,7 +10,8 @@ import sys
 from ._executors import ProcessExecutor
 from ._system import usable_cores
 from .errors import InputError
-from .execute import LocalBackend
+from .local import LocalBackend
+from ._preload import prepare_fork_parent, start_forkserver
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
@@ -50,10 +51,8 @@ def prestart(start_method: str | None = None) -> str:
     if getattr(mp.current_process(), "_inheriting", False):
         return "worker"  # multiprocessing would refuse to start a process here (bootstrapping)
     if method == "forkserver":
-        from ._preload import start_forkserver
         return start_forkserver(mp.get_context("forkserver"))["state"]
     if method == "fork":
-        from ._preload import prepare_fork_parent
         prepare_fork_parent()
     return method
 

@@ -3,8 +3,8 @@ stop or the parent goes away.
 
 Imports only the worker side (_task, plan, kernel, partition, shared, doorbell, errors,
 _system), never the executors or the pool.
-Messages in:  ("task", seq, Task, memo id or None, memo ids to drop, report progress?)
-              | ("call", [(seq, pickled (function, args, kwargs)), ...]): tasks (tasks.py),
+Messages in:  ("work", seq, WorkOrder, memo id or None, memo ids to drop, report progress?)
+              | ("task", [(seq, pickled (function, args, kwargs)), ...]): tasks (futures.py),
                 each answered on its own, so a crash is charged to the one that ran
               | ("forget", [block names], [memo ids to drop first: those holding them])
               | ("warmup", seq, [(kernel, boundscheck, signatures, totals signatures)]):
@@ -28,11 +28,12 @@ import numpy as np
 
 from . import doorbell, shared
 from ._system import limit_threads
-from ._task import Stats, TaskStats, detached, prepare, read_only, resolve, run_task
+from ._evaluate import Stats, TaskStats, detached, prepare, read_only, resolve, run_task
 from .errors import TaskLostError, remote_error_info
 
 
-UNREADABLE = -1  # the seq of an error about a message the worker could not unpickle
+UNREADABLE = -1  # the seq of an error about a message the worker could not unpickle (the
+# parent's wait, _executors.ProcessExecutor._wait, takes it as the answer it waits for)
 
 
 def _watch_parent() -> None:
@@ -87,8 +88,8 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             continue
         if kind == "stop":
             return
-        if kind == "call":
-            _run_calls(conn, msg[1], pid)
+        if kind == "task":
+            _run_tasks(conn, msg[1], pid)
             continue
         if kind == "warmup":
             _run_warmup(conn, msg[1], msg[2], pid)
@@ -98,7 +99,10 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
                 prepared.pop(memo, None)  # views first, so the blocks can be unmapped
             shared.forget_attached(msg[1])
             continue
-        _run_sent(conn, msg, prepared, barrier, pid)
+        if kind == "work":
+            _run_sent(conn, msg, prepared, barrier, pid)
+            continue
+        raise AssertionError(f"unknown message {kind!r}")  # a parent of another version
 
 
 def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> None:
@@ -127,7 +131,7 @@ def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> 
         detached(exc)  # numba's cache of failed compiles must not pin this call's views
 
 
-def _run_calls(conn: Any, items: list, pid: int) -> None:
+def _run_tasks(conn: Any, items: list, pid: int) -> None:
     """Tasks: call each function on its arguments (SharedArrays arrive as handles and attach
     here) and answer with its pickled result, or its exception (pickled when it can be, so
     the caller can catch its own type) and traceback text."""
@@ -146,12 +150,7 @@ def _run_calls(conn: Any, items: list, pid: int) -> None:
             finally:
                 del result
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            info = remote_error_info(exc, (0, 0), pid)
-            try:
-                info["pickled"] = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
-                pickle.loads(info["pickled"])  # some exceptions pickle but cannot be rebuilt
-            except Exception:
-                info.pop("pickled", None)
+            info = remote_error_info(exc, (0, 0), pid, keep=True)  # errors.task_error rebuilds it
             busy = time.perf_counter() - t0
             conn.send(("err", seq, info, TaskStats(0.0, busy, busy, 1)))
             detached(exc)
@@ -245,7 +244,7 @@ def _take_values(line: Any, prepared: dict, memo: int) -> tuple:
 
 
 def _patch_run(run: Any, changes: list) -> bool:
-    """Put new values into a prepared run (its ``patch``, _task.prepare); False when there
+    """Put new values into a prepared run (its ``patch``, _evaluate.prepare); False when there
     is none (no prepared run: prepare the task again)."""
     patch = getattr(run, "patch", None)
     if patch is None:

@@ -18,12 +18,12 @@ from ._system import THREAD_ENV, limit_threads
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
 from .kernel import Kernel, check_schedule
 from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
-from ._sweeps import (IterateResult, check_block_sweeps, check_tol, may_block,
-                      refuse_swapped_aliases)
-from .plan import (Plan, check_iterate, check_kind, fixed_edge_rows, make_plan, residual_value,
-                   scan_offsets, swap)
+from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residual_value, swap
+from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
+from ._insights import Insights
+from .files import check_file_dtype, check_regular, read_header
 
 
 def _import_dask():
@@ -71,7 +71,6 @@ class DaskArray(ArrayShape):
 
 def _npy_header(path: str) -> tuple:
     """On a worker: the shape and dtype of a .npy file (refusing what cannot be mapped)."""
-    from .files import check_file_dtype, check_regular, read_header
     real = check_regular(path, "r")
     with open(real, "rb") as f:
         shape, dt, _, fortran = read_header(real, f)
@@ -282,7 +281,6 @@ class DaskBackend:
         """Nothing to forget: the cluster's workers never map this machine's blocks."""
 
     def insights(self) -> Any:
-        from ._insights import Insights
         return Insights()
 
     def _gather(self, futures: list, timeout: float | None, progress: Any, what: str,
@@ -421,19 +419,18 @@ class DaskBackend:
                 tol: float | None, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = None, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None) -> Any:
-        """One persisted map per sweep (Dask arrays are functional: no halos in place, so
-        sweeps are plain whatever ``block_sweeps`` says: the same result)."""
-        block_sweeps = check_block_sweeps(block_sweeps)
-        tol = check_tol(kernel, residual, tol)
+        """One persisted map per sweep, with the local pool's checks and plan
+        (_iterate/plan.py); Dask arrays are functional (no halos in place), so sweeps are
+        plain whatever ``block_sweeps`` says: the same result."""
+        block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
         if getattr(kernel, "fused", False):
             raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
                              "(combine=), which the Dask backend does not collect; use the "
                              "same stencil without combine= and residual=max_abs_diff there")
         plan = self._plan(kernel, args, None, boundary, depth=depth)
-        out_i, in_i = check_iterate(plan, steps, residual, check_every)
-        refuse_swapped_aliases(plan, out_i, in_i)
-        may_block(kernel, out_i, block_sweeps)  # refuses what a local pool refuses
-        specs = plan.specs
+        it = plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
+                          self.n_workers, can_block=False)
+        (out_i, in_i), specs = it.swap, plan.specs
         out_h, in_h = specs[out_i].value, specs[in_i].value
         edges = fixed_edge_rows(plan)
         if edges:  # never written: held fixed in both arrays, as on the local pool
@@ -445,7 +442,7 @@ class DaskBackend:
             out_h.data = self.client.persist(da.concatenate(
                 [p for p in pieces + [out_h.data[last:]] if p.shape[0]], axis=0))
         done, value = 0, None
-        for step in range(steps):
+        for step in range(it.steps):
             self._map_chunks(plan, timeout, None)
             done = step + 1
             if residual is not None and done % check_every == 0:
@@ -454,8 +451,40 @@ class DaskBackend:
                 if value <= tol:
                     break
             swap(specs, out_i, in_i)
-        last = out_h if done % 2 == 1 else in_h
-        return IterateResult(last, done, value, 1) if info else last
+        return it.result(done, value, info)
+
+    # -- bound calls: no call cache here, each call runs plainly ----------------------------
+    def check_bound(self, b: Any) -> None:
+        """Nothing to check ahead: a Dask call plans when it runs."""
+
+    def call_bound(self, b: Any) -> Any:
+        if b.op == "reduce":
+            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, None,
+                               b.boundscheck, b.schedule)
+        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, None,
+                        b.boundscheck, b.depth, b.schedule)
+
+    # -- what runs on process and inline pools only ---------------------------------------
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
+        """Refused: Dask's own client.submit runs a function on the cluster."""
+        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
+                         "backends; on a Dask cluster use client.submit directly")
+
+    def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Any) -> Any:
+        """Refused, as submit is."""
+        return self.submit(fn, (), {}, timeout, runner)
+
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        """Refused: each Dask worker compiles a kernel at its first call."""
+        raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
+                         "Dask worker compiles a kernel at its first call")
+
+    def interrupt(self) -> None:
+        """Pool.close from another thread: a running Dask call is waited for."""
+
+    def forget_after_fork(self) -> None:
+        """A forked child holds no Dask workers of its own: nothing to let go of."""
 
     def close(self) -> None:
         if self._own_cluster is not None:

@@ -374,7 +374,7 @@ class WorkerBell:
         return self.lines.words[self.base + VALUES] != 0
 
     def answer(self, seq: int, data: bytes, stats: Any, t0: float, conn: Any) -> bool:
-        """Answer call ``seq`` through the line, adding its seconds (a _task.Stats, since
+        """Answer call ``seq`` through the line, adding its seconds (a _evaluate.Stats, since
         perf_counter ``t0``) to the line's totals; False when ``data`` does not fit (send it
         through the pipe). A parent that went to sleep gets ("done", seq) through ``conn``."""
         n = len(data)

@@ -4,6 +4,9 @@ Messages say what was given, what was expected and how to fix it; they never rep
 """
 from __future__ import annotations
 
+import pickle
+import signal
+import sys
 import threading
 import traceback
 from concurrent.futures.process import BrokenProcessPool
@@ -93,22 +96,50 @@ class TaskLostError(SharedComputeError, LookupError):
     """Internal: a worker was rung for a cached task it does not hold (never re-run)."""
 
 
-# -- the one wire format of a kernel's exception (worker or Dask task -> parent) -------------
+# -- the one wire format of a remote exception: kernels, tasks, imap chunks, Dask tasks ------
 def remote_error_info(exc: BaseException, rows: tuple, pid: int | None,
-                      prefix: str = "") -> dict:
+                      prefix: str = "", keep: bool = False) -> dict:
     """A plain, always-picklable description of ``exc`` (some exceptions cannot be pickled).
 
     ``echo``: a barrier broken because another worker failed first (report the first);
-    ``lost``: the worker did not hold the cached task it was rung for.
+    ``lost``: the worker did not hold the cached task it was rung for; ``pickled``
+    (``keep``: a user task's): the exception itself, where it pickles and unpickles, so
+    the caller can catch its own type (task_error).
     """
     try:
         text = str(exc)
     except Exception:  # pragma: no cover
         text = "<exception text unavailable>"
-    return dict(type=type(exc).__name__, message=prefix + text, rows=tuple(rows), pid=pid,
+    info = dict(type=type(exc).__name__, message=prefix + text, rows=tuple(rows), pid=pid,
                 traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
                 echo=isinstance(exc, threading.BrokenBarrierError),
                 lost=isinstance(exc, TaskLostError))
+    if keep:
+        try:
+            info["pickled"] = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+            pickle.loads(info["pickled"])  # some exceptions pickle but cannot be rebuilt
+        except Exception:
+            info.pop("pickled", None)
+    return info
+
+
+def task_error(name: str, info: dict) -> BaseException:
+    """The caller's exception for a user task (or an imap item) that raised: its own, with
+    the worker's traceback as its cause (as ProcessPoolExecutor does), when it could be
+    pickled, else a KernelError naming its type and message."""
+    pickled = info.get("pickled")
+    if pickled is not None:
+        try:
+            exc = pickle.loads(pickled)
+            exc.__cause__ = RemoteTraceback(info["traceback"])
+            return exc
+        except Exception:
+            pass
+    err = KernelError(f"task {name} raised {info['type']}: {info['message']} (worker "
+                      f"{info['pid']})", kernel=name, rows=(0, 0), worker=info["pid"],
+                      remote_type=info["type"])
+    err.__cause__ = RemoteTraceback(info["traceback"])
+    return err
 
 
 def kernel_error(what: str, info: dict) -> KernelError:
@@ -153,6 +184,66 @@ class WorkerCrashedError(BrokenPoolError):
 
 class KernelTimeoutError(BrokenPoolError, TimeoutError):
     """A call ran past its ``timeout=``; the stuck workers were killed and are replaced."""
+
+
+# -- what the parent says when a worker dies or overruns (the executors' one vocabulary) ----
+UNGUARDED_MAIN_EXIT = 86  # a worker's exit code: the main module starts a pool on import
+
+
+def signal_name(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "unknown"
+    if exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def worker_crashed(pid: int, code: int | None, what: str, rows: tuple, start_method: str,
+                   task: str | None = None, closed: bool = False) -> SharedComputeError:
+    """Worker ``pid`` died (exit code ``code``) while running kernel ``what`` on ``rows``
+    or, ``task`` given, the user task of that name; ``closed``: Pool.close killed it."""
+    if closed:
+        return PoolClosedError("the pool was closed while tasks ran" if task is not None
+                               else f"the pool was closed by another thread while kernel "
+                               f"{what} ran; the rows it was writing are undefined")
+    sig = signal_name(code)
+    if task is not None:
+        return WorkerCrashedError(
+            f"worker {pid} died of {sig} while running task {task}; the pool restarts its "
+            "workers and goes on with the other tasks", pid=pid, exitcode=code,
+            signal_name=sig, rows=(0, 0))
+    if code == UNGUARDED_MAIN_EXIT:
+        main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
+        return WorkerCrashedError(
+            f"worker {pid} could not start: {main} creates a sc.Pool when it is imported, "
+            f"and with start_method={start_method!r} every worker imports the main module. "
+            "Put the script's work under `if __name__ == \"__main__\":` (or "
+            "start_method='fork' on Linux); restarting the workers cannot help",
+            pid=pid, exitcode=code, signal_name=sig, rows=(0, 0))
+    hint = (" (SIGKILL usually means the kernel ran out of memory and the OS killed it)"
+            if sig == "SIGKILL" else "")
+    return WorkerCrashedError(
+        f"worker {pid} died of {sig}{hint} while running kernel {what} on rows [{rows[0]}, "
+        f"{rows[1]}); those rows of the arrays it writes are undefined. The pool starts new "
+        "workers on its next call.", pid=pid, exitcode=code, signal_name=sig, rows=rows)
+
+
+def timed_out(stuck: list[tuple[int, tuple]], what: str, timeout: float | None,
+              task: str | None = None) -> KernelTimeoutError:
+    """Workers ``[(pid, rows)]`` past the deadline of kernel ``what`` or of user ``task``."""
+    if task is not None:
+        return KernelTimeoutError(
+            f"task {task} did not finish within timeout={timeout} s; its worker "
+            f"{stuck[0][0]} was killed (the pool restarts its workers once the others are "
+            "done)")
+    desc = ", ".join(f"worker {pid} rows [{rows[0]}, {rows[1]})" for pid, rows in stuck)
+    return KernelTimeoutError(
+        f"kernel {what} did not finish within timeout={timeout} s ({desc}); the stuck "
+        "workers were killed and are replaced on the next call; rows they were writing "
+        "are undefined")
 
 
 class VerificationError(SharedComputeError, AssertionError):

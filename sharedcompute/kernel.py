@@ -161,7 +161,7 @@ class Kernel(Generic[R_co]):
                  workers: int | None = None, **kwargs: Any) -> Any:
         # The one upward import of the engine (as dask's Array.map_overlap imports overlap
         # lazily): running a kernel needs the executors, which import this module.
-        from .execute import run_inline
+        from .local import run_inline
         self._refresh()
         with one_numba_thread(self.parallel):  # as in a worker (_system.limit_threads)
             return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,

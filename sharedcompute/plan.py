@@ -1,9 +1,10 @@
 """Plan a call: check its arguments, choose what is split, size the fixed chunk grid.
 
 ``make_plan`` turns (kernel, arguments) into argument specs and a chunk grid, raising
-InputError before any work; ``Plan.task`` cuts it into the typed ``Task`` a worker (or the
+InputError before any work; ``Plan.task`` cuts it into the typed ``WorkOrder`` a worker (or the
 calling process) runs. Also here: what every backend shares about a call's shape, such as
-map/reduce kind checks, the scan offsets, the reduce finish and iterate's swap and edges.
+map/reduce kind checks, the scan offsets and the reduce finish (iterate's own plan is
+_iterate/plan.py).
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ import numpy as np
 
 from .errors import InputError, ReadOnlyArrayError
 from .kernel import Kernel
-from .partition import (TARGET_CHUNKS, check_boundary, chunk_grid, chunk_rows, combine_all,
-                        tree_finish, valid_rows)
+from .partition import TARGET_CHUNKS, check_boundary, chunk_grid, chunk_rows, tree_finish
 from .shared import SharedArray, check_dtype
 
 class Whole:
@@ -72,8 +72,8 @@ class Plan:
     def chunks(self) -> list[tuple[int, int]]:
         return chunk_grid(self.n_rows, self.rows_per_chunk)
 
-    def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> "Task":
-        return Task(op, self.kernel, self.specs, self.n_rows, self.rows_per_chunk,
+    def task(self, op: str, chunk_range: tuple[int, int], **extra: Any) -> "WorkOrder":
+        return WorkOrder(op, self.kernel, self.specs, self.n_rows, self.rows_per_chunk,
                     self.boundary, chunk_range, self.boundscheck, depth=self.depth, **extra)
 
 
@@ -93,24 +93,7 @@ def _nothing_written(args: tuple) -> tuple:
 
 
 @dataclass
-class Sweeps:
-    """What an iterate task adds: the two arrays it swaps, how many sweeps, when to stop."""
-
-    swap: tuple[int, int]  # (index of the written array, index of the one read)
-    steps: int
-    residual: Kernel | None = None
-    slots: Any = None  # per-chunk residual partials: a handle (workers) or an array
-    check_every: int = 1
-    tol: float = 0.0
-    fused: bool = False  # the kernel's own partial is the residual (no second pass)
-    ranges: tuple = ()  # every worker's chunk range: where the combine tree's nodes lie
-    schedule: tuple = ()  # block sizes (_sweeps.schedule); empty: plain sweeps
-    tile_rows: int = 0  # rows per tile of a block
-    in_blocks: bool = False  # an idempotent fused residual is checked inside blocks too
-
-
-@dataclass
-class Task:
+class WorkOrder:
     """One worker's share of a call: the kernel, its argument specs, the chunk grid and the
     contiguous range of chunks it runs. Pickled to a worker as is (both ends run the same
     code); ``op`` is "map", "reduce", "scan_totals", "scan_apply" or "iterate"."""
@@ -125,7 +108,7 @@ class Task:
     boundscheck: bool = False
     depth: int = 0  # halo rows on each side (the kernel's default or the call's)
     offsets: list | None = None  # scan_apply: each chunk's offset
-    sweeps: Sweeps | None = None  # iterate
+    sweeps: Any = None  # iterate: its _iterate.plan.Sweeps
 
     @property
     def chunks(self) -> list[tuple[int, int]]:
@@ -189,7 +172,7 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
                 if arg.block is not None:
                     arg.block.check_intact()
                 if writable and arg.readonly:
-                    raise _read_only(kernel, label, arg)
+                    raise read_only_error(kernel, label, arg)
                 (plan.written_blocks if writable else plan.read_blocks).append(arg.block)
             else:
                 check_dtype(arg.dtype)
@@ -230,7 +213,8 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
     return plan
 
 
-def _read_only(kernel: Kernel, label: str, arg: SharedArray) -> ReadOnlyArrayError:
+def read_only_error(kernel: Kernel, label: str, arg: SharedArray) -> ReadOnlyArrayError:
+    """The error for writing ``arg``, mapped read-only (also iterate's swapped input)."""
     where = arg.filename or "its file"
     return ReadOnlyArrayError(
         f"kernel {kernel.name} writes {label!r}, which is mapped read-only ({where} opened "
@@ -341,7 +325,7 @@ def _check_aliasing(kernel: Kernel, plan: Plan, in_process: bool) -> None:
             views[i] = a.numpy()
             if a.block.is_file and widest[a.block.ident] is not a.block:
                 views[i] = np.ndarray(a.shape, a.dtype, buffer=widest[a.block.ident].root,
-                                      offset=a.handle()[4], strides=a.strides)  # its offset
+                                      offset=a.offset, strides=a.strides)
         elif isinstance(a, np.ndarray):
             # a plain array too, on every backend: a pool pickles each worker's copy when
             # it sends that worker's task, after others began writing (issue 23 #3)
@@ -439,64 +423,3 @@ def scan_offsets(kernel: Kernel, totals: list) -> list:
         offsets.append(running)
         running = kernel.combine(running, t)
     return offsets
-
-
-# -- iterate -------------------------------------------------------------------------------------
-def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
-                  check_every: int) -> tuple[int, int]:
-    """Validate an iterate call; return the indices of the two arrays it swaps."""
-    kernel = plan.kernel
-    check_kind(kernel, "iterate")
-    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
-        raise InputError(f"steps={steps!r} must be a non-negative integer")
-    if residual is not None and (not isinstance(residual, Kernel) or residual.kind != "reduce"):
-        raise InputError("residual= must be a reduction kernel taking (new, old) and returning "
-                         "a number, e.g. sharedcompute.kernels.reductions.max_abs_diff")
-    if residual is not None and kernel.fused:
-        raise InputError(f"kernel {kernel.name} returns its own residual (combine=); drop "
-                         "residual=, or pass a kernel without combine=")
-    if check_every < 1:
-        raise InputError(f"check_every={check_every!r} must be >= 1")
-    if len(kernel.writes) != 1:
-        raise InputError(f"iterate needs a kernel that writes exactly one array; "
-                         f"{kernel.name} writes {len(kernel.writes)}")
-    out_i = kernel.writes[0]
-    reads = [i for i, s in enumerate(plan.specs) if s.kind == "part" and not s.writable]
-    if not reads:
-        raise InputError(f"iterate needs a kernel that reads a partitioned array; "
-                         f"{kernel.name} reads none")
-    in_i = reads[0]
-    out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
-    if isinstance(in_arr, SharedArray) and in_arr.readonly:  # written on every other sweep
-        raise _read_only(kernel, kernel.params[in_i], in_arr)
-    if out_arr.shape != in_arr.shape or out_arr.dtype != in_arr.dtype:
-        raise InputError(f"iterate swaps {kernel.params[out_i]!r} and {kernel.params[in_i]!r}, so "
-                         f"they need the same shape and dtype; got {out_arr.shape} {out_arr.dtype} "
-                         f"and {in_arr.shape} {in_arr.dtype}")
-    return out_i, in_i
-
-
-def fixed_edge_rows(plan: Plan) -> list[tuple[int, int]]:
-    """Row ranges a stencil with boundary 'none' never writes; iterate copies them from u to
-    out first, so they stay fixed (Dirichlet). With n <= 2*depth that is every row."""
-    d, n = plan.depth, plan.n_rows
-    if not d or plan.boundary != "none" or not n:
-        return []
-    lo, hi = valid_rows(n, d, "none")
-    return [(0, lo), (hi, n)] if hi > lo else [(0, n)]
-
-
-def swap(specs: list[ArgSpec], out_i: int, in_i: int) -> None:
-    """After a sweep: the array just written is read next, and the other one written."""
-    specs[out_i], specs[in_i] = specs[in_i], specs[out_i]
-    specs[out_i].writable, specs[in_i].writable = True, False
-
-
-def residual_value(residual: Kernel, partials: list) -> float:
-    """The residual's per-chunk partials as float64, combined along the fixed tree."""
-    return float(combine_all([np.float64(p) for p in partials], residual.combine))
-
-
-def converged(residual: Kernel, partials: list, tol: float) -> bool:
-    """Whether the residual's per-chunk partials, combined in chunk order, are <= tol."""
-    return residual_value(residual, partials) <= tol

@@ -17,20 +17,21 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ty
 
 import numpy as np
 
-from ._executors import InlineExecutor, exit_if_importing_main
+from ._executors import exit_if_importing_main
+from .bind import BoundCall
+from ._inline import InlineExecutor
 from ._insights import Insights
 from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exported
                      _forget_parents_forkserver, _numba_threads_started, _process_backend,
                      default_start_method)
-from ._sweeps import IterateResult
+from .iterate_result import IterateResult
 from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
-from .execute import LocalBackend
+from .local import LocalBackend
 from .kernel import Kernel
 from .plan import boundscheck_default, check_timeout
 from .shared import SharedArray, on_block_release
-from ._imap import imap
-from .tasks import TaskRunner, items_to_map, run_now, runs_tasks
+from .futures import TaskRunner, items_to_map
 
 if TYPE_CHECKING:
     from distributed import Client  # the optional dask extra: for type checkers only
@@ -116,9 +117,8 @@ class Pool:
 
     # -- arrays --------------------------------------------------------------------------------
     def _own(self, arr: Any) -> Any:
-        block = getattr(arr, "block", None)
-        if block is not None:
-            self._blocks.add(block)
+        if isinstance(arr, SharedArray) and arr.block is not None:  # (Dask's: none here)
+            self._blocks.add(arr.block)
         return arr
 
     def empty(self, shape: int | tuple, dtype: Any = np.float64) -> SharedArray:
@@ -326,7 +326,8 @@ class Pool:
         args = (out, u) + params
         if kwargs and isinstance(kernel, Kernel):
             args = kernel.bind(args, kwargs)
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
@@ -361,7 +362,6 @@ class Pool:
         ...     y.numpy()
         array([0., 2., 4., 6.])
         """
-        from .bind import BoundCall
         b = BoundCall(self._call_bound, kernel, args, kwargs, self.boundscheck, rows, boundary,
                       depth, schedule, timeout)
         self._check_bound(b)  # plans once, runs nothing: a wrong argument fails here
@@ -371,25 +371,14 @@ class Pool:
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
-            check = getattr(self._backend, "check_bound", None)
-            if check is not None:
-                check(b)
+            self._backend.check_bound(b)
 
     def _call_bound(self, b: Any) -> Any:
-        """A bound call's run: the backend's cached path, or a plain call on a backend
-        without a call cache (Dask)."""
+        """A bound call's run: the backend's cached path (a plain call on Dask)."""
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
-            backend = self._backend
-            call_bound = getattr(backend, "call_bound", None)
-            if call_bound is not None:
-                return call_bound(b)
-            if b.op == "reduce":
-                return backend.reduce(b.kernel, b.args, b.rows, b.timeout, False, None,
-                                      b.boundscheck, b.schedule)
-            return backend.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, None,
-                               b.boundscheck, b.depth, b.schedule)
+            return self._backend.call_bound(b)
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., _Y], /, *args: Any, timeout: float | None = None,
@@ -416,11 +405,10 @@ class Pool:
         ...     sorted(f.result() for f in as_completed(futures))
         [1, 1, 2, 6, 24]
         """
-        timeout = check_timeout(timeout)
-        runner = self._task_runner(fn)
-        if runner is None:
-            return run_now(fn, args, kwargs)
-        return runner.submit(fn, args, kwargs, timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
+        self._check_open()
+        return self._backend.submit(fn, args, kwargs, timeout, self._task_runner)
 
     def imap(self, fn: Callable[[_X], _Y], iterable: Iterable[_X],
              chunksize: int | None = None, *, timeout: float | None = None,
@@ -457,13 +445,11 @@ class Pool:
 
     def _imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
               progress: Any) -> Iterator:
-        timeout = check_timeout(timeout)
-        runner = self._task_runner(fn)
-        submit = runner.submit if runner is not None else (
-            lambda f, a, k, t: run_now(f, a, k))
-        return imap(submit, fn, iterable, ordered=ordered, chunksize=chunksize,
-                    timeout=timeout, progress=progress, what=getattr(fn, "__name__", "task"),
-                    n_workers=self.n_workers)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
+        self._check_open()
+        return self._backend.imap(fn, iterable, ordered, chunksize, timeout, progress,
+                                  self._task_runner)
 
     def _map_tasks(self, fn: Any, args: tuple, kwargs: dict, chunksize: Any, timeout: Any,
                    progress: Any) -> list:
@@ -476,11 +462,8 @@ class Pool:
                             "tasks that run the callback; submit it as a task, or call it "
                             "after future.result() in your own thread")
 
-    def _task_runner(self, fn: Any) -> TaskRunner | None:
-        """The pool's task runner (None for the inline backend: tasks run at once)."""
-        self._check_open()
-        if not runs_tasks(self._backend, fn, self.start_method):  # checks fn every time
-            return None
+    def _task_runner(self) -> TaskRunner:
+        """The pool's task runner, made when the backend first queues a task."""
         if self._tasks is None:
             with self._lock:
                 if self._tasks is None:
@@ -550,12 +533,12 @@ class Pool:
         ...     len(signatures["triad"]), len(signatures["total"])
         (2, 2)
         """
-        from ._preload import warmup
-        timeout = check_timeout(timeout)
+        if timeout is not None:  # None needs no check
+            timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
-            return warmup(self._backend, kernels, dtypes, self.boundscheck, timeout)
+            return self._backend.warmup(kernels, dtypes, self.boundscheck, timeout)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -571,9 +554,7 @@ class Pool:
         self._lock = threading.RLock()  # a parent thread may have held it at the fork
         self._closed = True
         self._blocks = weakref.WeakSet()  # the parent's to free, not ours
-        forget = getattr(self._backend.executor, "forget_after_fork", None)
-        if forget is not None:
-            forget()
+        self._backend.forget_after_fork()
 
     def close(self) -> None:
         """Stop the workers and free every shared array this pool created. Tasks not yet
@@ -587,9 +568,7 @@ class Pool:
         if not self._lock.acquire(blocking=False):
             # a call is running in another thread: interrupt it as Ctrl-C would (its workers
             # are killed; it raises PoolClosedError), instead of waiting for it for ever
-            interrupt = getattr(self._backend.executor, "interrupt", None)
-            if interrupt is not None:
-                interrupt()
+            self._backend.interrupt()
             self._lock.acquire()
         try:
             self._closed = True

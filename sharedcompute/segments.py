@@ -221,7 +221,7 @@ class Block:
     """One mapped shared-memory segment; it keeps no fd (check_intact stats the name)."""
 
     is_file = False  # files.FileBlock: a regular file mapped MAP_SHARED
-    calls = 0  # pool calls running on this block now (execute.hold): free() refuses then
+    calls = 0  # pool calls running on this block now (local.hold): free() refuses then
     watched: tuple | None = None  # (watcher key, wd, event count) when last stat-ed intact
 
     def __init__(self, name: str, nbytes: int, mm: Mapping, writable: bool,

@@ -302,6 +302,11 @@ class SharedArray(NDArrayOperatorsMixin, ArrayShape, ArrayViews):
         return self._strides
 
     @property
+    def offset(self) -> int:
+        """Bytes from the start of the block to this array's first element."""
+        return self._offset
+
+    @property
     def name(self) -> str | None:
         """The shared-memory block's name (None for a zero-size array, which has no block)."""
         return self._closed if self._block is None else self._block.name

@@ -272,9 +272,9 @@ def test_more_cached_calls_than_the_cache_holds(pool):
 
 def test_new_values_patch_the_prepared_run_in_place():
     """The worker puts new values into the prepared run's sliced arguments instead of slicing
-    again (_worker._patch_run); if _task.prepare stops keeping them where it looks, this
+    again (_worker._patch_run); if _evaluate.prepare stops keeping them where it looks, this
     fails (the fallback, preparing again, would hide it and be slow)."""
-    from sharedcompute._task import Stats, prepare, resolve
+    from sharedcompute._evaluate import Stats, prepare, resolve
     from sharedcompute._worker import _patch_run
     from sharedcompute.plan import make_plan
     x, y = np.arange(64.0), np.zeros(64)

@@ -132,6 +132,40 @@ def test_freeing_a_block_drops_only_the_cached_calls_that_hold_it():
             a.free()
 
 
+def test_an_iterate_frees_no_block_so_cached_calls_stay_rung():
+    """iterate's residual slots live in a block the backend keeps (reused, grown when too
+    small, freed at close): an iterate with a residual, fused or not, releases nothing, so
+    no block name waits to be sent to the workers ("forget": every pool's next call took
+    the checking path for it) and a cached call is still rung after it. Fails with slots
+    made and freed per call: cache.forget holds their name after each iterate."""
+    from sharedcompute.kernels.reductions import max_abs_diff
+    from sharedcompute.kernels.stencils import jacobi2d, jacobi2d_residual
+    pool = shared_pool(2, "forkserver")
+    x, out, ctl = pool.array(np.ones(N)), pool.zeros(N), pool.zeros(2)
+    g = np.zeros((40, 40))
+    g[0] = 1.0
+    u, o = pool.array(g), pool.zeros((40, 40))
+    try:
+        pool.map(steered, out, x, ctl)
+        pool.iterate(jacobi2d_residual, o, u, steps=4, tol=0.0, check_every=1)
+        kept = pool._backend.scratch.name
+        calls, restore = _count_pipe_calls(pool)
+        try:
+            pool.map(steered, out, x, ctl)
+            pool.iterate(jacobi2d, o, u, steps=4, residual=max_abs_diff, tol=0.0, check_every=2)
+            pool.iterate(jacobi2d_residual, o, u, steps=4, tol=0.0, check_every=1)
+            assert not pool._backend.cache.forget  # nothing released
+            pool.map(steered, out, x, ctl)
+        finally:
+            restore()
+        assert calls == ["jacobi2d", "jacobi2d_residual"]  # both maps rung
+        assert kept is not None and pool._backend.scratch.name == kept
+        assert np.all(np.asarray(out) == 3.0)
+    finally:
+        for a in (x, out, ctl, u, o):
+            a.free()
+
+
 def test_cached_calls_survive_many_replaced_and_failed_entries():
     """The parent decides which cached tasks the workers drop: reused object ids (a fresh
     view each time), failed first calls and evictions never desynchronise the two sides."""

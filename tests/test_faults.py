@@ -37,6 +37,7 @@ from sharedcompute.partition import chunk_grid, chunk_rows, split_even
 from sharedcompute.shared import Block, creator_pid, list_segments, make_block_name
 
 import faultkernels as fk
+from conftest import kept_by_open_pools
 
 try:
     import psutil
@@ -168,9 +169,11 @@ def own_segments() -> set:
 
 @pytest.fixture(autouse=True)
 def no_leaked_segments():
-    """No block this process creates may outlive a test (the tracker works async: poll)."""
+    """No block this process creates may outlive a test (the tracker works async: poll),
+    but for those open pools keep until they close (conftest.kept_by_open_pools)."""
     before = own_segments()
     yield
+    before |= kept_by_open_pools()
     clean = wait_until(lambda: not (own_segments() - before), timeout=10.0)
     assert clean, f"leaked shared-memory segments: {sorted(own_segments() - before)}"
 
@@ -1590,7 +1593,7 @@ def test_row32_main_module_sets_numba_threads(method, tmp_path):
 def test_a_refused_write_claim_leaves_no_claim_behind():
     """claim_writes claims block by block; refused on the second, it takes back the first, so
     the call that held the second block and any later call can still write both."""
-    from sharedcompute.execute import _busy_writes, claim_writes, release_writes
+    from sharedcompute.local import _busy_writes, claim_writes, release_writes
     held = ["sc-test-block-b"]
     claim_writes(held, "holder")
     try:

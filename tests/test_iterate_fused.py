@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sharedcompute as sc
-from sharedcompute._sweeps import schedule
+from sharedcompute._iterate.plan import schedule
 from sharedcompute.kernels.reductions import max_abs_diff
 from sharedcompute.kernels.stencils import heat1d, jacobi2d, jacobi2d_residual
 
@@ -141,7 +141,7 @@ def test_hypothesis_small_tiles_split_every_partition(n, m, workers, steps, k, t
     kw = dict(steps=steps, tol=0.0, check_every=every)
     if not fused:
         kw["residual"] = max_abs_diff
-    with mock.patch("sharedcompute.execute.choose_block", lambda *a: (k, tile)):
+    with mock.patch("sharedcompute._iterate.plan.choose_block", lambda *a: (k, tile)):
         r, got, _, same_array = _run(pool, g, jacobi2d_residual if fused else jacobi2d, **kw)
     np.testing.assert_array_equal(got, want)
     assert (r.sweeps, r.residual) == (sweeps, res) and same_array
@@ -168,7 +168,7 @@ def test_blocking_is_used_and_bitwise_on_a_big_grid_heat1d_too(start_method):
     plain = _run(pool, g, jacobi2d, steps=21, block_sweeps=1)
     small_cache = (16 << 10, 256 << 10)  # (L2, last level): the 2 x 240 KB arrays miss it
     for block in (None, 4, 8):
-        with mock.patch("sharedcompute._sweeps.cache_bytes", lambda: small_cache):
+        with mock.patch("sharedcompute._iterate.plan.cache_bytes", lambda: small_cache):
             r, got, other, same = _run(pool, g, jacobi2d, steps=21, block_sweeps=block)
         assert r.block_sweeps > 1 and same
         np.testing.assert_array_equal(got, plain[1])
@@ -213,7 +213,7 @@ def test_hypothesis_padded_boundaries_are_blocked_bitwise(n, m, workers, steps, 
                                                           boundary, seed):
     g = np.random.default_rng(seed).random((n, m))
     pool = shared_pool(workers, START_METHODS[-1])
-    with mock.patch("sharedcompute.execute.choose_block",
+    with mock.patch("sharedcompute._iterate.plan.choose_block",
                     lambda n_rows, row, d, w, given: (k, tile) if n_rows > 2 * d + 1 else (1, 0)):
         r, got, other, same = _run(pool, g, jacobi2d, steps=steps, boundary=boundary)
     np.testing.assert_array_equal(got, jacobi_padded_numpy(g, steps, boundary))
@@ -320,7 +320,7 @@ def test_a_nan_change_is_the_residual_and_never_converges(workers):
 
 
 def test_choose_block_caps_k_and_the_tile():
-    from sharedcompute._sweeps import cache_bytes, choose_block
+    from sharedcompute._iterate.plan import cache_bytes, choose_block
     assert choose_block(8192, 8192 * 8, 1, 2, None)[0] == 4
     assert choose_block(8192, 8192 * 8, 1, 2, 1000) == (64, 512)  # capped at 64
     assert choose_block(600, 8, 1, 3, 4) == (4, 200)  # a tile: at most a worker's rows
@@ -337,7 +337,7 @@ def test_choose_block_caps_k_and_the_tile():
 
 # -- the residual checked inside blocks (an idempotent combine) --------------------------------
 def test_schedule_in_blocks_is_odd_blocks_then_one_plain_sweep():
-    from sharedcompute._sweeps import odd_block
+    from sharedcompute._iterate.plan import odd_block
     for steps in range(0, 40):
         for k in (3, 5, 9):
             blocks = schedule(steps, k, 1, True, in_blocks=True)
@@ -375,7 +375,7 @@ def test_converging_at_any_sweep_of_a_block_is_bitwise_plain(start_method, worke
         tol = residuals[stop - 1]
         want, sweeps, res = jacobi_numpy(g, 14, tol)
         prev = jacobi_numpy(g, sweeps - 1, None)[0]
-        with mock.patch("sharedcompute.execute.choose_block", lambda *a: (5, 3)):
+        with mock.patch("sharedcompute._iterate.plan.choose_block", lambda *a: (5, 3)):
             r, got, other, same_array = _run(pool, g, steps=14, tol=tol, check_every=1)
         assert r.block_sweeps == 5  # checked at every sweep, yet in blocks of 5
         assert (r.sweeps, r.residual) == (sweeps, res) and same_array
@@ -392,7 +392,7 @@ def test_a_combine_that_is_not_idempotent_keeps_its_check_sweeps_plain():
     np.testing.assert_array_equal(got, jacobi_numpy(g, 12)[0])
     new, old = jacobi_numpy(g, 12)[0], jacobi_numpy(g, 11)[0]
     assert r.residual == pytest.approx(float(np.abs(new - old).sum()), rel=1e-12)
-    with mock.patch("sharedcompute._sweeps.cache_bytes", lambda: (16 << 10, 64 << 10)):
+    with mock.patch("sharedcompute._iterate.plan.cache_bytes", lambda: (16 << 10, 64 << 10)):
         r5, got5, _, _ = _run(pool, g, jacobi_total_change, steps=12, tol=0.0, check_every=6)
     assert r5.block_sweeps > 1 and r5.residual == r.residual  # blocks between the checks
     np.testing.assert_array_equal(got5, got)
@@ -431,7 +431,7 @@ def test_an_error_inside_a_block_names_its_rows_and_the_residual_bits_are_plain(
 
 
 def _reported_bits(v):
-    from sharedcompute._task import _reported
+    from sharedcompute._iterate.sweep import _reported
     return np.float64(_reported(v)).tobytes()
 
 

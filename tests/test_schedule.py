@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import sharedcompute as sc
 import taskkernels as tk
 from conftest import START_METHODS, shared_pool
-from sharedcompute._dispatch import guided_pieces
+from sharedcompute.partition import guided_pieces
 from sharedcompute.partition import chunk_grid, chunk_rows, split_even
 
 

@@ -9,30 +9,70 @@ calls whichever it holds without asking which.
 from __future__ import annotations
 
 import logging
-import math
 import operator
 import os
 import time
-from typing import Any, Sequence
-
-import numpy as np
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from . import _watch, doorbell
 from ._cache import REPLAN, CallCache, Entry, call_key, values_of
-from ._dispatch import run_dynamic
-from ._executors import InlineExecutor
+from .futures import imap
+from ._inline import InlineExecutor
 from ._insights import Insights
 from ._system import usable_cores
-from ._sweeps import (IterateResult, check_block_sweeps, check_tol, choose_block, may_block,
-                      odd_block, refuse_swapped_aliases, schedule)
+from ._iterate import local as iterate_local, plan as iterate_plan
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
 from .partition import split_even
-from .plan import (Plan, Sweeps, Whole, boundscheck_default, check_iterate, check_kind, finish_reduce,
-                   fixed_edge_rows, make_plan, scan_offsets)
+from .plan import (Plan, Whole, boundscheck_default, check_kind, finish_reduce, make_plan,
+                   scan_offsets)
 from .shared import SharedArray
+from .futures import submitter
+from ._preload import warmup_items
 
 log = logging.getLogger("sharedcompute")
+
+
+class Backend(Protocol):
+    """What the Pool calls, and all it calls: LocalBackend (here) and DaskBackend
+    (dask_backend.py) implement every member, refusing with a typed error what they cannot
+    do, so the Pool never asks which backend it holds. Arguments are positional on the hot
+    path (map, reduce): keywords cost measurably per call (cf955e8)."""
+
+    n_workers: int
+    start_method: str
+    array_types: tuple
+    executor: Any  # the Executor (_executors.py) of a local backend; None on Dask
+    restarts: int
+    pids: list[int]
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def interrupt(self) -> None: ...
+    def forget_after_fork(self) -> None: ...
+    def empty(self, shape: Any, dtype: Any) -> Any: ...
+    def zeros(self, shape: Any, dtype: Any) -> Any: ...
+    def array(self, x: Any) -> Any: ...
+    def open(self, path: Any, mode: str, shape: Any, dtype: Any) -> Any: ...
+    def load(self, path: Any) -> Any: ...
+    def map(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any, timeout: Any,
+            progress: Any, chunk_rows: Any, boundscheck: Any, depth: Any,
+            schedule: Any) -> Any: ...
+    def reduce(self, kernel: Kernel, args: tuple, rows: Any, timeout: Any, progress: Any,
+               chunk_rows: Any, boundscheck: Any, schedule: Any) -> Any: ...
+    def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
+                tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
+                progress: Any = False, boundscheck: bool = False, depth: Any = None,
+                info: bool = False, block_sweeps: Any = None) -> Any: ...
+    def check_bound(self, b: Any) -> None: ...
+    def call_bound(self, b: Any) -> Any: ...
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any: ...
+    def imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Any) -> Any: ...
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict: ...
+    def block_released(self, name: str) -> None: ...
+    def insights(self) -> Any: ...
 _IDENTITY = operator.attrgetter("identity")  # a new tuple when reshaped
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
@@ -83,14 +123,14 @@ class LocalBackend:
         self.executor = executor
         self.restarts = 0
         self.cache = CallCache()  # calls whose tasks the workers keep (_cache.py)
+        self.scratch = iterate_local.Scratch(executor.in_process)  # iterate's residual slots
 
     n_workers = property(lambda self: self.executor.n_workers)
     start_method = property(lambda self: self.executor.start_method)
     pids = property(lambda self: self.executor.pids)
 
     def start(self) -> None:
-        if not self.executor.in_process:
-            self.executor.start()
+        self.executor.start()
 
     # -- arrays ------------------------------------------------------------------------------
     def empty(self, shape: Any, dtype: Any) -> SharedArray:
@@ -129,70 +169,30 @@ class LocalBackend:
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
-        of sweeps: _sweeps.py); inline, one task runs every chunk's sweeps (the same rows,
-        the same arithmetic). Returns the array holding the last sweep, or with ``info`` an
-        IterateResult."""
+        of sweeps): planned by _iterate/plan.py, run by _iterate/local.py. Returns the
+        array holding the last sweep, or with ``info`` an IterateResult."""
         ex = self.executor
-        block_sweeps = check_block_sweeps(block_sweeps)
-        tol = check_tol(kernel, residual, tol)
+        block_sweeps, tol = iterate_plan.check_options(kernel, residual, tol, block_sweeps)
         self._check_sendable(kernel, residual)
-        self._ensure_workers()
+        self.ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
                          boundscheck=boundscheck, depth=depth)
-        out_i, in_i = check_iterate(plan, steps, residual, check_every)
-        refuse_swapped_aliases(plan, out_i, in_i)
-        blocking = may_block(kernel, out_i, block_sweeps)  # not for a kernel reading out
-        out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
+        it = iterate_plan.plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
+                                       ex.n_workers)
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
         held = plan.written_blocks + plan.read_blocks
         hold(held, 1)
-        slots: Any = None
-        done, value, k = 0, None, 1
         try:
-            o, u = np.asarray(out_arr), np.asarray(in_arr)
-            for s, e in fixed_edge_rows(plan):  # never written: held fixed in both arrays
-                o[s:e] = u[s:e]
-            del o, u
-            n_chunks = len(plan.chunks)
-            ranges = [(0, n_chunks)] if ex.in_process else split_even(n_chunks, ex.n_workers)
-            checks = residual is not None or kernel.fused
-            in_blocks = kernel.fused and kernel.idempotent  # checks inside blocks too
-            tile = 0
-            if plan.boundary != "periodic" and blocking:  # periodic reads the far end
-                row = math.prod(in_arr.shape[1:]) * in_arr.dtype.itemsize
-                k, tile = choose_block(plan.n_rows, row, plan.depth, ex.n_workers,
-                                       block_sweeps)
-                if in_blocks:
-                    k = odd_block(k, block_sweeps is None, plan.n_rows, plan.depth)
-            blocks = schedule(int(steps), k, check_every, checks, in_blocks)
-            k = max(blocks, default=1)
-            if checks:  # per chunk (plain check sweeps), then per worker and level
-                width = n_chunks + (len(ranges) * k if in_blocks and k > 1 else 0)
-                slots = (np.zeros((2, width)) if ex.in_process
-                         else SharedArray.zeros((2, width)))
-            sweeps = Sweeps((out_i, in_i), int(steps), residual,
-                            slots if slots is None or ex.in_process else slots.handle(),
-                            check_every, tol, kernel.fused, tuple(ranges), blocks, tile,
-                            in_blocks)
-            if steps:
-                done, value = ex.run([plan.task("iterate", r, sweeps=sweeps) for r in ranges],
-                                     what=kernel.name, timeout=timeout, progress=progress,
-                                     total=n_chunks * int(steps))[0]
+            done, value = iterate_local.run(ex, it, self.scratch, timeout, progress)
         finally:
             release_writes(names)
             hold(held, -1)
-            if isinstance(slots, SharedArray):
-                slots.free()
-        last = out_arr if done % 2 == 1 else in_arr
-        return IterateResult(last, done, value, k) if info else last
+        return it.result(done, value, info)
 
     def _check_sendable(self, kernel: Any, residual: Any = None) -> None:
-        ex = self.executor
-        if not ex.in_process:
-            for k in (kernel, residual):
-                if isinstance(k, Kernel):
-                    k.check_sendable(ex.start_method)
+        for k in (kernel, residual):
+            self.executor.check_sendable(k)
 
     def _call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
               timeout: Any, progress: Any, chunk_rows: Any, boundscheck: bool, depth: Any,
@@ -222,7 +222,7 @@ class LocalBackend:
         cache = self.cache
         quiet = key is not None and cache.quiet(ex)
         if not quiet:
-            self._ensure_workers()
+            self.ensure_workers()
         memo = cache.lookup(key, ex.generation) if key is not None else None  # kernel current
         if memo is not None:
             try:
@@ -237,8 +237,8 @@ class LocalBackend:
                 return out
             cache.discard(key)
         watch = None  # a cached call's kernel is as it was checked (Entry.current): else
-        if not ex.in_process and isinstance(kernel, Kernel):
-            kernel.check_sendable(ex.start_method)  # cheap once passed; follows a reload
+        ex.check_sendable(kernel)  # cheap once passed; follows a reload (inline: no-op)
+        if key is not None and isinstance(kernel, Kernel):
             watch = kernel.content_watch()  # what the entry stored below is valid for
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         releases = _watch.releases  # planning checks every block intact (plan.py)
@@ -274,8 +274,8 @@ class LocalBackend:
         ranges = split_even(n_chunks, ex.n_workers)
         drop = self.cache.take_drop()  # every worker hears which cached tasks to drop
         if dynamic and kernel.kind != "scan":
-            results = run_dynamic(ex, lambda r: plan.task(op, r), n_chunks, what=kernel.name,
-                                  timeout=timeout, progress=progress, drop=drop)
+            results = ex.run_guided(lambda r: plan.task(op, r), n_chunks, what=kernel.name,
+                                    timeout=timeout, progress=progress, drop=drop)
             if op == "reduce":
                 return finish_reduce(kernel, n_chunks, results), []
             return plan.written(), []
@@ -366,14 +366,35 @@ class LocalBackend:
         b.written = None if memo is None or memo.reduces else out
         return out
 
+    # -- tasks and warmup (Pool.submit, imap, warmup) -------------------------------------------
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any,
+               runner: Callable[[], Any]) -> Future:
+        """A task: on the workers through the pool's TaskRunner (``runner()``), or at once
+        inline (futures.submitter)."""
+        return submitter(self.executor, fn, runner)(fn, args, kwargs, timeout)
+
+    def imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Callable[[], Any]) -> Iterator:
+        """Tasks over ``iterable``, chunked (futures.py), yielded in order or as they finish."""
+        return imap(submitter(self.executor, fn, runner), fn, iterable, ordered=ordered,
+                    chunksize=chunksize, timeout=timeout, progress=progress,
+                    what=getattr(fn, "__name__", "task"), n_workers=self.n_workers)
+
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        """Compile the kernels' signatures (_preload.warmup_items) in every worker, or in
+        this process inline; returns {kernel name: [signature text]}."""
+        items, names = warmup_items(kernels, dtypes, boundscheck, self.executor)
+        self.ensure_workers()  # dead workers: start new ones first
+        self.executor.warmup(items, timeout)
+        return names
+
     # -- workers -----------------------------------------------------------------------------
-    def _ensure_workers(self) -> None:
+    def ensure_workers(self) -> None:
+        """Before work: start new workers if one died (a restart: the cache is cleared), else
+        tell them which released blocks to forget."""
         ex = self.executor
-        if ex.in_process:
-            return
         if not ex.alive:
-            if ex.procs:
-                ex.stop(kill=True)
+            ex.stop(kill=True)
             log.info("restarting %d %s workers after a failure", ex.n_workers,
                      ex.start_method)
             self.restarts += 1
@@ -382,17 +403,25 @@ class LocalBackend:
         elif self.cache.forget:  # the entries holding released blocks are gone already
             ex.send_all(("forget",) + self.cache.take_forget())
 
+
     def block_released(self, name: str) -> None:
-        if not self.executor.in_process:  # inline: no workers to tell, nothing cached
-            self.cache.block_released(name)
+        self.cache.block_released(name)  # inline: nothing cached, no workers to tell
 
     def insights(self) -> Insights:
         wall = time.perf_counter() - self.executor.started_at
         return Insights(w.as_dict(wall) for w in self.executor.worker_insights())
 
+    def interrupt(self) -> None:
+        """From another thread (Pool.close): end the running call (its workers are killed)."""
+        self.executor.interrupt()
+
+    def forget_after_fork(self) -> None:
+        """In an os.fork() child: the workers are the parent's; let go of them."""
+        self.executor.forget_after_fork()
+
     def close(self) -> None:
-        if not self.executor.in_process:
-            self.executor.stop()
+        self.executor.stop()
+        self.scratch.free()
 
 
 def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
@@ -402,7 +431,7 @@ def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
     elif check_schedule(schedule) == "dynamic" and getattr(kernel, "kind", "") == "scan":
         raise InputError(f"kernel {kernel.name} is a scan, whose chunks depend on the ones "
                          "before them; it runs with schedule='static' only")
-    return schedule == "dynamic" and not executor.in_process and executor.n_workers > 1
+    return schedule == "dynamic" and executor.n_workers > 1
 
 
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,

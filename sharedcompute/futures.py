@@ -15,22 +15,27 @@ answered on its own, so a worker that dies fails only the task it was running: t
 others of its batch go back to the queue, the surviving workers finish theirs, and all
 workers are restarted before the queue goes on (loky restarts a broken executor's workers
 the same way, but fails every pending future; here only the culprit's).
+
+imap and imap_unordered take an iterable of items lazily, as chunked tasks on the same
+runner, with chunks sized from the measured cost of an item (the second half below).
 """
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import pickle
-import select
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
-from multiprocessing.connection import Pipe, wait
-from typing import Any
+from concurrent.futures import CancelledError, Future
+from multiprocessing.connection import Pipe
+from typing import Any, Callable, Iterable, Iterator
 
-from .errors import (InputError, KernelError, KernelNotSendableError, KernelTimeoutError,
-                     PoolClosedError, RemoteTraceback, WorkerCrashedError)
 from . import _identity
+from .errors import (InputError, KernelError, KernelNotSendableError, PoolClosedError,
+                     remote_error_info, task_error)
+from .progress import progress_bar
 from .shared import SharedArray
 
 BATCH_SECONDS = 0.001  # batch tiny tasks up to about this much work per message
@@ -38,12 +43,12 @@ MAX_BATCH = 256
 
 
 class _Item:
-    __slots__ = ("future", "payload", "timeout", "name", "blocks", "seq")
+    __slots__ = ("future", "payload", "timeout", "name", "blocks")
 
     def __init__(self, future: Future, payload: bytes, timeout: float | None, name: str,
                  blocks: list):
         self.future, self.payload, self.timeout, self.name = future, payload, timeout, name
-        self.blocks, self.seq = blocks, 0
+        self.blocks = blocks
 
 
 def _name(fn: Any) -> str:
@@ -96,9 +101,9 @@ class TaskRunner:
         self.thread: threading.Thread | None = None
         self.closing = False
         self.mean_s: float | None = None  # measured seconds per task, for batching
-        self._wake_r, self._wake_w = Pipe(duplex=False)
+        self.wake, self._wake_w = Pipe(duplex=False)  # written to by submit: a new task
         self._waiting = False
-        self._running: list[deque[_Item]] = []  # per worker: tasks sent, in order
+        self._running: list[deque] = []  # per worker: (seq, task) sent, in order
 
     # -- submitting (any thread) ---------------------------------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: float | None) -> Future:
@@ -144,165 +149,85 @@ class TaskRunner:
                 return
             thread.join()
 
-    # -- the feeding thread --------------------------------------------------------------------
+    # -- the feeding thread: ProcessExecutor.feed waits, these answer it ---------------------
     def _serve(self) -> None:
         with self.pool_lock:  # the workers are ours until the queue is empty
             try:
-                self._feed_until_idle()
+                while True:  # a lost worker: the others finish theirs, then restart them all
+                    self.backend.ensure_workers()
+                    ex = self.backend.executor
+                    self._running = [deque() for _ in range(ex.n_workers)]
+                    if not ex.feed(self, self._running):
+                        return
+                    ex.stop(kill=True)  # ensure_workers starts new ones, a restart counted
             except BaseException as exc:  # noqa: BLE001 - nothing may leave a future unsettled
                 self._fail_all(exc)
 
-    def _feed_until_idle(self) -> None:
-        backend = self.backend
-        ex = backend.executor
-        broken = False  # a worker died or was killed: finish the others, then restart all
-        dead: set[int] = set()
-        started: list[float] = []
-        running = self._running = []
-        while True:
-            with self.guard:
-                if self.closing:
-                    queued, self.queue = list(self.queue), deque()
-                    for item in queued:
-                        self._settle(item, cancel=True)
-                if not self.queue and not any(running):
-                    self.thread = None
-                    return
-            if not running or (broken and not any(running)):
-                if broken:
-                    ex.stop(kill=True)  # restarted below, with a restart counted
-                backend._ensure_workers()
-                ex = backend.executor
-                running[:] = [deque() for _ in range(ex.n_workers)]
-                started = [0.0] * ex.n_workers
-                dead, broken = set(), False
-            if not broken:
-                for i in range(ex.n_workers):
-                    if i not in dead and len(running[i]) < self._ahead():
-                        try:
-                            self._send_batch(ex, i, running, started)
-                        except OSError:
-                            broken = True
-                            self._lose_worker(ex, i, running, dead, None)
-            busy = [i for i in range(ex.n_workers) if running[i]]
-            deadline = min((started[i] + running[i][0].timeout for i in busy
-                            if running[i][0].timeout is not None), default=None)
-            with self.guard:
-                idle_work = bool(self.queue) and not broken and any(
-                    not running[i] and i not in dead for i in range(ex.n_workers))
-                self._waiting = not idle_work
-            if idle_work:
-                continue
-            wait_s = None if deadline is None else max(deadline - time.monotonic(), 0)
-            objs = [ex.conns[i] for i in busy] + [p.sentinel for k, p in enumerate(ex.procs)
-                                                  if k not in dead] + [self._wake_r]
-            ready = wait(objs, timeout=wait_s)
-            with self.guard:
-                self._waiting = False
-            while self._wake_r.poll():
-                self._wake_r.recv_bytes()
-            now = time.monotonic()
-            for i in busy:
-                head = running[i][0] if running[i] else None
-                if head is not None and head.timeout is not None \
-                        and started[i] + head.timeout <= now:
-                    broken = True
-                    self._lose_worker(ex, i, running, dead, KernelTimeoutError(
-                        f"task {head.name} did not finish within timeout={head.timeout} s; "
-                        f"its worker {ex.procs[i].pid} was killed (the pool restarts its "
-                        "workers once the others are done)"), kill=True)
-            sentinels = {p.sentinel: k for k, p in enumerate(ex.procs)}
-            for obj in ready:
-                if obj is self._wake_r:
-                    continue
-                k = sentinels.get(obj, None)
-                i = k if k is not None else ex.conns.index(obj)
-                if i in dead:
-                    continue
-                if k is None and self._answers(ex, i, running, started):
-                    continue
-                if ex.interrupted:  # the worker is gone
-                    raise PoolClosedError("the pool was closed while tasks ran")
-                broken = True
-                self._lose_worker(ex, i, running, dead, None)
+    def idle(self, busy: bool) -> bool:
+        """Whether the thread is done: nothing queued (a closing pool's queue is cancelled)
+        and nothing running; it then ends (the next submit starts a new one)."""
+        with self.guard:
+            if self.closing:
+                queued, self.queue = list(self.queue), deque()
+                for item in queued:
+                    self._settle(item, cancel=True)
+            if not self.queue and not busy:
+                self.thread = None
+                return True
+        return False
 
-    def _answers(self, ex: Any, i: int, running: list, started: list) -> bool:
-        """Settle every answer waiting in worker i's pipe (one select for many tiny tasks);
-        False if the worker is gone."""
-        conn, queue, insight = ex.conns[i], running[i], ex.insights[i]
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                return False
-            if queue and msg[1] == queue[0].seq:  # else a stale message of an earlier call
-                item = queue.popleft()
-                started[i] = time.monotonic()  # the next task of its batch starts now
-                insight.account(*msg[3])
-                self._measure(msg[3].busy_s)
-                if msg[0] == "ok":
-                    self._settle(item, result=msg[2])
-                else:
-                    self._settle(item, error=task_exception(item.name, msg[2]))
-            if not queue or not select.select((conn,), (), (), 0)[0]:  # conn.poll() builds
-                return True  # a selector per call: ten times the cost of one select
+    def more(self, idle_worker: bool) -> bool:
+        """Whether queued tasks wait for an idle worker (feed them now); if not, the feeding
+        thread goes to sleep and a submit writes to ``wake``."""
+        with self.guard:
+            go_on = bool(self.queue) and idle_worker
+            self._waiting = not go_on
+        return go_on
 
-    def _ahead(self) -> int:
+    def awake(self) -> None:
+        with self.guard:
+            self._waiting = False
+        while self.wake.poll():
+            self.wake.recv_bytes()
+
+    def ahead(self) -> int:
         """Batches a worker holds: two for tiny tasks (no idle gap while an answer travels),
         one otherwise (a long task must not keep a second waiting behind it)."""
         return 2 if self.mean_s is not None and self.mean_s < BATCH_SECONDS else 1
 
-    def _measure(self, seconds: float) -> None:
-        self.mean_s = seconds if self.mean_s is None else 0.8 * self.mean_s + 0.2 * seconds
-
-    def _send_batch(self, ex: Any, i: int, running: list, started: list) -> None:
+    def take(self, n_workers: int) -> list[_Item]:
+        """The next batch for one worker: one task, or tiny ones up to about BATCH_SECONDS
+        of measured work (leaving every worker a share of the queue)."""
         with self.guard:
-            if not self.queue:
-                return
             size = 1
             if self.mean_s is not None and self.mean_s < BATCH_SECONDS:
-                fair = max(1, len(self.queue) // (2 * ex.n_workers))
+                fair = max(1, len(self.queue) // (2 * n_workers))
                 size = min(MAX_BATCH, fair, max(1, int(BATCH_SECONDS / max(self.mean_s, 1e-7))))
-            batch = []
+            batch: list[_Item] = []
             while self.queue and len(batch) < size:
                 item = self.queue.popleft()  # (a requeued one is running already)
                 if not item.future.running() and not item.future.set_running_or_notify_cancel():
                     _hold(item.blocks, -1)  # cancelled while queued
                     continue
-                ex.seq += 1  # one numbering with kernel calls: no answer is mistaken
-                item.seq = ex.seq
                 batch.append(item)
-        if not batch:
-            return
-        if not running[i]:
-            started[i] = time.monotonic()
-        running[i].extend(batch)
-        ex.send(i, ("call", [(item.seq, item.payload) for item in batch]))
+        return batch
 
-    def _lose_worker(self, ex: Any, i: int, running: list, dead: set,
-                     error: BaseException | None, kill: bool = False) -> None:
-        """Worker ``i`` is gone (or is killed now): its running task fails, the rest of its
-        batch goes back to the front of the queue."""
-        proc = ex.procs[i]
-        if kill:
-            proc.kill()
-        proc.join(timeout=5.0)
-        dead.add(i)
-        if not running[i]:
-            return
-        head = running[i].popleft()
-        if error is None:
-            code = proc.exitcode
-            from ._executors import _signal_name
-            sig = _signal_name(code)
-            error = WorkerCrashedError(
-                f"worker {proc.pid} died of {sig} while running task {head.name}; the pool "
-                "restarts its workers and goes on with the other tasks", pid=proc.pid,
-                exitcode=code, signal_name=sig, rows=(0, 0))
-        self._settle(head, error=error)
+    def answered(self, item: _Item, msg: tuple) -> None:
+        """A worker's answer ("ok"|"err", seq, result or errors.remote_error_info, stats)."""
+        self.mean_s = msg[3].busy_s if self.mean_s is None else \
+            0.8 * self.mean_s + 0.2 * msg[3].busy_s
+        if msg[0] == "ok":
+            self._settle(item, result=msg[2])
+        else:
+            self._settle(item, error=task_error(item.name, msg[2]))
+
+    def failed(self, item: _Item, error: BaseException) -> None:
+        self._settle(item, error=error)
+
+    def requeue(self, items: list[_Item]) -> None:
+        """A lost worker's batch, not run: back to the front of the queue, in order."""
         with self.guard:
-            self.queue.extendleft(reversed(running[i]))
-        running[i].clear()
+            self.queue.extendleft(reversed(items))
 
     def _settle(self, item: _Item, result: Any = None, error: BaseException | None = None,
                 cancel: bool = False) -> None:
@@ -329,7 +254,7 @@ class TaskRunner:
         if not isinstance(exc, PoolClosedError):
             exc = KernelError(f"the pool's task thread failed: {type(exc).__name__}: {exc}")
         for items in self._running:
-            for item in items:
+            for _, item in items:  # (seq, item) sent to a worker
                 _hold(item.blocks, -1)
                 item.blocks = []
                 if not item.future.done():
@@ -337,34 +262,14 @@ class TaskRunner:
             items.clear()
 
 
-def task_exception(name: str, info: dict) -> BaseException:
-    """The caller's exception for a task that raised: the task's own (with the worker's
-    traceback as its cause, as ProcessPoolExecutor does) when it could be pickled, else a
-    KernelError naming its type and message."""
-    pickled = info.get("pickled")
-    if pickled is not None:
-        try:
-            exc = pickle.loads(pickled)
-            exc.__cause__ = RemoteTraceback(info["traceback"])
-            return exc
-        except Exception:
-            pass
-    err = KernelError(f"task {name} raised {info['type']}: {info['message']} (worker "
-                      f"{info['pid']})", kernel=name, rows=(0, 0), worker=info["pid"],
-                      remote_type=info["type"])
-    err.__cause__ = RemoteTraceback(info["traceback"])
-    return err
-
-
-def runs_tasks(backend: Any, fn: Any, start_method: str) -> bool:
-    """Check ``fn`` for this backend: True where a TaskRunner runs it (worker processes),
-    False where it runs at once (inline); a Dask cluster is refused with its own way."""
-    executor = getattr(backend, "executor", None)
-    if executor is None or not hasattr(executor, "n_workers"):
-        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
-                         "backends; on a Dask cluster use client.submit directly")
+def submitter(executor: Any, fn: Any, runner: Callable[[], "TaskRunner"]) -> Callable:
+    """How LocalBackend submits a task of ``fn``, checked first: to the pool's TaskRunner
+    (``runner()``, made on demand) where the executor queues tasks for its workers, else
+    run at once (inline)."""
     check_sendable(fn)
-    return not executor.in_process
+    if executor.queues_tasks:
+        return runner().submit
+    return lambda f, args, kwargs, timeout: run_now(f, args, kwargs)
 
 
 def items_to_map(fn: Any, args: tuple, kwargs: dict) -> Any:
@@ -392,3 +297,128 @@ def run_now(fn: Any, args: tuple, kwargs: dict) -> Future:
     except Exception as exc:  # the task's own exception, as a worker would report it
         future.set_exception(exc)
     return future
+
+
+# -- imap: an iterable of items as chunked tasks --------------------------------------------
+WINDOW = 1024  # items imap keeps submitted ahead of what it has yielded
+
+
+def auto_chunksize(chunksize: int | None) -> int | None:
+    if chunksize is None:
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise InputError(f"chunksize={chunksize!r} must be a positive integer (or None: "
+                         "tiny tasks are grouped by their measured cost)")
+    return chunksize
+
+
+def _apply_chunk(fn: Callable, items: list) -> tuple:
+    """One task that maps ``fn`` over several items: (results, seconds, None) or, when an
+    item raises, (the results before it, seconds, its errors.remote_error_info)."""
+    t0 = time.perf_counter()
+    out = []
+    for x in items:
+        try:
+            out.append(fn(x))
+        except Exception as exc:  # the caller re-raises it after the results before it
+            info = remote_error_info(exc, (0, 0), os.getpid(), keep=True)
+            return out, time.perf_counter() - t0, info
+    return out, time.perf_counter() - t0, None
+
+
+def imap(submit: Callable, fn: Any, iterable: Iterable, *, ordered: bool,
+         chunksize: int | None, timeout: float | None, progress: Any, what: str,
+         n_workers: int) -> Iterator:
+    """Results of ``fn`` over ``iterable``: in order (imap) or as they finish
+    (imap_unordered). Items are taken lazily, at most about WINDOW ahead, and sent in
+    chunks: of ``chunksize``, or (None) sized from the measured time per item to about a
+    millisecond of work, one item at a time while unmeasured or with a ``timeout`` (which
+    is then per item). A failed item raises when it is reached (imap) or as its chunk
+    finishes (imap_unordered); a crashed worker fails its chunk with WorkerCrashedError.
+    Leaving the loop early cancels the chunks not yet started."""
+    fixed = auto_chunksize(chunksize)
+    total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+    bar = progress_bar(progress, total or 0, what)
+    source: Iterator = iter(iterable)
+    state: dict[str, Any] = {"mean": None, "taken": 0, "error": None}
+    pending: deque[Future] = deque()  # in submission order
+    finished: deque[Future] = deque()  # in completion order (imap_unordered)
+    ready = threading.Condition()
+
+    def notify(fut: Future) -> None:
+        with ready:
+            finished.append(fut)
+            ready.notify()
+
+    def chunk_size() -> int:
+        if fixed is not None:
+            return fixed
+        mean = state["mean"]
+        if mean is None or timeout is not None:
+            return 1
+        size = min(MAX_BATCH, max(1, int(BATCH_SECONDS / max(mean, 1e-7))))
+        if total is not None:  # keep every worker a share of what is left
+            size = min(size, max(1, (total - state["taken"]) // (2 * n_workers)))
+        return size
+
+    def submit_next() -> bool:
+        if state["error"] is not None:
+            return False
+        items: list = []
+        try:  # list.extend keeps the items taken before the iterable raised
+            items.extend(itertools.islice(source, chunk_size()))
+        except Exception as exc:  # as the stdlib's imap: their results first, then this
+            state["error"] = exc
+        if not items:
+            return False
+        state["taken"] += len(items)
+        fut = submit(_apply_chunk, (fn, items), {}, timeout)
+        fut.n_items = len(items)  # type: ignore[attr-defined]
+        pending.append(fut)
+        if not ordered:
+            fut.add_done_callback(notify)
+        return True
+
+    def in_flight() -> int:
+        return sum(f.n_items for f in pending)  # type: ignore[attr-defined]
+
+    try:
+        while len(pending) < 2 * n_workers and submit_next():
+            pass
+        taken: set[int] = set()
+        while len(taken) < len(pending):
+            if ordered:
+                fut = pending[0]
+            else:
+                with ready:
+                    while not finished:
+                        ready.wait()
+                    fut = finished.popleft()
+            taken.add(id(fut))
+            values, seconds, failure = _outcome(fut)
+            if values:
+                mean = seconds / len(values)
+                state["mean"] = mean if state["mean"] is None else 0.7 * state["mean"] + 0.3 * mean
+            while pending and id(pending[0]) in taken:  # forget what was yielded, in order
+                taken.discard(id(pending.popleft()))
+            while in_flight() < WINDOW and len(pending) < 4 * n_workers + 4 and submit_next():
+                pass
+            if bar:
+                bar.update(len(values) + (failure is not None))
+            yield from values
+            if failure is not None:
+                raise task_error(_name(fn), failure)
+        if state["error"] is not None:
+            raise state["error"]
+    finally:
+        for fut in pending:
+            fut.cancel()
+        if bar:
+            bar.finish()
+
+
+def _outcome(fut: Future) -> Any:
+    try:
+        return fut.result()
+    except CancelledError:
+        raise PoolClosedError("the pool closed before this task ran") from None

@@ -1,52 +1,167 @@
-"""iterate's schedule: which sweeps run one at a time and which run k to a barrier
-(temporal blocking), the tile size that keeps a block's sweeps in cache, and the blocked
-sweeps themselves.
-
-A block of k sweeps reads the array holding sweep s once and writes sweep s + k into the
-other one: each worker goes over its rows in tiles, computing the tile's rows plus ``depth``
-rows per remaining level on each side (recomputed by the neighbouring tile or worker too) in
-two private scratch buffers, so the intermediate sweeps stay in cache. Every row is computed
-from the same values by the same kernel call as in a plain sweep, so the result is bitwise
-the same. A check sweep (``residual``/``tol``) and the last sweep always run plain, and a
-segment runs as many array swaps as plain sweeps would: both arrays end exactly as plain
-sweeps leave them, and the returned array is the same object.
-
-A fused kernel whose combine is idempotent (``np.maximum``; ``@kernel(idempotent=)``) is
-checked inside blocks instead: each level's partial comes from the tiles (rows recomputed for a
-neighbour count twice, which changes no max), so every sweep is checked. Blocks then have
-an odd number of sweeps, which keeps the newest sweep in plain's array after each; when a
-level inside a block reaches tol, its input (intact: a block writes only the other array)
-is swept again plainly up to that level, so both arrays end as plain sweeps leave them.
-
-Padded boundaries ('reflect', 'mirror', 'nearest', a constant) are refilled at every level
-from that level's own edge rows, which the tile touching the edge holds. 'periodic' reads
-the other end of the array (another worker's rows) at every sweep, so it runs plain sweeps
-(k = 1), as do arrays of at most 2 * depth + 1 rows, and kernels that may read ``out``
-(may_block). Also here: what iterate refuses before any work (tol with nothing to check it,
-an argument sharing memory with one of the swapped arrays).
-"""
+"""What the parent decides about an iterate call, the same for every backend: the checks it
+runs before any work (options, the swapped pair, aliases, whether a kernel may be blocked),
+the schedule of blocks and plain sweeps and the tile that keeps a block in cache, and what
+the call returns. The worker's side is sweep.py; the local backend's run, local.py."""
 from __future__ import annotations
 
 import functools
 import math
 import os
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .partition import padded_rows, source_row, valid_rows
-from .shared import SharedArray
+from ..errors import InputError
+from ..iterate_result import IterateResult
+from ..kernel import Kernel
+from ..partition import combine_all, valid_rows
+from ..plan import ArgSpec, Plan, check_kind, read_only_error
+from ..shared import SharedArray
 
 
-class IterateResult(NamedTuple):
-    """What ``pool.iterate(..., info=True)`` returns: the array holding the last sweep, how
-    many sweeps ran, the last residual checked (None if none was), the largest block."""
+@dataclass
+class Sweeps:
+    """What an iterate task adds: the two arrays it swaps, how many sweeps, when to stop."""
 
-    array: Any
-    sweeps: int
-    residual: float | None
-    block_sweeps: int
+    swap: tuple[int, int]  # (index of the written array, index of the one read)
+    steps: int
+    residual: Kernel | None = None
+    slots: Any = None  # per-chunk residual partials: a handle (workers) or an array
+    check_every: int = 1
+    tol: float = 0.0
+    fused: bool = False  # the kernel's own partial is the residual (no second pass)
+    ranges: tuple = ()  # every worker's chunk range: where the combine tree's nodes lie
+    schedule: tuple = ()  # block sizes (schedule() below); empty: plain sweeps
+    tile_rows: int = 0  # rows per tile of a block
+    in_blocks: bool = False  # an idempotent fused residual is checked inside blocks too
+
+
+@dataclass
+class Iteration:
+    """One planned iterate call: the plan, the swapped pair, when to stop, the blocks."""
+
+    plan: Plan
+    swap: tuple[int, int]
+    steps: int
+    residual: Kernel | None
+    tol: float
+    check_every: int
+    blocks: tuple = ()  # schedule(): block sizes; empty: plain sweeps
+    tile_rows: int = 0
+    in_blocks: bool = False
+
+    @property
+    def checks(self) -> bool:
+        """Whether any sweep is checked (a residual kernel, or the kernel's own partial)."""
+        return self.residual is not None or self.plan.kernel.fused
+
+    @property
+    def block_sweeps(self) -> int:
+        """The largest block (1: plain sweeps), as IterateResult reports it."""
+        return max(self.blocks, default=1)
+
+    def slot_width(self, n_ranges: int) -> int:
+        """Residual slots per row: one per chunk (plain check sweeps), then one per worker
+        and level when a block is checked inside."""
+        k = self.block_sweeps
+        return len(self.plan.chunks) + (n_ranges * k if self.in_blocks and k > 1 else 0)
+
+    def sweeps(self, slots: Any, ranges: list) -> Sweeps:
+        """The Sweeps every task of this call carries."""
+        return Sweeps(self.swap, self.steps, self.residual, slots, self.check_every,
+                      self.tol, self.plan.kernel.fused, tuple(ranges), self.blocks,
+                      self.tile_rows, self.in_blocks)
+
+    def result(self, done: int, value: float | None, info: bool) -> Any:
+        """What iterate returns after ``done`` sweeps: the array holding the last one."""
+        out_i, in_i = self.swap
+        last = self.plan.arrays[out_i if done % 2 == 1 else in_i]
+        return IterateResult(last, done, value, self.block_sweeps) if info else last
+
+
+def check_options(kernel: Any, residual: Any, tol: Any, block_sweeps: Any) -> tuple:
+    """(block_sweeps, tol) checked, before any planning: the first errors a call can get."""
+    return check_block_sweeps(block_sweeps), check_tol(kernel, residual, tol)
+
+
+def plan_iterate(plan: Plan, steps: int, residual: Kernel | None, tol: float,
+                 check_every: int, block_sweeps: int | None, n_workers: int,
+                 can_block: bool = True) -> Iteration:
+    """Check a planned call and choose its blocks. ``can_block``: the backend can run
+    blocks at all (Dask's functional arrays cannot: plain sweeps, the same result); a
+    kernel that may read ``out`` is refused a given k > 1 either way."""
+    kernel = plan.kernel
+    out_i, in_i = check_iterate(plan, steps, residual, check_every)
+    refuse_swapped_aliases(plan, out_i, in_i)
+    blocking = may_block(kernel, out_i, block_sweeps) and can_block
+    in_blocks = bool(kernel.fused and kernel.idempotent)  # checks inside blocks too
+    k, tile = 1, 0
+    if blocking and plan.boundary != "periodic":  # periodic reads the far end every sweep
+        u = plan.arrays[in_i]
+        row = math.prod(u.shape[1:]) * u.dtype.itemsize
+        k, tile = choose_block(plan.n_rows, row, plan.depth, n_workers, block_sweeps)
+        if in_blocks:
+            k = odd_block(k, block_sweeps is None, plan.n_rows, plan.depth)
+    checks = residual is not None or kernel.fused
+    blocks = schedule(int(steps), k, check_every, checks, in_blocks)
+    return Iteration(plan, (out_i, in_i), int(steps), residual, tol, check_every, blocks,
+                     tile, in_blocks)
+
+
+def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
+                  check_every: int) -> tuple[int, int]:
+    """Validate an iterate call; return the indices of the two arrays it swaps."""
+    kernel = plan.kernel
+    check_kind(kernel, "iterate")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+        raise InputError(f"steps={steps!r} must be a non-negative integer")
+    if residual is not None and (not isinstance(residual, Kernel) or residual.kind != "reduce"):
+        raise InputError("residual= must be a reduction kernel taking (new, old) and returning "
+                         "a number, e.g. sharedcompute.kernels.reductions.max_abs_diff")
+    if residual is not None and kernel.fused:
+        raise InputError(f"kernel {kernel.name} returns its own residual (combine=); drop "
+                         "residual=, or pass a kernel without combine=")
+    if check_every < 1:
+        raise InputError(f"check_every={check_every!r} must be >= 1")
+    if len(kernel.writes) != 1:
+        raise InputError(f"iterate needs a kernel that writes exactly one array; "
+                         f"{kernel.name} writes {len(kernel.writes)}")
+    out_i = kernel.writes[0]
+    reads = [i for i, s in enumerate(plan.specs) if s.kind == "part" and not s.writable]
+    if not reads:
+        raise InputError(f"iterate needs a kernel that reads a partitioned array; "
+                         f"{kernel.name} reads none")
+    in_i = reads[0]
+    out_arr, in_arr = plan.arrays[out_i], plan.arrays[in_i]
+    if isinstance(in_arr, SharedArray) and in_arr.readonly:  # written on every other sweep
+        raise read_only_error(kernel, kernel.params[in_i], in_arr)
+    if out_arr.shape != in_arr.shape or out_arr.dtype != in_arr.dtype:
+        raise InputError(f"iterate swaps {kernel.params[out_i]!r} and {kernel.params[in_i]!r}, so "
+                         f"they need the same shape and dtype; got {out_arr.shape} {out_arr.dtype} "
+                         f"and {in_arr.shape} {in_arr.dtype}")
+    return out_i, in_i
+
+
+def fixed_edge_rows(plan: Plan) -> list[tuple[int, int]]:
+    """Row ranges a stencil with boundary 'none' never writes; iterate copies them from u to
+    out first, so they stay fixed (Dirichlet). With n <= 2*depth that is every row."""
+    d, n = plan.depth, plan.n_rows
+    if not d or plan.boundary != "none" or not n:
+        return []
+    lo, hi = valid_rows(n, d, "none")
+    return [(0, lo), (hi, n)] if hi > lo else [(0, n)]
+
+
+def swap(specs: list[ArgSpec], out_i: int, in_i: int) -> None:
+    """After a sweep: the array just written is read next, and the other one written."""
+    specs[out_i], specs[in_i] = specs[in_i], specs[out_i]
+    specs[out_i].writable, specs[in_i].writable = True, False
+
+
+def residual_value(residual: Kernel, partials: list) -> float:
+    """The residual's per-chunk partials as float64, combined along the fixed tree."""
+    return float(combine_all([np.float64(p) for p in partials], residual.combine))
 
 
 def check_block_sweeps(value: Any) -> int | None:
@@ -94,7 +209,7 @@ def refuse_swapped_aliases(plan: Any, out_i: int, in_i: int) -> None:
     for i, a in plan.arrays.items():
         if isinstance(a, SharedArray) and a.block is not None:
             root = roots[a.block.ident].root if a.block.is_file else a.block.root
-            views[i] = np.ndarray(a.shape, a.dtype, buffer=root, offset=a._offset,
+            views[i] = np.ndarray(a.shape, a.dtype, buffer=root, offset=a.offset,
                                   strides=a.strides)
         elif isinstance(a, np.ndarray):
             views[i] = a
@@ -286,148 +401,3 @@ def odd_block(k: int, chosen: bool, n_rows: int, depth: int) -> int:
     return k + 1 if chosen and k + 1 <= n_rows // (2 * depth) else k - 1
 
 
-def scratch_for(u: np.ndarray, k: int, depth: int, tile: int) -> list[np.ndarray]:
-    """A worker's two private tile buffers for blocks of k sweeps."""
-    shape = (tile + 2 * k * depth,) + u.shape[1:]
-    return [np.empty(shape, u.dtype) for _ in range(2)]
-
-
-def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, lo: int,
-              hi: int, scratch: list[np.ndarray], stats: Any, invoke: Any,
-              levels: list | None = None) -> None:
-    """k sweeps of this worker's rows [lo, hi): from views[in] (holding sweep s) into
-    views[out] (sweep s + k), tile by tile through ``scratch``, whose row 0 is global row
-    ``t0 - k * depth`` (negative near the top: the padded rows of a boundary live there).
-    ``levels``: k slots that receive each level's partial (a fused kernel's) combined over
-    the tiles; the rows a tile recomputes for its neighbours count twice, which an
-    idempotent combine allows. ``invoke(func, args, stats)`` makes each kernel call (_task.
-    call: compile time counted as such), with ``stats.rows`` the global rows it writes, as
-    errors name them."""
-    n, d, boundary = task.n_rows, task.depth, task.boundary
-    none = boundary == "none"
-    vlo, vhi = (d, n - d) if none else (0, n)  # the rows a sweep writes
-    out_i, in_i = swap
-    lo, hi = max(lo, vlo), min(hi, vhi)
-    src, dst = views[in_i], views[out_i]
-    tile = scratch[0].shape[0] - 2 * k * d
-    readable = [a.view() for a in scratch]
-    for a in readable:
-        a.flags.writeable = False  # the kernel's read argument is typed read-only: one compile
-    others = [(i, v) for i, (v, s) in enumerate(zip(views, task.specs))
-              if i not in swap and s.kind == "part"]
-    args = list(views)
-    position = task.kernel.position
-    for t0 in range(lo, hi, tile):
-        t1 = min(t0 + tile, hi)
-        base, top = t0 - k * d, t1 + k * d
-        prev, pbase = src, 0
-        if none:
-            for a in scratch:  # rows that never change, read at every level near the edges
-                if base < d:
-                    a[max(base, 0) - base:d - base] = src[max(base, 0):d]
-                if top > n - d:
-                    a[n - d - base:min(top, n) - base] = src[n - d:min(top, n)]
-        elif base < 0 or top > n:  # sweep s with its padded rows, as a plain sweep pads it
-            a, r0, r1 = scratch[0], max(base, 0), min(top, n)
-            a[r0 - base:r1 - base] = src[r0:r1]
-            _pad(a, base, r0, r1, n, d, boundary)
-            prev, pbase = readable[0], base
-        for j in range(1, k + 1):
-            r0, r1 = max(t0 - (k - j) * d, vlo), min(t1 + (k - j) * d, vhi)
-            if j == k:
-                args[out_i] = dst[r0:r1]
-            else:
-                args[out_i] = scratch[j % 2][r0 - base:r1 - base]
-            args[in_i] = prev[r0 - d - pbase:r1 + d - pbase]
-            for i, v in others:
-                args[i] = (v[r0 - d:r1 + d] if r0 - d >= 0 and r1 + d <= n
-                           else padded_rows(v, r0, r1, d, boundary))
-            stats.rows = (r0, r1)
-            p = invoke(func, (*args, (r0, r1, n)) if position else tuple(args), stats)
-            if levels is not None:
-                p = partial_number(task.kernel, p)
-                q = levels[j - 1]
-                levels[j - 1] = p if q is None else task.kernel.combine(q, p)
-            if j < k:
-                if not none:
-                    _pad(scratch[j % 2], base, r0, r1, n, d, boundary)
-                prev, pbase = readable[j % 2], base
-
-
-def _pad(buf: np.ndarray, base: int, r0: int, r1: int, n: int, d: int, boundary: Any) -> None:
-    """Fill the rows past the array's edges of one level held in ``buf`` (global rows
-    [r0, r1)), from that level's own edge rows: the rows they read lie within d + 1 rows
-    of the edge, inside [r0, r1) (blocking needs n > 2 * depth + 1; not 'periodic')."""
-    for edge, rows in ((r0 == 0, range(-d, 0)), (r1 == n, range(n, n + d))):
-        if not edge:
-            continue
-        for i in rows:
-            if 0 <= i - base < buf.shape[0]:  # rows past the tile's reach are never read
-                j = source_row(i, n, boundary)
-                buf[i - base] = boundary if j < 0 else buf[j - base]
-
-
-class LevelCheck:
-    """An idempotent fused residual checked at every sweep of a block: each worker's
-    partial per level (over its tiles) goes to its own slots after the block, one barrier,
-    then every worker combines them alike and finds the first level at or under tol.
-    ``blank``: the kernel's partial for zero rows where this worker has a chunk with no
-    row to write (plain check sweeps combine it as that chunk's leaf)."""
-
-    def __init__(self, task: Any, blank: Any):
-        sw = task.sweeps
-        ca, cb = task.chunk_range
-        self.combine, self.sw, self.blank = task.kernel.combine, sw, blank
-        self.width = max(sw.schedule)
-        self.base = len(task.chunks)  # the per-chunk slots come first (plain check sweeps)
-        self.givers = [w for w, (a, b) in enumerate(sw.ranges) if b > a]
-        self.me = sw.ranges.index(task.chunk_range) if cb > ca else None
-        self.levels: list = []
-
-    @staticmethod
-    def blank_chunk(task: Any) -> int | None:
-        """The first chunk of this worker's with no row to write, if any."""
-        vlo, vhi = valid_rows(task.n_rows, task.depth, task.boundary)
-        for c in range(*task.chunk_range):
-            s, e = task.chunks[c]
-            if max(s, vlo) >= min(e, vhi):
-                return c
-        return None
-
-    def start(self, size: int) -> list:
-        self.levels = [None] * size
-        return self.levels
-
-    def finish(self, row: np.ndarray, done: int, barrier: Any) -> tuple[int, Any]:
-        """(first level whose residual is <= tol, or 0; the residual of that level or of
-        the block's last checked one, None if none is checked)."""
-        combine, width, base = self.combine, self.width, self.base
-        if self.me is not None:
-            for j, v in enumerate(self.levels):
-                if self.blank is not None:
-                    v = self.blank if v is None else combine(v, self.blank)
-                row[base + self.me * width + j] = v
-        barrier.wait()
-        value = None
-        for j in range(len(self.levels)):
-            if (done + j + 1) % self.sw.check_every:
-                continue
-            value = functools.reduce(combine, [row[base + w * width + j] for w in self.givers])
-            if value <= self.sw.tol:
-                return j + 1, value
-        return 0, value
-
-
-def partial_number(kernel: Any, value: Any) -> np.float64:
-    """A chunk's residual partial as float64 (the combine then runs on float64, as before)."""
-    if type(value) is float:  # what numba returns for a float64: already an IEEE double
-        return value
-    try:
-        number = np.float64(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or np.ndim(value) != 0 or isinstance(value, (complex, np.complexfloating)):
-        raise InputError(f"kernel {kernel.name} returned {value!r} as a partition's partial; "
-                         "iterate compares the combined partial with tol, so it must be one "
-                         "real number per partition (e.g. the largest change)")
-    return number

@@ -1,22 +1,19 @@
-"""Run one Task on array views: what a worker does with its chunks, and what the calling
+"""Run one WorkOrder on array views: what a worker does with its chunks, and what the calling
 process does for the inline backend and direct kernel calls (the same code, so the same
-partitioning, halos and combine order)."""
+partitioning, halos and combine order). iterate's sweeps run from _iterate/sweep.py, which
+adds its runner to RUNNERS."""
 from __future__ import annotations
 
 import copy
-import math
 import time
-from dataclasses import replace
 from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from .errors import InputError
 from .kernel import Kernel
-from ._sweeps import LevelCheck, partial_number, run_block, scratch_for
-from .partition import (halo_pieces, padded_rows, tree_finish, tree_nodes, tree_reduce,
-                        valid_rows)
-from .plan import ArgSpec, Task, swap
+from .partition import halo_pieces, padded_rows, tree_nodes, tree_reduce, valid_rows
+from .plan import ArgSpec, WorkOrder
 from .shared import SharedArray, view_from_handle
 
 
@@ -88,7 +85,7 @@ def call(func: Any, args: tuple, stats: Stats) -> Any:
     return result
 
 
-def explain(exc: BaseException, task: Task, rows: tuple[int, int]) -> BaseException:
+def explain(exc: BaseException, task: WorkOrder, rows: tuple[int, int]) -> BaseException:
     """Numba's words for two user mistakes, in the engine's: a write to an argument missing
     from ``writes=``, and (bounds-checked builds) a read outside the rows and halo given."""
     kernel: Kernel = task.kernel
@@ -117,7 +114,7 @@ def explain(exc: BaseException, task: Task, rows: tuple[int, int]) -> BaseExcept
 
 
 # -- the pieces of a task --------------------------------------------------------------------------
-def _kernel_fn(task: Task) -> Any:
+def kernel_fn(task: WorkOrder) -> Any:
     return task.kernel.compiled(task.boundscheck)[0]
 
 
@@ -131,7 +128,7 @@ def _chunk_args(views: list[Any], specs: list[ArgSpec], s: int, e: int,
     return out
 
 
-def _map_pieces(task: Task, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
+def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
     """(start, stop, kernel arguments, reusable) for each piece of rows lo..hi; a piece
     is not reusable when it got a padded copy of edge rows (stencils at the array's edge)."""
     kernel = task.kernel
@@ -154,9 +151,9 @@ def _map_pieces(task: Task, views: list[Any], lo: int, hi: int) -> Iterator[tupl
         yield s, e, tuple(args), in_place or d == 0
 
 
-def _map_rows(task: Task, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
-    func = _kernel_fn(task)
-    for s, e, args, _ in _map_pieces(task, views, lo, hi):
+def map_rows(task: WorkOrder, views: list[Any], lo: int, hi: int, stats: Stats) -> None:
+    func = kernel_fn(task)
+    for s, e, args, _ in map_pieces(task, views, lo, hi):
         stats.rows = (s, e)
         if call(func, args, stats) is not None and not task.kernel.fused:
             raise _returned(task.kernel)
@@ -169,7 +166,7 @@ def _returned(kernel: Any) -> InputError:
         "@sc.kernel(combine=...) and call pool.reduce")
 
 
-def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:
+def _reduce_leaves(task: WorkOrder, views: list[Any]) -> dict[int, tuple]:
     """Each chunk's (rows, kernel arguments), sliced once."""
     n, chunks = task.n_rows, task.chunks
     leaves = {}
@@ -183,24 +180,24 @@ def _reduce_leaves(task: Task, views: list[Any]) -> dict[int, tuple]:
 
 
 # -- one function per op: (task, views, stats, barrier) -> result ---------------------------------
-def _run_map(task: Task, views: list, stats: Stats, barrier: Any) -> None:
+def _run_map(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
     """One kernel call over all this task's rows; with a progress bar, one per chunk, so the
     bar advances as chunks finish (the same rows and arithmetic either way)."""
     ca, cb = task.chunk_range
     if cb > ca:
         chunks = task.chunks
         if stats.progress is None:
-            _map_rows(task, views, chunks[ca][0], chunks[cb - 1][1], stats)
+            map_rows(task, views, chunks[ca][0], chunks[cb - 1][1], stats)
             stats.advance(cb - ca)
             return
         for c in range(ca, cb):
-            _map_rows(task, views, chunks[c][0], chunks[c][1], stats)
+            map_rows(task, views, chunks[c][0], chunks[c][1], stats)
             stats.advance(1)
 
 
-def _run_reduce(task: Task, views: list, stats: Stats, barrier: Any) -> dict:
+def _run_reduce(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dict:
     """{tree node: partial} for the maximal nodes of the fixed tree inside this range."""
-    func, leaves = _kernel_fn(task), _reduce_leaves(task, views)
+    func, leaves = kernel_fn(task), _reduce_leaves(task, views)
 
     def leaf(c: int) -> Any:
         rows, args = leaves[c]
@@ -213,7 +210,7 @@ def _run_reduce(task: Task, views: list, stats: Stats, barrier: Any) -> dict:
             for node in tree_nodes(0, len(task.chunks), ca, cb)}
 
 
-def _run_scan_totals(task: Task, views: list, stats: Stats, barrier: Any) -> list:
+def _run_scan_totals(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> list:
     totals, chunks, out = task.kernel.compiled(task.boundscheck)[1], task.chunks, []
     for c in range(*task.chunk_range):
         s, e = chunks[c]
@@ -222,8 +219,8 @@ def _run_scan_totals(task: Task, views: list, stats: Stats, barrier: Any) -> lis
     return out
 
 
-def _run_scan_apply(task: Task, views: list, stats: Stats, barrier: Any) -> None:
-    func, chunks, ca = _kernel_fn(task), task.chunks, task.chunk_range[0]
+def _run_scan_apply(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
+    func, chunks, ca = kernel_fn(task), task.chunks, task.chunk_range[0]
     for c in range(*task.chunk_range):
         s, e = chunks[c]
         stats.rows = (s, e)
@@ -231,180 +228,23 @@ def _run_scan_apply(task: Task, views: list, stats: Stats, barrier: Any) -> None
         stats.advance(1)
 
 
-def _run_iterate(task: Task, views: list, stats: Stats, barrier: Any) -> tuple:
-    """``steps`` sweeps with the loop here and a barrier between sweeps (no parent round
-    trip); returns (sweeps run, last residual checked or None): a residual <= tol stops."""
-    try:
-        return _sweep(task, stats, barrier)
-    except BaseException:
-        barrier.abort()  # the other workers leave their barrier wait instead of hanging
-        raise
-
-
-def _chunk_partial(task: Task, func: Any, views: list, s: int, e: int,
-                   stats: Stats) -> np.float64:
-    """A fused kernel's partial for chunk [s, e): its pieces' partials combined in row order;
-    a chunk with no row to write (edges under 'none', an empty array) gets the kernel's
-    value for zero rows, so every chunk has a leaf whatever the split."""
-    value = None
-    for ps, pe, args, _ in _map_pieces(task, views, s, e):
-        stats.rows = (ps, pe)
-        p = call(func, args, stats)
-        value = p if value is None else task.kernel.combine(value, p)
-    if value is None:
-        d, empty = task.depth, []
-        for v, spec in zip(views, task.specs):
-            if spec.kind != "part":
-                empty.append(v)
-            elif spec.writable or not d:
-                empty.append(v[s:s])
-            else:  # a read input has 2 * depth more rows than its output
-                empty.append(np.zeros((2 * d,) + v.shape[1:], v.dtype))
-        if task.kernel.position:
-            empty.append((s, s, task.n_rows))
-        value = call(func, tuple(empty), stats)
-    return partial_number(task.kernel, value)
-
-
-def _sweep(task: Task, stats: Stats, barrier: Any) -> tuple:
-    sw = task.sweeps
-    out_i, in_i = sw.swap
-    specs = [ArgSpec(s.kind, s.value, s.writable) for s in task.specs]
-    specs[in_i].writable = True  # both swap arrays are written in turn: map both writable
-    views = resolve(specs)
-    specs[in_i].writable = False
-    writable = {out_i: views[out_i], in_i: views[in_i]}
-    views[in_i] = read_only(views[in_i])
-    ca, cb = task.chunk_range
-    chunks = task.chunks
-    n_chunks = len(chunks)
-    lo = chunks[ca][0] if cb > ca else 0
-    hi = chunks[cb - 1][1] if cb > ca else 0
-    func = _kernel_fn(task)
-    judge = sw.residual if sw.residual is not None else task.kernel if sw.fused else None
-    if judge is not None:
-        slots = sw.slots if isinstance(sw.slots, np.ndarray) else view_from_handle(sw.slots)
-        check = sw.residual.compiled(task.boundscheck)[0] if sw.residual is not None else None
-        mine = tree_nodes(0, n_chunks, ca, cb)  # this worker's subtrees of the fixed tree
-        every = [nd for r in sw.ranges for nd in tree_nodes(0, n_chunks, *r)]
-    blocks = sw.schedule or (1,) * sw.steps
-    scratch = (scratch_for(views[in_i], max(blocks), task.depth, sw.tile_rows)
-               if max(blocks, default=1) > 1 else None)
-    levels = None
-    if sw.in_blocks and scratch:
-        blank = LevelCheck.blank_chunk(task)  # its zero-row partial is a leaf of plain's tree
-        levels = LevelCheck(task, None if blank is None
-                            else _chunk_partial(task, func, views, *chunks[blank], stats))
-    task = replace(task, specs=specs)  # swap() flips this list in place after each sweep
-
-    def flip() -> None:
-        nonlocal swaps
-        swaps += 1
-        writable[out_i], writable[in_i] = writable[in_i], writable[out_i]
-        views[out_i], views[in_i] = writable[out_i], read_only(writable[in_i])
-        swap(specs, out_i, in_i)
-
-    done, value, checks, swaps = 0, None, 0, 0
-    sliced: dict = {}  # per swap parity: each chunk's kernel arguments, sliced once
-    for size in blocks:
-        checking = judge is not None and size == 1 and (done + 1) % sw.check_every == 0
-        in_block = size > 1 and levels is not None  # checked at every level, from the block
-        if in_block:  # its own barrier, in levels.finish
-            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch, stats, call,
-                      levels.start(size))
-            hit, level_value = levels.finish(slots[checks % 2], done, barrier)
-            checks += 1
-            value = level_value if level_value is not None else value
-            if hit:  # converged inside: redo those sweeps plain from the block's input,
-                for h in range(hit):  # which is intact, so both arrays end as plain ones
-                    _map_rows(task, views, lo, hi, stats)
-                    barrier.wait()
-                    if h < hit - 1:
-                        flip()
-                stats.advance((cb - ca) * hit)
-                return done + hit, _reported(value)
-        elif size > 1:
-            run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch, stats, call)
-        elif checking and check is None:  # the fused kernel's own partials, same pass
-            partials = _fused_partials(task, func, views, ca, cb, stats, sliced, swaps % 2)
-        else:
-            _map_rows(task, views, lo, hi, stats)
-            if checking:  # residual(new, old) of this worker's own rows: before the barrier
-                partials = [partial_number(judge, call(check, (views[out_i][s:e],
-                                                               views[in_i][s:e]), stats))
-                            for s, e in chunks[ca:cb]]
-        if checking:  # two slot rows in turn: nobody overwrites a row still being read
-            row = slots[checks % 2]
-            for nd in mine:
-                row[nd[0]] = tree_reduce(nd[0], nd[1], lambda c: partials[c - ca], judge.combine)
-        if not in_block:
-            barrier.wait()
-        done += size
-        stats.advance((cb - ca) * size)
-        if checking:
-            value = tree_finish(n_chunks, {nd: row[nd[0]] for nd in every}, judge.combine)
-            checks += 1
-            if value <= sw.tol:
-                break
-        flip()
-    return done, None if value is None else _reported(value)
-
-
-def _reported(value: Any) -> float:
-    """The residual as a float, the same bits whichever grouping combined it: a max is
-    unique up to the sign of a zero and a NaN's payload (np.maximum(0.0, -0.0) is -0.0,
-    blocks group partials by tile and plain sweeps by the chunk tree), so +0.0 and the
-    standard NaN."""
-    v = float(value)
-    return math.nan if v != v else v + 0.0
-
-
-def _fused_partials(task: Task, func: Any, views: list, ca: int, cb: int, stats: Stats,
-                    sliced: dict, parity: int) -> list:
-    """Each chunk's partial of a fused kernel. The first time per parity goes through
-    _chunk_partial (compiles count as such); later checks reuse its slices (a few us per
-    chunk saved: a checked sweep calls the kernel once per chunk, for the fixed tree)."""
-    chunks = task.chunks
-    if parity not in sliced:
-        pieces = []
-        for c in range(ca, cb):
-            got = list(_map_pieces(task, views, *chunks[c]))
-            pieces.append([args for _, _, args, _ in got]
-                          if got and all(reusable for *_, reusable in got) else None)
-        sliced[parity] = pieces
-        return [_chunk_partial(task, func, views, *chunks[c], stats) for c in range(ca, cb)]
-    combine, kernel, out = task.kernel.combine, task.kernel, []
-    t0 = time.perf_counter()
-    for c, pieces in zip(range(ca, cb), sliced[parity]):
-        if pieces is None:  # padded edge rows or no row to write: built afresh
-            stats.compute_s += time.perf_counter() - t0
-            out.append(_chunk_partial(task, func, views, *chunks[c], stats))
-            t0 = time.perf_counter()
-            continue
-        stats.rows = chunks[c]
-        value = func(*pieces[0])
-        for args in pieces[1:]:
-            value = combine(value, func(*args))
-        out.append(partial_number(kernel, value))
-    stats.compute_s += time.perf_counter() - t0
-    return out
-
-
-RUNNERS: dict[str, Callable[[Task, list, Stats, Any], Any]] = {
+RUNNERS: dict[str, Callable[[WorkOrder, list, Stats, Any], Any]] = {
     "map": _run_map, "reduce": _run_reduce, "scan_totals": _run_scan_totals,
-    "scan_apply": _run_scan_apply, "iterate": _run_iterate,
-}
+    "scan_apply": _run_scan_apply,
+}  # "iterate" is _iterate/sweep.py's, which adds itself here
 
 
-def run_task(task: Task, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
+def run_task(task: WorkOrder, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
     """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
-    scan totals: [partial per chunk]; iterate: the number of sweeps run. ``views``: the
-    specs' arrays when already resolved (a worker's cached task). Numba's errors for
-    undeclared writes and bounds-checked reads are explained in the engine's words."""
+    scan totals: [partial per chunk]; iterate (_iterate/sweep.py): (sweeps run, last
+    residual checked or None). ``views``: the specs' arrays when already resolved (a
+    worker's cached task). Numba's errors for undeclared writes and bounds-checked reads
+    are explained in the engine's words."""
     try:
         runner = RUNNERS[task.op]
-        return runner(task, resolve(task.specs) if views is None and task.op != "iterate"
-                      else views, stats, barrier)
+        own = task.op == "iterate"  # maps its views itself: both swapped arrays writable
+        return runner(task, resolve(task.specs) if views is None and not own else views,
+                      stats, barrier)
     except Exception as exc:
         better = explain(exc, task, stats.rows)
         if better is exc:
@@ -431,19 +271,19 @@ def detached(exc: BaseException) -> BaseException:
     return twin
 
 
-def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
+def prepare(task: WorkOrder, views: list[Any]) -> Callable[[Stats], Any] | None:
     """A worker's cached map or reduce task with every kernel argument sliced once, so a
     repeated call costs the kernel calls only (the first call compiled them: the whole run
     counts as compute). None when a piece needs fresh padding (stencil edges): run_task.
     The run's ``patch([(i, value), ...])`` puts new values into argument i of every sliced
     call (a rung call's new scalars: far cheaper than slicing again)."""
     ca, cb = task.chunk_range
-    dispatcher = _kernel_fn(task)
+    dispatcher = kernel_fn(task)
     if task.op == "map":
         pieces = []
         if cb > ca:
             chunks = task.chunks
-            for s, e, args, reusable in _map_pieces(task, views, chunks[ca][0], chunks[cb - 1][1]):
+            for s, e, args, reusable in map_pieces(task, views, chunks[ca][0], chunks[cb - 1][1]):
                 if not reusable:
                     return None
                 pieces.append(((s, e), args))
@@ -455,7 +295,7 @@ def prepare(task: Task, views: list[Any]) -> Callable[[Stats], Any] | None:
             for rows, args in pieces:
                 stats.rows = rows
                 if dispatcher(*args) is not None and not fused:
-                    raise _returned(task.kernel)  # as a planned call (_map_rows)
+                    raise _returned(task.kernel)  # as a planned call (map_rows)
             stats.compute_s += time.perf_counter() - t0
             stats.chunks_done += cb - ca
         run_map.patch = _patcher(pieces, range(len(pieces)))  # type: ignore[attr-defined]

@@ -1,0 +1,13 @@
+"""``pool.iterate``, one family: sweeps of a stencil with the loop inside the workers.
+
+- ``plan.py``: what the parent decides, for every backend: the checks before any work, the
+  schedule of blocks (temporal blocking) and plain sweeps, the tile size, what the call
+  returns (``sc.IterateResult``, from iterate_result.py).
+- ``sweep.py``: what a worker runs: the sweeps, blocks and residual checks between barriers.
+- ``local.py``: the local backend's run: fixed edges, residual slots, one task per worker.
+
+An iterate goes pool -> backend -> _iterate.plan -> _executors -> _worker -> _iterate.sweep.
+"""
+# A worker meets this package when it unpickles a task's Sweeps (plan.py): importing
+# sweep.py here puts its runner into _evaluate.RUNNERS before that task runs, in every process.
+from . import sweep  # noqa: F401
