@@ -10,14 +10,14 @@ they could not import it (a notebook cell, ``__main__``, a function's local): _i
 from __future__ import annotations
 
 import inspect
-import os
 import sys
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, Sequence, TypeVar, overload
 
 import numpy as np
 
 from . import _identity
+from ._compile import (check_dispatcher, jit_function, njit_kwargs, numba_options,
+                       one_numba_thread, rejit_function)
 from .errors import InputError, KernelNotSendableError
 from .partition import check_boundary
 
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
         jit: bool
         schedule: str
         idempotent: bool | None
+        fastmath: bool | set[str] | frozenset[str]
+        error_model: str
+        parallel: bool
 
 R_co = TypeVar("R_co", covariant=True)  # what pool.map or pool.reduce returns
 _T = TypeVar("_T")  # a reduction's partial
@@ -53,44 +56,6 @@ _Func = Callable[..., Any]
 _Halo = Literal[1, 2, 3, 4, 5, 6, 7, 8]
 
 REGISTRY: dict[str, "Kernel[Any]"] = {}
-_cache_warned = False
-
-
-def _jit(func: Callable) -> Callable:
-    """numba.njit(nogil=True), cached on disk unless SHAREDCOMPUTE_NUMBA_CACHE=0.
-
-    A cache directory that cannot be written gives one warning and uncached compiles
-    (numba raises 'no locator available' at decoration time otherwise; numba#4908).
-    """
-    global _cache_warned
-    import numba
-    from numba.core.registry import CPUDispatcher
-
-    if isinstance(func, CPUDispatcher):
-        return func
-    use_cache = os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0"
-    if use_cache:
-        try:
-            return numba.njit(nogil=True, cache=True)(func)
-        except RuntimeError as exc:  # no writable cache location
-            interactive = not os.path.exists(func.__code__.co_filename)  # notebook, -c, stdin
-            if not _cache_warned and not interactive:
-                warnings.warn(f"sharedcompute: numba cache unavailable ({exc}); compiling "
-                              "without a cache", RuntimeWarning, stacklevel=3)
-                _cache_warned = True
-    return numba.njit(nogil=True)(func)
-
-
-def _rejit(func: Callable) -> Callable:
-    """A new dispatcher of ``func``'s current code, with its own numba options if it has."""
-    py_func = getattr(func, "py_func", func)
-    options = getattr(func, "targetoptions", None)
-    if options is None:
-        return _jit(py_func)
-    import numba
-    return numba.njit(**options)(py_func)
-
-
 class Kernel(Generic[R_co]):
     """A numba kernel with its partitioning contract; create with :func:`kernel`.
 
@@ -106,7 +71,8 @@ class Kernel(Generic[R_co]):
                  depth: int, boundary: Any, position: bool, totals: Callable | None,
                  identity: Any, rtol: Any, atol: Any, check: Callable | None = None,
                  elementwise: bool = False, jit: bool = True, schedule: str = "static",
-                 idempotent: bool | None = None):
+                 idempotent: bool | None = None, fastmath: Any = False,
+                 error_model: str = "python", parallel: bool = False):
         py_func = getattr(func, "py_func", func)
         self.py_func, self._code = py_func, py_func.__code__
         self._home = sys.modules.get(py_func.__module__)  # its module: reloaded if __spec__ changes
@@ -115,7 +81,8 @@ class Kernel(Generic[R_co]):
         self._options = dict(func=func, combine=combine, finalize=finalize, writes=writes,
                              whole=whole, depth=depth, boundary=boundary, position=position,
                              totals=totals, identity=identity, elementwise=elementwise,
-                             jit=jit, schedule=schedule, idempotent=idempotent)
+                             jit=jit, schedule=schedule, idempotent=idempotent,
+                             fastmath=fastmath, error_model=error_model, parallel=parallel)
         self._token: str | None = None  # content_token(), fixed at first use
         self._reads: list = []  # the globals it read then, and its module's __spec__
         # (_identity.watch_list)
@@ -172,9 +139,19 @@ class Kernel(Generic[R_co]):
         self.check = check
         self.jit = bool(jit)
         self.schedule = check_schedule(schedule)
+        # numba options beyond nogil=True (fastmath, error_model, parallel): part of the
+        # content token, and of what a worker builds by value (_options)
+        self.numba_options = numba_options(self.name, self.jit, fastmath, error_model, parallel)
+        self.fastmath = self.numba_options.get("fastmath", False)
+        self.error_model = self.numba_options.get("error_model", "python")
+        self.parallel = bool(self.numba_options.get("parallel", False))
+        for f in (func, totals):
+            check_dispatcher(self.name, f, self.numba_options)
         # jit=False: the function runs as it is on each partition's views (NumPy, SciPy...)
-        self.dispatcher = _jit(func) if self.jit else func
-        self.totals = (_jit(totals) if self.jit else totals) if totals is not None else None
+        opts = njit_kwargs(self.numba_options)
+        self.dispatcher = jit_function(func, opts) if self.jit else func
+        self.totals = ((jit_function(totals, opts) if self.jit else totals) if totals is not None
+                       else None)
         self._checked: tuple | None = None  # (dispatcher, totals) with bounds checks, on demand
         REGISTRY[f"{self.module}:{self.qualname}"] = self
 
@@ -186,8 +163,9 @@ class Kernel(Generic[R_co]):
         # lazily): running a kernel needs the executors, which import this module.
         from .local import run_inline
         self._refresh()
-        return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
-                          depth=depth, boundscheck=boundscheck, workers=workers)
+        with one_numba_thread(self.parallel):  # as in a worker (_system.limit_threads)
+            return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
+                              depth=depth, boundscheck=boundscheck, workers=workers)
 
     def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
         """The call's arguments in parameter order: keyword arguments placed by name."""
@@ -219,7 +197,8 @@ class Kernel(Generic[R_co]):
             return self.dispatcher, self.totals
         if self._checked is None:
             import numba
-            checked = numba.njit(nogil=True, boundscheck=True)
+            checked = numba.njit(nogil=True, boundscheck=True,
+                                 **njit_kwargs(self.numba_options))
             py_totals = getattr(self.totals, "py_func", None)
             self._checked = (checked(self.py_func),
                              checked(py_totals) if py_totals is not None else None)
@@ -285,7 +264,9 @@ class Kernel(Generic[R_co]):
         o = self._options
         return (self.name, o["func"], o["combine"], o["finalize"], o["totals"], o["identity"],
                 self.kind, self.writes, self.whole, self.depth, self.boundary, self.position,
-                self.elementwise, self.jit, self.schedule, self.idempotent)
+                self.elementwise, self.jit, self.schedule, self.idempotent) + (
+                    # only when given: a kernel without them keeps its token
+                    (tuple(sorted(self.numba_options.items())),) if self.numba_options else ())
 
     def content_watch(self) -> tuple:
         """(function, code, reads): what decides this kernel's content, as of its token, to
@@ -308,9 +289,10 @@ class Kernel(Generic[R_co]):
             return
         self._code, self._spec = self.py_func.__code__, getattr(self._home, "__spec__", None)
         func, totals = self._options["func"], self._options["totals"]
-        self.dispatcher = _rejit(func) if self.jit else self.py_func
+        opts = njit_kwargs(self.numba_options)
+        self.dispatcher = rejit_function(func, opts) if self.jit else self.py_func
         if totals is not None:
-            self.totals = _rejit(totals) if self.jit else totals
+            self.totals = rejit_function(totals, opts) if self.jit else totals
         self._token = self._by_value = self._checked = None
         self._sendable = False
 
@@ -343,6 +325,7 @@ class Kernel(Generic[R_co]):
         extra += ", fused" if self.fused else ""
         extra += "" if self.jit else ", jit=False"
         extra += "" if self.schedule == "static" else f", schedule={self.schedule!r}"
+        extra += "".join(f", {k}={v!r}" for k, v in self.numba_options.items())
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
 
 
@@ -389,7 +372,9 @@ def kernel_by_value(token: str, where: tuple, payload: bytes) -> Kernel:
                 # numba's cache rebuilds a compiled function's environment by importing its
                 # module: one this worker cannot import (a test module's local kernel) compiles
                 import numba
-                spec[name] = numba.njit(nogil=True)(spec[name])
+                opts = numba_options(name, True, spec["fastmath"], spec["error_model"],
+                                     spec["parallel"])
+                spec[name] = numba.njit(nogil=True, **njit_kwargs(opts))(spec[name])
         k = Kernel(**spec, reference=None, rtol=None, atol=None)
         k._token = token
         _BUILT.put(token, k)
@@ -455,7 +440,9 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            boundary: Any = "none", position: bool = False, totals: Callable | None = None,
            identity: Any = 0, rtol: Any = None, atol: Any = None,
            check: Callable | None = None, elementwise: bool = False, jit: bool = True,
-           schedule: str = "static", idempotent: bool | None = None) -> Any:
+           schedule: str = "static", idempotent: bool | None = None,
+           fastmath: bool | set[str] | frozenset[str] = False, error_model: str = "python",
+           parallel: bool = False) -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -501,6 +488,27 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         declaration gives wrong residuals, so leave it unset for sums. The sign of a zero
         maximum may still depend on the grouping (``np.maximum(-0.0, 0.0)``), which
         changes no comparison with ``tol``.
+    fastmath : numba's ``fastmath``: True (all flags) or a set of LLVM flags: ``"reassoc"``
+        (with ``"nsz"``) lets a loop sum vectorise in another order, ``"contract"`` fuses
+        multiply-adds, ``"nnan"``/``"ninf"`` assume no NaN or inf (``x != x`` folds to
+        False). It changes result bits: against a reference at exact tolerance ``verify``
+        fails and names fastmath and the ``rtol`` that passes. Default False (IEEE
+        arithmetic in source order). Example below.
+    error_model : "python" (default): a division by zero raises ZeroDivisionError (a
+        KernelError from a pool); "numpy": no check, ``1.0/0.0`` is inf and ``0.0/0.0`` nan
+        as in NumPy (an integer division by zero gives 0). Example below.
+    parallel : compile with numba's parallel pipeline, which fuses NumPy-style array
+        expressions (``out[:] = 0.5 * (u[:-2] + u[2:])``) into one loop without temporary
+        arrays, on ONE numba thread per worker (the workers are the parallelism; ``prange``
+        loops run serially in each). Elementwise expressions give the same bits as
+        without; a reduction inside (``np.sum``, a prange sum) may group differently. The
+        direct call runs it on one numba thread too, which launches numba's threading
+        layer in this process: ``start_method="fork"`` pools are refused after that
+        (forkserver, the default, and spawn are not). Example below.
+
+        The three are part of the kernel's identity: with ``fastmath=True`` it is another
+        kernel (another cached call, another numba cache entry) than the same function
+        without, and the workers compile it with the same options.
 
     Notes
     -----
@@ -527,11 +535,33 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     ...         y[i] = s * x[i]
     >>> y = np.zeros(4); _ = scale(y, np.arange(4.0), 2.0); y
     array([0., 2., 4., 6.])
+
+    numba options: ``fastmath`` (here only "nnan": NaN checks fold away), ``error_model``
+    and ``parallel`` (a fused NumPy-style stencil; called from a pool):
+
+    >>> @sc.kernel(fastmath={"nnan"})
+    ... def is_nan(out, x):
+    ...     for i in range(x.shape[0]):
+    ...         out[i] = x[i] != x[i]
+    >>> out = np.zeros(2); _ = is_nan(out, np.array([np.nan, 1.0])); out
+    array([0., 0.])
+    >>> @sc.kernel(error_model="numpy")
+    ... def ratio(out, a, b):
+    ...     for i in range(out.shape[0]):
+    ...         out[i] = a[i] / b[i]
+    >>> out = np.zeros(2); _ = ratio(out, np.array([1.0, 0.0]), np.zeros(2)); out
+    array([inf, nan])
+    >>> @sc.kernel(depth=1, parallel=True)
+    ... def smooth(out, u):
+    ...     out[:] = 0.5 * (u[:-2] + u[2:])
+    >>> smooth.parallel, smooth.numba_options
+    (True, {'parallel': True})
     """
     def wrap(f: Callable[..., Any]) -> Kernel[Any]:
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
                       whole=whole, depth=depth, boundary=boundary, position=position,
                       totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,
                       elementwise=elementwise, jit=jit, schedule=schedule,
-                      idempotent=idempotent)
+                      idempotent=idempotent, fastmath=fastmath, error_model=error_model,
+                      parallel=parallel)
     return wrap(func) if func is not None else wrap
