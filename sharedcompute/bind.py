@@ -37,7 +37,7 @@ class BoundCall:
             raise InputError(f"pool.bind needs a sharedcompute kernel, not {kernel!r}; "
                              "decorate it with @sc.kernel (plain functions: pool.submit)")
         if kwargs:
-            args = kernel.bind(args, kwargs)
+            args = kernel.ordered_args(args, kwargs)
         self.op = "reduce" if kernel.kind == "reduce" else "map"
         self._run, self.kernel, self.args = run, kernel, tuple(args)
         self.rows, self.boundary, self.depth, self.schedule = rows, boundary, depth, schedule

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, Sequence, TypeVar, overload
 
 import numpy as np
@@ -164,10 +165,10 @@ class Kernel(Generic[R_co]):
         from .local import run_inline
         self._refresh()
         with one_numba_thread(self.parallel):  # as in a worker (_system.limit_threads)
-            return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
+            return run_inline(self, self.ordered_args(args, kwargs), rows=rows, boundary=boundary,
                               depth=depth, boundscheck=boundscheck, workers=workers)
 
-    def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
+    def ordered_args(self, args: Sequence[Any], kwargs: dict) -> tuple:
         """The call's arguments in parameter order: keyword arguments placed by name."""
         if not kwargs:
             return tuple(args)
@@ -188,6 +189,12 @@ class Kernel(Generic[R_co]):
         if missing:
             raise InputError(f"kernel {self.name} is missing arguments {missing}")
         return tuple(bound)
+
+    def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
+        """Deprecated name of ``ordered_args`` ("bind" is Pool.bind's: a prepared call)."""
+        warnings.warn("Kernel.bind is now Kernel.ordered_args", DeprecationWarning,
+                      stacklevel=2)
+        return self.ordered_args(args, kwargs)
 
     def compiled(self, boundscheck: bool = False) -> tuple[Any, Any]:
         """(kernel, totals) dispatchers; with ``boundscheck`` compiled with numba's index
@@ -329,7 +336,7 @@ class Kernel(Generic[R_co]):
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
 
 
-_MISSING = object()  # a parameter not yet given (Kernel.bind)
+_MISSING = object()  # a parameter not yet given (Kernel.ordered_args)
 SCHEDULES = ("static", "dynamic")
 
 

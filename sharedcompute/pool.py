@@ -213,7 +213,7 @@ class Pool:
         if not isinstance(kernel, Kernel):
             return self._map_tasks(kernel, args, kwargs, chunksize, timeout, progress)
         if kwargs:
-            args = kernel.bind(args, kwargs)
+            args = kernel.ordered_args(args, kwargs)
         if timeout is not None:  # None needs no check
             timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
@@ -243,7 +243,7 @@ class Pool:
         (4.0, 1.5, 1.25)
         """
         if kwargs and isinstance(kernel, Kernel):
-            args = kernel.bind(args, kwargs)
+            args = kernel.ordered_args(args, kwargs)
         elif kwargs:
             raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with "
                              "@sc.kernel(combine=...)")
@@ -325,7 +325,7 @@ class Pool:
         """
         args = (out, u) + params
         if kwargs and isinstance(kernel, Kernel):
-            args = kernel.bind(args, kwargs)
+            args = kernel.ordered_args(args, kwargs)
         if timeout is not None:  # None needs no check
             timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
