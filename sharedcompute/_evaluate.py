@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import InputError
 from .kernel import Kernel
-from .partition import halo_pieces, padded_rows, tree_nodes, tree_reduce, valid_rows
+from .partition import (halo_pieces, padded_rows, position_value, tree_nodes, tree_reduce,
+                        valid_rows)
 from .plan import ArgSpec, WorkOrder
 from .shared import SharedArray, view_from_handle
 
@@ -124,13 +125,26 @@ def _chunk_args(views: list[Any], specs: list[ArgSpec], s: int, e: int,
     for v, spec in zip(views, specs):
         if spec.writable and not include_written:
             continue
-        out.append(v[s:e] if spec.kind == "part" else v)
+        out.append(part_rows(v, spec, s, e) if spec.kind == "part" else v)
     return out
+
+
+def part_rows(v: Any, spec: ArgSpec, s: int, e: int, depth: int = 0) -> Any:
+    """Rows of a split argument for output rows [s, e): those rows, ``depth`` more on each
+    side for a read stencil input (in place: the caller checked they exist), or for an
+    argument with its own halo (kernel ``halo=``) its rows [s, e + before + after)."""
+    if spec.halo:
+        return v[s:e + spec.halo[0] + spec.halo[1]]
+    return v[s - depth:e + depth] if depth and not spec.writable else v[s:e]
 
 
 def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
     """(start, stop, kernel arguments, reusable) for each piece of rows lo..hi; a piece
-    is not reusable when it got a padded copy of edge rows (stencils at the array's edge)."""
+    is not reusable when it got a padded copy of edge rows (stencils at the array's edge).
+    With a padded boundary the rows within depth of an edge are a piece of their own (as
+    few as one row: the kernel docstring says so); under 'none'/'fixed' no piece holds a
+    row the call does not write. Arguments with their own halo (``halo=``) are sliced in
+    place, never padded."""
     kernel = task.kernel
     n, d, boundary = task.n_rows, task.depth, task.boundary
     vlo, vhi = valid_rows(n, d, boundary)
@@ -140,14 +154,12 @@ def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[
         for v, spec in zip(views, task.specs):
             if spec.kind != "part":
                 args.append(v)
-            elif spec.writable or d == 0:
-                args.append(v[s:e])
-            elif in_place:
-                args.append(v[s - d:e + d])
+            elif in_place or spec.writable or spec.halo or d == 0:
+                args.append(part_rows(v, spec, s, e, d))
             else:
                 args.append(padded_rows(v, s, e, d, boundary))
         if kernel.position:
-            args.append((s, e, n))
+            args.append(position_value(kernel.position, s, e, n, d, boundary))
         yield s, e, tuple(args), in_place or d == 0
 
 
@@ -174,7 +186,7 @@ def _reduce_leaves(task: WorkOrder, views: list[Any]) -> dict[int, tuple]:
         s, e = chunks[c]
         args = _chunk_args(views, task.specs, s, e)
         if task.kernel.position:
-            args.append((s, e, n))
+            args.append(position_value(task.kernel.position, s, e, n, 0, task.boundary))
         leaves[c] = ((s, e), tuple(args))
     return leaves
 

@@ -20,7 +20,7 @@ from . import _identity
 from ._compile import (check_dispatcher, jit_function, njit_kwargs, numba_options,
                        one_numba_thread, rejit_function)
 from .errors import InputError, KernelNotSendableError
-from .partition import check_boundary
+from .partition import check_boundary, check_halo
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
         reference: Callable[..., Any] | None
         whole: Sequence[str]
         boundary: Any
-        position: bool
+        position: bool | Literal["edges"]
+        halo: dict[str, tuple[int, int]]
         totals: Callable[..., Any] | None
         identity: Any
         rtol: Any
@@ -69,11 +70,12 @@ class Kernel(Generic[R_co]):
 
     def __init__(self, func: Callable, *, reference: Callable | None, combine: Callable | None,
                  finalize: Callable | None, writes: Sequence[str] | None, whole: Sequence[str],
-                 depth: int, boundary: Any, position: bool, totals: Callable | None,
+                 depth: int, boundary: Any, position: bool | str, totals: Callable | None,
                  identity: Any, rtol: Any, atol: Any, check: Callable | None = None,
                  elementwise: bool = False, jit: bool = True, schedule: str = "static",
                  idempotent: bool | None = None, fastmath: Any = False,
-                 error_model: str = "python", parallel: bool = False):
+                 error_model: str = "python", parallel: bool = False,
+                 halo: dict | None = None):
         py_func = getattr(func, "py_func", func)
         self.py_func, self._code = py_func, py_func.__code__
         self._home = sys.modules.get(py_func.__module__)  # its module: reloaded if __spec__ changes
@@ -83,7 +85,8 @@ class Kernel(Generic[R_co]):
                              whole=whole, depth=depth, boundary=boundary, position=position,
                              totals=totals, identity=identity, elementwise=elementwise,
                              jit=jit, schedule=schedule, idempotent=idempotent,
-                             fastmath=fastmath, error_model=error_model, parallel=parallel)
+                             fastmath=fastmath, error_model=error_model, parallel=parallel,
+                             halo=halo)
         self._token: str | None = None  # content_token(), fixed at first use
         self._reads: list = []  # the globals it read then, and its module's __spec__
         # (_identity.watch_list)
@@ -97,6 +100,10 @@ class Kernel(Generic[R_co]):
         params = list(inspect.signature(py_func).parameters)
         self.n_extra = (1 if position else 0) + (1 if totals is not None else 0)
         self.params = params[: len(params) - self.n_extra] if self.n_extra else params
+        if position not in (False, True, "edges"):
+            raise InputError(f"kernel {self.name}: position={position!r} must be True (the "
+                             "last parameter gets (start, stop, total)) or 'edges' (it gets "
+                             "(first, last), two booleans)")
         if position and len(params) < 1:
             raise InputError(f"kernel {self.name}: position=True needs a last parameter for "
                              "(start, stop, total)")
@@ -125,6 +132,10 @@ class Kernel(Generic[R_co]):
         self.elementwise = bool(elementwise)
         self.writes = tuple(self.params.index(n) for n in writes)
         self.whole = tuple(self.params.index(n) for n in whole)
+        self.halo = check_halo(self.name, self.params, halo)  # {index: (before, after)}
+        if set(self.halo) & set(self.writes + self.whole):
+            raise InputError(f"kernel {self.name}: halo= is for read arguments split with "
+                             "the output's rows; it names an argument in writes= or whole=")
         self.depth = int(depth)
         self.boundary = check_boundary(boundary)
         self.position = position
@@ -273,7 +284,8 @@ class Kernel(Generic[R_co]):
                 self.kind, self.writes, self.whole, self.depth, self.boundary, self.position,
                 self.elementwise, self.jit, self.schedule, self.idempotent) + (
                     # only when given: a kernel without them keeps its token
-                    (tuple(sorted(self.numba_options.items())),) if self.numba_options else ())
+                    (tuple(sorted(self.numba_options.items())),) if self.numba_options else ()) + (
+                    (("halo", tuple(sorted(self.halo.items()))),) if self.halo else ())
 
     def content_watch(self) -> tuple:
         """(function, code, reads): what decides this kernel's content, as of its token, to
@@ -449,7 +461,7 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            check: Callable | None = None, elementwise: bool = False, jit: bool = True,
            schedule: str = "static", idempotent: bool | None = None,
            fastmath: bool | set[str] | frozenset[str] = False, error_model: str = "python",
-           parallel: bool = False) -> Any:
+           parallel: bool = False, halo: dict | None = None) -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -464,10 +476,23 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     writes : names of the arguments written in place (default: the first, for map kernels).
     whole : names of array arguments every partition receives whole (e.g. B of a matmul).
     depth, boundary : halo rows on axis 0 and how to fill them at the array's edges, in dask's
-        words: 'none' (edge rows within ``depth`` are not written), 'reflect', 'mirror', 'periodic',
+        words: 'none' (edge rows within ``depth`` are not written), 'fixed' (the same in a
+        map; in ``pool.iterate`` each array keeps its own edge rows, where 'none' copies
+        u's into out first), 'reflect', 'mirror', 'periodic',
         'nearest' or a constant. Read arguments then carry ``depth`` extra rows on each side.
     position : the kernel's last parameter receives ``(start, stop, total)``: its rows' place
-        in the whole array (dask's ``block_info``).
+        in the whole array (dask's ``block_info``); ``position="edges"``: ``(first, last)``,
+        two booleans saying whether its rows begin at the first row the call writes and end
+        at the last (rows 0 and n - 1; ``depth`` and n - 1 - ``depth`` under 'none' and
+        'fixed'), to apply an edge rule without row arithmetic. With a padded boundary the
+        rows within ``depth`` of each edge come in calls of their own (a padded copy of those
+        rows), so a kernel may be called on as few as one row there, and ``first``/``last``
+        is True in that call; under 'none' and 'fixed' it never gets rows it does not write.
+    halo : ``{name: (before, after)}`` for read arguments with rows of their own around the
+        output's (a field pre-padded by 2 rows: ``(2, 2)``; a staggered one with one row
+        more: ``(0, 1)``): that argument has ``before + n + after`` rows, its row
+        ``r + before`` lines up with output row r, and the call writing rows [s, e) gets
+        its rows [s, e + before + after), straight from shared memory (never padded).
     totals : makes a scan: ``totals(*inputs)`` gives a chunk's total; the kernel's last
         parameter receives the combined totals of all earlier chunks (``identity`` for the first).
     rtol, atol : tolerance against the reference, numbers or ``f(dtype, n_terms, *args)``
@@ -570,5 +595,5 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
                       totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,
                       elementwise=elementwise, jit=jit, schedule=schedule,
                       idempotent=idempotent, fastmath=fastmath, error_model=error_model,
-                      parallel=parallel)
+                      parallel=parallel, halo=halo)
     return wrap(func) if func is not None else wrap
