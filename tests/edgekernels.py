@@ -49,12 +49,13 @@ def mark_edges(out, u, edges):
     last: the edge rule without row arithmetic."""
     first, last = edges
     n = out.shape[0]
-    for i in range(n):
-        out[i] = u[i + 1]
-    if first and n:
-        out[0] += 1.0
-    if last and n:
-        out[n - 1] += 2.0
+    for i in range(n):  # computed in a local: a kernel that reads out is never blocked
+        v = u[i + 1]
+        if first and i == 0:
+            v += 1.0
+        if last and i == n - 1:
+            v += 2.0
+        out[i] = v
 
 
 @sc.kernel(position="edges")
@@ -62,12 +63,13 @@ def mark_edges_flat(out, u, edges):
     """mark_edges without a halo (no depth): first and last are rows 0 and n - 1."""
     first, last = edges
     n = out.shape[0]
-    for i in range(n):
-        out[i] = u[i]
-    if first and n:
-        out[0] += 1.0
-    if last and n:
-        out[n - 1] += 2.0
+    for i in range(n):  # computed in a local: a kernel that reads out is never blocked
+        v = u[i]
+        if first and i == 0:
+            v += 1.0
+        if last and i == n - 1:
+            v += 2.0
+        out[i] = v
 
 
 @sc.kernel(combine=np.add, position="edges")
