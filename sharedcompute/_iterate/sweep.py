@@ -240,13 +240,21 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
         t1 = min(t0 + tile, hi)
         base, top = t0 - k * d, t1 + k * d
         r0, r1 = max(base, 0), min(top, n)
-        # each level's buffer starts as the rows plain sweeps overwrite with it (an odd
-        # level's in out, an even one's in u: 'fixed' blocks are odd), so what a kernel
-        # leaves unwritten (edge rows, edge columns) is that array's own, as in plain sweeps
-        for a, e in zip(scratch, (src, dst)):
-            a[r0 - base:r1 - base] = e[r0:r1]
+        if boundary == "fixed":  # each level's buffer starts as the rows plain sweeps
+            # overwrite with it (an odd level's in out, an even one's in u: 'fixed' blocks
+            # are odd), so what a kernel leaves unwritten (edge rows, edge columns) is that
+            # array's own, as in plain sweeps
+            for a, e in zip(scratch, (src, dst)):
+                a[r0 - base:r1 - base] = e[r0:r1]
+        elif none:  # 'none': the edge rows, equal in both arrays, read near the edges
+            for a in scratch:
+                if base < d:
+                    a[r0 - base:d - base] = src[r0:d]
+                if top > n - d:
+                    a[n - d - base:r1 - base] = src[n - d:r1]
         prev, pbase = src, 0
         if not none and (base < 0 or top > n):  # sweep s with its padded rows, as plain
+            scratch[0][r0 - base:r1 - base] = src[r0:r1]
             _pad(scratch[0], base, r0, r1, n, d, boundary)
             prev, pbase = readable[0], base
         for j in range(1, k + 1):
