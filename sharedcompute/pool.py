@@ -283,7 +283,9 @@ class Pool:
         ``jacobi2d_residual``), the partial the kernel returns from the sweep itself, with
         no second pass. Partials are combined along the fixed chunk tree, so the sweep
         count and residual are bitwise the same for any number of workers. With boundary
-        'none' the edge rows of ``u`` are copied to ``out`` first, so they stay fixed.
+        'none' the edge rows of ``u`` are copied to ``out`` first, so they stay fixed; with
+        'fixed' nothing is copied: each array keeps its own edges (rows and whatever else
+        the kernel leaves unwritten), as in a NumPy loop updating the two in turn.
         The kernel's ``out`` holds the sweep before last (a leapfrog step may read it). Both
         arrays are written in turn, so no other argument may share memory with either.
 

@@ -196,7 +196,7 @@ def run_reference(kernel: Kernel, args: list[Any], boundary: Any = None) -> Any:
     if not kernel.depth:
         return kernel.reference(*args)
     parts = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim >= 1
-             and i not in kernel.whole]
+             and i not in kernel.whole and i not in kernel.halo]  # halo=: as they are
     n = args[parts[0]].shape[0]
     lo, hi = valid_rows(n, kernel.depth, boundary)
     call = list(args)

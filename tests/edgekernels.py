@@ -106,3 +106,12 @@ def squared_steps(x):
         d = x[i + 1] - x[i]
         total += d * d
     return total
+
+
+def staggered_reference(out, inp, flx, c):
+    """staggered on whole arrays: inp and flx arrive as they are (their own halo rows)."""
+    n = out.shape[0]
+    out[:] = inp[2:n + 2] - c * ((flx[1:] - flx[:-1]) + (inp[:n] + inp[4:n + 4]))
+
+
+staggered.reference = staggered_reference

@@ -335,3 +335,27 @@ def test_halo_refusals_say_how_to_fix():
             sc.kernel(halo=bad)(lambda out, x: None)
     with pytest.raises(InputError, match="halo"):
         sc.kernel(halo={"out": (1, 1)})(lambda out, x: None)
+
+
+def test_verify_passes_halo_arguments_to_the_reference_as_they_are():
+    n = 500
+    rng = np.random.default_rng(9)
+    with sc.Pool(2, backend="inline") as pool:
+        report = sc.verify(pool, staggered, pool.zeros((n, 3)), pool.array(rng.random((n + 4, 3))),
+                           pool.array(rng.random((n + 1, 3))), 0.25)
+    assert report.ok, report
+
+
+def test_the_guides_jacobi_2d_example_runs(tmp_path):
+    """docs/guide/kernels.md's polybench port, run as the script it is."""
+    import re
+    import subprocess
+    import sys
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "guide" / "kernels.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", page[page.index("## Edges: fixed"):], re.S)[0]
+    script = tmp_path / "jacobi_2d_port.py"
+    script.write_text(block)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
