@@ -145,6 +145,44 @@ def test_fixed_residual_checked_in_blocks_stops_where_plain_stops():
     same(a1, want)
 
 
+@pytest.mark.parametrize("check_every", [1, 2, 4, 7])
+def test_fixed_with_a_residual_checked_between_odd_blocks(check_every):
+    """A residual kernel (a second pass) is checked at block boundaries: the same sweeps,
+    residual and arrays as plain sweeps."""
+    from sharedcompute.kernels.reductions import max_abs_diff
+    u0, _ = grids(50, m=7)
+    u0[0] = 1.0
+    o0 = u0.copy()
+    o0[0, 1:-1] = 4.0  # out's own top edge: the two arrays never agree, nothing converges
+    got = []
+    with sc.Pool(2, backend="inline") as pool:
+        for k in (1, 5):
+            got.append(run_iterate(pool, jacobi_2d, o0, u0, steps=23, residual=max_abs_diff,
+                                   tol=1e-300, check_every=check_every, block_sweeps=k))
+    (r1, a1, b1), (r5, a5, b5) = got
+    assert r1.sweeps == r5.sweeps == 23 and r1.residual == r5.residual
+    same(a5, a1)
+    same(b5, b1)
+    same(a1, sweeps_numpy(jacobi_np, o0, u0, 23)[0])
+
+
+def test_odd_schedules_keep_checks_plain_and_every_block_odd():
+    from sharedcompute._iterate.plan import schedule
+    for steps in range(0, 40):
+        for k in (3, 5, 7):
+            for every in (1, 2, 3, 10):
+                for checks in (False, True):
+                    blocks = schedule(steps, k, every, checks, odd=True)
+                    if not blocks:
+                        continue
+                    assert sum(blocks) == steps and all(b % 2 and b <= k for b in blocks)
+                    if checks:  # every check sweep is a plain one
+                        ends = np.cumsum(blocks)
+                        for c in range(every, steps + 1, every):
+                            i = int(np.searchsorted(ends, c))
+                            assert ends[i] == c and blocks[i] == 1
+
+
 def test_none_still_copies_u_edges_into_out():
     """'none' keeps its meaning (no silent change for existing users): u's edge rows are
     copied into out first; 'fixed' leaves out's own."""
@@ -259,7 +297,7 @@ def staggered_np(inp, flx, c):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_staggered_and_padded_fields_equal_numpy(method, dtype):
     pool = shared_pool(3, method)
-    for n in (1, 2, 3, 50, 300):
+    for n in (0, 1, 2, 3, 50, 300):
         rng = np.random.default_rng(n)
         inp = rng.random((n + 4, 3)).astype(dtype)
         flx = rng.random((n + 1, 3)).astype(dtype)
