@@ -296,11 +296,12 @@ class Pool:
         ``block_sweeps``: stencils run up to k sweeps per barrier in
         cache-sized tiles (temporal blocking: halo rows recomputed to save memory traffic);
         None chooses k from the depth, the row size and the cache, 1 runs plain sweeps
-        (a given k is capped at 64 and at rows / (2 * depth)).
+        (a given k is capped at 64 and at rows / (2 * depth); blocks have an odd number of
+        sweeps, so an even k runs as k - 1: both arrays then end as plain sweeps leave
+        them, the elements a kernel never writes included).
         A fused stencil whose combine is idempotent (``np.maximum``, or declared with
         ``@kernel(idempotent=True)``, as ``jacobi2d_residual``) is checked at every level
-        of a block, from the block's own pass; blocks then have an odd number of sweeps,
-        and a solve that converges inside a block sweeps that block again plainly up to the
+        of a block, from the block's own pass, and a solve that converges inside a block sweeps that block again plainly up to the
         converged sweep (once, at the end). Any other residual is checked only at block
         boundaries: every check sweep (and the last) ends a block and runs plain. Either
         way results, residuals, the sweep count and both arrays are bitwise those of plain

@@ -6,14 +6,17 @@ other one: each worker goes over its rows in tiles, computing the tile's rows pl
 rows per remaining level on each side (recomputed by the neighbouring tile or worker too) in
 two private scratch buffers, so the intermediate sweeps stay in cache. Every row is computed
 from the same values by the same kernel call as in a plain sweep, so the result is bitwise
-the same. A check sweep (``residual``/``tol``) and the last sweep always run plain, and a
-segment runs as many array swaps as plain sweeps would: both arrays end exactly as plain
-sweeps leave them, and the returned array is the same object.
+the same. A check sweep (``residual``/``tol``) and the last sweep always run plain, and
+every block has an odd number of sweeps, so after each block the newest sweep is in the
+array plain sweeps hold it in. Each level's scratch rows start as the rows of the array
+that level belongs to (odd levels: the written array; even ones: the read one), so the
+elements a kernel leaves unwritten (edge rows and columns of a ported solver) are that
+array's own at every level, as in plain sweeps: both arrays end exactly as plain sweeps
+leave them, and the returned array is the same object.
 
 A fused kernel whose combine is idempotent (``np.maximum``; ``@kernel(idempotent=)``) is
 checked inside blocks instead: each level's partial comes from the tiles (rows recomputed for a
-neighbour count twice, which changes no max), so every sweep is checked. Blocks then have
-an odd number of sweeps, which keeps the newest sweep in plain's array after each; when a
+neighbour count twice, which changes no max), so every sweep is checked; when a
 level inside a block reaches tol, its input (intact: a block writes only the other array)
 is swept again plainly up to that level, so both arrays end as plain sweeps leave them.
 
@@ -240,22 +243,14 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
         t1 = min(t0 + tile, hi)
         base, top = t0 - k * d, t1 + k * d
         r0, r1 = max(base, 0), min(top, n)
-        if boundary == "fixed":  # each level's buffer starts as the rows plain sweeps
-            # overwrite with it (an odd level's in out, an even one's in u: 'fixed' blocks
-            # are odd), so what a kernel leaves unwritten (edge rows, edge columns) is that
-            # array's own, as in plain sweeps
-            for a, e in zip(scratch, (src, dst)):
-                a[r0 - base:r1 - base] = e[r0:r1]
-        elif none:  # 'none': the edge rows, equal in both arrays, read near the edges
-            for a in scratch:
-                if base < d:
-                    a[r0 - base:d - base] = src[r0:d]
-                if top > n - d:
-                    a[n - d - base:r1 - base] = src[n - d:r1]
+        # each level's buffer starts as the rows plain sweeps overwrite with it (an odd
+        # level's in dst, an even one's in src; blocks are odd), so what a kernel leaves
+        # unwritten (edge rows and columns) is that array's own, as in plain sweeps
+        for a, e in zip(scratch, (src, dst)):
+            a[r0 - base:r1 - base] = e[r0:r1]
         prev, pbase = src, 0
         if not none and (base < 0 or top > n):  # sweep s with its padded rows, as plain
-            scratch[0][r0 - base:r1 - base] = src[r0:r1]
-            _pad(scratch[0], base, r0, r1, n, d, boundary)
+            _pad(scratch[0], base, r0, r1, n, d, boundary)  # (its rows: src's, above)
             prev, pbase = readable[0], base
         for j in range(1, k + 1):
             r0, r1 = max(t0 - (k - j) * d, vlo), min(t1 + (k - j) * d, vhi)
