@@ -375,10 +375,18 @@ class DaskBackend:
 
     def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = None, chunk_rows: Any = None,
-            boundscheck: bool = False, depth: Any = None, schedule: Any = None) -> Any:
+            boundscheck: bool = False, depth: Any = None, schedule: Any = None,
+            partial: bool = False) -> Any:
         """As LocalBackend.map; ``schedule`` is accepted and left to Dask's own scheduler,
-        which hands tasks to idle workers already."""
-        check_kind(kernel, "map")
+        which hands tasks to idle workers already. ``partial=True`` is refused: Dask's map
+        tasks return new blocks, not partials."""
+        check_kind(kernel, "partial" if partial else "map")
+        if partial:
+            raise InputError(f"kernel {kernel.name}: map(..., partial=True) is not available "
+                             "on the Dask backend (its map tasks return new blocks, not "
+                             "partials); there, call pool.map with the same kernel (its "
+                             "partial is dropped) and then pool.reduce with a reduction "
+                             "kernel over the written array")
         _check_schedule(kernel, schedule)
         plan = self._plan(kernel, args, rows, boundary, chunk_rows, depth)
         if kernel.kind == "scan":
@@ -468,7 +476,7 @@ class DaskBackend:
             return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, None,
                                b.boundscheck, b.schedule)
         return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, None,
-                        b.boundscheck, b.depth, b.schedule)
+                        b.boundscheck, b.depth, b.schedule, b.op == "partial")
 
     # -- what runs on process and inline pools only ---------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:

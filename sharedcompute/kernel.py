@@ -170,14 +170,16 @@ class Kernel(Generic[R_co]):
     # -- running in this process -------------------------------------------------------------
     def __call__(self, *args: Any, rows: int | None = None, boundary: Any = None,
                  depth: int | None = None, boundscheck: bool | None = None,
-                 workers: int | None = None, **kwargs: Any) -> Any:
+                 workers: int | None = None, partial: bool = False, **kwargs: Any) -> Any:
+        # partial=True: a fused kernel's (written, combined partial), as pool.map's.
         # The one upward import of the engine (as dask's Array.map_overlap imports overlap
         # lazily): running a kernel needs the executors, which import this module.
         from .local import run_inline
         self._refresh()
         with one_numba_thread(self.parallel):  # as in a worker (_system.limit_threads)
             return run_inline(self, self.ordered_args(args, kwargs), rows=rows, boundary=boundary,
-                              depth=depth, boundscheck=boundscheck, workers=workers)
+                              depth=depth, boundscheck=boundscheck, workers=workers,
+                              partial=partial)
 
     def ordered_args(self, args: Sequence[Any], kwargs: dict) -> tuple:
         """The call's arguments in parameter order: keyword arguments placed by name."""

@@ -429,16 +429,32 @@ def check_depth(kernel: Kernel, depth: Any) -> int:
 
 
 def check_kind(kernel: Any, op: str) -> None:
-    """map runs map and scan kernels, reduce runs reductions: checked before any planning."""
+    """map runs map and scan kernels, reduce runs reductions, "partial" (map with
+    ``partial=True``) runs fused kernels: checked before any planning."""
     if not isinstance(kernel, Kernel):
         return  # make_plan says what is wrong
     if op == "map" and kernel.kind == "reduce":
         raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+    if op == "reduce" and kernel.fused:
+        raise InputError(f"kernel {kernel.name} writes {_written_names(kernel)} and returns a "
+                         "partial (combine=): a fused kernel, which pool.reduce cannot run "
+                         "(it writes no arrays); call pool.map(kernel, ..., partial=True) for "
+                         "(written array, combined partial) from one pass, or pool.iterate "
+                         "to use the partial as a residual")
     if op == "reduce" and kernel.kind != "reduce":
         raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
                          "call pool.map")
+    if op == "partial" and not kernel.fused:
+        raise InputError(f"partial=True needs a kernel that writes arrays and returns a "
+                         f"partial (writes= or depth=, and combine=); {kernel.name} is a "
+                         f"{kernel.kind}: call pool.{'reduce' if kernel.kind == 'reduce' else 'map'}"
+                         f"(kernel, ...) without partial=True")
     if op == "iterate" and kernel.kind != "map":
         raise InputError(f"iterate runs map/stencil kernels; {kernel.name} is a {kernel.kind}")
+
+
+def _written_names(kernel: Kernel) -> str:
+    return ", ".join(repr(_label(kernel, i)) for i in sorted(kernel.writes))
 
 
 def finish_reduce(kernel: Kernel, n_chunks: int, results: list) -> Any:

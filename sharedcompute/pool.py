@@ -177,7 +177,13 @@ class Pool:
     @overload
     def map(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
             boundary: Any = None, depth: int | None = None, schedule: str | None = None,
-            timeout: float | None = None, progress: Any = False, **kwargs: Any) -> _R: ...
+            timeout: float | None = None, progress: Any = False,
+            partial: Literal[False] = False, **kwargs: Any) -> _R: ...
+    @overload
+    def map(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
+            boundary: Any = None, depth: int | None = None, schedule: str | None = None,
+            timeout: float | None = None, progress: Any = False,
+            partial: Literal[True], **kwargs: Any) -> tuple[_R, Any]: ...
     @overload
     def map(self, kernel: Callable[[_X], _Y], items: Iterable[_X], /, *,
             chunksize: int | None = None, timeout: float | None = None,
@@ -185,7 +191,7 @@ class Pool:
     def map(self, kernel: Any, *args: Any, rows: int | None = None, boundary: Any = None,
             depth: int | None = None, schedule: str | None = None,
             timeout: float | None = None, progress: Any = False, chunksize: int | None = None,
-            _chunk_rows: int | None = None, **kwargs: Any) -> Any:
+            _chunk_rows: int | None = None, partial: bool = False, **kwargs: Any) -> Any:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
         written array (a tuple if it writes several), as the kernel's type says.
 
@@ -196,6 +202,17 @@ class Pool:
         KernelTimeoutError and replaces stuck workers. ``progress=True`` shows a bar that
         advances as chunks finish and stays on screen ("transient" erases it when done; a
         tqdm bar or a ``callback(done, total)`` also work).
+
+        ``partial=True`` runs a fused kernel (one that writes its rows and declares
+        ``combine=``, such as a stencil with a residual) and returns ``(written, value)``:
+        the written array(s) and the kernel's partials from the same pass, one per chunk of
+        the fixed grid combined along reduce's fixed tree and ``finalize``d as reduce does,
+        so ``value`` is bitwise the same for any number of workers, and bitwise what
+        ``pool.reduce`` gives for a reduction returning the same per-chunk values. A chunk
+        with no row to write (the edges of a ``boundary="none"`` stencil, an empty array)
+        contributes the kernel's value for zero rows; a padded stencil's edge rows are a
+        piece of their own, combined in row order within their chunk. The kernel's partial
+        type is not in its ``Kernel[...]`` type: ``value`` types as Any.
 
         Given a plain function and one iterable instead of a kernel, this is the stdlib's
         ``Pool.map``: ``pool.map(fn, items)`` returns ``[fn(x) for x in items]`` computed as
@@ -209,8 +226,27 @@ class Pool:
         ...     y = pool.array(np.ones(5)); x = pool.array(np.arange(5.0))
         ...     pool.map(axpy, y, x, 10.0).numpy()
         array([ 1., 11., 21., 31., 41.])
+
+        Write and reduce in one pass: ``y = 2 x`` and ``sum(y)``, bitwise as
+        ``pool.reduce`` of a kernel summing ``2 x`` per chunk.
+
+        >>> @sc.kernel(writes=("y",), combine=np.add)
+        ... def double_and_sum(y, x):
+        ...     acc = 0.0
+        ...     for i in range(y.shape[0]):
+        ...         y[i] = 2.0 * x[i]
+        ...         acc += y[i]
+        ...     return acc
+        >>> with sc.Pool(2, backend="inline") as pool:
+        ...     y = pool.zeros(4); x = pool.array(np.arange(4.0))
+        ...     out, total = pool.map(double_and_sum, y, x, partial=True)
+        ...     out.numpy(), float(total)
+        (array([0., 2., 4., 6.]), 12.0)
         """
         if not isinstance(kernel, Kernel):
+            if partial:
+                raise InputError(f"partial=True needs a sharedcompute kernel that writes "
+                                 f"arrays and declares combine=, not {kernel!r}")
             return self._map_tasks(kernel, args, kwargs, chunksize, timeout, progress)
         if kwargs:
             args = kernel.ordered_args(args, kwargs)
@@ -219,6 +255,9 @@ class Pool:
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
+            if partial:  # a separate positional: the plain map path stays as it was
+                return self._backend.map(kernel, args, rows, boundary, timeout, progress,
+                                         _chunk_rows, self.boundscheck, depth, schedule, True)
             return self._backend.map(kernel, args, rows, boundary, timeout, progress,
                                      _chunk_rows, self.boundscheck, depth, schedule)
 
@@ -342,9 +381,10 @@ class Pool:
 
     def bind(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
              depth: int | None = None, schedule: str | None = None,
-             timeout: float | None = None, **kwargs: Any) -> Any:
+             timeout: float | None = None, partial: bool = False, **kwargs: Any) -> Any:
         """A call planned and checked once, for hot loops: ``call()`` runs it again and
-        returns what ``map`` (or, for a reduction, ``reduce``) returns.
+        returns what ``map`` (or, for a reduction, ``reduce``; with ``partial=True``,
+        ``map(..., partial=True)``) returns.
 
         Arguments and options are those of map/reduce, fixed now; wrong ones raise here.
         The first ``call()`` sends the task; later calls only ring the workers (no planning,
@@ -366,7 +406,7 @@ class Pool:
         array([0., 2., 4., 6.])
         """
         b = BoundCall(self._call_bound, kernel, args, kwargs, self.boundscheck, rows, boundary,
-                      depth, schedule, timeout)
+                      depth, schedule, timeout, partial)
         self._check_bound(b)  # plans once, runs nothing: a wrong argument fails here
         return b
 
