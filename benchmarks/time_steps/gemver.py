@@ -1,11 +1,11 @@
 """gemver as PolyBench/NPBench: A += u1 v1^T + u2 v2^T; x += beta * A^T y + z;
 w += alpha * A x.
 
-sharedcompute today (issue #26 item 5): the rank-2 update and the column sums A^T y cannot
-be one pass (a kernel that writes and returns a partial is a fused stencil: ``pool.map``
-drops the partial, ``pool.reduce`` refuses it), so A is written by a ``map``, read again by
-a ``reduce`` (partials: vectors of length n, combined with np.add), x is updated in the
-parent, and read a third time by the ``map`` for w: 3 calls and 3 passes over A.
+sharedcompute, one pass fewer (issue #26 item 5): the rank-2 update returns its rows'
+partial of A^T y (a vector of length n, combined with np.add along reduce's fixed tree)
+from the same pass, ``pool.map(sc_rank2_yta, ..., partial=True)``; x is updated in the
+parent, and A read a second time by the ``map`` for w: 2 calls, 2 passes over A. The
+previous port (a ``map``, a ``reduce`` reading A again, a ``map``: 3 passes) stays as a row.
 
 numba: the column sums are written cache-friendly (prange over column blocks, rows in
 order inside), as a numba user would after seeing the strided prange over columns that
@@ -78,9 +78,26 @@ def run_numba_plain(data, size):
                     d["y"], d["z"])
 
 
-# #26: write and reduce in one pass (the rank-2 update returning its rows' y^T A partial),
-# and a step program holding the x update between the two passes, would make this one call
-# reading A twice instead of three times.
+@sc.kernel(writes=("A",), whole=("v1", "v2"), combine=np.add)
+def sc_rank2_yta(A, u1, u2, v1, v2, y):
+    acc = np.zeros(A.shape[1])
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            A[i, j] += u1[i] * v1[j] + u2[i] * v2[j]
+            acc[j] += A[i, j] * y[i]
+    return acc
+
+
+def sc_gemver(pool, data, size):
+    d = data
+    _, s = pool.map(sc_rank2_yta, d["A"], d["u1"], d["u2"], d["v1"], d["v2"], d["y"],
+                    partial=True)
+    x = np.asarray(d["x"])
+    x += BETA * s + np.asarray(d["z"])
+    pool.map(sc_gemv, d["w"], d["A"], d["x"], ALPHA)
+
+
+# The previous port, three passes over A: the rank-2 update, then A^T y read again.
 @sc.kernel(whole=("v1", "v2"))
 def sc_rank2(A, u1, u2, v1, v2):
     for i in range(A.shape[0]):
@@ -106,7 +123,7 @@ def sc_gemv(w, A, x, alpha):
         w[i] += alpha * s
 
 
-def sc_gemver(pool, data, size):
+def sc_gemver_3pass(pool, data, size):
     d = data
     pool.map(sc_rank2, d["A"], d["u1"], d["u2"], d["v1"], d["v2"])
     s = pool.reduce(sc_yta, d["A"], d["y"])
@@ -120,12 +137,14 @@ VARIANTS = {
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
-    "sc map+reduce+map": ("sc", sc_gemver),
+    "sc map(partial)+map": ("sc", sc_gemver),
+    "sc map+reduce+map (3 passes)": ("sc", sc_gemver_3pass),
 }
 TOL = (1e-10, 1e-10)
 CHECK = {"numba prange": TOL, "numba 1 thread": TOL, "numba prange, no fastmath": TOL,
-         "sc map+reduce+map": {"A": "bitwise", "x": TOL, "w": TOL}}
-SC_CODE = ("sc_rank2", "sc_yta", "sc_gemv", "sc_gemver")
+         "sc map(partial)+map": {"A": "bitwise", "x": TOL, "w": TOL},
+         "sc map+reduce+map (3 passes)": {"A": "bitwise", "x": TOL, "w": TOL}}
+SC_CODE = ("sc_rank2_yta", "sc_gemv", "sc_gemver")
 NUMBA_CODE = ("nb_gemver",)
 NOTES = ("allclose(rtol=1e-10, atol=1e-10) for all: NumPy's y @ A and A @ x are BLAS sums "
          "(another order); A itself is bitwise in sc (u1*v1 + u2*v2 per element, as "
