@@ -226,3 +226,19 @@ def test_dask_backend_refuses_partial_with_the_way_around():
             pool.bind(scale_sum, y, xs, 1.5, partial=True)()
         pool.map(scale_sum, y, xs, 1.5)  # the way around: map, then a reduction
         assert pool.reduce(row_total, y) == pytest.approx(np.sum(1.5 * x), rel=1e-12)
+
+
+def test_the_guides_gemver_example_runs(tmp_path):
+    """docs/guide/kernels.md's write-and-reduce example, run as the script it is."""
+    import re
+    import subprocess
+    import sys
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "guide" / "kernels.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", page[page.index("### Write and reduce"):],
+                       re.S)[0]
+    script = tmp_path / "rank2_yta.py"
+    script.write_text(block)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
