@@ -473,7 +473,8 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         two partials (scalars, tuples or small arrays), in a fixed pairwise order. With
         ``depth=`` (or ``writes=``) too, a stencil that writes its rows and returns their
         partial from the same pass: ``pool.iterate`` uses it as its residual (``map``
-        writes the rows and returns the written array, dropping the partial).
+        writes the rows and returns the written array, dropping the partial; with
+        ``partial=True`` it returns (written, combined partial)).
     finalize : applied once to the combined partial (e.g. (count, mean, M2) -> variance).
     writes : names of the arguments written in place (default: the first, for map kernels).
     whole : names of array arguments every partition receives whole (e.g. B of a matmul).
