@@ -286,8 +286,8 @@ def _run_scan_apply(task: WorkOrder, views: list, stats: Stats, barrier: Any) ->
 
 
 RUNNERS: dict[str, Callable[[WorkOrder, list, Stats, Any], Any]] = {
-    "map": _run_map, "reduce": _run_reduce, "partial": _run_partial, "scan_totals": _run_scan_totals,
-    "scan_apply": _run_scan_apply,
+    "map": _run_map, "reduce": _run_reduce, "partial": _run_partial,
+    "scan_totals": _run_scan_totals, "scan_apply": _run_scan_apply,
 }  # "iterate" is _iterate/sweep.py's, which adds itself here
 
 

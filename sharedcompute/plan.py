@@ -97,7 +97,8 @@ def _nothing_written(args: tuple) -> tuple:
 class WorkOrder:
     """One worker's share of a call: the kernel, its argument specs, the chunk grid and the
     contiguous range of chunks it runs. Pickled to a worker as is (both ends run the same
-    code); ``op`` is "map", "reduce", "scan_totals", "scan_apply" or "iterate"."""
+    code); ``op`` is "map", "reduce", "partial" (a fused kernel's map with partial=True),
+    "scan_totals", "scan_apply" or "iterate"."""
 
     op: str
     kernel: Kernel
@@ -445,10 +446,10 @@ def check_kind(kernel: Any, op: str) -> None:
         raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
                          "call pool.map")
     if op == "partial" and not kernel.fused:
+        call = "reduce" if kernel.kind == "reduce" else "map"
         raise InputError(f"partial=True needs a kernel that writes arrays and returns a "
                          f"partial (writes= or depth=, and combine=); {kernel.name} is a "
-                         f"{kernel.kind}: call pool.{'reduce' if kernel.kind == 'reduce' else 'map'}"
-                         f"(kernel, ...) without partial=True")
+                         f"{kernel.kind}: call pool.{call}(kernel, ...) without partial=True")
     if op == "iterate" and kernel.kind != "map":
         raise InputError(f"iterate runs map/stencil kernels; {kernel.name} is a {kernel.kind}")
 

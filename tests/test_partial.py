@@ -242,3 +242,15 @@ def test_the_guides_gemver_example_runs(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_repeated_partial_map_runs_no_more_engine_modules_than_a_repeated_reduce():
+    """The cached path: a repeated map(..., partial=True) is a repeated reduce's path plus
+    nothing (tests/test_engine_paths.py's measure and its reduce budget)."""
+    from test_engine_paths import BUDGET, modules, trace
+    from sharedcompute.kernels.stencils import jacobi2d_residual
+    pool = shared_pool(2, START_METHODS[-1])
+    u, o = pool.array(np.random.default_rng(0).random((64, 64))), pool.zeros((64, 64))
+    pool.map(jacobi2d_residual, o, u, partial=True)
+    mods = modules(trace(lambda: pool.map(jacobi2d_residual, o, u, partial=True)))
+    assert mods[0] == "pool" and len(mods) <= BUDGET["repeated reduce"], mods
