@@ -5,7 +5,8 @@ is a handle on one of its entries.
 
 The key holds everything that decides a result, other than the contents of shared arrays:
 
-- the kernel object (a redefined kernel is a new object), the op, rows, boundary, depth and
+- the kernel object (a redefined kernel is a new object), the op ("map", "reduce", or
+  "partial": a fused kernel's map with ``partial=True``), rows, boundary, depth and
   chunk_rows (the grid: a reduction's combine tree);
 - each SharedArray by ``SharedArray.identity``: its block (the name, or a file's path, device
   and inode), the block's size, offset, shape, strides, dtype and writability. An in-place
@@ -60,8 +61,9 @@ def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
              depth: Any = None, chunk_rows: int | None = None) -> tuple | None:
     """(key, values) of a repeatable call; None: not cacheable (see the module docstring).
     ``chunk_rows``: None or an int (Pool checked its type, so 5.0 never meets 5 here)."""
-    if not isinstance(kernel, Kernel) or kernel.kind != op:
-        return None  # maps and reductions only (a scan is two calls)
+    if not isinstance(kernel, Kernel) or kernel.kind != op and not (
+            op == "partial" and kernel.fused):
+        return None  # maps, reductions and partial=True maps only (a scan is two calls)
     key: list = [op, kernel, rows, scalar_bits(boundary), depth,  # content: Entry.current
                  chunk_rows]
     vals: list = []
@@ -143,7 +145,9 @@ class Entry:
         self.written_names = [b.name for b in plan.written_blocks if b is not None]
         self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
         self.active = [i for i, t in enumerate(tasks) if t.chunk_range[1] > t.chunk_range[0]]
-        self.reduces = plan.kernel.kind == "reduce"  # else a map: its workers return nothing
+        self.partial = key[0] == "partial"  # a fused map returning (written, partial)
+        # else a plain map, whose workers return nothing
+        self.reduces = self.partial or plan.kernel.kind == "reduce"
 
     def current(self) -> bool:
         """The kernel's content is the one the workers hold: its ``__code__``, the globals

@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import InputError
 from .kernel import Kernel
-from .partition import halo_pieces, padded_rows, tree_nodes, tree_reduce, valid_rows
+from .partition import (halo_pieces, padded_rows, position_value, tree_nodes, tree_reduce,
+                        valid_rows)
 from .plan import ArgSpec, WorkOrder
 from .shared import SharedArray, view_from_handle
 
@@ -126,13 +127,26 @@ def _chunk_args(views: list[Any], specs: list[ArgSpec], s: int, e: int,
     for v, spec in zip(views, specs):
         if spec.writable and not include_written:
             continue
-        out.append(v[s:e] if spec.kind == "part" else v)
+        out.append(part_rows(v, spec, s, e) if spec.kind == "part" else v)
     return out
+
+
+def part_rows(v: Any, spec: ArgSpec, s: int, e: int, depth: int = 0) -> Any:
+    """Rows of a split argument for output rows [s, e): those rows, ``depth`` more on each
+    side for a read stencil input (in place: the caller checked they exist), or for an
+    argument with its own halo (kernel ``halo=``) its rows [s, e + before + after)."""
+    if spec.halo:
+        return v[s:e + spec.halo[0] + spec.halo[1]]
+    return v[s - depth:e + depth] if depth and not spec.writable else v[s:e]
 
 
 def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[tuple]:
     """(start, stop, kernel arguments, reusable) for each piece of rows lo..hi; a piece
-    is not reusable when it got a padded copy of edge rows (stencils at the array's edge)."""
+    is not reusable when it got a padded copy of edge rows (stencils at the array's edge).
+    With a padded boundary the rows within depth of an edge are a piece of their own (as
+    few as one row: the kernel docstring says so); under 'none'/'fixed' no piece holds a
+    row the call does not write. Arguments with their own halo (``halo=``) are sliced in
+    place, never padded."""
     kernel = task.kernel
     n, d, boundary = task.n_rows, task.depth, task.boundary
     vlo, vhi = valid_rows(n, d, boundary)
@@ -142,14 +156,12 @@ def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[
         for v, spec in zip(views, task.specs):
             if spec.kind != "part":
                 args.append(v)
-            elif spec.writable or d == 0:
-                args.append(v[s:e])
-            elif in_place:
-                args.append(v[s - d:e + d])
+            elif in_place or spec.writable or spec.halo or d == 0:
+                args.append(part_rows(v, spec, s, e, d))
             else:
                 args.append(padded_rows(v, s, e, d, boundary))
         if kernel.position:
-            args.append((s, e, n))
+            args.append(position_value(kernel.position, s, e, n, d, boundary))
         yield s, e, tuple(args), in_place or d == 0
 
 
@@ -176,7 +188,7 @@ def _reduce_leaves(task: WorkOrder, views: list[Any]) -> dict[int, tuple]:
         s, e = chunks[c]
         args = _chunk_args(views, task.specs, s, e)
         if task.kernel.position:
-            args.append((s, e, n))
+            args.append(position_value(task.kernel.position, s, e, n, 0, task.boundary))
         leaves[c] = ((s, e), tuple(args))
     return leaves
 
@@ -208,6 +220,51 @@ def _run_reduce(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dic
             for node in tree_nodes(0, len(task.chunks), ca, cb)}
 
 
+def chunk_partial(task: WorkOrder, func: Any, views: list[Any], s: int, e: int,
+                  stats: Stats) -> Any:
+    """A fused kernel's partial for chunk [s, e) (map with ``partial=True``): it writes the
+    chunk's rows and returns their partial; the pieces of a chunk (edge rows of a padded
+    stencil are a piece of their own) are combined in row order. A chunk with no row to
+    write (edges under 'none'/'fixed', an empty array) gets the kernel's value for zero
+    rows, as a reduction's empty chunk does: every chunk is a leaf of the fixed tree."""
+    value, got = None, False
+    for ps, pe, args, _ in map_pieces(task, views, s, e):
+        stats.rows = (ps, pe)
+        p = call(func, args, stats)
+        value, got = (task.kernel.combine(value, p) if got else p), True
+    return value if got else call(func, empty_args(task, views, s), stats)
+
+
+def empty_args(task: WorkOrder, views: list[Any], s: int) -> tuple:
+    """Kernel arguments for zero output rows at row s: a read stencil input gets its
+    2 * depth halo rows (zeros: nothing is computed from them)."""
+    d, out = task.depth, []
+    for v, spec in zip(views, task.specs):
+        if spec.kind != "part":
+            out.append(v)
+        elif spec.writable or not d or spec.halo:
+            out.append(part_rows(v, spec, s, s))
+        else:
+            out.append(np.zeros((2 * d,) + v.shape[1:], v.dtype))
+    if task.kernel.position:
+        out.append(position_value(task.kernel.position, s, s, task.n_rows, d, task.boundary))
+    return tuple(out)
+
+
+def _run_partial(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dict:
+    """A fused kernel's rows written and {tree node: partial}, one call per chunk (its
+    leaf), combined along the fixed tree as a reduction's: the same for any worker count."""
+    func, chunks = kernel_fn(task), task.chunks
+
+    def leaf(c: int) -> Any:
+        value = chunk_partial(task, func, views, *chunks[c], stats)
+        stats.advance(1)
+        return value
+    ca, cb = task.chunk_range
+    return {node: tree_reduce(node[0], node[1], leaf, task.kernel.combine)
+            for node in tree_nodes(0, len(chunks), ca, cb)}
+
+
 def _run_scan_totals(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> list:
     totals, chunks, out = task.kernel.compiled(task.boundscheck)[1], task.chunks, []
     for c in range(*task.chunk_range):
@@ -227,13 +284,14 @@ def _run_scan_apply(task: WorkOrder, views: list, stats: Stats, barrier: Any) ->
 
 
 RUNNERS: dict[str, Callable[[WorkOrder, list, Stats, Any], Any]] = {
-    "map": _run_map, "reduce": _run_reduce, "scan_totals": _run_scan_totals,
-    "scan_apply": _run_scan_apply,
+    "map": _run_map, "reduce": _run_reduce, "partial": _run_partial,
+    "scan_totals": _run_scan_totals, "scan_apply": _run_scan_apply,
 }  # "iterate" is _iterate/sweep.py's, which adds itself here
 
 
 def run_task(task: WorkOrder, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
-    """Do one worker's share of a call. Returns map: None; reduce: {tree node: partial};
+    """Do one worker's share of a call. Returns map: None; reduce and partial (a fused
+    kernel's map with partial=True): {tree node: partial};
     scan totals: [partial per chunk]; iterate (_iterate/sweep.py): (sweeps run, last
     residual checked or None). ``views``: the specs' arrays when already resolved (a
     worker's cached task). Numba's errors for undeclared writes and bounds-checked reads
@@ -298,6 +356,8 @@ def prepare(task: WorkOrder, views: list[Any]) -> Callable[[Stats], Any] | None:
             stats.chunks_done += cb - ca
         run_map.patch = _patcher(pieces, range(len(pieces)))  # type: ignore[attr-defined]
         return run_map
+    if task.op == "partial":
+        return _prepare_partial(task, views, dispatcher)
     if task.op == "reduce":
         leaves = _reduce_leaves(task, views)
         nodes = tree_nodes(0, len(task.chunks), ca, cb)
@@ -316,6 +376,47 @@ def prepare(task: WorkOrder, views: list[Any]) -> Callable[[Stats], Any] | None:
         run_reduce.patch = _patcher(leaves, list(leaves))  # type: ignore[attr-defined]
         return run_reduce
     return None
+
+
+def _prepare_partial(task: WorkOrder, views: list[Any], dispatcher: Any) -> Any:
+    """prepare() of a fused map with partial=True: each chunk's pieces sliced once (as
+    chunk_partial calls them); None where a chunk needs padded edge rows or has no row to
+    write (run_task builds those afresh)."""
+    ca, cb = task.chunk_range
+    chunks, combine = task.chunks, task.kernel.combine
+    leaves: dict = {}
+    for c in range(ca, cb):
+        got = list(map_pieces(task, views, *chunks[c]))
+        if not got or not all(reusable for *_, reusable in got):
+            return None
+        leaves[c] = (chunks[c], tuple(args for _, _, args, _ in got))
+    nodes = tree_nodes(0, len(chunks), ca, cb)
+
+    def run_partial(stats: Stats) -> dict:
+        def leaf(c: int) -> Any:
+            rows, pieces = leaves[c]
+            stats.rows = rows
+            value = dispatcher(*pieces[0])
+            for args in pieces[1:]:
+                value = combine(value, dispatcher(*args))
+            return value
+        t0 = time.perf_counter()
+        out = {node: tree_reduce(node[0], node[1], leaf, combine) for node in nodes}
+        stats.compute_s += time.perf_counter() - t0
+        stats.chunks_done += cb - ca
+        return out
+
+    def patch(changes: list) -> None:  # new values into every piece of every chunk
+        for c, (rows, pieces) in leaves.items():
+            fresh = []
+            for args in pieces:
+                args = list(args)
+                for i, value in changes:
+                    args[i] = value
+                fresh.append(tuple(args))
+            leaves[c] = (rows, tuple(fresh))
+    run_partial.patch = patch  # type: ignore[attr-defined]
+    return run_partial
 
 
 def _patcher(store: Any, keys: Any) -> Callable[[list], None]:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from ._insights import Accounts, WorkerInsight
 from ._evaluate import Stats, detached, run_task
 from ._worker import compile_signatures
+from ._compile import one_numba_thread
 from .errors import kernel_error, remote_error_info
 from .partition import split_even
 from .plan import WorkOrder
@@ -76,7 +77,8 @@ class InlineExecutor(Accounts):
                 stats = Stats(progress=bar.update if bar else None)
                 t0 = time.perf_counter()
                 try:
-                    out.append(run_task(task, stats, _NoBarrier()))
+                    with one_numba_thread(task.kernel.parallel):  # a worker's bits
+                        out.append(run_task(task, stats, _NoBarrier()))
                 except Exception as exc:
                     failure = kernel_error(what, remote_error_info(exc, stats.rows, None))
                     cause = detached(exc)

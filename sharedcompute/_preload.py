@@ -353,7 +353,7 @@ def _signatures(kernel: Any, examples: tuple | None, dtype: Any, pickles: bool) 
             else:
                 sig.append(numba.typeof(x))
     if kernel.position:
-        sig.append(numba.typeof((0, 0, 0)))
+        sig.append(numba.typeof((True, True) if kernel.position == "edges" else (0, 0, 0)))
     out = [tuple(sig)]
     edge = [t.copy(readonly=False) if i in parts and i not in kernel.writes else t
             for i, t in enumerate(sig)]

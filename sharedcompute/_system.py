@@ -33,11 +33,25 @@ def limit_threads() -> Any:
     if launched:
         import numba
         numba.set_num_threads(1)
+    elif "numba" in sys.modules:
+        _numba_launches_one()
     try:
         from threadpoolctl import threadpool_limits
         return threadpool_limits(limits=1)
     except Exception:  # pragma: no cover - threadpoolctl is a dependency
         return None
+
+
+def _numba_launches_one() -> None:
+    """numba fixed how many threads its parallel code launches when it was imported
+    (``numba.np.ufunc.parallel.NUM_THREADS``, from NUMBA_NUM_THREADS: the forkserver's
+    preload, the parent under fork, the main module under spawn, all before this process
+    was a worker), and launches them at the first parallel=True compile: make that one
+    thread, as the environment now says (the compiler reloads numba's config too)."""
+    sys.modules["numba.core.config"].reload_config()
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None:
+        parallel.NUM_THREADS = sys.modules["numba.core.config"].NUMBA_NUM_THREADS
 
 
 def _numba_threads_launched() -> int:

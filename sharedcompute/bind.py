@@ -31,15 +31,15 @@ class BoundCall:
     def __init__(self, run: Any, kernel: Any, args: tuple, kwargs: dict,
                  boundscheck: bool = False, rows: Any = None, boundary: Any = None,
                  depth: Any = None, schedule: Any = None, timeout: Any = None,
-                 chunk_rows: Any = None):
+                 partial: bool = False, chunk_rows: Any = None):
         """``run(bound_call)``: what calling it does (the Pool's wrapper of its backend's
         call_bound); the rest are Pool.bind's arguments, checked here."""
         if not isinstance(kernel, Kernel):
             raise InputError(f"pool.bind needs a sharedcompute kernel, not {kernel!r}; "
                              "decorate it with @sc.kernel (plain functions: pool.submit)")
         if kwargs:
-            args = kernel.bind(args, kwargs)
-        self.op = "reduce" if kernel.kind == "reduce" else "map"
+            args = kernel.ordered_args(args, kwargs)
+        self.op = "partial" if partial else "reduce" if kernel.kind == "reduce" else "map"
         self._run, self.kernel, self.args = run, kernel, tuple(args)
         self.rows, self.boundary, self.depth, self.schedule = rows, boundary, depth, schedule
         self.timeout, self.boundscheck = check_timeout(timeout), boundscheck
@@ -54,7 +54,8 @@ class BoundCall:
         self.idents: list = []  # made: a.shape = ... since makes a new one
 
     def __call__(self) -> Any:
-        """Run the call: what pool.map (the written array) or pool.reduce returns."""
+        """Run the call: what pool.map (the written array; with partial=True, (written,
+        partial)) or pool.reduce returns."""
         return self._run(self)
 
     def __repr__(self) -> str:

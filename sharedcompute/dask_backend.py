@@ -17,7 +17,8 @@ import numpy as np
 from ._system import THREAD_ENV, limit_threads
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
 from .kernel import Kernel, check_schedule
-from .partition import chunk_rows, combine_all, source_row, split_even, valid_rows
+from .partition import (chunk_rows, combine_all, position_value, source_row, split_even,
+                        valid_rows)
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residual_value, swap
 from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
@@ -121,7 +122,7 @@ def _map_block(kernel: Kernel, kinds: tuple, s: int, e: int, vs: int, ve: int, n
             args.append(inp)
     if ve > vs:
         if kernel.position:
-            args.append((vs, ve, n))
+            args.append(position_value(kernel.position, vs, ve, n, d, boundary))
         if extra is not None:
             args.append(extra)
         _call_kernel(kernel, kernel.dispatcher, args, (vs, ve))
@@ -135,9 +136,10 @@ def _leaves_block(kernel: Kernel, func_name: str, bounds: list, n: int, kinds: t
     base = bounds[0][0] if bounds else 0
     out = []
     for s, e in bounds:
-        call = [a[s - base:e - base] if part else a for a, part in zip(args, kinds)]
+        call = [a if extra is None else a[s - base:e - base + extra]
+                for a, extra in zip(args, kinds)]  # extra: an own halo's rows (halo=)
         if kernel.position and func_name == "dispatcher":
-            call.append((s, e, n))
+            call.append(position_value(kernel.position, s, e, n, 0, "none"))
         out.append(_call_kernel(kernel, func, call, (s, e)))
     return out
 
@@ -317,6 +319,10 @@ class DaskBackend:
             elif spec.kind == "whole":
                 kinds.append(("whole", False, None))
                 inputs.append(spec.value.data)
+            elif spec.halo:  # its own halo rows, in place: passed as they are
+                kinds.append(("whole", False, None))
+                inputs.append(spec.value.data[vs:ve + sum(spec.halo)] if ve > vs else
+                              spec.value.data[:0])
             elif spec.writable or not d:
                 kinds.append(("part", spec.writable, None))
                 inputs.append(spec.value.data[s:e])
@@ -369,10 +375,18 @@ class DaskBackend:
 
     def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = None, chunk_rows: Any = None,
-            boundscheck: bool = False, depth: Any = None, schedule: Any = None) -> Any:
+            boundscheck: bool = False, depth: Any = None, schedule: Any = None,
+            partial: bool = False) -> Any:
         """As LocalBackend.map; ``schedule`` is accepted and left to Dask's own scheduler,
-        which hands tasks to idle workers already."""
-        check_kind(kernel, "map")
+        which hands tasks to idle workers already. ``partial=True`` is refused: Dask's map
+        tasks return new blocks, not partials."""
+        check_kind(kernel, "partial" if partial else "map")
+        if partial:
+            raise InputError(f"kernel {kernel.name}: map(..., partial=True) is not available "
+                             "on the Dask backend (its map tasks return new blocks, not "
+                             "partials); there, call pool.map with the same kernel (its "
+                             "partial is dropped) and then pool.reduce with a reduction "
+                             "kernel over the written array")
         _check_schedule(kernel, schedule)
         plan = self._plan(kernel, args, rows, boundary, chunk_rows, depth)
         if kernel.kind == "scan":
@@ -393,13 +407,13 @@ class DaskBackend:
             for spec in plan.specs:
                 if spec.writable and func_name == "totals":
                     continue
-                kinds.append(spec.kind == "part")
+                kinds.append(sum(spec.halo) if spec.kind == "part" else None)
                 if spec.kind == "value":
                     args.append(spec.value)
                 elif spec.kind == "whole":
                     args.append(spec.value.data)
                 else:
-                    args.append(spec.value.data[s:e])
+                    args.append(spec.value.data[s:e + sum(spec.halo)])
             tasks.append(dask.delayed(_leaves_block, pure=False)(
                 kernel, func_name, grid[a:b], n, tuple(kinds), *args))
         groups = self._gather(self.client.compute(tasks), timeout, progress, kernel.name)
@@ -463,7 +477,7 @@ class DaskBackend:
             return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, b.chunk_rows,
                                b.boundscheck, b.schedule)
         return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, b.chunk_rows,
-                        b.boundscheck, b.depth, b.schedule)
+                        b.boundscheck, b.depth, b.schedule, b.op == "partial")
 
     # -- what runs on process and inline pools only ---------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:

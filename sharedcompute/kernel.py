@@ -10,7 +10,6 @@ they could not import it (a notebook cell, ``__main__``, a function's local): _i
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, Sequence, TypeVar, overload
@@ -18,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, Sequence, Typ
 import numpy as np
 
 from . import _identity
+from ._compile import (check_dispatcher, jit_function, njit_kwargs, numba_options,
+                       one_numba_thread, rejit_function)
 from .errors import InputError, KernelNotSendableError
-from .partition import check_boundary
+from .partition import check_boundary, check_halo
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
         reference: Callable[..., Any] | None
         whole: Sequence[str]
         boundary: Any
-        position: bool
+        position: bool | Literal["edges"]
+        halo: dict[str, tuple[int, int]]
         totals: Callable[..., Any] | None
         identity: Any
         rtol: Any
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
         jit: bool
         schedule: str
         idempotent: bool | None
+        fastmath: bool | set[str] | frozenset[str]
+        error_model: str
+        parallel: bool
 
 R_co = TypeVar("R_co", covariant=True)  # what pool.map or pool.reduce returns
 _T = TypeVar("_T")  # a reduction's partial
@@ -53,44 +58,6 @@ _Func = Callable[..., Any]
 _Halo = Literal[1, 2, 3, 4, 5, 6, 7, 8]
 
 REGISTRY: dict[str, "Kernel[Any]"] = {}
-_cache_warned = False
-
-
-def _jit(func: Callable) -> Callable:
-    """numba.njit(nogil=True), cached on disk unless SHAREDCOMPUTE_NUMBA_CACHE=0.
-
-    A cache directory that cannot be written gives one warning and uncached compiles
-    (numba raises 'no locator available' at decoration time otherwise; numba#4908).
-    """
-    global _cache_warned
-    import numba
-    from numba.core.registry import CPUDispatcher
-
-    if isinstance(func, CPUDispatcher):
-        return func
-    use_cache = os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0"
-    if use_cache:
-        try:
-            return numba.njit(nogil=True, cache=True)(func)
-        except RuntimeError as exc:  # no writable cache location
-            interactive = not os.path.exists(func.__code__.co_filename)  # notebook, -c, stdin
-            if not _cache_warned and not interactive:
-                warnings.warn(f"sharedcompute: numba cache unavailable ({exc}); compiling "
-                              "without a cache", RuntimeWarning, stacklevel=3)
-                _cache_warned = True
-    return numba.njit(nogil=True)(func)
-
-
-def _rejit(func: Callable) -> Callable:
-    """A new dispatcher of ``func``'s current code, with its own numba options if it has."""
-    py_func = getattr(func, "py_func", func)
-    options = getattr(func, "targetoptions", None)
-    if options is None:
-        return _jit(py_func)
-    import numba
-    return numba.njit(**options)(py_func)
-
-
 class Kernel(Generic[R_co]):
     """A numba kernel with its partitioning contract; create with :func:`kernel`.
 
@@ -103,10 +70,12 @@ class Kernel(Generic[R_co]):
 
     def __init__(self, func: Callable, *, reference: Callable | None, combine: Callable | None,
                  finalize: Callable | None, writes: Sequence[str] | None, whole: Sequence[str],
-                 depth: int, boundary: Any, position: bool, totals: Callable | None,
+                 depth: int, boundary: Any, position: bool | str, totals: Callable | None,
                  identity: Any, rtol: Any, atol: Any, check: Callable | None = None,
                  elementwise: bool = False, jit: bool = True, schedule: str = "static",
-                 idempotent: bool | None = None):
+                 idempotent: bool | None = None, fastmath: Any = False,
+                 error_model: str = "python", parallel: bool = False,
+                 halo: dict | None = None):
         py_func = getattr(func, "py_func", func)
         self.py_func, self._code = py_func, py_func.__code__
         self._home = sys.modules.get(py_func.__module__)  # its module: reloaded if __spec__ changes
@@ -115,7 +84,9 @@ class Kernel(Generic[R_co]):
         self._options = dict(func=func, combine=combine, finalize=finalize, writes=writes,
                              whole=whole, depth=depth, boundary=boundary, position=position,
                              totals=totals, identity=identity, elementwise=elementwise,
-                             jit=jit, schedule=schedule, idempotent=idempotent)
+                             jit=jit, schedule=schedule, idempotent=idempotent,
+                             fastmath=fastmath, error_model=error_model, parallel=parallel,
+                             halo=halo)
         self._token: str | None = None  # content_token(), fixed at first use
         self._reads: list = []  # the globals it read then, and its module's __spec__
         # (_identity.watch_list)
@@ -129,6 +100,10 @@ class Kernel(Generic[R_co]):
         params = list(inspect.signature(py_func).parameters)
         self.n_extra = (1 if position else 0) + (1 if totals is not None else 0)
         self.params = params[: len(params) - self.n_extra] if self.n_extra else params
+        if position not in (False, True, "edges"):
+            raise InputError(f"kernel {self.name}: position={position!r} must be True (the "
+                             "last parameter gets (start, stop, total)) or 'edges' (it gets "
+                             "(first, last), two booleans)")
         if position and len(params) < 1:
             raise InputError(f"kernel {self.name}: position=True needs a last parameter for "
                              "(start, stop, total)")
@@ -157,6 +132,10 @@ class Kernel(Generic[R_co]):
         self.elementwise = bool(elementwise)
         self.writes = tuple(self.params.index(n) for n in writes)
         self.whole = tuple(self.params.index(n) for n in whole)
+        self.halo = check_halo(self.name, self.params, halo)  # {index: (before, after)}
+        if set(self.halo) & set(self.writes + self.whole):
+            raise InputError(f"kernel {self.name}: halo= is for read arguments split with "
+                             "the output's rows; it names an argument in writes= or whole=")
         self.depth = int(depth)
         self.boundary = check_boundary(boundary)
         self.position = position
@@ -172,24 +151,37 @@ class Kernel(Generic[R_co]):
         self.check = check
         self.jit = bool(jit)
         self.schedule = check_schedule(schedule)
+        # numba options beyond nogil=True (fastmath, error_model, parallel): part of the
+        # content token, and of what a worker builds by value (_options)
+        self.numba_options = numba_options(self.name, self.jit, fastmath, error_model, parallel)
+        self.fastmath = self.numba_options.get("fastmath", False)
+        self.error_model = self.numba_options.get("error_model", "python")
+        self.parallel = bool(self.numba_options.get("parallel", False))
+        for f in (func, totals):
+            check_dispatcher(self.name, f, self.numba_options)
         # jit=False: the function runs as it is on each partition's views (NumPy, SciPy...)
-        self.dispatcher = _jit(func) if self.jit else func
-        self.totals = (_jit(totals) if self.jit else totals) if totals is not None else None
+        opts = njit_kwargs(self.numba_options)
+        self.dispatcher = jit_function(func, opts) if self.jit else func
+        self.totals = ((jit_function(totals, opts) if self.jit else totals) if totals is not None
+                       else None)
         self._checked: tuple | None = None  # (dispatcher, totals) with bounds checks, on demand
         REGISTRY[f"{self.module}:{self.qualname}"] = self
 
     # -- running in this process -------------------------------------------------------------
     def __call__(self, *args: Any, rows: int | None = None, boundary: Any = None,
                  depth: int | None = None, boundscheck: bool | None = None,
-                 workers: int | None = None, **kwargs: Any) -> Any:
+                 workers: int | None = None, partial: bool = False, **kwargs: Any) -> Any:
+        # partial=True: a fused kernel's (written, combined partial), as pool.map's.
         # The one upward import of the engine (as dask's Array.map_overlap imports overlap
         # lazily): running a kernel needs the executors, which import this module.
         from .local import run_inline
         self._refresh()
-        return run_inline(self, self.bind(args, kwargs), rows=rows, boundary=boundary,
-                          depth=depth, boundscheck=boundscheck, workers=workers)
+        with one_numba_thread(self.parallel):  # as in a worker (_system.limit_threads)
+            return run_inline(self, self.ordered_args(args, kwargs), rows=rows, boundary=boundary,
+                              depth=depth, boundscheck=boundscheck, workers=workers,
+                              partial=partial)
 
-    def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
+    def ordered_args(self, args: Sequence[Any], kwargs: dict) -> tuple:
         """The call's arguments in parameter order: keyword arguments placed by name."""
         if not kwargs:
             return tuple(args)
@@ -211,6 +203,12 @@ class Kernel(Generic[R_co]):
             raise InputError(f"kernel {self.name} is missing arguments {missing}")
         return tuple(bound)
 
+    def bind(self, args: Sequence[Any], kwargs: dict) -> tuple:
+        """Deprecated name of ``ordered_args`` ("bind" is Pool.bind's: a prepared call)."""
+        warnings.warn("Kernel.bind is now Kernel.ordered_args", DeprecationWarning,
+                      stacklevel=2)
+        return self.ordered_args(args, kwargs)
+
     def compiled(self, boundscheck: bool = False) -> tuple[Any, Any]:
         """(kernel, totals) dispatchers; with ``boundscheck`` compiled with numba's index
         checks (uncached: a debugging build), so a read past the rows raises IndexError."""
@@ -219,7 +217,8 @@ class Kernel(Generic[R_co]):
             return self.dispatcher, self.totals
         if self._checked is None:
             import numba
-            checked = numba.njit(nogil=True, boundscheck=True)
+            checked = numba.njit(nogil=True, boundscheck=True,
+                                 **njit_kwargs(self.numba_options))
             py_totals = getattr(self.totals, "py_func", None)
             self._checked = (checked(self.py_func),
                              checked(py_totals) if py_totals is not None else None)
@@ -285,7 +284,10 @@ class Kernel(Generic[R_co]):
         o = self._options
         return (self.name, o["func"], o["combine"], o["finalize"], o["totals"], o["identity"],
                 self.kind, self.writes, self.whole, self.depth, self.boundary, self.position,
-                self.elementwise, self.jit, self.schedule, self.idempotent)
+                self.elementwise, self.jit, self.schedule, self.idempotent) + (
+                    # only when given: a kernel without them keeps its token
+                    (tuple(sorted(self.numba_options.items())),) if self.numba_options else ()) + (
+                    (("halo", tuple(sorted(self.halo.items()))),) if self.halo else ())
 
     def content_watch(self) -> tuple:
         """(function, code, reads): what decides this kernel's content, as of its token, to
@@ -308,9 +310,10 @@ class Kernel(Generic[R_co]):
             return
         self._code, self._spec = self.py_func.__code__, getattr(self._home, "__spec__", None)
         func, totals = self._options["func"], self._options["totals"]
-        self.dispatcher = _rejit(func) if self.jit else self.py_func
+        opts = njit_kwargs(self.numba_options)
+        self.dispatcher = rejit_function(func, opts) if self.jit else self.py_func
         if totals is not None:
-            self.totals = _rejit(totals) if self.jit else totals
+            self.totals = rejit_function(totals, opts) if self.jit else totals
         self._token = self._by_value = self._checked = None
         self._sendable = False
 
@@ -343,10 +346,11 @@ class Kernel(Generic[R_co]):
         extra += ", fused" if self.fused else ""
         extra += "" if self.jit else ", jit=False"
         extra += "" if self.schedule == "static" else f", schedule={self.schedule!r}"
+        extra += "".join(f", {k}={v!r}" for k, v in self.numba_options.items())
         return f"<sharedcompute kernel {self.module}.{self.qualname} ({self.kind}{extra})>"
 
 
-_MISSING = object()  # a parameter not yet given (Kernel.bind)
+_MISSING = object()  # a parameter not yet given (Kernel.ordered_args)
 SCHEDULES = ("static", "dynamic")
 
 
@@ -389,7 +393,9 @@ def kernel_by_value(token: str, where: tuple, payload: bytes) -> Kernel:
                 # numba's cache rebuilds a compiled function's environment by importing its
                 # module: one this worker cannot import (a test module's local kernel) compiles
                 import numba
-                spec[name] = numba.njit(nogil=True)(spec[name])
+                opts = numba_options(name, True, spec["fastmath"], spec["error_model"],
+                                     spec["parallel"])
+                spec[name] = numba.njit(nogil=True, **njit_kwargs(opts))(spec[name])
         k = Kernel(**spec, reference=None, rtol=None, atol=None)
         k._token = token
         _BUILT.put(token, k)
@@ -455,7 +461,9 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
            boundary: Any = "none", position: bool = False, totals: Callable | None = None,
            identity: Any = 0, rtol: Any = None, atol: Any = None,
            check: Callable | None = None, elementwise: bool = False, jit: bool = True,
-           schedule: str = "static", idempotent: bool | None = None) -> Any:
+           schedule: str = "static", idempotent: bool | None = None,
+           fastmath: bool | set[str] | frozenset[str] = False, error_model: str = "python",
+           parallel: bool = False, halo: dict | None = None) -> Any:
     """Declare a numba kernel that a Pool runs in place over partitions of shared arrays.
 
     Parameters
@@ -465,15 +473,29 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         two partials (scalars, tuples or small arrays), in a fixed pairwise order. With
         ``depth=`` (or ``writes=``) too, a stencil that writes its rows and returns their
         partial from the same pass: ``pool.iterate`` uses it as its residual (``map``
-        writes the rows and returns the written array, dropping the partial).
+        writes the rows and returns the written array, dropping the partial; with
+        ``partial=True`` it returns (written, combined partial)).
     finalize : applied once to the combined partial (e.g. (count, mean, M2) -> variance).
     writes : names of the arguments written in place (default: the first, for map kernels).
     whole : names of array arguments every partition receives whole (e.g. B of a matmul).
     depth, boundary : halo rows on axis 0 and how to fill them at the array's edges, in dask's
-        words: 'none' (edge rows within ``depth`` are not written), 'reflect', 'mirror', 'periodic',
+        words: 'none' (edge rows within ``depth`` are not written), 'fixed' (the same in a
+        map; in ``pool.iterate`` each array keeps its own edge rows, where 'none' copies
+        u's into out first), 'reflect', 'mirror', 'periodic',
         'nearest' or a constant. Read arguments then carry ``depth`` extra rows on each side.
     position : the kernel's last parameter receives ``(start, stop, total)``: its rows' place
-        in the whole array (dask's ``block_info``).
+        in the whole array (dask's ``block_info``); ``position="edges"``: ``(first, last)``,
+        two booleans saying whether its rows begin at the first row the call writes and end
+        at the last (rows 0 and n - 1; ``depth`` and n - 1 - ``depth`` under 'none' and
+        'fixed'), to apply an edge rule without row arithmetic. With a padded boundary the
+        rows within ``depth`` of each edge come in calls of their own (a padded copy of those
+        rows), so a kernel may be called on as few as one row there, and ``first``/``last``
+        is True in that call; under 'none' and 'fixed' it never gets rows it does not write.
+    halo : ``{name: (before, after)}`` for read arguments with rows of their own around the
+        output's (a field pre-padded by 2 rows: ``(2, 2)``; a staggered one with one row
+        more: ``(0, 1)``): that argument has ``before + n + after`` rows, its row
+        ``r + before`` lines up with output row r, and the call writing rows [s, e) gets
+        its rows [s, e + before + after), straight from shared memory (never padded).
     totals : makes a scan: ``totals(*inputs)`` gives a chunk's total; the kernel's last
         parameter receives the combined totals of all earlier chunks (``identity`` for the first).
     rtol, atol : tolerance against the reference, numbers or ``f(dtype, n_terms, *args)``
@@ -501,6 +523,27 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
         declaration gives wrong residuals, so leave it unset for sums. The sign of a zero
         maximum may still depend on the grouping (``np.maximum(-0.0, 0.0)``), which
         changes no comparison with ``tol``.
+    fastmath : numba's ``fastmath``: True (all flags) or a set of LLVM flags: ``"reassoc"``
+        (with ``"nsz"``) lets a loop sum vectorise in another order, ``"contract"`` fuses
+        multiply-adds, ``"nnan"``/``"ninf"`` assume no NaN or inf (``x != x`` folds to
+        False). It changes result bits: against a reference at exact tolerance ``verify``
+        fails and names fastmath and the ``rtol`` that passes. Default False (IEEE
+        arithmetic in source order). Example below.
+    error_model : "python" (default): a division by zero raises ZeroDivisionError (a
+        KernelError from a pool); "numpy": no check, ``1.0/0.0`` is inf and ``0.0/0.0`` nan
+        as in NumPy (an integer division by zero gives 0). Example below.
+    parallel : compile with numba's parallel pipeline, which fuses NumPy-style array
+        expressions (``out[:] = 0.5 * (u[:-2] + u[2:])``) into one loop without temporary
+        arrays, on ONE numba thread per worker (the workers are the parallelism; ``prange``
+        loops run serially in each). Elementwise expressions give the same bits as
+        without; a reduction inside (``np.sum``, a prange sum) may group differently. The
+        direct call runs it on one numba thread too, which launches numba's threading
+        layer in this process: ``start_method="fork"`` pools are refused after that
+        (forkserver, the default, and spawn are not). Example below.
+
+        The three are part of the kernel's identity: with ``fastmath=True`` it is another
+        kernel (another cached call, another numba cache entry) than the same function
+        without, and the workers compile it with the same options.
 
     Notes
     -----
@@ -527,11 +570,33 @@ def kernel(func: Callable | None = None, *, reference: Callable | None = None,
     ...         y[i] = s * x[i]
     >>> y = np.zeros(4); _ = scale(y, np.arange(4.0), 2.0); y
     array([0., 2., 4., 6.])
+
+    numba options: ``fastmath`` (here only "nnan": NaN checks fold away), ``error_model``
+    and ``parallel`` (a fused NumPy-style stencil; called from a pool):
+
+    >>> @sc.kernel(fastmath={"nnan"})
+    ... def is_nan(out, x):
+    ...     for i in range(x.shape[0]):
+    ...         out[i] = x[i] != x[i]
+    >>> out = np.zeros(2); _ = is_nan(out, np.array([np.nan, 1.0])); out
+    array([0., 0.])
+    >>> @sc.kernel(error_model="numpy")
+    ... def ratio(out, a, b):
+    ...     for i in range(out.shape[0]):
+    ...         out[i] = a[i] / b[i]
+    >>> out = np.zeros(2); _ = ratio(out, np.array([1.0, 0.0]), np.zeros(2)); out
+    array([inf, nan])
+    >>> @sc.kernel(depth=1, parallel=True)
+    ... def smooth(out, u):
+    ...     out[:] = 0.5 * (u[:-2] + u[2:])
+    >>> smooth.parallel, smooth.numba_options
+    (True, {'parallel': True})
     """
     def wrap(f: Callable[..., Any]) -> Kernel[Any]:
         return Kernel(f, reference=reference, combine=combine, finalize=finalize, writes=writes,
                       whole=whole, depth=depth, boundary=boundary, position=position,
                       totals=totals, identity=identity, rtol=rtol, atol=atol, check=check,
                       elementwise=elementwise, jit=jit, schedule=schedule,
-                      idempotent=idempotent)
+                      idempotent=idempotent, fastmath=fastmath, error_model=error_model,
+                      parallel=parallel, halo=halo)
     return wrap(func) if func is not None else wrap

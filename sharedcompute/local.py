@@ -58,7 +58,7 @@ class Backend(Protocol):
     def load(self, path: Any) -> Any: ...
     def map(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any, timeout: Any,
             progress: Any, chunk_rows: Any, boundscheck: Any, depth: Any,
-            schedule: Any) -> Any: ...
+            schedule: Any, partial: bool = False) -> Any: ...
     def reduce(self, kernel: Kernel, args: tuple, rows: Any, timeout: Any, progress: Any,
                chunk_rows: Any, boundscheck: Any, schedule: Any) -> Any: ...
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
@@ -151,11 +151,13 @@ class LocalBackend:
     # -- calls -------------------------------------------------------------------------------
     def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = False, chunk_rows: Any = None,
-            boundscheck: bool = False, depth: Any = None, schedule: Any = None) -> Any:
+            boundscheck: bool = False, depth: Any = None, schedule: Any = None,
+            partial: bool = False) -> Any:
         """Run a map (or scan) kernel over the rows of its shared arrays; returns the
-        written array(s). The arguments are Pool.map's (positional: the hot path)."""
-        return self._call("map", kernel, args, rows, boundary, timeout, progress, chunk_rows,
-                          boundscheck, depth, schedule)
+        written array(s), and with ``partial`` (a fused kernel) (written, combined partial).
+        The arguments are Pool.map's (positional: the hot path)."""
+        return self._call("partial" if partial else "map", kernel, args, rows, boundary,
+                          timeout, progress, chunk_rows, boundscheck, depth, schedule)
 
     def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
                progress: Any = False, chunk_rows: Any = None, boundscheck: bool = False,
@@ -276,9 +278,7 @@ class LocalBackend:
         if dynamic and kernel.kind != "scan":
             results = ex.run_guided(lambda r: plan.task(op, r), n_chunks, what=kernel.name,
                                     timeout=timeout, progress=progress, drop=drop)
-            if op == "reduce":
-                return finish_reduce(kernel, n_chunks, results), []
-            return plan.written(), []
+            return _result(op, plan, n_chunks, results), []
         if kernel.kind == "scan":
             totals: list = []
             for part in ex.run([plan.task("scan_totals", r) for r in ranges], what=kernel.name,
@@ -291,9 +291,7 @@ class LocalBackend:
         tasks = [plan.task(op, r) for r in ranges]
         results = ex.run(tasks, what=kernel.name, timeout=timeout, progress=progress,
                          total=n_chunks, memo=memo, drop=drop)
-        if op == "reduce":
-            return finish_reduce(kernel, n_chunks, results), tasks
-        return plan.written(), tasks
+        return _result(op, plan, n_chunks, results), tasks
 
     def _call_again(self, memo: Entry, kernel: Kernel, args: tuple, timeout: Any,
                     vals: tuple = (), drained: bool = False) -> Any:
@@ -327,13 +325,15 @@ class LocalBackend:
             release_writes(memo.written_names)
             hold(held, -1)
         if memo.reduces:
-            return finish_reduce(kernel, memo.n_chunks, results)
+            value = finish_reduce(kernel, memo.n_chunks, results)
+            return (memo.result(args), value) if memo.partial else value
         return written if written is not None else memo.result(args)
 
     # -- bound calls (bind.py) ---------------------------------------------------------------
     def check_bound(self, b: Any) -> None:
         """Plan a bound call once, to check it (nothing runs): wrong arguments fail at bind."""
         self._check_sendable(b.kernel)
+        check_kind(b.kernel, b.op)  # partial=True with a kernel that is not fused
         _dynamic(b.kernel, b.schedule, self.executor)
         make_plan(b.kernel, b.args, rows=b.rows, boundary=b.boundary,
                   in_process=self.executor.in_process, chunk_rows_override=b.chunk_rows,
@@ -425,6 +425,15 @@ class LocalBackend:
         self.scratch.free()
 
 
+def _result(op: str, plan: Plan, n_chunks: int, results: list) -> Any:
+    """What a map or reduce returns from the workers' results: a reduction's value, the
+    written array(s), or for partial=True (written, value)."""
+    if op == "map":
+        return plan.written()
+    value = finish_reduce(plan.kernel, n_chunks, results)
+    return (plan.written(), value) if op == "partial" else value
+
+
 def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
     """Whether this call hands chunks out as workers finish (worth it with 2+ workers)."""
     if schedule is None:
@@ -437,9 +446,11 @@ def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
 
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
                boundary: Any = None, boundscheck: bool | None = None,
-               depth: int | None = None, workers: int | None = None) -> Any:
+               depth: int | None = None, workers: int | None = None,
+               partial: bool = False) -> Any:
     """A direct kernel call: the partitioning and combine order of a pool of ``workers``
-    (default: sc.Pool()'s), in this process."""
+    (default: sc.Pool()'s), in this process; ``partial``: a fused kernel's (written,
+    combined partial), as pool.map(..., partial=True)."""
     if boundscheck is None:
         boundscheck = boundscheck_default()
     if workers is None:
@@ -447,7 +458,8 @@ def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
     elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers={workers!r} must be a positive integer: the pool size "
                          "whose partitioning the direct call reproduces")
+    op = "partial" if partial else "reduce" if kernel.kind == "reduce" else "map"
+    check_kind(kernel, op)
     plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True, direct=True,
                      boundscheck=boundscheck, depth=depth)
-    op = "reduce" if kernel.kind == "reduce" else "map"
     return LocalBackend(InlineExecutor(workers)).execute(op, plan)[0]

@@ -17,7 +17,8 @@ MAX_CHUNK_BYTES = 4 * 1024 * 1024
 TARGET_CHUNKS = 256
 MIN_CHUNKS = 16  # the grid never depends on the worker count: 16 balance up to 16 workers
 MIN_SPLIT_BYTES = 4096  # ...but no chunk under 4 KiB for that (1,000 float64: 2 chunks)
-BOUNDARIES = ("none", "reflect", "mirror", "periodic", "nearest")
+BOUNDARIES = ("none", "fixed", "reflect", "mirror", "periodic", "nearest")
+UNPADDED = ("none", "fixed")  # edge rows within depth are read, never written
 
 
 def chunk_rows(n_rows: int, row_nbytes: int) -> int:
@@ -93,9 +94,11 @@ def tree_finish(n_chunks: int, nodes: dict, combine: Callable) -> object:
 
 # -- halos ----------------------------------------------------------------------------------
 def check_boundary(boundary: object) -> object:
-    """Validate a boundary: 'none', 'reflect', 'mirror', 'periodic', 'nearest' or a number
-    (constant). In scipy.ndimage's words: 'reflect', 'mirror', 'wrap', 'nearest', and
-    'constant' with that ``cval``."""
+    """Validate a boundary: 'none', 'fixed', 'reflect', 'mirror', 'periodic', 'nearest' or a
+    number (constant). In scipy.ndimage's words: 'reflect', 'mirror', 'wrap', 'nearest', and
+    'constant' with that ``cval``. 'none' and 'fixed' pad nothing: the rows within depth of
+    each edge are never written; they differ only in pool.iterate, where 'none' first
+    copies u's edge rows into out and 'fixed' leaves each array its own."""
     if isinstance(boundary, str):
         if boundary not in BOUNDARIES:
             raise InputError(f"boundary={boundary!r} is not one of {BOUNDARIES} or a number")
@@ -106,8 +109,9 @@ def check_boundary(boundary: object) -> object:
 
 
 def valid_rows(n_rows: int, depth: int, boundary: object) -> tuple[int, int]:
-    """Output rows a stencil writes: all of them, or with 'none' those with a full halo."""
-    if depth == 0 or boundary != "none":
+    """Output rows a stencil writes: all of them, or with 'none'/'fixed' those with a full
+    halo."""
+    if depth == 0 or boundary not in UNPADDED:
         return 0, n_rows
     lo, hi = depth, n_rows - depth
     return (lo, hi) if hi > lo else (0, 0)
@@ -165,9 +169,45 @@ def padded_rows(src: np.ndarray, start: int, stop: int, depth: int, boundary: ob
 
 def pad_whole(src: np.ndarray, depth: int, boundary: object) -> np.ndarray:
     """The whole array padded on axis 0, for single-process references (a copy)."""
-    if depth == 0 or boundary == "none":
+    if depth == 0 or boundary in UNPADDED:
         return src
     return padded_rows(src, 0, src.shape[0], depth, boundary)
+
+
+def position_value(mode: object, s: int, e: int, n: int, depth: int,
+                   boundary: object) -> tuple:
+    """What a kernel declared with ``position=`` receives for output rows [s, e) of n:
+    True: ``(s, e, n)``; 'edges': ``(first, last)``, whether the rows begin at the first row
+    the call writes and end at its last (rows 0 and n - 1, or depth and n - depth - 1 with
+    'none'/'fixed'), so a kernel applies its own edge rule without row arithmetic."""
+    if mode != "edges":
+        return (s, e, n)
+    lo, hi = valid_rows(n, depth, boundary)
+    return (e > s and s == lo, e > s and e == hi)
+
+
+def check_halo(name: str, params: list, halo: object) -> dict:
+    """A kernel's ``halo=``: {parameter name: (before, after)} for read arguments that carry
+    their own halo rows (pre-padded or staggered fields), as {index: (before, after)}."""
+    if not halo:
+        return {}
+    if not isinstance(halo, dict):
+        raise InputError(f"kernel {name}: halo={halo!r} must be a dict of parameter name -> "
+                         "(rows before, rows after), e.g. halo={'in_field': (2, 2)}")
+    out = {}
+    for key, rows in halo.items():
+        if key not in params:
+            raise InputError(f"kernel {name}: halo= names {key!r}, which is not among its "
+                             f"parameters {params}")
+        ok = isinstance(rows, (tuple, list)) and len(rows) == 2 and all(
+            isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 0
+            for r in rows)
+        if not ok:
+            raise InputError(f"kernel {name}: halo[{key!r}]={rows!r} must be two non-negative "
+                             "integers (rows before, rows after), e.g. (2, 2) for a field "
+                             "padded by 2 rows on each side, (0, 1) for one more row after")
+        out[params.index(key)] = (int(rows[0]), int(rows[1]))
+    return out
 
 
 GUIDED_SHARE = 8  # a guided piece is at most 1/(8 * workers) of what remains

@@ -44,6 +44,7 @@ class ArgSpec:
     kind: str            # "part" (rows of axis 0), "whole" (entire array) or "value"
     value: Any           # handle (process pool), ndarray (in process) or a plain value
     writable: bool = False
+    halo: tuple = ()     # (before, after): a read "part" with rows of its own (kernel halo=)
 
 
 @dataclass
@@ -96,7 +97,8 @@ def _nothing_written(args: tuple) -> tuple:
 class WorkOrder:
     """One worker's share of a call: the kernel, its argument specs, the chunk grid and the
     contiguous range of chunks it runs. Pickled to a worker as is (both ends run the same
-    code); ``op`` is "map", "reduce", "scan_totals", "scan_apply" or "iterate"."""
+    code); ``op`` is "map", "reduce", "partial" (a fused kernel's map with partial=True),
+    "scan_totals", "scan_apply" or "iterate"."""
 
     op: str
     kernel: Kernel
@@ -161,12 +163,15 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
         writable = i in kernel.writes
         asked_whole = isinstance(raw, Whole) or i in kernel.whole
         arg = raw.array if isinstance(raw, Whole) else raw
+        halo = kernel.halo.get(i, ())
         if isinstance(arg, np.memmap) and shared_ok and not direct:
             # np.memmap / np.load(mmap_mode=...): the workers map the same file by path
             arg = SharedArray.from_memmap(arg) or np.asarray(arg)
         _refuse_foreign(kernel, label, arg, array_types, shared_ok)
         if isinstance(arg, list):
             arg = np.asarray(arg)
+        if halo:
+            _check_halo_arg(kernel, label, raw, arg, direct)
         if isinstance(arg, (SharedArray,) + array_types):
             if isinstance(arg, SharedArray):
                 if arg.block is not None:
@@ -186,7 +191,7 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
                 raise InputError(f"kernel {kernel.name} writes {label!r}, but that array is "
                                  "read-only; pass a writable array")
             is_whole = asked_whole or arg.ndim == 0 or not direct or (
-                not writable and arg.shape[0] != split_rows)
+                not writable and arg.shape[0] - sum(halo) != split_rows)
             if is_whole and not writable:
                 if not asked_whole and arg.ndim > 0 and not direct:
                     sent_whole.append((i, arg))
@@ -203,7 +208,8 @@ def make_plan(kernel: Kernel, args: Sequence[Any], *, rows: int | None, boundary
                              "outputs must be partitioned so each worker writes its own rows")
         plan.arrays[i] = arg
         value = arg if in_process or not isinstance(arg, SharedArray) else arg.handle()
-        specs.append(ArgSpec("whole" if is_whole else "part", value, writable))
+        specs.append(ArgSpec("whole" if is_whole else "part", value, writable,
+                             () if is_whole else halo))
         if not is_whole:
             partitioned.append((i, arg))
     _size_grid(plan, kernel, partitioned, sent_whole, rows)
@@ -224,6 +230,25 @@ def read_only_error(kernel: Kernel, label: str, arg: SharedArray) -> ReadOnlyArr
         "array (pool.empty_like(x), or pool.open(path2, mode='w+', shape=..., dtype=...))")
 
 
+def _check_halo_arg(kernel: Kernel, label: str, raw: Any, arg: Any, direct: bool) -> None:
+    """An argument named in halo= is split with the output's rows: an array with rows,
+    shared (a pool sends a plain NumPy array whole, a copy, which would be wrong here)."""
+    if isinstance(raw, Whole) or np.ndim(arg) == 0:
+        raise InputError(f"kernel {kernel.name} declares halo= for {label!r}, so it is split "
+                         "with the output's rows; pass it as an array with rows, not "
+                         "sc.whole(x) or a scalar")
+    if isinstance(arg, np.ndarray) and not direct:
+        raise InputError(f"kernel {kernel.name} declares halo= for {label!r}, a plain NumPy "
+                         "array, which a pool would send whole; share it with pool.array(x) "
+                         "so that each worker reads its own rows")
+
+
+def _grid_rows(kernel: Kernel, i: int, a: Any) -> int:
+    """The output rows argument i spans: its rows less those of its own halo (halo=)."""
+    before, after = kernel.halo.get(i, (0, 0))
+    return a.shape[0] - before - after
+
+
 def _direct_rows(kernel: Kernel, args: Sequence[Any]) -> int | None:
     """Rows a direct kernel call splits: those of its first written array, else of its first
     array argument not asked to be whole; other arrays with as many rows are split too."""
@@ -231,7 +256,7 @@ def _direct_rows(kernel: Kernel, args: Sequence[Any]) -> int | None:
     for i in order:
         a = args[i]
         if isinstance(a, (np.ndarray, SharedArray)) and a.ndim >= 1 and i not in kernel.whole:
-            return a.shape[0]
+            return _grid_rows(kernel, i, a)
     return None
 
 
@@ -265,14 +290,25 @@ def _size_grid(plan: Plan, kernel: Kernel, partitioned: list, sent_whole: list,
                rows: int | None) -> None:
     """The number of rows to split and the chunk size, from the split arrays or rows=N."""
     if partitioned:
-        first, n_rows = partitioned[0][0], partitioned[0][1].shape[0]
-        for i, a in partitioned[1:]:
-            if a.shape[0] != n_rows:
+        first = partitioned[0][0]
+        n_rows = _grid_rows(kernel, first, partitioned[0][1])
+        for i, a in partitioned:
+            if _grid_rows(kernel, i, a) == n_rows and n_rows >= 0:
+                continue
+            if i in kernel.halo or first in kernel.halo:
+                b, f = kernel.halo.get(i, (0, 0)), kernel.halo.get(first, (0, 0))
                 raise InputError(
-                    f"kernel {kernel.name}: mismatched leading dimensions: "
-                    f"{_label(kernel, first)!r} has {n_rows} rows but {_label(kernel, i)!r} "
-                    f"has {a.shape[0]}; partitioned arrays must agree on axis 0 "
-                    "(pass an array unpartitioned with sc.whole(x))")
+                    f"kernel {kernel.name}: {_label(kernel, i)!r} has {a.shape[0]} rows, "
+                    f"which with halo {b} (rows before, after) does not line up with the "
+                    f"{partitioned[0][1].shape[0]} rows of {_label(kernel, first)!r} "
+                    f"(halo {f}): an argument with halo=(before, after) has before + n + "
+                    "after rows, n being the written array's")
+            raise InputError(
+                f"kernel {kernel.name}: mismatched leading dimensions: "
+                f"{_label(kernel, first)!r} has {n_rows} rows but {_label(kernel, i)!r} "
+                f"has {a.shape[0]}; partitioned arrays must agree on axis 0 "
+                "(pass an array unpartitioned with sc.whole(x), or declare "
+                "@sc.kernel(halo={name: (before, after)}) for a field with rows of its own)")
         if rows is not None and rows != n_rows:
             raise InputError(f"rows={rows} disagrees with the arrays' {n_rows} rows; leave "
                              "rows= out when arrays are split")
@@ -413,16 +449,32 @@ def check_chunk_rows(chunk_rows: Any, n_rows: int | None = None, default: int = 
 
 
 def check_kind(kernel: Any, op: str) -> None:
-    """map runs map and scan kernels, reduce runs reductions: checked before any planning."""
+    """map runs map and scan kernels, reduce runs reductions, "partial" (map with
+    ``partial=True``) runs fused kernels: checked before any planning."""
     if not isinstance(kernel, Kernel):
         return  # make_plan says what is wrong
     if op == "map" and kernel.kind == "reduce":
         raise InputError(f"kernel {kernel.name} is a reduction; call pool.reduce")
+    if op == "reduce" and kernel.fused:
+        raise InputError(f"kernel {kernel.name} writes {_written_names(kernel)} and returns a "
+                         "partial (combine=): a fused kernel, which pool.reduce cannot run "
+                         "(it writes no arrays); call pool.map(kernel, ..., partial=True) for "
+                         "(written array, combined partial) from one pass, or pool.iterate "
+                         "to use the partial as a residual")
     if op == "reduce" and kernel.kind != "reduce":
         raise InputError(f"kernel {kernel.name} is not a reduction (declare combine=); "
                          "call pool.map")
+    if op == "partial" and not kernel.fused:
+        call = "reduce" if kernel.kind == "reduce" else "map"
+        raise InputError(f"partial=True needs a kernel that writes arrays and returns a "
+                         f"partial (writes= or depth=, and combine=); {kernel.name} is a "
+                         f"{kernel.kind}: call pool.{call}(kernel, ...) without partial=True")
     if op == "iterate" and kernel.kind != "map":
         raise InputError(f"iterate runs map/stencil kernels; {kernel.name} is a {kernel.kind}")
+
+
+def _written_names(kernel: Kernel) -> str:
+    return ", ".join(repr(_label(kernel, i)) for i in sorted(kernel.writes))
 
 
 def finish_reduce(kernel: Kernel, n_chunks: int, results: list) -> Any:

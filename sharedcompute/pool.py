@@ -178,7 +178,12 @@ class Pool:
     def map(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
             boundary: Any = None, depth: int | None = None, schedule: str | None = None,
             timeout: float | None = None, progress: Any = False, chunk_rows: int | None = None,
-            **kwargs: Any) -> _R: ...
+            partial: Literal[False] = False, **kwargs: Any) -> _R: ...
+    @overload
+    def map(self, kernel: Kernel[_R], *args: Any, rows: int | None = None,
+            boundary: Any = None, depth: int | None = None, schedule: str | None = None,
+            timeout: float | None = None, progress: Any = False, chunk_rows: int | None = None,
+            partial: Literal[True], **kwargs: Any) -> tuple[_R, Any]: ...
     @overload
     def map(self, kernel: Callable[[_X], _Y], items: Iterable[_X], /, *,
             chunksize: int | None = None, timeout: float | None = None,
@@ -186,7 +191,7 @@ class Pool:
     def map(self, kernel: Any, *args: Any, rows: int | None = None, boundary: Any = None,
             depth: int | None = None, schedule: str | None = None,
             timeout: float | None = None, progress: Any = False, chunksize: int | None = None,
-            chunk_rows: int | None = None, **kwargs: Any) -> Any:
+            chunk_rows: int | None = None, partial: bool = False, **kwargs: Any) -> Any:
         """Run ``kernel`` in place over the rows of its shared-array arguments; returns the
         written array (a tuple if it writes several), as the kernel's type says.
 
@@ -199,8 +204,8 @@ class Pool:
         ``progress=True`` shows a bar over the call's chunks that stays on screen
         ("transient" erases it when done; a tqdm bar or a ``callback(done, total)`` also
         work). It costs nothing: the kernel is called exactly as without it, once per
-        worker's share (a piece of it under ``schedule="dynamic"``), and the bar advances
-        by a share's chunks when its call returns. ``schedule="dynamic"`` makes a bar that
+        worker's share (a piece of it under ``schedule="dynamic"``; once per chunk with
+        ``partial=True``), and the bar advances by a call's chunks when it returns. ``schedule="dynamic"`` makes a bar that
         moves piece by piece, with more, smaller calls (a halo kernel recomputes its halo
         for each).
 
@@ -211,6 +216,17 @@ class Pool:
         still called once per share, and its result is bitwise the same for any chunk size
         and any ``depth`` (a scan's offsets combine chunk totals, so its floats may round
         differently).
+
+        ``partial=True`` runs a fused kernel (one that writes its rows and declares
+        ``combine=``, such as a stencil with a residual) and returns ``(written, value)``:
+        the written array(s) and the kernel's partials from the same pass, one per chunk of
+        the fixed grid combined along reduce's fixed tree and ``finalize``d as reduce does,
+        so ``value`` is bitwise the same for any number of workers, and bitwise what
+        ``pool.reduce`` gives for a reduction returning the same per-chunk values. A chunk
+        with no row to write (the edges of a ``boundary="none"`` stencil, an empty array)
+        contributes the kernel's value for zero rows; a padded stencil's edge rows are a
+        piece of their own, combined in row order within their chunk. The kernel's partial
+        type is not in its ``Kernel[...]`` type: ``value`` types as Any.
 
         Given a plain function and one iterable instead of a kernel, this is the stdlib's
         ``Pool.map``: ``pool.map(fn, items)`` returns ``[fn(x) for x in items]`` computed as
@@ -224,11 +240,30 @@ class Pool:
         ...     y = pool.array(np.ones(5)); x = pool.array(np.arange(5.0))
         ...     pool.map(axpy, y, x, 10.0).numpy()
         array([ 1., 11., 21., 31., 41.])
+
+        Write and reduce in one pass: ``y = 2 x`` and ``sum(y)``, bitwise as
+        ``pool.reduce`` of a kernel summing ``2 x`` per chunk.
+
+        >>> @sc.kernel(writes=("y",), combine=np.add)
+        ... def double_and_sum(y, x):
+        ...     acc = 0.0
+        ...     for i in range(y.shape[0]):
+        ...         y[i] = 2.0 * x[i]
+        ...         acc += y[i]
+        ...     return acc
+        >>> with sc.Pool(2, backend="inline") as pool:
+        ...     y = pool.zeros(4); x = pool.array(np.arange(4.0))
+        ...     out, total = pool.map(double_and_sum, y, x, partial=True)
+        ...     out.numpy(), float(total)
+        (array([0., 2., 4., 6.]), 12.0)
         """
         if not isinstance(kernel, Kernel):
             if chunk_rows is not None:
                 raise InputError("chunk_rows= sets a kernel's rows per chunk; a plain "
                                  "function's items per task are chunksize=")
+            if partial:
+                raise InputError(f"partial=True needs a sharedcompute kernel that writes "
+                                 f"arrays and declares combine=, not {kernel!r}")
             return self._map_tasks(kernel, args, kwargs, chunksize, timeout, progress)
         if chunk_rows is not None:  # the size is checked against the rows when planned
             chunk_rows = check_chunk_rows(chunk_rows)
@@ -236,12 +271,15 @@ class Pool:
             raise InputError(f"chunksize= is the items per task of a plain function; kernel "
                              f"{kernel.name} splits rows: use chunk_rows={chunksize!r}")
         if kwargs:
-            args = kernel.bind(args, kwargs)
+            args = kernel.ordered_args(args, kwargs)
         if timeout is not None:  # None needs no check
             timeout = check_timeout(timeout)
         self._refuse_in_task_thread()
         with self._lock:
             self._check_open()
+            if partial:  # a separate positional: the plain map path stays as it was
+                return self._backend.map(kernel, args, rows, boundary, timeout, progress,
+                                         chunk_rows, self.boundscheck, depth, schedule, True)
             return self._backend.map(kernel, args, rows, boundary, timeout, progress,
                                      chunk_rows, self.boundscheck, depth, schedule)
 
@@ -272,7 +310,7 @@ class Pool:
         (4.0, 1.5, 1.25)
         """
         if kwargs and isinstance(kernel, Kernel):
-            args = kernel.bind(args, kwargs)
+            args = kernel.ordered_args(args, kwargs)
         elif kwargs:
             raise InputError(f"{kernel!r} is not a sharedcompute kernel; decorate it with "
                              "@sc.kernel(combine=...)")
@@ -316,7 +354,9 @@ class Pool:
         ``jacobi2d_residual``), the partial the kernel returns from the sweep itself, with
         no second pass. Partials are combined along the fixed chunk tree, so the sweep
         count and residual are bitwise the same for any number of workers. With boundary
-        'none' the edge rows of ``u`` are copied to ``out`` first, so they stay fixed.
+        'none' the edge rows of ``u`` are copied to ``out`` first, so they stay fixed; with
+        'fixed' nothing is copied: each array keeps its own edges (rows and whatever else
+        the kernel leaves unwritten), as in a NumPy loop updating the two in turn.
         The kernel's ``out`` holds the sweep before last (a leapfrog step may read it). Both
         arrays are written in turn, so no other argument may share memory with either.
 
@@ -327,11 +367,12 @@ class Pool:
         ``block_sweeps``: stencils run up to k sweeps per barrier in
         cache-sized tiles (temporal blocking: halo rows recomputed to save memory traffic);
         None chooses k from the depth, the row size and the cache, 1 runs plain sweeps
-        (a given k is capped at 64 and at rows / (2 * depth)).
+        (a given k is capped at 64 and at rows / (2 * depth); blocks have an odd number of
+        sweeps, so an even k runs as k - 1: both arrays then end as plain sweeps leave
+        them, the elements a kernel never writes included).
         A fused stencil whose combine is idempotent (``np.maximum``, or declared with
         ``@kernel(idempotent=True)``, as ``jacobi2d_residual``) is checked at every level
-        of a block, from the block's own pass; blocks then have an odd number of sweeps,
-        and a solve that converges inside a block sweeps that block again plainly up to the
+        of a block, from the block's own pass, and a solve that converges inside a block sweeps that block again plainly up to the
         converged sweep (once, at the end). Any other residual is checked only at block
         boundaries: every check sweep (and the last) ends a block and runs plain. Either
         way results, residuals, the sweep count and both arrays are bitwise those of plain
@@ -364,7 +405,7 @@ class Pool:
         """
         args = (out, u) + params
         if kwargs and isinstance(kernel, Kernel):
-            args = kernel.bind(args, kwargs)
+            args = kernel.ordered_args(args, kwargs)
         if timeout is not None:  # None needs no check
             timeout = check_timeout(timeout)
         chunk_rows = check_chunk_rows(chunk_rows)
@@ -379,10 +420,11 @@ class Pool:
 
     def bind(self, kernel: Kernel, *args: Any, rows: int | None = None, boundary: Any = None,
              depth: int | None = None, schedule: str | None = None,
-             timeout: float | None = None, chunk_rows: int | None = None,
-             **kwargs: Any) -> Any:
+             timeout: float | None = None, partial: bool = False,
+             chunk_rows: int | None = None, **kwargs: Any) -> Any:
         """A call planned and checked once, for hot loops: ``call()`` runs it again and
-        returns what ``map`` (or, for a reduction, ``reduce``) returns.
+        returns what ``map`` (or, for a reduction, ``reduce``; with ``partial=True``,
+        ``map(..., partial=True)``) returns.
 
         Arguments and options are those of map/reduce, fixed now; wrong ones raise here.
         The first ``call()`` sends the task; later calls only ring the workers (no planning,
@@ -404,7 +446,7 @@ class Pool:
         array([0., 2., 4., 6.])
         """
         b = BoundCall(self._call_bound, kernel, args, kwargs, self.boundscheck, rows, boundary,
-                      depth, schedule, timeout, chunk_rows)
+                      depth, schedule, timeout, partial, chunk_rows)
         self._check_bound(b)  # plans once, runs nothing: a wrong argument fails here
         return b
 

@@ -28,6 +28,9 @@ class Comparison:
     ``worst`` is the largest ``|got - want|`` as a fraction of what its element was allowed
     (<= 1 passes); ``n_terms`` the estimate the default tolerance was sized by; ``scale``
     what ``rtol`` multiplied: ``|want|`` or ``sum|terms|`` (the reference on |inputs|).
+    ``passes_with``, for a failed comparison, is the smallest ``(rtol, atol)`` that would
+    pass it (rtol at this atol; atol for elements whose scale is 0), None when no tolerance
+    can (NaNs or infinities in different places).
     """
 
     label: str
@@ -41,6 +44,7 @@ class Comparison:
     worst: float = 0.0
     n_terms: int | None = None
     scale: str = "|want|"
+    passes_with: tuple[float, float] | None = None
 
 
 @dataclass
@@ -52,6 +56,7 @@ class VerificationReport:
     n_workers: int
     comparisons: list[Comparison] = field(default_factory=list)
     splittings: dict[str, str] = field(default_factory=dict)
+    fastmath: Any = False  # the kernel's fastmath=: a failure then says so (fastmath_note)
 
     @property
     def ok(self) -> bool:
@@ -80,9 +85,38 @@ class VerificationReport:
                 f"{c.max_rel:.3g}  tolerance rtol={c.rtol:.3g}*{c.scale} atol={c.atol:.3g}{n}"
                 f"  err/tol {c.worst:.3g}  {'ok' if c.ok else 'FAILED'}"
                 f"{'  ' + c.detail if c.detail else ''}")
+        if not self.ok and self.fastmath:
+            lines.append(self.fastmath_note())
         return "\n".join(lines)
 
+    def fastmath_note(self) -> str:
+        """Why a kernel compiled with fastmath likely fails, and the tolerance that passes.
+
+        fastmath lets LLVM reassociate, contract and vectorise float arithmetic, so a loop
+        sum adds in another order than the reference; its nnan/ninf flags assume no NaN or
+        inf (``x != x`` is folded to False), which no tolerance covers."""
+        needs = [c.passes_with for c in self.failed()]
+        head = (f"  note: kernel {self.kernel} is compiled with fastmath={self.fastmath!r}, "
+                "the likely reason: numba may reorder, contract and vectorise its float "
+                "arithmetic, so its bits differ from the reference's")
+        if any(n is None for n in needs):
+            return (head + "; NaNs or infinities differ, which no tolerance passes: "
+                    "fastmath's 'nnan'/'ninf' assume there are none (use a set of flags "
+                    "without them, e.g. fastmath={'reassoc', 'contract', 'nsz', 'arcp'})")
+        r = _round_up(max(n[0] for n in needs if n is not None))
+        a = _round_up(max(n[1] for n in needs if n is not None))
+        return (head + f"; it passes with rtol={r:g}, atol={a:g} (sc.verify(..., rtol={r:g}, "
+                f"atol={a:g}) or @sc.kernel(..., rtol={r:g}, atol={a:g}))")
+
     __repr__ = __str__
+
+
+def _round_up(x: float) -> float:
+    """``x`` rounded up to two significant digits (a tolerance to suggest)."""
+    if not x > 0:
+        return 0.0
+    step = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return float(f"{math.ceil(x * (1 + 1e-9) / step) * step:.2g}")
 
 
 def compare(label: str, got: Any, want: Any, rtol: float, atol: float, scale: Any = None, *,
@@ -97,9 +131,9 @@ def compare(label: str, got: Any, want: Any, rtol: float, atol: float, scale: An
     basis = "|want|" if scale_arr is None else "sum|terms|"
 
     def result(max_abs: float, max_rel: float, ok: bool, detail: str = "",
-               worst: float = 0.0) -> Comparison:
+               worst: float = 0.0, passes_with: tuple | None = None) -> Comparison:
         return Comparison(label, max_abs, max_rel, float(rtol), float(atol), ok, detail,
-                          splitting, worst, n_terms, basis)
+                          splitting, worst, n_terms, basis, passes_with)
 
     if got.shape != want.shape:
         return result(np.inf, np.inf, False, f"shape {got.shape} != reference {want.shape}",
@@ -135,7 +169,22 @@ def compare(label: str, got: Any, want: Any, rtol: float, atol: float, scale: An
         else:
             gs, ws = f"{float(gv):.17g}", f"{float(wv):.17g}"
         detail = (detail + f" worst at index {where}: got {gs}, reference {ws}").strip()
+        return result(float(err.max()), float(rel.max()), ok, detail, float(ratio.max()),
+                      _passes_with(err, allowed, s, float(atol)))
     return result(float(err.max()), float(rel.max()), ok, detail, float(ratio.max()))
+
+
+def _passes_with(err: np.ndarray, allowed: np.ndarray, s: np.ndarray,
+                 atol: float) -> tuple[float, float] | None:
+    """The smallest (rtol, atol) under which every element passes ``compare``; None when
+    an element is off by an infinity or NaN (no finite tolerance passes it)."""
+    bad = err > allowed
+    if not np.all(np.isfinite(err[bad])):  # NaNs apart, or an infinity not matched
+        return None
+    scaled, flat = bad & (s > 0), bad & (s == 0)
+    need_r = float(np.max((err[scaled] - atol) / s[scaled])) if scaled.any() else 0.0
+    need_a = float(np.max(err[flat])) if flat.any() else atol
+    return max(need_r, 0.0), max(need_a, atol)
 
 
 def run_reference(kernel: Kernel, args: list[Any], boundary: Any = None) -> Any:
@@ -147,7 +196,7 @@ def run_reference(kernel: Kernel, args: list[Any], boundary: Any = None) -> Any:
     if not kernel.depth:
         return kernel.reference(*args)
     parts = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim >= 1
-             and i not in kernel.whole]
+             and i not in kernel.whole and i not in kernel.halo]  # halo=: as they are
     n = args[parts[0]].shape[0]
     lo, hi = valid_rows(n, kernel.depth, boundary)
     call = list(args)
@@ -393,7 +442,7 @@ def verify(pool: Any, kernel: Kernel, *args: Any, rows: int | None = None, bound
     n_rows, own, fine = _grid(specs, rows)
     n_terms = _n_terms(kernel, specs, rows)
     workers = pool.n_workers
-    report = VerificationReport(kernel.name, workers)
+    report = VerificationReport(kernel.name, workers, fastmath=kernel.fastmath)
 
     def chunks(k: int) -> str:
         c, k = len(chunk_grid(n_rows, k)), max(1, min(k, n_rows))

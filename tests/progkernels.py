@@ -57,6 +57,14 @@ def counted_sum(x, log, seconds):
     return np.array([x.sum(), (x * x).sum()])
 
 
+@sc.kernel(jit=False, writes=("out",), combine=np.add)
+def counted_affine_sum(out, x, log):
+    """counted_affine that also returns the sum of the rows it wrote (map partial=True)."""
+    out[:] = 2.0 * x + 1.0
+    note(log, out.shape[0])
+    return out.sum()
+
+
 @sc.kernel(jit=False, depth=1, boundary="none")
 def counted_heat(out, u, log):
     out[:] = u[1:-1] + 0.25 * (u[:-2] - 2.0 * u[1:-1] + u[2:])

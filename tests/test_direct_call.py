@@ -41,3 +41,11 @@ def test_default_is_the_default_pool_size_and_workers_is_checked():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(sc.InputError, match="workers="):
             local_index(np.zeros(4), workers=bad)
+
+
+def test_kernel_bind_is_a_deprecated_name_of_ordered_args():
+    from sharedcompute.kernels.elementwise import triad
+    args = triad.ordered_args((1,), {"c": 3, "b": 2, "s": 4.0})
+    assert args == (1, 2, 3, 4.0)
+    with pytest.warns(DeprecationWarning, match="ordered_args"):
+        assert triad.bind((1,), {"c": 3, "b": 2, "s": 4.0}) == args

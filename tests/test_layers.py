@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
     ("foundations", True, ("errors", "_system")),
     ("memory", True, ("_watch", "segments", "files", "_views", "shared", "doorbell",
                       "partition")),
-    ("code", True, ("_identity", "kernel")),
+    ("code", True, ("_identity", "_compile", "kernel")),
     ("planning", True, ("iterate_result", "plan", "_iterate.plan")),
     ("evaluation", True, ("_evaluate", "_iterate.sweep", "_iterate", "_worker")),
     ("running", False, ("progress", "_insights", "_preload", "_executors", "_inline",

@@ -198,6 +198,8 @@ def _calls_cases(pool, log, sweepers):
         ("dynamic halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log,
                                                   schedule="dynamic", progress=bar), n, None),
         ("reduce", lambda bar: pool.reduce(pk.counted_sum, x, log, 0.0, progress=bar), n, n),
+        ("partial map", lambda bar: pool.map(pk.counted_affine_sum, out, x, log, partial=True,
+                                             progress=bar)[1], n, n),  # a call per chunk
         ("iterate", lambda bar: swept(bar), 6 * n, None),
         ("blocked iterate", lambda bar: swept(bar, block_sweeps=3), 6 * n, None),
         ("checked iterate", lambda bar: swept(bar, residual=max_abs_diff, tol=1e-300,

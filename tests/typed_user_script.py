@@ -70,6 +70,16 @@ def value_range(x: F64) -> Stats:
     return (x.shape[0], float(np.min(x, initial=np.inf)), float(np.max(x, initial=-np.inf)))
 
 
+@sc.kernel(writes=("y",), combine=max)  # writes y and returns its rows' largest change
+def relax(y: F64, x: F64) -> float:
+    change = 0.0
+    for i in range(y.shape[0]):
+        new = 0.5 * (y[i] + x[i])
+        change = max(change, abs(new - y[i]))
+        y[i] = new
+    return change
+
+
 def cube(n: int) -> int:
     return n * n * n
 
@@ -101,6 +111,10 @@ def run(pool: sc.Pool, n: int = 1000) -> dict[str, Any]:
     big: npt.NDArray[Any] = x[np.asarray(x) > 0.5]
     first = float(x[0])
 
+    relaxed, change = pool.map(relax, pool.zeros_like(x), x, partial=True)
+    relaxed_too: SharedArray = relaxed
+    largest = float(change)  # the partial types as Any: say what it is
+
     u = pool.array(np.where(np.arange(101) == 50, 1.0, 0.0))
     last: SharedArray = pool.iterate(heat1d, pool.empty_like(u), u, 0.25, steps=20)
 
@@ -115,12 +129,12 @@ def run(pool: sc.Pool, n: int = 1000) -> dict[str, Any]:
                 counted=counted, width=width, s=s, head=head, every_other=every_other,
                 both_axes=both_axes, picked=picked, big=big, first=first, last=last,
                 cubed=cubed, roots=roots, in_order=in_order, as_done=as_done,
-                kernels=kernels)
+                kernels=kernels, relaxed=relaxed_too, largest=largest)
 
 
 def check(out: dict[str, Any]) -> None:
     """What the annotations above claim, checked at runtime."""
-    for name in ("scaled", "squared", "head", "every_other", "both_axes", "last"):
+    for name in ("scaled", "squared", "head", "every_other", "both_axes", "last", "relaxed"):
         assert type(out[name]) is SharedArray, (name, type(out[name]))
     assert len(out["pair"]) == 2 and all(type(a) is SharedArray for a in out["pair"])
     for name in ("picked", "big"):
@@ -129,6 +143,7 @@ def check(out: dict[str, Any]) -> None:
     count, lo, hi = out["counted"]
     assert (count, lo, hi) == (1000, 0.0, 1.0) and isinstance(count, int)
     assert isinstance(out["width"], float) and out["width"] == 1.0
+    assert out["largest"] == 0.5  # x[-1] = 1.0 moved half way from 0.0
     assert out["cubed"] == 27 and out["roots"] == [1.0, 2.0, 3.0]
     assert out["in_order"] == [0, 1, 8, 27, 64] and out["as_done"] == {0, 1, 8, 27, 64}
     assert all(isinstance(k, Kernel) for k in out["kernels"])

@@ -101,8 +101,7 @@ def plan_iterate(plan: Plan, steps: int, residual: Kernel | None, tol: float,
         u = plan.arrays[in_i]
         row = math.prod(u.shape[1:]) * u.dtype.itemsize
         k, tile = choose_block(plan.n_rows, row, plan.depth, n_workers, block_sweeps)
-        if in_blocks:
-            k = odd_block(k, block_sweeps is None, plan.n_rows, plan.depth)
+        k = odd_block(k, block_sweeps is None, plan.n_rows, plan.depth)  # see schedule
     checks = residual is not None or kernel.fused
     blocks = schedule(int(steps), k, check_every, checks, in_blocks)
     return Iteration(plan, (out_i, in_i), int(steps), residual, tol, check_every, blocks,
@@ -128,7 +127,8 @@ def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
         raise InputError(f"iterate needs a kernel that writes exactly one array; "
                          f"{kernel.name} writes {len(kernel.writes)}")
     out_i = kernel.writes[0]
-    reads = [i for i, s in enumerate(plan.specs) if s.kind == "part" and not s.writable]
+    reads = [i for i, s in enumerate(plan.specs)
+             if s.kind == "part" and not s.writable and not s.halo]
     if not reads:
         raise InputError(f"iterate needs a kernel that reads a partitioned array; "
                          f"{kernel.name} reads none")
@@ -145,7 +145,8 @@ def check_iterate(plan: Plan, steps: int, residual: Kernel | None,
 
 def fixed_edge_rows(plan: Plan) -> list[tuple[int, int]]:
     """Row ranges a stencil with boundary 'none' never writes; iterate copies them from u to
-    out first, so they stay fixed (Dirichlet). With n <= 2*depth that is every row."""
+    out first, so they stay fixed (Dirichlet). With n <= 2*depth that is every row.
+    'fixed' copies nothing: each array keeps its own edge rows (polybench's jacobi_2d)."""
     d, n = plan.depth, plan.n_rows
     if not d or plan.boundary != "none" or not n:
         return []
@@ -368,33 +369,34 @@ def choose_block(n_rows: int, row_nbytes: int, depth: int, n_workers: int,
 def schedule(steps: int, k: int, check_every: int, checks: bool,
              in_blocks: bool = False) -> tuple[int, ...]:
     """Block sizes summing to ``steps``: up to each check sweep (or the end), blocks of at
-    most k, as many blocks as keep the swaps' parity, then one plain sweep. Empty: all
-    plain. ``in_blocks`` (a residual checked inside blocks, k odd): blocks of k whatever the
-    checks, all of odd size, so after every block the newest sweep is in the array plain
-    sweeps would hold it in, then one plain sweep."""
+    most k, every one of odd size, then one plain sweep. Empty: all plain. Odd blocks keep
+    each array holding the sweeps plain sweeps put in it, so what a kernel leaves
+    unwritten (edge rows and columns) is that array's own at every level (run_block starts
+    each level's buffer from that array): an even block would end in the other array.
+    ``in_blocks`` (a residual checked inside blocks): blocks of k whatever the checks."""
     if k <= 1 or steps <= 1:
         return ()
     if in_blocks:
-        body = steps - 1
-        rest = body % k
-        tail = [rest] if rest % 2 else [rest - 1, 1] if rest else []
-        return tuple([k] * (body // k) + [b for b in tail if b] + [1])
+        return tuple(odd_split(steps - 1, k) + [1])
     seg = check_every if checks else steps
     out: list[int] = []
     done = 0
     while done < steps:
         length = min(seg - done % seg, steps - done)
-        body = length - 1
-        nb = -(-body // k)
-        if nb % 2 != body % 2:
-            nb += 1  # the same number of swaps as plain sweeps: same array at the end
-        out += [body // nb + (1 if i < body % nb else 0) for i in range(nb)] + [1]
+        out += odd_split(length - 1, k) + [1]
         done += length
     return tuple(out)
 
 
+def odd_split(body: int, k: int) -> list[int]:
+    """``body`` sweeps as blocks of k (odd) and a tail of odd sizes."""
+    rest = body % k
+    tail = [rest] if rest % 2 else [rest - 1, 1] if rest else []
+    return [k] * (body // k) + [b for b in tail if b]
+
+
 def odd_block(k: int, chosen: bool, n_rows: int, depth: int) -> int:
-    """k made odd for residual checks inside blocks: one more when chosen from the cache
+    """k made odd (blocks are odd: schedule): one more when chosen from the cache
     (4 -> 5), one less when given or where halos of k + 1 would not fit the array."""
     if k % 2 or k <= 1:
         return k

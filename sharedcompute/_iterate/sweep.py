@@ -6,14 +6,17 @@ other one: each worker goes over its rows in tiles, computing the tile's rows pl
 rows per remaining level on each side (recomputed by the neighbouring tile or worker too) in
 two private scratch buffers, so the intermediate sweeps stay in cache. Every row is computed
 from the same values by the same kernel call as in a plain sweep, so the result is bitwise
-the same. A check sweep (``residual``/``tol``) and the last sweep always run plain, and a
-segment runs as many array swaps as plain sweeps would: both arrays end exactly as plain
-sweeps leave them, and the returned array is the same object.
+the same. A check sweep (``residual``/``tol``) and the last sweep always run plain, and
+every block has an odd number of sweeps, so after each block the newest sweep is in the
+array plain sweeps hold it in. Each level's scratch rows start as the rows of the array
+that level belongs to (odd levels: the written array; even ones: the read one), so the
+elements a kernel leaves unwritten (edge rows and columns of a ported solver) are that
+array's own at every level, as in plain sweeps: both arrays end exactly as plain sweeps
+leave them, and the returned array is the same object.
 
 A fused kernel whose combine is idempotent (``np.maximum``; ``@kernel(idempotent=)``) is
 checked inside blocks instead: each level's partial comes from the tiles (rows recomputed for a
-neighbour count twice, which changes no max), so every sweep is checked. Blocks then have
-an odd number of sweeps, which keeps the newest sweep in plain's array after each; when a
+neighbour count twice, which changes no max), so every sweep is checked; when a
 level inside a block reaches tol, its input (intact: a block writes only the other array)
 is swept again plainly up to that level, so both arrays end as plain sweeps leave them.
 
@@ -35,9 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from .._evaluate import RUNNERS, Stats, call, kernel_fn, map_pieces, map_rows, read_only, resolve
+from .._evaluate import (RUNNERS, Stats, call, kernel_fn, map_pieces, map_rows, part_rows,
+                         read_only, resolve)
 from ..errors import InputError
-from ..partition import padded_rows, source_row, tree_finish, tree_nodes, tree_reduce, valid_rows
+from ..partition import (UNPADDED, padded_rows, position_value, source_row, tree_finish,
+                         tree_nodes, tree_reduce, valid_rows)
 from ..plan import ArgSpec, WorkOrder
 from ..shared import view_from_handle
 from .plan import swap
@@ -68,12 +73,13 @@ def _chunk_partial(task: WorkOrder, func: Any, views: list, s: int, e: int,
         for v, spec in zip(views, task.specs):
             if spec.kind != "part":
                 empty.append(v)
-            elif spec.writable or not d:
-                empty.append(v[s:s])
+            elif spec.writable or not d or spec.halo:
+                empty.append(part_rows(v, spec, s, s))
             else:  # a read input has 2 * depth more rows than its output
                 empty.append(np.zeros((2 * d,) + v.shape[1:], v.dtype))
         if task.kernel.position:
-            empty.append((s, s, task.n_rows))
+            empty.append(position_value(task.kernel.position, s, s, task.n_rows, d,
+                                        task.boundary))
         value = call(func, tuple(empty), stats)
     return partial_number(task.kernel, value)
 
@@ -81,7 +87,7 @@ def _chunk_partial(task: WorkOrder, func: Any, views: list, s: int, e: int,
 def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
     sw = task.sweeps
     out_i, in_i = sw.swap
-    specs = [ArgSpec(s.kind, s.value, s.writable) for s in task.specs]
+    specs = [ArgSpec(s.kind, s.value, s.writable, s.halo) for s in task.specs]
     specs[in_i].writable = True  # both swap arrays are written in turn: map both writable
     views = resolve(specs)
     specs[in_i].writable = False
@@ -220,7 +226,7 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
     compile time counted as such), with ``stats.rows`` the global rows it writes, as
     errors name them."""
     n, d, boundary = task.n_rows, task.depth, task.boundary
-    none = boundary == "none"
+    none = boundary in UNPADDED
     vlo, vhi = (d, n - d) if none else (0, n)  # the rows a sweep writes
     out_i, in_i = swap
     lo, hi = max(lo, vlo), min(hi, vhi)
@@ -236,17 +242,15 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
     for t0 in range(lo, hi, tile):
         t1 = min(t0 + tile, hi)
         base, top = t0 - k * d, t1 + k * d
+        r0, r1 = max(base, 0), min(top, n)
+        # each level's buffer starts as the rows plain sweeps overwrite with it (an odd
+        # level's in dst, an even one's in src; blocks are odd), so what a kernel leaves
+        # unwritten (edge rows and columns) is that array's own, as in plain sweeps
+        for a, e in zip(scratch, (src, dst)):
+            a[r0 - base:r1 - base] = e[r0:r1]
         prev, pbase = src, 0
-        if none:
-            for a in scratch:  # rows that never change, read at every level near the edges
-                if base < d:
-                    a[max(base, 0) - base:d - base] = src[max(base, 0):d]
-                if top > n - d:
-                    a[n - d - base:min(top, n) - base] = src[n - d:min(top, n)]
-        elif base < 0 or top > n:  # sweep s with its padded rows, as a plain sweep pads it
-            a, r0, r1 = scratch[0], max(base, 0), min(top, n)
-            a[r0 - base:r1 - base] = src[r0:r1]
-            _pad(a, base, r0, r1, n, d, boundary)
+        if not none and (base < 0 or top > n):  # sweep s with its padded rows, as plain
+            _pad(scratch[0], base, r0, r1, n, d, boundary)  # (its rows: src's, above)
             prev, pbase = readable[0], base
         for j in range(1, k + 1):
             r0, r1 = max(t0 - (k - j) * d, vlo), min(t1 + (k - j) * d, vhi)
@@ -256,10 +260,13 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
                 args[out_i] = scratch[j % 2][r0 - base:r1 - base]
             args[in_i] = prev[r0 - d - pbase:r1 + d - pbase]
             for i, v in others:
-                args[i] = (v[r0 - d:r1 + d] if r0 - d >= 0 and r1 + d <= n
+                spec = task.specs[i]
+                args[i] = (part_rows(v, spec, r0, r1, d)
+                           if spec.halo or r0 - d >= 0 and r1 + d <= n
                            else padded_rows(v, r0, r1, d, boundary))
             stats.rows = (r0, r1)
-            p = invoke(func, (*args, (r0, r1, n)) if position else tuple(args), stats)
+            p = invoke(func, (*args, position_value(position, r0, r1, n, d, boundary))
+                       if position else tuple(args), stats)
             if levels is not None:
                 p = partial_number(task.kernel, p)
                 q = levels[j - 1]

@@ -1,0 +1,152 @@
+"""How a kernel's functions are compiled: ``numba.njit(nogil=True)`` plus the kernel's numba
+options (fastmath, error_model, parallel), validated; numba's on-disk cache, keyed by those
+options too; and the one numba thread a parallel=True kernel runs its parallel code on.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import warnings
+from typing import Any, Callable
+
+from .errors import InputError
+
+_cache_warned = False
+
+
+def jit_function(func: Callable, options: dict | None = None) -> Callable:
+    """numba.njit(nogil=True, **options), cached on disk unless SHAREDCOMPUTE_NUMBA_CACHE=0.
+
+    A cache directory that cannot be written gives one warning and uncached compiles
+    (numba raises 'no locator available' at decoration time otherwise; numba#4908).
+    """
+    global _cache_warned
+    import numba
+    from numba.core.registry import CPUDispatcher
+
+    if isinstance(func, CPUDispatcher):
+        return func
+    options = options or {}
+    use_cache = os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0"
+    if use_cache:
+        try:
+            disp = numba.njit(nogil=True, cache=True, **options)(func)
+            if options:  # numba#6845: numba's cache key leaves the options out, so the
+                # same function with and without fastmath= would load each other's code
+                disp._cache = _options_cache(disp.py_func, options)
+            return disp
+        except RuntimeError as exc:  # no writable cache location
+            interactive = not os.path.exists(func.__code__.co_filename)  # notebook, -c, stdin
+            if not _cache_warned and not interactive:
+                warnings.warn(f"sharedcompute: numba cache unavailable ({exc}); compiling "
+                              "without a cache", RuntimeWarning, stacklevel=3)
+                _cache_warned = True
+    return numba.njit(nogil=True, **options)(func)
+
+
+@functools.lru_cache(maxsize=None)
+def _options_cache_class() -> type:
+    from numba.core.caching import FunctionCache
+
+    class OptionsCache(FunctionCache):
+        """numba's on-disk cache of one function, its index key extended by ``options``."""
+        options = ""
+
+        def _index_key(self, sig: Any, codegen: Any) -> tuple:
+            return super()._index_key(sig, codegen) + (self.options,)
+    return OptionsCache
+
+
+def _options_cache(py_func: Callable, options: dict) -> Any:
+    """numba's FunctionCache of ``py_func``, its entries keyed by ``options`` too."""
+    cache = _options_cache_class()(py_func)
+    cache.options = repr(sorted((k, sorted(v) if isinstance(v, set) else v)
+                                for k, v in options.items()))
+    return cache
+
+
+def rejit_function(func: Callable, options: dict | None = None) -> Callable:
+    """A new dispatcher of ``func``'s current code, with its own numba options if it has."""
+    py_func = getattr(func, "py_func", func)
+    own = getattr(func, "targetoptions", None)
+    if own is None:
+        return jit_function(py_func, options)
+    import numba
+    return numba.njit(**own)(py_func)
+
+
+#: fastmath= flags numba passes to LLVM (numba's FastMathOptions; "fast" sets them all).
+FASTMATH_FLAGS = frozenset({"fast", "nnan", "ninf", "nsz", "arcp", "contract", "afn",
+                            "reassoc"})
+ERROR_MODELS = ("python", "numpy")
+
+
+def numba_options(name: str, jit: bool, fastmath: Any = False, error_model: Any = "python",
+                  parallel: Any = False) -> dict:
+    """The numba.njit options a kernel adds to ``nogil=True``, validated; only those that
+    differ from numba's defaults, so a kernel without them compiles (and hashes) as before.
+
+    >>> numba_options("k", True, fastmath={"nnan", "contract"}, error_model="numpy")
+    {'fastmath': ('contract', 'nnan'), 'error_model': 'numpy'}
+    """
+    out: dict = {}
+    if isinstance(fastmath, (set, frozenset, list, tuple)):
+        unknown = sorted(str(f) for f in fastmath if f not in FASTMATH_FLAGS)
+        if unknown:
+            raise InputError(f"kernel {name}: fastmath flags {unknown} are not numba's; use "
+                             f"True or a set of {sorted(FASTMATH_FLAGS)}")
+        if fastmath:
+            out["fastmath"] = tuple(sorted(fastmath))  # sorted: a set's order varies
+    elif fastmath is True:
+        out["fastmath"] = True
+    elif fastmath is not False:
+        raise InputError(f"kernel {name}: fastmath={fastmath!r} must be False, True or a set "
+                         f"of flags from {sorted(FASTMATH_FLAGS)}, e.g. {{'nnan', 'contract'}}")
+    if error_model not in ERROR_MODELS:
+        raise InputError(f"kernel {name}: error_model={error_model!r} must be 'python' "
+                         "(ZeroDivisionError, the default) or 'numpy' (inf/nan, as NumPy)")
+    if error_model == "numpy":
+        out["error_model"] = "numpy"
+    if parallel is True:
+        out["parallel"] = True
+    elif parallel is not False:
+        raise InputError(f"kernel {name}: parallel={parallel!r} must be True or False")
+    if out and not jit:
+        raise InputError(f"kernel {name}: {sorted(out)} are numba options; jit=False runs the "
+                         "function as plain Python, so drop them or drop jit=False")
+    return out
+
+
+def njit_kwargs(options: dict) -> dict:
+    """``numba_options``' dict as numba.njit takes it (fastmath flags as a set)."""
+    return {k: set(v) if k == "fastmath" and v is not True else v for k, v in options.items()}
+
+
+def check_dispatcher(name: str, func: Callable | None, options: dict) -> None:
+    """A function numba-compiled already keeps its own options: refuse others."""
+    own = getattr(func, "targetoptions", None)
+    if own is None or not options:
+        return
+    mine = njit_kwargs(options)
+    if any(own.get(k) != v for k, v in mine.items()):
+        raise InputError(f"kernel {name}: the function is numba-compiled already with "
+                         f"{dict(own)}; pass the plain function to @sc.kernel(...{mine}) or "
+                         "set the options on your numba.njit")
+
+
+@contextlib.contextmanager
+def one_numba_thread(parallel: bool) -> Any:
+    """A parallel=True kernel called in this process runs its parallel code on one numba
+    thread, as each worker does, so the direct call gives the pool's bits (a prange
+    reduction's grouping depends on the thread count). numba's count is per thread."""
+    if not parallel:
+        yield
+        return
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
