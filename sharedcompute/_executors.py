@@ -7,13 +7,14 @@ The four paths through a ProcessExecutor (names are the real functions)::
 
     pipe: a cold call          ring: a repeated call       guided: schedule="dynamic"
     LocalBackend.execute       LocalBackend._ring          LocalBackend.execute
-      │ Plan.task × workers      │ cached under a memo id    │ make_task(piece), pieces
-      ▼                          ▼                           ▼ from guided_pieces
+      │ Plan.task × workers      │ cached under a memo id    │ make_task(all chunks),
+      ▼                          ▼                           ▼ guided_pieces
     ProcessExecutor.run        ProcessExecutor.ring        ProcessExecutor.run_guided
-      │ send("work", seq, ..)    │ doorbell.ring: RING word  │ send("work", ..), AHEAD
-      ▼                          ▼                           ▼ per worker, next on answer
-    _worker._run_sent          _worker._run_rung           _worker._run_sent
-      │ ("ok"|"err", seq, ..)    │ WorkerBell.answer, DONE   │
+      │ send("work", seq, ..)    │ doorbell.ring: RING word  │ send("claim", ..) once
+      ▼                          ▼                           ▼ per worker
+    _worker._run_sent          _worker._run_rung           _worker._run_claims: claim the
+      │ ("ok"|"err", seq, ..)    │ WorkerBell.answer, DONE   │ next piece (shared counter),
+                                                             │ run it; one answer at the end
       ▼                          ▼                           ▼
     ProcessExecutor._collect   doorbell.await_answers,     ProcessExecutor._collect
       ─▶ _events ─▶ _wait        then _events (_await_rung)  ─▶ _events ─▶ _wait
@@ -62,9 +63,6 @@ from .plan import WorkOrder
 from ._preload import prepare_fork_parent, start_forkserver
 
 log = logging.getLogger("sharedcompute")
-
-AHEAD = 2  # guided pieces a worker holds: the next one waits in its pipe, no idle round trip
-
 
 class Executor(Protocol):
     """What a LocalBackend runs its calls on: worker processes (ProcessExecutor), or this
@@ -150,6 +148,7 @@ class ProcessExecutor(Accounts):
             prepare_fork_parent()
         self.lines = doorbell.Lines.create(self.ctx, self.n_workers) if doorbell.ENABLED else None
         self.barrier = doorbell.make_barrier(self.ctx, self.lines, self.n_workers)
+        self.claims = self.ctx.Value("q", 0)  # run_guided's next piece (with a lock of its own)
         self.generation += 1
         self.insights = []
         bell = self.lines.raw if self.lines is not None else None
@@ -157,7 +156,8 @@ class ProcessExecutor(Accounts):
             for i in range(self.n_workers):
                 parent_conn, child_conn = self.ctx.Pipe(duplex=True)
                 proc = self.ctx.Process(target=_worker.main,
-                                        args=(child_conn, i, self.barrier, bell, self.n_workers),
+                                        args=(child_conn, i, self.barrier, bell, self.n_workers,
+                                              self.claims),
                                         name=f"sharedcompute-worker-{i}", daemon=True)
                 proc.start()
                 child_conn.close()
@@ -273,15 +273,21 @@ class ProcessExecutor(Accounts):
     def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
                    what: str, timeout: float | None, progress: Any,
                    drop: list[int] = ()) -> list:
-        """A map or reduce with guided pieces handed to workers as they answer (each holds
-        up to AHEAD): rows of unequal cost keep every worker busy. One answer and one send
-        per piece, through the pipes; returns the pieces' results in chunk order. Failures
-        raise as in run()."""
-        pieces = deque(guided_pieces(n_chunks, self.n_workers))
-        out = self._collect(lambda i: make_task(pieces.popleft()) if pieces else None, AHEAD,
-                            what, timeout, progress, n_chunks,
-                            lambda s, task, bar: ("work", s, task, None, list(drop), bar))
-        return [r for _, _, r in sorted(out, key=lambda answer: answer[1].chunk_range[0])]
+        """A map or reduce whose guided pieces the workers claim themselves: each gets one
+        "claim" order (the whole range and the piece list) and takes the next piece from a
+        counter shared by all (under its lock: _worker._run_claims) until none is left,
+        then answers once with [(piece, result)]. No parent round trip per piece, so a busy
+        parent delays no one. Returns the pieces' results in chunk order; failures raise
+        as in run() (a dead worker's claimed piece fails the call)."""
+        pieces = guided_pieces(n_chunks, self.n_workers)
+        self.claims.value = 0  # (under its lock) the workers are idle: no claim races this
+        todo = dict.fromkeys(range(self.n_workers), make_task((0, n_chunks)))
+        out = self._collect(lambda i: todo.pop(i, None), 1, what, timeout, progress, n_chunks,
+                            lambda s, task, bar: ("claim", s, task, pieces, list(drop), bar))
+        done = sorted((piece for _, _, answer in out for piece in answer), key=lambda p: p[0])
+        if [p for p, _ in done] != pieces:  # never a result with a piece lost or run twice
+            raise SharedComputeError(f"sharedcompute internal error: {what}: pieces lost")
+        return [r for _, r in done]
 
     def warmup(self, items: list, timeout: float | None) -> None:
         """Every worker compiles (or loads from numba's cache) the items' signatures now;

@@ -4,6 +4,8 @@ stop or the parent goes away.
 Imports only the worker side (_task, plan, kernel, partition, shared, doorbell, errors,
 _system), never the executors or the pool.
 Messages in:  ("work", seq, WorkOrder, memo id or None, memo ids to drop, report progress?)
+              | ("claim", seq, WorkOrder of all chunks, guided pieces, memo ids to drop,
+                report progress?): schedule="dynamic", pieces claimed through ``claims``
               | ("task", [(seq, pickled (function, args, kwargs)), ...]): tasks (futures.py),
                 each answered on its own, so a crash is charged to the one that ran
               | ("forget", [block names], [memo ids to drop first: those holding them])
@@ -52,7 +54,8 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="sharedcompute-parent-watch", daemon=True).start()
 
 
-def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int = 1) -> None:
+def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int = 1,
+         claims: Any = None) -> None:
     """Worker entry point: serve tasks until told to stop or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _watch_parent()
@@ -102,6 +105,9 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
         if kind == "work":
             _run_sent(conn, msg, prepared, barrier, pid)
             continue
+        if kind == "claim":
+            _run_claims(conn, msg, prepared, claims, pid)
+            continue
         raise AssertionError(f"unknown message {kind!r}")  # a parent of another version
 
 
@@ -129,6 +135,36 @@ def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> 
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
         conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
         detached(exc)  # numba's cache of failed compiles must not pin this call's views
+
+
+def claim_next(claims: Any) -> int:
+    """The index of the next guided piece: the counter's read and increment under its lock,
+    so no two workers ever take the same piece."""
+    with claims.get_lock():
+        k = claims.value
+        claims.value = k + 1
+    return k
+
+
+def _run_claims(conn: Any, msg: tuple, prepared: dict, claims: Any, pid: int) -> None:
+    """schedule="dynamic": claim pieces and run them until none is left, then answer once
+    with [(piece, its result)]. On an error, end the claims for all: the call fails."""
+    _, seq, task, pieces, drop, wants_progress = msg
+    for old in drop:
+        prepared.pop(old, None)
+    stats = Stats(progress=_reporter(conn, seq) if wants_progress else None)
+    t0, done = time.perf_counter(), []
+    try:
+        views = resolve(task.specs)
+        while (k := claim_next(claims)) < len(pieces):
+            task.chunk_range = pieces[k]
+            done.append((pieces[k], run_task(task, stats, None, views)))
+        del views
+        conn.send(("ok", seq, done, stats.report(t0)))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        claims.value = len(pieces)  # (under its lock) the others stop claiming
+        conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
+        detached(exc)
 
 
 def _run_tasks(conn: Any, items: list, pid: int) -> None:
