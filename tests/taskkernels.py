@@ -222,3 +222,11 @@ def locked_square(x):
     """Reads a module-level lock: fine by name, unpicklable by value."""
     with _LOCK:
         return x * x
+
+
+@sc.kernel(jit=False, position=True)
+def count_runs(out, pos):
+    """Each row: column 0 counts the kernel calls that ran it, column 1 the first row of
+    the last call (a dynamic map's piece): a piece run twice, or lost, shows."""
+    out[:, 0] += 1
+    out[:, 1] = pos[0]

@@ -1,6 +1,11 @@
-"""schedule="dynamic": idle workers take the next chunks; the result is bitwise the static
-one for any worker count, and failures report as they do for static calls."""
+"""schedule="dynamic": idle workers claim the next guided piece themselves (a counter in
+shared memory under its lock); the result is bitwise the static one for any worker count,
+every piece runs exactly once, and failures report as they do for static calls."""
 from __future__ import annotations
+
+import gc
+import os
+import time
 
 import numpy as np
 import pytest
@@ -9,8 +14,10 @@ from hypothesis import given, settings, strategies as st
 import sharedcompute as sc
 import taskkernels as tk
 from conftest import START_METHODS, shared_pool
-from sharedcompute.partition import guided_pieces
-from sharedcompute.partition import chunk_grid, chunk_rows, split_even
+import faultkernels as fk
+from conftest import wait_no_segments
+from sharedcompute.partition import chunk_grid, chunk_rows, guided_pieces, split_even
+from sharedcompute.shared import list_segments
 
 
 @given(st.integers(1, 5000), st.integers(1, 16))
@@ -96,3 +103,56 @@ def test_scans_refuse_a_dynamic_schedule():
         pool.map(cumsum, out, x, schedule="dynamic")
     np.testing.assert_array_equal(pool.map(cumsum, out, x).numpy(), np.cumsum(np.arange(10.0)))
     x.free(), out.free()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_every_piece_runs_exactly_once_with_more_or_fewer_pieces_than_workers(method):
+    """Pieces are claimed by the workers (a shared counter under its lock): each piece is
+    run by exactly one kernel call, for 1 to 3 workers, with more pieces than workers and
+    fewer (one chunk, three workers)."""
+    for workers in (1, 2, 3):
+        pool = shared_pool(workers, method) if workers == 2 else sc.Pool(workers,
+                                                                          start_method=method)
+        for rows, chunk in ((1000, 7), (1000, 100), (5, 5), (2, 1)):
+            out = pool.zeros((rows, 2), np.int64)
+            pool.map(tk.count_runs, out, schedule="dynamic", chunk_rows=chunk)
+            runs = np.array(out.numpy())  # a copy: out is freed below
+            np.testing.assert_array_equal(runs[:, 0], 1)  # every row once: no piece twice
+            grid = chunk_grid(rows, chunk)
+            # with 1 worker "dynamic" is the static call (one piece): else the guided pieces
+            want = [(0, len(grid))] if workers == 1 else guided_pieces(len(grid), workers)
+            starts = sorted(set(runs[:, 1].tolist()))
+            assert starts == [grid[a][0] for a, _ in want], (workers, rows, chunk)
+            out.free()
+        if workers != 2:
+            pool.close()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_dynamic_kernel_error_in_one_piece_and_a_killed_worker(method):
+    """A kernel error in one piece raises that error (its rows named); a worker killed
+    while it holds a piece fails the call with WorkerCrashedError (its piece is not taken
+    as done), promptly; the pool goes on with new workers and /dev/shm is clean."""
+    before = set(list_segments())
+    pool = sc.Pool(3, start_method=method)
+    x0 = np.arange(2000.0)
+    x, out = pool.array(x0), pool.zeros(2000)
+    with pytest.raises(sc.KernelError, match=r"ValueError: .*rows \[\d+, \d+\)") as info:
+        pool.map(fk.fault_map, out, x, fk.RAISE, 1500, 0.0, schedule="dynamic", chunk_rows=10)
+    s, e = map(int, info.value.args[0].split("rows [")[1].split(")")[0].split(", "))
+    assert s <= 1500 < e and e - s <= 10 * (2000 // 10 // 24 + 1)  # the piece, not it all
+    pool.map(fk.fault_map, out, x, fk.NONE, 0, 0.0, schedule="dynamic", chunk_rows=10)
+    np.testing.assert_array_equal(out.numpy(), 2 * x0 + 1)
+    pids = list(pool.pids)
+    t0 = time.monotonic()
+    with pytest.raises(sc.WorkerCrashedError, match="SIGKILL.*fault_map"):
+        pool.map(fk.fault_map, out, x, fk.SIGKILL, 1990, 0.0, schedule="dynamic",
+                 chunk_rows=10)
+    assert time.monotonic() - t0 < 10
+    assert pool.reduce(tk.float_sum, x, schedule="dynamic", chunk_rows=10) == \
+        pool.reduce(tk.float_sum, x, chunk_rows=10)
+    assert set(pool.pids).isdisjoint(pids)  # new workers
+    x.free(), out.free()
+    pool.close()
+    gc.collect()
+    assert not wait_no_segments(before, creator=os.getpid())
