@@ -3,6 +3,9 @@
 The workload is time_steps/rowcost's kernel: row i sums sqrt(j + L[i]) for j < L[i]; "sorted"
 rows grow with i (the last rows cost the most: static gives one worker most of the work),
 "uniform" rows all have the mean length (the same total work: dynamic must not lose there).
+Two chunk grids: the default one (2,000 float64 rows are 4 chunks of 512: a dynamic
+schedule can balance no finer than a chunk) and ``chunk_rows=20`` (100 chunks), both
+schedules on the same grid.
 Each configuration runs quiet, then beside one CPU hog (a ``while True: pass`` process,
 killed by its pid after). Calls alternate static/dynamic so a load change hits both; medians.
 The load average is printed with each table: on a shared machine "quiet" means no hog of ours.
@@ -12,6 +15,7 @@ The load average is printed with each table: on a shared machine "quiet" means n
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -23,18 +27,19 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # import time_steps.rowcost
 
 import sharedcompute as sc  # noqa: E402
+from sharedcompute.partition import chunk_grid, chunk_rows  # noqa: E402
 from time_steps.rowcost import init, sc_rows  # noqa: E402
 
 
-def measure(pool, out, lengths, repeats):
+def measure(pool, out, lengths, repeats, chunk):
     """Median seconds of static and dynamic, calls alternating; checks dynamic == static."""
     times = {"static": [], "dynamic": []}
-    pool.map(sc_rows, out, lengths, schedule="static")  # compile, attach
+    pool.map(sc_rows, out, lengths, schedule="static", chunk_rows=chunk)  # compile, attach
     first = out.numpy().copy()
     for _ in range(repeats):
         for schedule in ("static", "dynamic"):
             t0 = time.perf_counter()
-            pool.map(sc_rows, out, lengths, schedule=schedule)
+            pool.map(sc_rows, out, lengths, schedule=schedule, chunk_rows=chunk)
             times[schedule].append(time.perf_counter() - t0)
     assert np.array_equal(out.numpy(), first), "dynamic differs from static"
     return {k: statistics.median(v) for k, v in times.items()}
@@ -46,21 +51,24 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--slope", type=int, default=50)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chunk-rows", type=int, default=20, help="the finer of the two grids")
     args = ap.parse_args()
     print(f"{os.cpu_count()} cores, {args.workers} workers, {args.repeats} repeats, "
           f"sharedcompute from {os.path.dirname(sc.__file__)}")
-    print(f"{'rows':8} {'beside':8} {'static ms':>10} {'dynamic ms':>11} {'static/dyn':>11} "
+    print(f"{'rows':8} {'chunks':>6} {'beside':8} {'static ms':>10} {'dynamic ms':>11} {'static/dyn':>11} "
           f"{'load avg':>9}")
     with sc.Pool(args.workers) as pool:
         for hog in (False, True):
             proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog else None
             try:
                 time.sleep(0.5 if hog else 0.0)
-                for uniform in (False, True):
+                for uniform, chunk in itertools.product((False, True), (None, args.chunk_rows)):
                     data = init(args.rows, args.slope, uniform)
                     out, lengths = pool.array(data["out"]), pool.array(data["lengths"])
-                    t = measure(pool, out, lengths, args.repeats)
-                    print(f"{'uniform' if uniform else 'sorted':8} {'a hog' if hog else '-':8} "
+                    t = measure(pool, out, lengths, args.repeats, chunk)
+                    grid = len(chunk_grid(args.rows, chunk or chunk_rows(args.rows, 8)))
+                    print(f"{'uniform' if uniform else 'sorted':8} {grid:6} "
+                          f"{'a hog' if hog else '-':8} "
                           f"{t['static'] * 1e3:10.1f} {t['dynamic'] * 1e3:11.1f} "
                           f"{t['static'] / t['dynamic']:10.2f}x {os.getloadavg()[0]:9.2f}",
                           flush=True)
