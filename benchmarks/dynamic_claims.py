@@ -55,8 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{os.cpu_count()} cores, {args.workers} workers, {args.repeats} repeats, "
           f"sharedcompute from {os.path.dirname(sc.__file__)}")
-    print(f"{'rows':8} {'chunks':>6} {'beside':8} {'static ms':>10} {'dynamic ms':>11} {'static/dyn':>11} "
-          f"{'load avg':>9}")
+    print(f"{'rows':8} {'chunks':>6} {'beside':8} {'static ms':>10} {'dynamic ms':>11} "
+          f"{'static/dyn':>11} {'load avg':>9}")
     with sc.Pool(args.workers) as pool:
         for hog in (False, True):
             proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog else None
