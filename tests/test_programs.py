@@ -190,3 +190,19 @@ def test_dask_refuses_programs_with_advice():
         y = pool.zeros(4)
         with pytest.raises(sc.InputError, match="local pools"):
             pool.iterate(sc.program(sc.stage(scale, y, x)), steps=1)
+
+
+def test_the_guides_fdtd_example_runs(tmp_path):
+    """docs/guide/performance.md's step program, run as the script it is (it asserts the
+    result is bitwise NumPy's loop)."""
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "guide" / "performance.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", page[page.index("### Step programs"):], re.S)[0]
+    script = tmp_path / "fdtd_program.py"
+    script.write_text(block)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
