@@ -110,6 +110,36 @@ def test_a_stage_reads_what_every_worker_wrote_in_the_stage_before(method):
         assert (out.numpy() == 30_000.0).all()  # step 2: y == 3 everywhere
 
 
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_halo_arguments_and_fixed_edges_in_stages_equal_the_loop(method, workers):
+    """halo= (arrays with rows of their own) in a map stage, boundary='fixed' with halo= in
+    an inner iterate of 3 sweeps, 1-D arrays of 3000 rows (6 chunks) and wide 2-D ones."""
+    from edgekernels import heat_source, staggered
+    rng = np.random.default_rng(5)
+    n, m = 40, NY
+    inp, flx = rng.random((n + 4, m)), rng.random((n + 1, m))
+    a0, b0, f0 = rng.random(3000), rng.random(3000), rng.random(3002)
+    with sc.Pool(workers, start_method=method) as pool:
+        runs = []
+        for use_program in (False, True):
+            out, i_, fl = pool.zeros((n, m)), pool.array(inp), pool.array(flx)
+            a, b, f = pool.array(a0), pool.array(b0), pool.array(f0)
+            if use_program:
+                roles = pool.iterate(sc.program(sc.stage(staggered, out, i_, fl, 0.1),
+                                                sc.stage(heat_source, a, b, f, sweeps=3)),
+                                     steps=4)
+                last = roles[b]
+            else:
+                for _ in range(4):
+                    pool.map(staggered, out, i_, fl, 0.1)
+                    last = pool.iterate(heat_source, a, b, f, steps=3)
+                    a, b = (b, a) if last is a else (a, b)
+            runs.append((out.numpy().tobytes(), last.numpy().tobytes(),
+                         (a if last is b else b).numpy().tobytes()))
+        assert runs[0] == runs[1]
+
+
 def test_inline_and_process_pools_agree_and_zero_steps_run_nothing():
     results = []
     for backend in ("inline", "processes"):
