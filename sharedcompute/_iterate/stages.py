@@ -87,7 +87,7 @@ def _located(exc: Exception, order: WorkOrder, stats: Stats, where: str) -> Base
     better = explain(exc, order, stats.rows)
     if not isinstance(better, threading.BrokenBarrierError):
         try:
-            better.sc_where = where  # type: ignore[union-attr]
+            better.sc_where = where  # type: ignore[attr-defined]
         except AttributeError:  # pragma: no cover - an exception type with __slots__
             pass
     return better
