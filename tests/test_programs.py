@@ -204,6 +204,11 @@ def test_refusals_say_how_to_fix_them():
             pool.iterate(sc.program(sc.stage(scale, column, d["v"][:, 0]),
                                     sc.stage(scale, short, d["b"][:3, 0]),
                                     swap=[(column, short)]), steps=1)
+        from sharedcompute.kernels.reductions import total
+        with pytest.raises(sc.InputError, match="stage 1: .*total is a reduce; a program's"):
+            pool.iterate(sc.program(sc.stage(total, d["v"])), steps=1)
+        with pytest.raises(sc.InputError, match="takes a kernel first"):
+            sc.stage(np.sum, d["v"])
         with pytest.raises(sc.InputError, match="non-negative"):
             sc.stage(relax, d["pn"], d["p"], d["b"], sweeps=-1)
         # the advice works: one array object everywhere, and the program runs

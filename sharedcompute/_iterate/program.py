@@ -255,6 +255,10 @@ def plan_program(prog: Any, steps: int, *, in_process: bool,
     plans, names, step_args, pairs, fixed, labels = [], [], [], [], [], []
     written: set[int] = set()
     for k, st in enumerate(prog.stages):
+        if st.sweeps is None and st.kernel.kind != "map":
+            raise InputError(f"stage {k + 1}: {st.kernel.name} is a {st.kernel.kind}; a "
+                             "program's stages are map and stencil kernels (call pool.reduce "
+                             "or pool.map for it between programs)")
         args = list(st.args)
         steps_at = tuple(j for j, a in enumerate(args) if a is STEP)
         for j in steps_at:
@@ -262,12 +266,7 @@ def plan_program(prog: Any, steps: int, *, in_process: bool,
         plan = make_plan(st.kernel, args, rows=None, boundary=st.boundary,
                          in_process=in_process, boundscheck=boundscheck, depth=st.depth)
         pair, rows = None, []
-        if st.sweeps is None:
-            check_kind(st.kernel, "map")
-            if st.kernel.kind != "map":
-                raise InputError(f"stage {k + 1}: {st.kernel.name} is a {st.kernel.kind}; a "
-                                 "program's stages are map and stencil kernels")
-        else:
+        if st.sweeps is not None:
             check_kind(st.kernel, "iterate")
             pair = check_iterate(plan, st.sweeps, None, 1)
             refuse_swapped_aliases(plan, *pair)
