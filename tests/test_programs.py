@@ -241,3 +241,30 @@ def test_the_guides_fdtd_example_runs(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("action", ["SIGKILL", "HANG", "SLOW_EXC"])
+def test_a_worker_killed_hung_or_slow_to_fail_inside_a_program_never_hangs_the_pool(action):
+    """A stage's worker killed (SIGKILL), stuck (timeout=), or raising slowly (the others
+    reach the barrier first): the usual error, promptly, and the pool runs the next
+    program right."""
+    import time
+
+    import faultkernels as fk
+    code = getattr(fk, action)
+    expected = {"SIGKILL": sc.WorkerCrashedError, "HANG": sc.KernelTimeoutError,
+                "SLOW_EXC": sc.KernelError}[action]
+    with sc.Pool(3, start_method="fork") as pool:
+        x, y, out = pool.array(np.arange(30_000.0)), pool.zeros(30_000), pool.zeros(30_000)
+        victim = 15_000  # the middle worker's rows
+        prog = sc.program(sc.stage(scale, y, x), sc.stage(fk.fault_map, out, y, code, victim, 0.0))
+        t0 = time.monotonic()
+        with pytest.raises(expected) as info:
+            pool.iterate(prog, steps=3, timeout=3.0 if action == "HANG" else None)
+        assert time.monotonic() - t0 < 15.0
+        if action == "SLOW_EXC":  # the first failure, not the barrier's echo
+            assert "stage 2 (fault_map) of step 0" in str(info.value)
+            assert "Broken" not in info.value.remote_type
+        ok = sc.program(sc.stage(scale, y, x), sc.stage(fk.fault_map, out, y, fk.NONE, -1, 0.0))
+        pool.iterate(ok, steps=2)
+        assert out.numpy().tobytes() == (2.0 * (2.0 * np.arange(30_000.0)) + 1.0).tobytes()
