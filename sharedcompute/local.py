@@ -174,23 +174,23 @@ class LocalBackend:
         a step program (sc.program: _iterate/program.py): returns its Roles."""
         ex = self.executor
         if isinstance(kernel, iterate_program.Program):
-            n = iterate_program.check_call(steps, residual, tol, boundary, depth, block_sweeps,
-                                           info)
+            n = iterate_program.check_call(steps, residual, boundary, depth, block_sweeps)
             for st in kernel.stages:
                 self._check_sendable(st.kernel)
             self.ensure_workers()
             pp = iterate_program.plan_program(kernel, n, in_process=ex.in_process,
-                                              boundscheck=boundscheck)
+                                              boundscheck=boundscheck, tol=tol,
+                                              check_every=check_every)
             names = [b.name for b in pp.written_blocks if b is not None]
             claim_writes(names, pp.what)
             held = pp.written_blocks + pp.read_blocks
             hold(held, 1)
             try:
-                iterate_program.run(ex, pp, timeout, progress)
+                done, value = iterate_program.run(ex, pp, self.scratch, timeout, progress)
             finally:
                 release_writes(names)
                 hold(held, -1)
-            return pp.result()
+            return pp.result(done, value, info)
         block_sweeps, tol = iterate_plan.check_options(kernel, residual, tol, block_sweeps)
         self._check_sendable(kernel, residual)
         self.ensure_workers()

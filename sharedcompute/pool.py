@@ -320,8 +320,11 @@ class Pool:
         stages in order inside the workers, a barrier between them, bitwise as the Python
         loop of ``pool.map`` calls they are written as; ``sc.STEP`` as a stage argument is
         the step index; ``sc.stage(k, out, u, ..., sweeps=n)`` is a nested iterate of n
-        plain sweeps. A fixed number of steps (no residual/tol, no blocking; local pools).
-        Returns ``roles``: ``roles[a]`` is the array now holding a's role (swaps move them). See
+        plain sweeps. When the last stage is a fused stencil (``combine=``), its combined
+        partial is the residual: ``tol=``/``check_every=`` stop after a step as above (no
+        ``residual=``, no blocking; local pools). Returns ``roles``: ``roles[a]`` is the
+        array now holding a's role (swaps move them); with ``info=True``,
+        ``IterateResult(roles, steps run, residual, 1)``. See
         sharedcompute/_iterate/program.py and the guide's "Step programs".
 
         Examples

@@ -181,10 +181,9 @@ def test_refusals_say_how_to_fix_them():
     with sc.Pool(2, backend="inline") as pool:
         d = coupled_data(pool, rows=6)
         prog = coupled_program(d, 2)
-        for kw, words in ((dict(tol=1e-3), "fixed number of steps"),
+        for kw, words in ((dict(tol=1e-3), "needs a residual"),
                           (dict(boundary="reflect"), "sc.stage(kernel, *args, boundary="),
-                          (dict(block_sweeps=3), "drop block_sweeps="),
-                          (dict(info=True), "info=True")):
+                          (dict(block_sweeps=3), "drop block_sweeps=")):
             with pytest.raises(sc.InputError, match=re.escape(words)):
                 pool.iterate(prog, steps=2, **kw)
         with pytest.raises(sc.InputError, match="takes no arrays"):
@@ -268,3 +267,58 @@ def test_a_worker_killed_hung_or_slow_to_fail_inside_a_program_never_hangs_the_p
         ok = sc.program(sc.stage(scale, y, x), sc.stage(fk.fault_map, out, y, fk.NONE, -1, 0.0))
         pool.iterate(ok, steps=2)
         assert out.numpy().tobytes() == (2.0 * (2.0 * np.arange(30_000.0)) + 1.0).tobytes()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_fused_last_stage_stops_the_program_as_iterate_stops(method, workers):
+    """A one-stage program of jacobi2d_residual with swap= is pool.iterate of it: the same
+    steps, residual (bitwise, for any worker count) and arrays."""
+    from sharedcompute.kernels.stencils import jacobi2d_residual
+    g = np.zeros((48, NY))
+    g[0] = 1.0
+    with sc.Pool(workers, start_method=method) as pool:
+        runs = []
+        for use_program in (False, True):
+            u, out = pool.array(g), pool.array(g)
+            if use_program:
+                r = pool.iterate(sc.program(sc.stage(jacobi2d_residual, out, u),
+                                            swap=[(out, u)]),
+                                 steps=500, tol=2e-3, check_every=3, info=True)
+                last = r.array[u]
+            else:
+                r = pool.iterate(jacobi2d_residual, out, u, steps=500, tol=2e-3,
+                                 check_every=3, info=True, block_sweeps=1)
+                last = r.array
+            runs.append((r.sweeps, r.residual, last.numpy().tobytes(),
+                         (out if last is u else u).numpy().tobytes()))
+        assert runs[0] == runs[1]
+        assert runs[0][0] < 500 and runs[0][0] % 3 == 0 and runs[0][1] <= 2e-3
+
+
+def test_a_residual_after_other_stages_equals_numpy_and_tol_needs_a_fused_last_stage():
+    """source then a fused stencil: the step count, residual (a max: exact whatever the
+    grouping) and arrays are NumPy's; tol= without a fused last stage is refused."""
+    from sharedcompute.kernels.stencils import jacobi2d_residual
+    rng = np.random.default_rng(2)
+    v0, u0 = rng.random((30, NY)), rng.random((30, NY))
+    with sc.Pool(2) as pool:
+        v, u, out = pool.array(v0), pool.array(u0), pool.array(u0)
+        prog = sc.program(sc.stage(source, v, u, sc.STEP), sc.stage(jacobi2d_residual, out, u),
+                          swap=[(out, u)])
+        r = pool.iterate(prog, steps=400, tol=1e-4, check_every=2, info=True)
+        a, b, vv = u0.copy(), u0.copy(), v0.copy()  # NumPy: the same steps
+        for t in range(400):
+            vv[:] = 0.5 * a + 0.01 * t
+            b[1:-1, 1:-1] = 0.25 * (((a[:-2, 1:-1] + a[2:, 1:-1]) + a[1:-1, :-2]) + a[1:-1, 2:])
+            change = np.max(np.abs(b[1:-1] - a[1:-1]))
+            a, b = b, a
+            if (t + 1) % 2 == 0 and change <= 1e-4:
+                break
+        assert r.sweeps == t + 1 and r.residual == change
+        assert r.array[u].numpy().tobytes() == a.tobytes()  # jacobi2d's order: bitwise
+        assert v.numpy().tobytes() == vv.tobytes()
+        with pytest.raises(sc.InputError, match="last stage's kernel .*must return its partial"):
+            pool.iterate(sc.program(sc.stage(source, v, u, sc.STEP)), steps=2, tol=1e-3)
+        with pytest.raises(sc.InputError, match="combine= on the last stage"):
+            pool.iterate(prog, steps=2, residual=jacobi2d_residual)

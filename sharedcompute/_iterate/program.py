@@ -22,8 +22,13 @@ in the Python loop; an inner iterate's pair is exchanged after each of its sweep
 objects passed, so the call returns their ``Roles``: ``roles[a]``, the array now
 holding a's role.
 
-Not (yet) in a program: residual/tol stopping (a fixed number of steps), temporal
-blocking (plain sweeps: the same bits), scans and reductions as stages, the Dask backend.
+Stopping: when the last stage's kernel is a fused stencil (``combine=``, e.g.
+``jacobi2d_residual``), its combined partial is the program's residual, checked after
+every ``check_every``-th step as ``pool.iterate`` checks a fused kernel's (the same chunk
+tree, so bitwise the same for any number of workers); a step whose residual is <= ``tol``
+is the last (its swaps done). ``info=True`` returns ``IterateResult(roles, steps run,
+residual, 1)``. Not (yet) in a program: ``residual=`` kernels, temporal blocking (plain
+sweeps: the same bits), scans and reductions as stages, the Dask backend.
 The worker's loop is stages.py.
 """
 from __future__ import annotations
@@ -37,7 +42,8 @@ from ..errors import InputError
 from ..kernel import Kernel
 from ..plan import WorkOrder, Plan, check_kind, make_plan, read_only_error
 from ..shared import SharedArray
-from .plan import check_iterate, fixed_edge_rows, refuse_swapped_aliases
+from ..iterate_result import IterateResult
+from .plan import check_iterate, check_tol, fixed_edge_rows, refuse_swapped_aliases
 
 
 class _Step:
@@ -143,6 +149,10 @@ class StepWork:
     swap: list[tuple[int, int]]  # names exchanged after every step
     steps: int
     labels: list[str] = field(default_factory=list)  # per stage, for errors
+    check_every: int = 0  # 0: no residual; else the last stage's partial every k steps
+    tol: float = 0.0
+    slots: Any = None  # two rows of per-chunk partials: a handle (workers) or an array
+    ranges: tuple = ()  # every worker's chunk range of the last stage (the tree's nodes)
 
 
 @dataclass
@@ -159,10 +169,10 @@ class ProgramPlan:
     def what(self) -> str:
         return "program(" + ", ".join(p.kernel.name for p in self.plans) + ")"
 
-    def bindings(self) -> list[int]:
-        """Which array holds each name after all steps (the same moves as the workers')."""
+    def bindings(self, done: int) -> list[int]:
+        """Which array holds each name after ``done`` steps (the workers' moves)."""
         w, bind = self.work, list(range(len(self.arrays)))
-        for _ in range(w.steps):
+        for _ in range(done):
             for names, k, pair in zip(w.names, w.sweeps, w.pairs):
                 if k and k % 2:
                     a, b = names[pair[0]], names[pair[1]]
@@ -171,9 +181,10 @@ class ProgramPlan:
                 bind[a], bind[b] = bind[b], bind[a]
         return bind
 
-    def result(self) -> "Roles":
-        """array -> the array now holding its role: itself unless it was swapped."""
-        return Roles(self.arrays, [self.arrays[p] for p in self.bindings()])
+    def result(self, done: int, value: float | None, info: bool) -> Any:
+        """The Roles after ``done`` steps (with ``info``: in an IterateResult)."""
+        roles = Roles(self.arrays, [self.arrays[p] for p in self.bindings(done)])
+        return IterateResult(roles, done, value, 1) if info else roles
 
     def tasks(self, ranges: list[list[tuple[int, int]]]) -> list[WorkOrder]:
         """One task per worker; ``ranges``: per stage, each worker's chunk range."""
@@ -222,34 +233,41 @@ class Roles:
         return f"<program roles: {len(self)} arrays, {moved} moved>"
 
 
-def check_call(steps: Any, residual: Any, tol: Any, boundary: Any, depth: Any,
-               block_sweeps: Any, info: bool) -> int:
-    """The iterate options a program takes (a fixed number of steps); the others refused,
-    saying where they go instead."""
+def check_call(steps: Any, residual: Any, boundary: Any, depth: Any,
+               block_sweeps: Any) -> int:
+    """The iterate options a program takes; the others refused, saying where they go."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise InputError(f"steps={steps!r} must be a non-negative integer")
-    if residual is not None or tol is not None:
-        raise InputError("a step program runs a fixed number of steps: residual= and tol= "
-                         "are not supported with sc.program; drop them (or iterate one "
-                         "kernel with residual=/tol= in a Python loop of steps)")
+    if residual is not None:
+        raise InputError("residual= is not supported with sc.program: a program's residual "
+                         "is its last stage's partial; declare combine= on the last stage's "
+                         "kernel (a fused stencil, as jacobi2d_residual) and pass tol=")
     if boundary is not None or depth is not None:
         raise InputError("boundary= and depth= belong to each stage of a program: "
                          "sc.stage(kernel, *args, boundary=..., depth=...)")
     if block_sweeps not in (None, 1):
         raise InputError(f"block_sweeps={block_sweeps!r}: a step program runs plain sweeps "
                          "(no temporal blocking yet); drop block_sweeps=")
-    if info:
-        raise InputError("info=True is not supported with sc.program: the call runs every step "
-                         "and returns roles, roles[a] being the array now holding a's role")
     return int(steps)
 
 
-def plan_program(prog: Any, steps: int, *, in_process: bool,
-                 boundscheck: bool = False) -> ProgramPlan:
+def plan_program(prog: Any, steps: int, *, in_process: bool, boundscheck: bool = False,
+                 tol: Any = None, check_every: int = 10) -> ProgramPlan:
     """Plan every stage as the pool.map (or pool.iterate) call it stands for; name the
     arrays; check the swaps. Raises InputError before any work."""
     if not isinstance(prog, Program):
         raise InputError(f"expected sc.program(...), got {prog!r}")
+    last = prog.stages[-1]
+    fused = last.sweeps is None and last.kernel.fused
+    if tol is not None and not fused:
+        raise InputError(f"tol={tol!r} with a program needs a residual: the last stage's "
+                         f"kernel ({last.kernel.name}) must return its partial (declare "
+                         "combine= on it, as jacobi2d_residual; not an inner iterate); or "
+                         "drop tol=")
+    tol = check_tol(last.kernel, None, tol) if fused else 0.0
+    if fused and (isinstance(check_every, bool) or int(check_every) != check_every
+                  or check_every < 1):
+        raise InputError(f"check_every={check_every!r} must be a positive integer")
     arrays: list[Any] = []
     index: dict[int, int] = {}
     plans, names, step_args, pairs, fixed, labels = [], [], [], [], [], []
@@ -306,7 +324,8 @@ def plan_program(prog: Any, steps: int, *, in_process: bool,
             raise read_only_error(prog.stages[0].kernel, _label(prog, a), a)
     handles = [a if in_process else a.handle() for a in arrays]
     work = StepWork([], names, step_args, [st.sweeps for st in prog.stages], pairs, fixed,
-                    handles, [n in written for n in range(len(arrays))], swaps, steps, labels)
+                    handles, [n in written for n in range(len(arrays))], swaps, steps, labels,
+                    int(check_every) if fused else 0, tol)
     wb = [arrays[n].block for n in sorted(written)]
     rb = [a.block for n, a in enumerate(arrays) if n not in written]
     return ProgramPlan(plans, arrays, work, wb, rb)
@@ -351,10 +370,18 @@ def _short(a: Any) -> str:
     return f"array of shape {shape}" if shape is not None else repr(a)
 
 
-def run(ex: Any, pp: ProgramPlan, timeout: Any, progress: Any) -> None:
+def run(ex: Any, pp: ProgramPlan, scratch: Any, timeout: Any,
+        progress: Any) -> tuple[int, float | None]:
     """Run a planned program on executor ``ex`` (a process pool or inline): one task per
-    worker holding every stage's chunk range; the caller holds the write claims."""
+    worker holding every stage's chunk range; the caller holds the write claims.
+    ``scratch``: the backend's residual slots (_iterate/local.Scratch). Returns (steps
+    run, last residual or None)."""
     if not pp.work.steps:
-        return
+        return 0, None
     ranges = [ex.sweep_ranges(len(p.chunks)) for p in pp.plans]
-    ex.run(pp.tasks(ranges), what=pp.what, timeout=timeout, progress=progress, total=pp.total)
+    if pp.work.check_every:
+        pp.work.slots = scratch.slots(len(pp.plans[-1].chunks))
+        pp.work.ranges = tuple(ranges[-1])
+    results = ex.run(pp.tasks(ranges), what=pp.what, timeout=timeout, progress=progress,
+                     total=pp.total)
+    return results[0]

@@ -9,26 +9,37 @@ stage runs through ``_evaluate.map_rows`` over this worker's chunks of the stage
 grid, as the ``pool.map`` it stands for, so halos, boundaries and ``position=`` are
 that map's and the result is bitwise the Python loop's. A halo row another worker wrote
 is read after the barrier: in shared memory an exchange is just that.
+
+A checked step (a fused last stage, ``check_every``) runs that stage chunk by chunk for
+its partials, puts this worker's subtrees of the fixed chunk tree into the shared slots
+before the stage's barrier, and every worker then combines all of them alike (as
+sweep.py's plain check sweeps do): all stop at the same step, with the same residual.
 """
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from .._evaluate import RUNNERS, Stats, explain, map_rows, read_only, resolve
+import numpy as np
+
+from .._evaluate import RUNNERS, Stats, explain, kernel_fn, map_rows, read_only, resolve
+from ..partition import tree_finish, tree_nodes, tree_reduce
 from ..plan import ArgSpec, WorkOrder
+from ..shared import view_from_handle
+from .sweep import chunk_partial, reported
 
 
-def run_program(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
-    """Every step of the program in ``task.sweeps`` (a program.StepWork)."""
+def run_program(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> tuple:
+    """Every step of the program in ``task.sweeps`` (a program.StepWork); returns (steps
+    run, last residual checked or None)."""
     try:
-        _run(task.sweeps, stats, barrier)
+        return _run(task.sweeps, stats, barrier)
     except BaseException:
         barrier.abort()  # the other workers leave their barrier wait instead of hanging
         raise
 
 
-def _run(w: Any, stats: Stats, barrier: Any) -> None:
+def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
     phys = resolve([ArgSpec("part", h, wr) for h, wr in zip(w.handles, w.writable)])
     ro = [read_only(v) for v in phys]
     bind = list(range(len(phys)))  # name -> the array holding its role now
@@ -56,8 +67,34 @@ def _run(w: Any, stats: Stats, barrier: Any) -> None:
         barrier.wait()
         stats.advance(order.chunk_range[1] - order.chunk_range[0])
 
+    def checked(k: int, t: int, row: np.ndarray) -> Any:
+        """The last stage with its partials; the residual of the whole grid."""
+        order = w.stages[k]
+        ca, cb = order.chunk_range
+        chunks, func, combine = order.chunks, kernel_fn(order), order.kernel.combine
+        args = views(k, t)
+        try:
+            partials = [chunk_partial(order, func, args, *chunks[c], stats) for c in range(ca, cb)]
+        except Exception as exc:
+            raise _located(exc, order, stats, f"{w.labels[k]} of step {t}") from None
+        for nd in tree_nodes(0, len(chunks), ca, cb):
+            row[nd[0]] = tree_reduce(nd[0], nd[1], lambda c: partials[c - ca], combine)
+        barrier.wait()
+        stats.advance(cb - ca)
+        every = [nd for r in w.ranges for nd in tree_nodes(0, len(chunks), *r)]
+        return tree_finish(len(chunks), {nd: row[nd[0]] for nd in every}, combine)
+
+    slots = None
+    if w.check_every:
+        slots = w.slots if isinstance(w.slots, np.ndarray) else view_from_handle(w.slots)
+    value, checks, last = None, 0, len(w.sweeps) - 1
     for t in range(w.steps):
+        checking = w.check_every and (t + 1) % w.check_every == 0
         for k, sweeps in enumerate(w.sweeps):
+            if checking and k == last:  # two slot rows in turn: none overwritten while read
+                value = checked(k, t, slots[checks % 2])
+                checks += 1
+                continue
             if sweeps is None:
                 sweep(k, t)
                 continue
@@ -72,6 +109,9 @@ def _run(w: Any, stats: Stats, barrier: Any) -> None:
                 bind[a], bind[b] = bind[b], bind[a]
         for a, b in w.swap:
             bind[a], bind[b] = bind[b], bind[a]
+        if checking and value <= w.tol:
+            return t + 1, reported(value)
+    return w.steps, None if value is None else reported(value)
 
 
 def _rows(order: WorkOrder) -> tuple[int, int]:
