@@ -100,3 +100,11 @@ def sum_all(out, y):
         s += y[k]
     for i in range(out.shape[0]):
         out[i] = s
+
+
+@sc.kernel
+def writes_its_input(out, x):
+    """Writes ``x``, which it does not declare in writes=: refused by numba's typing."""
+    for i in range(out.shape[0]):
+        x[i] = 1.0
+        out[i] = x[i]

@@ -322,3 +322,19 @@ def test_a_residual_after_other_stages_equals_numpy_and_tol_needs_a_fused_last_s
             pool.iterate(sc.program(sc.stage(source, v, u, sc.STEP)), steps=2, tol=1e-3)
         with pytest.raises(sc.InputError, match="combine= on the last stage"):
             pool.iterate(prog, steps=2, residual=jacobi2d_residual)
+
+
+def test_an_undeclared_write_in_a_stage_is_explained_for_that_stage_and_progress_counts():
+    from programkernels import writes_its_input
+    with sc.Pool(2, start_method="fork") as pool:
+        x, y, out = pool.array(np.arange(3000.0)), pool.zeros(3000), pool.zeros(3000)
+        with pytest.raises(sc.KernelError) as info:
+            pool.iterate(sc.program(sc.stage(scale, y, x), sc.stage(writes_its_input, out, y)),
+                         steps=2)
+        text = str(info.value)
+        assert "kernel writes_its_input writes one of ['x']" in text, text
+        assert "stage 2 (writes_its_input) of step 0" in text
+        seen: list = []  # progress=callback(done, total)
+        pool.iterate(sc.program(sc.stage(scale, y, x), sc.stage(scale, out, y)), steps=3,
+                     progress=lambda done, total: seen.append((done, total)))
+        assert seen and seen[-1][0] == seen[-1][1] > 0  # every chunk of every stage and step

@@ -362,7 +362,7 @@ def _refuse_moving_aliases(arrays: list, moving: set) -> None:
 
 
 def _label(prog: Program, a: Any) -> str:
-    return f"the swapped array {_short(a)}"
+    return f"{_short(a)} (swapped with an array a stage writes, so written in turn)"
 
 
 def _short(a: Any) -> str:
