@@ -20,6 +20,7 @@ from .kernel import Kernel, check_schedule
 from .partition import (chunk_rows, combine_all, position_value, source_row, split_even,
                         valid_rows)
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residual_value, swap
+from ._iterate.program import Program
 from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
@@ -436,6 +437,10 @@ class DaskBackend:
         """One persisted map per sweep, with the local pool's checks and plan
         (_iterate/plan.py); Dask arrays are functional (no halos in place), so sweeps are
         plain whatever ``block_sweeps`` says: the same result."""
+        if isinstance(kernel, Program):
+            raise InputError("step programs (sc.program) run on local pools (backend "
+                             "'processes' or 'inline'); on a Dask cluster, call pool.map "
+                             "per stage in a Python loop of steps")
         block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
         if getattr(kernel, "fused", False):
             raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
