@@ -183,7 +183,8 @@ def test_refusals_say_how_to_fix_them():
         prog = coupled_program(d, 2)
         for kw, words in ((dict(tol=1e-3), "needs a residual"),
                           (dict(boundary="reflect"), "sc.stage(kernel, *args, boundary="),
-                          (dict(block_sweeps=3), "drop block_sweeps=")):
+                          (dict(block_sweeps=3), "drop block_sweeps="),
+                          (dict(chunk_rows=2), "leave it out")):
             with pytest.raises(sc.InputError, match=re.escape(words)):
                 pool.iterate(prog, steps=2, **kw)
         with pytest.raises(sc.InputError, match="takes no arrays"):
