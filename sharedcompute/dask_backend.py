@@ -189,10 +189,18 @@ class DaskBackend:
         dask, da, distributed = _import_dask()
         self._own_cluster = None
         if client is None:
-            dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV})
-            self._own_cluster = distributed.LocalCluster(
-                n_workers=n_workers or 2, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=40)
+            # The nanny applies pre-spawn-environ with os.environ.update in its own process,
+            # which is this one: keep the setting to this cluster and give the caller its
+            # environment back (it leaked NUMBA_NUM_THREADS=1 and friends into every later
+            # subprocess and numba pool of the caller). Each nanny keeps its copy for restarts.
+            kept = {k: os.environ.get(k) for k in (*THREAD_ENV, "PYTHONHASHSEED")}
+            try:
+                with dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV}):
+                    self._own_cluster = distributed.LocalCluster(
+                        n_workers=n_workers or 2, threads_per_worker=1, processes=True,
+                        dashboard_address=None, silence_logs=40)
+            finally:
+                _restore_environ(kept)
             client = distributed.Client(self._own_cluster)
         self.client = client
         # On a busy machine the workers may not have joined when the Client returns: a pool
@@ -510,6 +518,14 @@ class DaskBackend:
         if self._own_cluster is not None:
             self.client.close()
             self._own_cluster.close()
+
+
+def _restore_environ(kept: dict) -> None:
+    for key, value in kept.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 __all__ = ["DaskBackend", "DaskArray"]
