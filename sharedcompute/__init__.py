@@ -22,6 +22,7 @@ from .kernel import Kernel, kernel
 from .pool import Pool, default_start_method
 from ._start import prestart
 from .iterate_result import IterateResult
+from ._iterate.program import STEP, program, stage
 from .shared import SharedArray
 from ._system import usable_cores
 from .verify import VerificationReport, verify
@@ -32,7 +33,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Pool", "SharedArray", "kernel", "Kernel", "verify", "VerificationReport", "whole",
-    "usable_cores", "default_start_method", "prestart", "IterateResult",
+    "usable_cores", "default_start_method", "prestart", "IterateResult", "program", "stage",
+    "STEP",
     "SharedComputeError", "InputError", "UnsupportedDtypeError", "KernelNotSendableError",
     "SharedMemoryError", "SharedMemoryFullError", "SharedBlockNotFoundError",
     "SharedBlockCorruptedError", "SharedBlockSecurityError", "ArrayFreedError",

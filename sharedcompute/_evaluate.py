@@ -302,7 +302,8 @@ def run_task(task: WorkOrder, stats: Stats, barrier: Any = None, views: list | N
         return runner(task, resolve(task.specs) if views is None and not own else views,
                       stats, barrier)
     except Exception as exc:
-        better = explain(exc, task, stats.rows)
+        # a program's stages explain their errors for their own kernels (_iterate/stages.py)
+        better = explain(exc, task, stats.rows) if task.op != "program" else exc
         if better is exc:
             raise
         detached(exc)

@@ -261,7 +261,7 @@ class ProcessExecutor(Accounts):
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
         """Send each worker its task and wait for all of them; ``memo``: an id under which
         the workers keep their tasks for ring(); ``drop``: cached ids they forget first."""
-        if self.barrier is not None and tasks and tasks[0].op == "iterate":
+        if self.barrier is not None and tasks and tasks[0].barriered:
             self.barrier.reset()  # a failed earlier iterate left it broken; workers are idle
         todo, seq, results = dict(enumerate(tasks)), self._next_seq(), [None] * len(tasks)
         for i, _, result in self._collect(

@@ -117,7 +117,7 @@ def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> 
     for old in drop:
         prepared.pop(old, None)
     views = None
-    if task.op == "iterate" and barrier is not None:
+    if task.barriered and barrier is not None:
         barrier.begin(seq)
     stats = Stats(progress=_reporter(conn, seq) if wants_progress else None)
     t0 = time.perf_counter()

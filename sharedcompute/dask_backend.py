@@ -20,6 +20,7 @@ from .kernel import Kernel, check_schedule
 from .partition import (chunk_rows, combine_all, position_value, source_row, split_even,
                         valid_rows)
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residual_value, swap
+from ._iterate.program import Program
 from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
@@ -188,10 +189,18 @@ class DaskBackend:
         dask, da, distributed = _import_dask()
         self._own_cluster = None
         if client is None:
-            dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV})
-            self._own_cluster = distributed.LocalCluster(
-                n_workers=n_workers or 2, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=40)
+            # The nanny applies pre-spawn-environ with os.environ.update in its own process,
+            # which is this one: keep the setting to this cluster and give the caller its
+            # environment back (it leaked NUMBA_NUM_THREADS=1 and friends into every later
+            # subprocess and numba pool of the caller). Each nanny keeps its copy for restarts.
+            kept = {k: os.environ.get(k) for k in (*THREAD_ENV, "PYTHONHASHSEED")}
+            try:
+                with dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV}):
+                    self._own_cluster = distributed.LocalCluster(
+                        n_workers=n_workers or 2, threads_per_worker=1, processes=True,
+                        dashboard_address=None, silence_logs=40)
+            finally:
+                _restore_environ(kept)
             client = distributed.Client(self._own_cluster)
         self.client = client
         # On a busy machine the workers may not have joined when the Client returns: a pool
@@ -436,6 +445,10 @@ class DaskBackend:
         """One persisted map per sweep, with the local pool's checks and plan
         (_iterate/plan.py); Dask arrays are functional (no halos in place), so sweeps are
         plain whatever ``block_sweeps`` says: the same result."""
+        if isinstance(kernel, Program):
+            raise InputError("step programs (sc.program) run on local pools (backend "
+                             "'processes' or 'inline'); on a Dask cluster, call pool.map "
+                             "per stage in a Python loop of steps")
         block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
         if getattr(kernel, "fused", False):
             raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
@@ -505,6 +518,14 @@ class DaskBackend:
         if self._own_cluster is not None:
             self.client.close()
             self._own_cluster.close()
+
+
+def _restore_environ(kept: dict) -> None:
+    for key, value in kept.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 __all__ = ["DaskBackend", "DaskArray"]

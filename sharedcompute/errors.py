@@ -110,6 +110,9 @@ def remote_error_info(exc: BaseException, rows: tuple, pid: int | None,
         text = str(exc)
     except Exception:  # pragma: no cover
         text = "<exception text unavailable>"
+    where = getattr(exc, "sc_where", None)  # a program's stage and step (_iterate/stages.py)
+    if where:
+        text += f" (in {where})"
     info = dict(type=type(exc).__name__, message=prefix + text, rows=tuple(rows), pid=pid,
                 traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
                 echo=isinstance(exc, threading.BrokenBarrierError),

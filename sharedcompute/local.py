@@ -21,7 +21,7 @@ from .futures import imap
 from ._inline import InlineExecutor
 from ._insights import Insights
 from ._system import usable_cores
-from ._iterate import local as iterate_local, plan as iterate_plan
+from ._iterate import local as iterate_local, plan as iterate_plan, program as iterate_program
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
 from .partition import split_even
@@ -172,8 +172,30 @@ class LocalBackend:
                 info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
         of sweeps): planned by _iterate/plan.py, run by _iterate/local.py. Returns the
-        array holding the last sweep, or with ``info`` an IterateResult."""
+        array holding the last sweep, or with ``info`` an IterateResult. ``kernel`` may be
+        a step program (sc.program: _iterate/program.py): returns its Roles."""
         ex = self.executor
+        if isinstance(kernel, iterate_program.Program):
+            n = iterate_program.check_call(steps, residual, boundary, depth, block_sweeps)
+            if chunk_rows is not None:  # not silently ignored
+                raise InputError("chunk_rows= does not apply to a step program: its stages "
+                                 "run on the default chunk grid (leave it out)")
+            for st in kernel.stages:
+                self._check_sendable(st.kernel)
+            self.ensure_workers()
+            pp = iterate_program.plan_program(kernel, n, in_process=ex.in_process,
+                                              boundscheck=boundscheck, tol=tol,
+                                              check_every=check_every)
+            names = [b.name for b in pp.written_blocks if b is not None]
+            claim_writes(names, pp.what)
+            held = pp.written_blocks + pp.read_blocks
+            hold(held, 1)
+            try:
+                done, value = iterate_program.run(ex, pp, self.scratch, timeout, progress)
+            finally:
+                release_writes(names)
+                hold(held, -1)
+            return pp.result(done, value, info)
         block_sweeps, tol = iterate_plan.check_options(kernel, residual, tol, block_sweeps)
         self._check_sendable(kernel, residual)
         self.ensure_workers()

@@ -98,7 +98,7 @@ class WorkOrder:
     """One worker's share of a call: the kernel, its argument specs, the chunk grid and the
     contiguous range of chunks it runs. Pickled to a worker as is (both ends run the same
     code); ``op`` is "map", "reduce", "partial" (a fused kernel's map with partial=True),
-    "scan_totals", "scan_apply" or "iterate"."""
+    "scan_totals", "scan_apply", "iterate" or "program"."""
 
     op: str
     kernel: Kernel
@@ -110,11 +110,16 @@ class WorkOrder:
     boundscheck: bool = False
     depth: int = 0  # halo rows on each side (the kernel's default or the call's)
     offsets: list | None = None  # scan_apply: each chunk's offset
-    sweeps: Any = None  # iterate: its _iterate.plan.Sweeps
+    sweeps: Any = None  # iterate: its _iterate.plan.Sweeps; program: _iterate.program.StepWork
 
     @property
     def chunks(self) -> list[tuple[int, int]]:
         return chunk_grid(self.n_rows, self.rows_per_chunk)
+
+    @property
+    def barriered(self) -> bool:
+        """Whether the workers meet at a barrier inside this task (iterate, a program)."""
+        return self.op in ("iterate", "program")
 
     @property
     def rows(self) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exp
                      _forget_parents_forkserver, _numba_threads_started, _process_backend,
                      default_start_method)
 from .iterate_result import IterateResult
+from ._iterate.program import Program, Roles
 from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
 from .local import LocalBackend
@@ -325,6 +326,9 @@ class Pool:
                                         self.boundscheck, schedule)
 
     @overload
+    def iterate(self, kernel: Program, *, steps: int, timeout: float | None = None,
+                progress: Any = False) -> Roles: ...
+    @overload
     def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
@@ -338,7 +342,8 @@ class Pool:
                 timeout: float | None = None, progress: Any = False, info: Literal[True],
                 block_sweeps: int | None = None, chunk_rows: int | None = None,
                 **kwargs: Any) -> IterateResult: ...
-    def iterate(self, kernel: Kernel, out: SharedArray, u: SharedArray, *params: Any,
+    def iterate(self, kernel: Kernel | Program, out: SharedArray | None = None,
+                u: SharedArray | None = None, *params: Any,
                 steps: int, residual: Kernel | None = None, tol: float | None = None,
                 check_every: int = 10, boundary: Any = None, depth: int | None = None,
                 timeout: float | None = None, progress: Any = False, info: bool = False,
@@ -386,6 +391,17 @@ class Pool:
         chunks that the workers' rows are split into and a residual's combine tree: the
         sweeps are bitwise the same for any chunk size, a residual whose combine is exact
         (``np.maximum``) too, while a sum of partials may round differently.
+        **Step programs**: ``kernel`` may be ``sc.program(sc.stage(k1, *args1),
+        sc.stage(k2, *args2), ..., swap=[(a, b)])`` (and no out, u): every step runs the
+        stages in order inside the workers, a barrier between them, bitwise as the Python
+        loop of ``pool.map`` calls they are written as; ``sc.STEP`` as a stage argument is
+        the step index; ``sc.stage(k, out, u, ..., sweeps=n)`` is a nested iterate of n
+        plain sweeps. When the last stage is a fused stencil (``combine=``), its combined
+        partial is the residual: ``tol=``/``check_every=`` stop after a step as above (no
+        ``residual=``, no blocking; local pools). Returns ``roles``: ``roles[a]`` is the
+        array now holding a's role (swaps move them); with ``info=True``,
+        ``IterateResult(roles, steps run, residual, 1)``. See
+        sharedcompute/_iterate/program.py and the guide's "Step programs".
 
         Examples
         --------
@@ -403,7 +419,13 @@ class Pool:
         ...     r.sweeps, r.residual <= 1e-3
         (21, True)
         """
-        args = (out, u) + params
+        if isinstance(kernel, Program):
+            if out is not None or u is not None or params or kwargs:
+                raise InputError("pool.iterate(program, steps=N) takes no arrays: each "
+                                 "stage names its own, sc.stage(kernel, *args)")
+            args: tuple = ()
+        else:
+            args = (out, u) + params
         if kwargs and isinstance(kernel, Kernel):
             args = kernel.ordered_args(args, kwargs)
         if timeout is not None:  # None needs no check

@@ -123,3 +123,21 @@ def test_dask_pools_refuse_tasks_with_the_way_to_do_it(dask_pool):
         dask_pool.submit(math.sqrt, 4.0)
     with pytest.raises(sc.InputError, match="client.submit"):
         list(dask_pool.imap(math.sqrt, [4.0]))
+
+
+def test_a_dask_pool_leaves_the_callers_environment_and_config_alone(monkeypatch):
+    """The nanny sets its workers' thread caps with os.environ.update in this process: the
+    caller's own numba pools and subprocesses must not inherit NUMBA_NUM_THREADS=1 (they
+    did, until session 8). The workers still get the caps."""
+    import os
+
+    import dask
+    import distributed  # noqa: F401 - its defaults are part of the config compared
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    before = dask.config.get("distributed.nanny.pre-spawn-environ", default=None)
+    with sc.Pool(backend="dask", n_workers=1) as pool:
+        assert "NUMBA_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ
+        seen = pool._backend.client.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
+        assert set(seen.values()) == {"1"}, seen
+    assert dask.config.get("distributed.nanny.pre-spawn-environ", default=None) == before

@@ -6,7 +6,9 @@ p[:, -2], p[0] = p[1] and p[-1] = 0 after each sweep), then u and v from the old
 sharedcompute today, per time step: one ``pool.map`` for b, one ``pool.iterate`` of nit
 sweeps for p (the Neumann row p[0] = p[1] is recomputed in the kernel from two halo rows,
 depth=2), one ``pool.map`` writing the new u and v into a second pair of arrays, swapped
-by name in Python: 3 * nt calls.
+by name in Python: 3 * nt calls. "sc program": the same kernels as one step program
+(``pool.iterate(sc.program(...), steps=nt)``, the Poisson solve a stage of nit sweeps,
+the velocity pair swapped after each step): one call.
 
 dt is smaller than the tutorial's 0.001 so that the finer grid stays stable
 (dt = 0.1 * dx**2 / nu), and u, v start stirred (small random interior values) rather than
@@ -158,9 +160,8 @@ def run_numba_plain(data, size):
 
 # The scalars are computed by the caller exactly as NumPy's expression computes them, so
 # that the kernels' arithmetic is NumPy's, operation for operation (bitwise).
-# #26: a step program would hold all of sc_cavity's loop (b, the inner Poisson iterate,
-# the u/v update, the swap) in the workers; fixed edges and "am I the first/last rows"
-# would drop position=, the padding boundaries and the depth=2 recomputation of row 1.
+# #26: fixed edges and "am I the first/last rows" would drop position=, the padding
+# boundaries and the depth=2 recomputation of row 1.
 @sc.kernel(depth=1, boundary=0.0, position=True)
 def sc_source(b, u, v, rho, idt, dx2, dy2, pos):
     start, stop, n = pos
@@ -242,15 +243,37 @@ def sc_cavity(pool, data, size):
             np.asarray(data[name])[...] = a
 
 
+def sc_cavity_program(pool, data, size):
+    # one call: b, nit Poisson sweeps and the u/v update of every step inside the workers
+    u, v, p, b = data["u"], data["v"], data["p"], data["b"]
+    dx, dy, dt = consts(size["n"])
+    rho, nu = RHO, NU
+    dxq, dyq = dx ** 2, dy ** 2
+    den, cb = 2 * (dxq + dyq), dxq * dyq / (2 * (dxq + dyq))
+    c = np.array([dt, dx, dy, dt / (2 * rho * dx), dt / (2 * rho * dy), nu, dt / dxq,
+                  dt / dyq])
+    now = pool.iterate(sc.program(
+        sc.stage(sc_source, b, u, v, rho, 1 / dt, 2 * dx, 2 * dy),
+        sc.stage(sc_poisson, data["pn"], p, b, dxq, dyq, den, cb, sweeps=size["nit"]),
+        sc.stage(sc_velocity, data["un"], data["vn"], u, v, p, c),
+        swap=[(u, data["un"]), (v, data["vn"])]), steps=size["nt"])
+    for a in (u, v, p):
+        if now[a] is not a:
+            np.asarray(a)[...] = now[a]
+
+
 VARIANTS = {
     "numpy": ("numpy", np_cavity),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map+iterate loop": ("sc", sc_cavity),
+    "sc program": ("sc", sc_cavity_program),
 }
 CHECK = {"numba prange": (1e-8, 1e-10), "numba 1 thread": (1e-8, 1e-10)}
 SC_CODE = ("sc_source", "sc_poisson", "sc_velocity", "sc_cavity")
+SC_VARIANT_CODE = {"sc program": ("sc_source", "sc_poisson", "sc_velocity",
+                                  "sc_cavity_program")}
 NUMBA_CODE = ("nb_cavity",)
 NOTES = ("sc bitwise equal to NumPy (scalars precomputed as NumPy's expression groups them); "
          "numba fastmath=True compared with allclose. The parent's copy-back of the swapped "

@@ -2,9 +2,11 @@
 ``_fict_[t]`` written into ey's first row, then ey and ex from hz, a barrier, then hz from
 ex and ey (two barriers per step).
 
-sharedcompute today: a Python loop of two ``pool.map`` calls per step (2 * tmax calls),
-the step index passed as a scalar; padding boundaries and ``position=True`` for the first
-row's source term and the last row hz does not update.
+sharedcompute: a Python loop of two ``pool.map`` calls per step (2 * tmax calls), the step
+index passed as a scalar; padding boundaries and ``position=True`` for the first row's
+source term and the last row hz does not update. "sc program": the same two kernels as a
+step program, ``pool.iterate(sc.program(...), steps=tmax)``: one call, the step index
+``sc.STEP``, a barrier between the stages inside the workers.
 """
 from __future__ import annotations
 
@@ -62,9 +64,6 @@ def run_numba_plain(data, size):
     nb_fdtd_plain(size["tmax"], data["ex"], data["ey"], data["hz"], data["fict"])
 
 
-# #26: a step program would run both kernels per step inside the workers (one call for
-# the whole run), pass the step index t, and tell a kernel it holds the first/last row
-# (no position=, no padding boundary).
 @sc.kernel(writes=("ey", "ex"), depth=1, boundary=0.0, position=True)
 def sc_e_update(ey, ex, hz, source, pos):
     start = pos[0]
@@ -127,6 +126,29 @@ def sc_fdtd_bound(pool, data, size):
         h_step()
 
 
+@sc.kernel(writes=("ey", "ex"), whole=("fict",), depth=1, boundary=0.0, position=True)
+def sc_e_update_step(ey, ex, hz, fict, t, pos):  # sc_e_update with the source read here
+    start = pos[0]
+    ny = ey.shape[1]
+    for i in range(ey.shape[0]):
+        r = i + 1
+        for j in range(ny):
+            if start + i == 0:
+                ey[i, j] = fict[t]
+            else:
+                ey[i, j] = ey[i, j] - 0.5 * (hz[r, j] - hz[r - 1, j])
+            if j > 0:
+                ex[i, j] = ex[i, j] - 0.5 * (hz[r, j] - hz[r, j - 1])
+
+
+def sc_fdtd_program(pool, data, size):
+    # one call: both stages of every step inside the workers, a barrier between them;
+    # sc.STEP is the step index t
+    ex, ey, hz = data["ex"], data["ey"], data["hz"]
+    pool.iterate(sc.program(sc.stage(sc_e_update_step, ey, ex, hz, data["fict"], sc.STEP),
+                            sc.stage(sc_h_update, hz, ex, ey)), steps=size["tmax"])
+
+
 VARIANTS = {
     "numpy": ("numpy", np_fdtd),
     "numba prange": ("numba-par", run_numba),
@@ -134,9 +156,11 @@ VARIANTS = {
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map loop": ("sc", sc_fdtd),
     "sc bind loop": ("sc", sc_fdtd_bound),
+    "sc program": ("sc", sc_fdtd_program),
 }
 CHECK = {"numba prange": (1e-9, 1e-9), "numba 1 thread": (1e-9, 1e-9)}
 SC_CODE = ("sc_e_update", "sc_h_update", "sc_fdtd")
+SC_VARIANT_CODE = {"sc program": ("sc_e_update_step", "sc_h_update", "sc_fdtd_program")}
 NUMBA_CODE = ("nb_fdtd",)
 NOTES = ("sc bitwise equal to NumPy; numba fastmath=True (NPBench) compared with allclose. "
          "fict is a plain array read by the parent: one scalar per call")

@@ -168,6 +168,9 @@ def validate_and_time(names, small=True, workers=2, repeats=5, validate_only=Tru
                 out(f"\n== {name} {size}: sharedcompute {sc_lines} lines vs numba {nb_lines} "
                     f"({sc_lines / nb_lines:.1f}x); pool calls per run: "
                     + "; ".join(f"{k}: {v}" for k, v in calls.items()))
+                for label, names_ in getattr(mod, "SC_VARIANT_CODE", {}).items():
+                    lines_ = body_lines(code, names_)  # a variant with code of its own
+                    out(f"  {label}: {lines_} lines ({lines_ / nb_lines:.1f}x numba's)")
                 if validate_only:
                     for label, (ok, text) in checks.items():
                         out(f"  {label:28s} {'ok  ' if ok else 'FAIL'} {text}")

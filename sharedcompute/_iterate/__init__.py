@@ -5,9 +5,11 @@
   returns (``sc.IterateResult``, from iterate_result.py).
 - ``sweep.py``: what a worker runs: the sweeps, blocks and residual checks between barriers.
 - ``local.py``: the local backend's run: fixed edges, residual slots, one task per worker.
+- ``program.py`` and ``stages.py``: step programs (``sc.program``), several kernels per
+  step: the parent's plan and the worker's loop.
 
 An iterate goes pool -> backend -> _iterate.plan -> _executors -> _worker -> _iterate.sweep.
 """
 # A worker meets this package when it unpickles a task's Sweeps (plan.py): importing
-# sweep.py here puts its runner into _evaluate.RUNNERS before that task runs, in every process.
-from . import sweep  # noqa: F401
+# sweep.py and stages.py here puts their runners into _evaluate.RUNNERS before that task runs, in every process.
+from . import stages, sweep  # noqa: F401

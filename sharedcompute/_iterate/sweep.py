@@ -58,7 +58,7 @@ def run_iterate(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> tup
         raise
 
 
-def _chunk_partial(task: WorkOrder, func: Any, views: list, s: int, e: int,
+def chunk_partial(task: WorkOrder, func: Any, views: list, s: int, e: int,
                    stats: Stats) -> np.float64:
     """A fused kernel's partial for chunk [s, e): its pieces' partials combined in row order;
     a chunk with no row to write (edges under 'none', an empty array) gets the kernel's
@@ -112,7 +112,7 @@ def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
     if sw.in_blocks and scratch:
         blank = LevelCheck.blank_chunk(task)  # its zero-row partial is a leaf of plain's tree
         levels = LevelCheck(task, None if blank is None
-                            else _chunk_partial(task, func, views, *chunks[blank], stats))
+                            else chunk_partial(task, func, views, *chunks[blank], stats))
     task = replace(task, specs=specs)  # swap() flips this list in place after each sweep
 
     def flip() -> None:
@@ -140,7 +140,7 @@ def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
                     if h < hit - 1:
                         flip()
                 stats.advance((cb - ca) * hit)
-                return done + hit, _reported(value)
+                return done + hit, reported(value)
         elif size > 1:
             run_block(func, task, views, (out_i, in_i), size, lo, hi, scratch, stats, call)
         elif checking and check is None:  # the fused kernel's own partials, same pass
@@ -165,10 +165,10 @@ def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
             if value <= sw.tol:
                 break
         flip()
-    return done, None if value is None else _reported(value)
+    return done, None if value is None else reported(value)
 
 
-def _reported(value: Any) -> float:
+def reported(value: Any) -> float:
     """The residual as a float, the same bits whichever grouping combined it: a max is
     unique up to the sign of a zero and a NaN's payload (np.maximum(0.0, -0.0) is -0.0,
     blocks group partials by tile and plain sweeps by the chunk tree), so +0.0 and the
@@ -177,10 +177,13 @@ def _reported(value: Any) -> float:
     return math.nan if v != v else v + 0.0
 
 
+_reported = reported  # its earlier name (tests/test_iterate_fused.py imports it)
+
+
 def _fused_partials(task: WorkOrder, func: Any, views: list, ca: int, cb: int, stats: Stats,
                     sliced: dict, parity: int) -> list:
     """Each chunk's partial of a fused kernel. The first time per parity goes through
-    _chunk_partial (compiles count as such); later checks reuse its slices (a few us per
+    chunk_partial (compiles count as such); later checks reuse its slices (a few us per
     chunk saved: a checked sweep calls the kernel once per chunk, for the fixed tree)."""
     chunks = task.chunks
     if parity not in sliced:
@@ -190,13 +193,13 @@ def _fused_partials(task: WorkOrder, func: Any, views: list, ca: int, cb: int, s
             pieces.append([args for _, _, args, _ in got]
                           if got and all(reusable for *_, reusable in got) else None)
         sliced[parity] = pieces
-        return [_chunk_partial(task, func, views, *chunks[c], stats) for c in range(ca, cb)]
+        return [chunk_partial(task, func, views, *chunks[c], stats) for c in range(ca, cb)]
     combine, kernel, out = task.kernel.combine, task.kernel, []
     t0 = time.perf_counter()
     for c, pieces in zip(range(ca, cb), sliced[parity]):
         if pieces is None:  # padded edge rows or no row to write: built afresh
             stats.compute_s += time.perf_counter() - t0
-            out.append(_chunk_partial(task, func, views, *chunks[c], stats))
+            out.append(chunk_partial(task, func, views, *chunks[c], stats))
             t0 = time.perf_counter()
             continue
         stats.rows = chunks[c]
