@@ -10,7 +10,7 @@ Each configuration runs quiet, then beside one CPU hog (a ``while True: pass`` p
 killed by its pid after). Calls alternate static/dynamic so a load change hits both; medians.
 The load average is printed with each table: on a shared machine "quiet" means no hog of ours.
 
-    python benchmarks/dynamic_claims.py [--repeats 15] [--rows 2000] [--slope 50]
+    python benchmarks/dynamic_claims.py [--repeats 15] [--rows 2000] [--slope 50] [--chunk-rows 20]
 """
 from __future__ import annotations
 
@@ -77,6 +77,18 @@ def main() -> None:
                 if proc is not None:
                     proc.kill()
                     proc.wait()
+        fixed_cost(pool, args.rows, args.chunk_rows, args.repeats * 20)
+
+
+def fixed_cost(pool, rows, chunk, repeats):
+    """What a call costs beyond its work: rows of one sqrt each, both schedules (a static
+    call repeated is rung through the doorbell; a dynamic one sends a claim order)."""
+    out, lengths = pool.zeros(rows), pool.array(np.ones(rows, np.int64))
+    t = measure(pool, out, lengths, repeats, chunk)
+    print(f"fixed cost of a call ({rows} rows of one sqrt, {len(chunk_grid(rows, chunk))} "
+          f"chunks): static {t['static'] * 1e6:.0f} us, dynamic {t['dynamic'] * 1e6:.0f} us, "
+          f"load avg {os.getloadavg()[0]:.2f}")
+    out.free(), lengths.free()
 
 
 if __name__ == "__main__":
