@@ -1342,7 +1342,10 @@ def test_row21_dropped_arrays_unmapped_in_workers(pool):
         gc.collect()
     pool.map(fk.fault_map, keep, one, fk.NONE, -1, 0.0)  # carries the forget message
     for pid in pool.pids:
-        held = fk.mapped_blocks(pid) - {keep.name, one.name}
+        # blocks still alive in the parent (another test's arrays on this shared pool, the
+        # backend's iterate scratch) are not dropped ones: count the unlinked blocks only
+        held = {n for n in fk.mapped_blocks(pid) - {keep.name, one.name}
+                if not os.path.exists(f"/dev/shm/{n}")}
         assert len(held) <= 2, f"worker {pid} still maps {len(held)} dropped blocks"
     keep.free(), one.free()
 
