@@ -344,13 +344,22 @@ def _demo_notes(times: dict, n: int, n_workers: int) -> list[str]:
             f"\ntriad and dot are memory-bound: one numba thread moved {one:.1f} GB/s, the pool "
             f"{pool_rate:.1f} GB/s. Their speedup is capped by the memory bus, which all cores "
             "share (`sharedcompute bench` measures its STREAM limit), not by the cores; "
-            "mandelbrot and jacobi2d do more work per byte and scale with the workers.")
+            "mandelbrot and jacobi2d do more work per byte, so they are the rows that can "
+            f"approach {n_workers}x.")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     cores = usable_cores().n
+    slower = sorted(k for k, (t_1, t_p) in times.items() if t_p > t_1)
     if load > 0.75 * cores:
         notes.append(f"The machine is busy (load average {load:.1f} on {cores} cores): "
                      f"{n_workers} workers share the cores with other work, so the timings are "
-                     "noisy and the speedups lower than on an idle machine.")
+                     "noisy and the speedups lower than on an idle machine"
+                     + (f"; below 1 ({', '.join(slower)}) the pool's workers waited for the "
+                        "cores longer than one thread did" if slower else "") + ".")
+    elif slower:
+        notes.append(f"Below 1 ({', '.join(slower)}): the pool was slower than one thread "
+                     "on this run; each call pays a fixed cost to reach the workers, which "
+                     "short calls do not win back (see the FAQ: 'The pool is slower than one "
+                     "thread').")
     return notes
 
 

@@ -239,3 +239,21 @@ def test_cleanup_never_touches_what_is_not_ours(tmp_path):
     kept = {s["name"]: s["reason"] for s in data["segments"] if s["name"] not in data["removed"]}
     assert kept == {folder: "not a regular file", link: "not a regular file"}
     assert sorted(os.listdir(d)) == sorted(foreign + [folder, link])
+
+
+def test_demo_notes_explain_a_speedup_below_one_without_claiming_scaling(monkeypatch):
+    """A row where the pool was slower than one thread is named and explained, busy or
+    not; the compute-bound rows are not claimed to scale (the table says what they did)."""
+    from sharedcompute import cli
+    times = {"triad a = b + 2c": (0.10, 0.12), "dot(b, c)": (0.05, 0.04),
+             "mandelbrot (200 iter)": (0.2, 0.25)}
+    n = 2**24
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    notes = cli._demo_notes(times, n, 2)
+    assert "scale with the workers" not in " ".join(notes)
+    assert "below 1 (mandelbrot (200 iter), triad a = b + 2c)" in notes[1]
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    notes = cli._demo_notes(times, n, 2)
+    assert notes[1].startswith("Below 1 (mandelbrot (200 iter), triad a = b + 2c): the pool was")
+    times = {k: (t, t / 2) for k, (t, _) in times.items()}
+    assert len(cli._demo_notes(times, n, 2)) == 1  # nothing below 1, an idle machine
