@@ -128,6 +128,7 @@ class ProcessExecutor(Accounts):
         self.procs: list[Any] = []
         self.conns: list[Any] = []
         self.barrier: Any = None
+        self.claims: Any = None  # run_guided's shared next-piece counter (start)
         self.seq = 0  # one numbering for kernel calls and user tasks: no answer is mistaken
         self.started_at = time.perf_counter()
         self.insights: list[WorkerInsight] = []
@@ -231,7 +232,7 @@ class ProcessExecutor(Accounts):
         from multiprocessing import process
         for p in self.procs:
             process._children.discard(p)
-        self.procs, self.conns, self.lines, self.barrier = [], [], None, None
+        self.procs, self.conns, self.lines, self.barrier, self.claims = [], [], None, None, None
 
     def stop(self, kill: bool = False) -> None:
         if not kill:
@@ -246,7 +247,9 @@ class ProcessExecutor(Accounts):
         for conn in self.conns:
             conn.close()
         self.procs, self.conns = [], []
-        self.barrier = None  # its named semaphores are unlinked when it is collected
+        # their named semaphores (sem.mp-* in /dev/shm under spawn and forkserver) are
+        # unlinked when collected: drop them now, not when the pool object is collected
+        self.barrier = self.claims = None
         if self.lines is not None:
             self.insights = self.worker_insights()  # the totals leave with the lines
             self.lines.release()
