@@ -26,9 +26,9 @@ LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
     ("code", True, ("_identity", "kernel")),
     ("planning", True, ("iterate_result", "plan", "_iterate.plan")),
     ("evaluation", True, ("_evaluate", "_iterate.sweep", "_iterate", "_worker")),
-    ("running", False, ("progress", "_insights", "_preload", "_executors", "_inline",
-                        "_cache", "bind", "futures", "_iterate.local", "local", "_start",
-                        "dask_backend")),
+    ("running", False, ("progress", "_insights", "_fork_server", "_preload", "_executors",
+                        "_inline", "_cache", "bind", "futures", "_iterate.local", "local",
+                        "_start", "dask_backend")),
     ("facade", False, ("pool", "verify", "__init__")),
     ("tools", False, ("cli", "__main__", "bench")),
 ]
