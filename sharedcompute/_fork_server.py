@@ -27,15 +27,18 @@ What the child does before it serves (``_become_server``): ignores SIGINT and re
 process's Python signal handlers, as a new interpreter has none; points every inherited
 file descriptor but stdio and its own at /dev/null (so it holds no pipe, socket or lock of
 this process open, while no fd number an inherited object holds is reused); replaces
-``__main__`` by an empty module, so workers import the main module again as under spawn
-(a script's missing ``if __name__ == "__main__":`` guard is reported as before);
+``__main__`` (and its alias ``__mp_main__``) by an empty module, as a ``python -c``
+server has, so workers import the main module again as under spawn (a script's missing
+``if __name__ == "__main__":`` guard is reported as before);
 ``gc.freeze()``s what it inherited (never collected there, so never copied page by page);
 then runs the caller's setup (numba's target) and the stdlib's own ``forkserver.main``, with
 the command the stdlib would have given a new interpreter, and never returns (``os._exit``).
 
 What differs from a spawned server: workers find the modules this process had imported at
-its first pool, as they were then (a spawned server imports them afresh); a fork start
-method user would call that fork semantics, for everything but ``__main__``.
+its first pool, as they were then (a spawned server imports them afresh), with their
+settings (warnings filters, logging handlers: on /dev/null where they wrote to a file);
+a fork start method user would call that fork semantics, for everything but ``__main__``
+and NumPy's global random generator (seeded afresh in the server).
 """
 from __future__ import annotations
 
@@ -186,8 +189,13 @@ def _become_server(keep: Any) -> None:
             except OSError:  # the listing's own fd, closed by now
                 pass
     os.close(null)
+    # A `python -c` server's __main__; importing multiprocessing there made __mp_main__ the
+    # same module, which numba's cache of a __main__ kernel imports in a worker that did not
+    # import the main module again (sphinx-gallery's examples, python -c, notebooks).
     main = types.ModuleType("__main__")
     main.__builtins__ = __builtins__
-    sys.modules["__main__"] = main
-    sys.modules.pop("__mp_main__", None)
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = main
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:  # seeded afresh, as a new interpreter's (random reseeds
+        numpy_random.seed()       # itself after a fork): not this process's sequence
     gc.freeze()

@@ -165,3 +165,31 @@ def test_a_pool_made_while_a_module_is_imported_spawns_the_server(tmp_path, monk
     import importing_probe
     assert any("importing importing_probe" in b for b in importing_probe.BLOCKERS)
     assert not any("importing" in b for b in _fork_server.blockers())
+
+
+@pytest.mark.parametrize("server", ["forked", "spawned"])
+def test_workers_of_a_python_c_parent_have_a_main_module_alias(server):
+    """No main module to import again (``python -c``, a notebook, sphinx-gallery's examples):
+    the workers keep the server's ``__main__``, aliased as ``__mp_main__`` as importing
+    multiprocessing does in a new interpreter; numba's cache of a kernel defined in a
+    worker's ``__main__`` imports that name (a forked server that dropped it failed there)."""
+    code = textwrap.dedent("""
+        import json, sys
+        import sharedcompute as sc
+
+        def probe():
+            import sys
+            return "__mp_main__" in sys.modules, sys.modules["__main__"].__name__
+
+        with sc.Pool(2, start_method="forkserver") as pool:
+            print(json.dumps([pool._executor.preload["state"], pool.submit(probe).result()]))
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONWARNINGS")}
+    if server == "spawned":
+        env["SHAREDCOMPUTE_PRELOAD"] = "spawn"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=240, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert out.returncode == 0, out.stderr
+    state, (alias, name) = json.loads(out.stdout.strip().splitlines()[-1])
+    assert state == ("forked" if server == "forked" else "preloaded")
+    assert alias and name == "__main__"
