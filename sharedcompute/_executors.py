@@ -52,7 +52,7 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator, Protocol
 
-from . import _worker, doorbell
+from . import _worker, doorbell, segments
 from ._worker import UNREADABLE
 from ._insights import WorkerInsight, Accounts, ChunkProgress
 from .errors import (CANNOT_START, UNGUARDED_MAIN_EXIT, KernelError, KernelTimeoutError,
@@ -102,8 +102,10 @@ class Executor(Protocol):
 def exit_if_importing_main() -> None:
     """In a child that is still importing the main module (spawn/forkserver), a Pool means
     the script lacks its __main__ guard: exit at once, with a code the parent explains
-    (errors.worker_crashed) once, instead of a line from every worker."""
+    (errors.worker_crashed) once, instead of a line from every worker; arrays the script's
+    top level made before are freed first (os._exit runs no finalizer)."""
     if getattr(mp.current_process(), "_inheriting", False):
+        segments.unlink_owned()
         os._exit(UNGUARDED_MAIN_EXIT)
 
 

@@ -52,7 +52,7 @@ import threading
 import time
 from typing import Any
 
-from . import _fork_server, _worker
+from . import _fork_server, _worker, segments
 from .errors import MAIN_IMPORT_EXIT, InputError
 from .kernel import REGISTRY, Kernel
 from .plan import Whole
@@ -236,6 +236,7 @@ def _short_start_failures() -> None:
                 sys.stderr.write(f"sharedcompute: worker {os.getpid()} could not import the main "
                                  f"module {main}{where} {type(exc).__name__}: {exc}\n")
                 sys.stderr.flush()
+            segments.unlink_owned()  # arrays its top level made before it failed
             os._exit(MAIN_IMPORT_EXIT)
     spawn.prepare = prepare
 

@@ -477,6 +477,17 @@ def _full_message(nbytes: int, free: int | None, path: str, padding: int = 0,
             "(Docker: --shm-size=8g; Kubernetes: an emptyDir with medium: Memory)")
 
 
+def unlink_owned() -> None:
+    """Free now every block this process created, as its exit would (their finalizers run
+    at exit), for a process about to leave with ``os._exit``: a worker stopping while it
+    imports the main module, whose top level made arrays before its unguarded ``Pool()``.
+    Left to the resource tracker, they would stay in /dev/shm until the parent exits and
+    then be reported as leaked (issue 27: the noise under the missing guard's message)."""
+    for block in list(_owned.values()):
+        if block.created_here and not block.freed:
+            block.release(strict=False)
+
+
 def on_block_release(hook: Callable[[str], None]) -> None:
     """Call ``hook(name)`` whenever a block is freed in this process (pools detach workers)."""
     _release_hooks.append(hook)

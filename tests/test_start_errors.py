@@ -23,14 +23,18 @@ MAX_LINES = 25
 # blocks left at exit; and a traceback through the engine's own files.
 NOISE = ("KeyError", "resource_tracker", "leaked shared_memory", "UserWarning")
 
+# The top level makes an array before its pool: every worker's import of the script makes
+# one too, before it stops at Pool(); it must not be left to the resource tracker, which
+# would report it as leaked when the parent exits.
 UNGUARDED = """
 import numpy as np
 import sharedcompute as sc
 from sharedcompute.kernels.reductions import total
 
+ones = sc.SharedArray.from_array(np.ones(10))
 with sc.Pool(2, start_method={method!r}) as pool:
     x = pool.array(np.arange(10.0))
-    print("RESULT", float(pool.reduce(total, x)))
+    print("RESULT", float(pool.reduce(total, x)), float(pool.reduce(total, ones)))
 """
 
 GUARDED = """
@@ -39,9 +43,10 @@ import sharedcompute as sc
 from sharedcompute.kernels.reductions import total
 
 if __name__ == "__main__":
+    ones = sc.SharedArray.from_array(np.ones(10))
     with sc.Pool(2, start_method={method!r}) as pool:
         x = pool.array(np.arange(10.0))
-        print("RESULT", float(pool.reduce(total, x)))
+        print("RESULT", float(pool.reduce(total, x)), float(pool.reduce(total, ones)))
 """
 
 
@@ -83,7 +88,7 @@ def test_a_missing_guard_is_a_short_message_with_its_fix(tmp_path, method):
     script.write_text(GUARDED.format(method=method))
     proc, left = run(script)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert "RESULT 45.0" in proc.stdout and left == []
+    assert "RESULT 45.0 10.0" in proc.stdout and left == []
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -171,6 +176,7 @@ import sharedcompute as sc
 from sharedcompute.kernels.elementwise import triad
 
 os.environ.setdefault("LICENCE_PID", str(os.getpid()))
+ones = sc.SharedArray.from_array(np.ones(4))  # made by each worker too, before it fails
 if mp.current_process().name != "MainProcess":
     import brokenkernels  # noqa: F401 - the workers' import of this script only
 
