@@ -33,9 +33,11 @@ So a dead worker is noticed at once (never the stdlib Pool's hang, gh-66587), na
 workers are killed; the backend starts new ones on its next call. Errors come back as
 errors.remote_error_info dicts and become KernelErrors (errors.kernel_error); in iterate the
 first failure is raised, not the barrier echoes it causes in the others.
-Starting (ProcessExecutor.start): a forkserver pool's workers come from a server preloaded
-with NumPy, numba and the kernel modules (_preload.py); under fork the parent sets numba up
-once first. Pool.warmup sends every worker a "warmup" message (ProcessExecutor.warmup).
+Starting (ProcessExecutor.start): a forkserver pool's workers come from a server that holds
+NumPy, numba and the kernel modules (the parent forked where that is safe, _fork_server.py,
+else spawned and preloaded, _preload.py); under fork the parent sets numba up once first.
+Workers that could not start (errors.CANNOT_START: no guard, a main module that raises
+there) are not started again: every later call raises the same error. Pool.warmup sends every worker a "warmup" message (ProcessExecutor.warmup).
 A worker: attaches each block once (shared.Block.attach caches it), runs its rows in place,
 ignores SIGINT (the parent handles Ctrl-C and kills it) and exits if its parent dies.
 """
@@ -46,17 +48,16 @@ import multiprocessing as mp
 import os
 import pickle
 import select
-import sys
 import time
 from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator, Protocol
 
-from . import _worker, doorbell
+from . import _worker, doorbell, segments
 from ._worker import UNREADABLE
 from ._insights import WorkerInsight, Accounts, ChunkProgress
-from .errors import (UNGUARDED_MAIN_EXIT, KernelError, KernelTimeoutError, PoolClosedError,
-                     SharedComputeError, timed_out, worker_crashed)
+from .errors import (CANNOT_START, UNGUARDED_MAIN_EXIT, KernelError, KernelTimeoutError,
+                     PoolClosedError, SharedComputeError, timed_out, worker_crashed)
 from .kernel import Kernel
 from .partition import guided_pieces, split_even
 from .plan import WorkOrder
@@ -98,14 +99,12 @@ class Executor(Protocol):
 
 def exit_if_importing_main() -> None:
     """In a child that is still importing the main module (spawn/forkserver), a Pool means
-    the script lacks its __main__ guard: say so and exit with a code the parent knows."""
-    if not getattr(mp.current_process(), "_inheriting", False):
-        return
-    sys.stderr.write(  # one line per worker: the parent's WorkerCrashedError says the rest
-        "sharedcompute: a worker stops: the main module creates a sc.Pool when imported "
-        "(add `if __name__ == \"__main__\":`)\n")
-    sys.stderr.flush()
-    os._exit(UNGUARDED_MAIN_EXIT)
+    the script lacks its __main__ guard: exit at once, with a code the parent explains
+    (errors.worker_crashed) once, instead of a line from every worker; arrays the script's
+    top level made before are freed first (os._exit runs no finalizer)."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        segments.unlink_owned()
+        os._exit(UNGUARDED_MAIN_EXIT)
 
 
 def _first_error(errors: list[KernelError]) -> KernelError:
@@ -136,6 +135,7 @@ class ProcessExecutor(Accounts):
         self.generation = 0  # bumped at every (re)start: cached tasks die with their workers
         self.interrupted = False  # set by interrupt(): the pool is being closed
         self.preload: dict = {}  # what _preload.start_forkserver did at the last start
+        self.cannot_start: tuple | None = None  # (pid, exit code): a worker could not start
 
     @property
     def rings(self) -> bool:
@@ -143,6 +143,8 @@ class ProcessExecutor(Accounts):
         return self.lines is not None
 
     def start(self) -> None:
+        if self.cannot_start is not None:  # new workers would import the main module again
+            raise worker_crashed(*self.cannot_start, "", (0, 0), self.start_method)
         if self.start_method == "forkserver":  # one preloaded server forks every worker
             self.preload = start_forkserver(self.ctx)
         elif self.start_method == "fork":
@@ -244,6 +246,8 @@ class ProcessExecutor(Accounts):
                 p.kill()
         for p in self.procs:
             p.join(timeout=5.0)
+            if p.exitcode in CANNOT_START:
+                self.cannot_start = (p.pid, p.exitcode)
         for conn in self.conns:
             conn.close()
         self.procs, self.conns = [], []

@@ -3,10 +3,15 @@ the parent's kernel modules imported once, in the server,
 so every forked worker inherits them instead of importing them itself (about 0.8 s each).
 
 Parent side, ``start_forkserver(ctx)``, called by ProcessExecutor.start before the first
-worker of a forkserver pool: asks multiprocessing for a server whose preload list is the
+worker of a forkserver pool. Where _fork_server.blockers() finds nothing against it (issue
+27), the server is this process forked (_fork_server.start): it has all of the above but
+numba's target, which ``_forked_setup`` sets up there. Else it asks multiprocessing for a
+spawned server whose preload list is the
 user's (``['__main__']`` by default) plus this module, and passes what this module needs
 (the parent's package folder, sys.path, kernel modules) in the environment variable
-``SHAREDCOMPUTE_PRELOAD``, set only while the server is spawned.
+``SHAREDCOMPUTE_PRELOAD``, set only while the server is spawned. Either server wraps the
+workers' import of the main module (``_short_start_failures``): one that raises is one line
+from worker 0 and an exit code the parent explains, not a traceback from every worker.
 
 Server side: importing this module with that variable set runs ``_boot()``. Every step
 tolerates every error (a failed step is recorded in ``REPORT`` and the workers import the
@@ -32,7 +37,8 @@ What it cannot do:
   the parent runs. ``_shadowed()`` sees that from the parent and leaves
   sharedcompute, the kernel modules and ``__main__`` out of the preload (NumPy and numba
   only); ``_boot()`` checks the package folder again and unloads a wrong copy.
-- ``SHAREDCOMPUTE_PRELOAD=0`` turns the whole thing off (the stdlib's default server).
+- ``SHAREDCOMPUTE_PRELOAD=0`` turns the whole thing off (the stdlib's default server);
+  ``SHAREDCOMPUTE_PRELOAD=spawn`` never forks the server from the parent.
 
 Under fork there is no server: ``prepare_fork_parent()`` sets numba's target up in the
 parent instead (once), which the forked workers inherit.
@@ -46,7 +52,8 @@ import threading
 import time
 from typing import Any
 
-from .errors import InputError
+from . import _fork_server, _worker, segments
+from .errors import MAIN_IMPORT_EXIT, InputError
 from .kernel import REGISTRY, Kernel
 from .plan import Whole
 from .shared import SharedArray
@@ -120,6 +127,20 @@ def _start_forkserver(ctx: Any) -> dict:
         return dict(LAST)
     theirs = list(getattr(server, "_preload_modules", ["__main__"]))
     theirs = [m for m in theirs if m != THIS]
+    not_forked = _fork_server.blockers()
+    if not not_forked:
+        ctx.set_forkserver_preload([])  # the forked server has it all; setup imports theirs
+        try:
+            _fork_server.start(server, lambda: _forked_setup(theirs))
+        except OSError as exc:  # no fork (EAGAIN, ENOMEM): spawn it, as before
+            not_forked = [f"fork failed: {exc}"]
+        finally:
+            ctx.set_forkserver_preload(theirs)
+    if not not_forked:
+        LAST.clear()
+        LAST.update(state="forked", preload=[m for m in theirs if m != "__main__"],
+                    modules=sorted(kernel_modules()), not_forked=[])
+        return dict(LAST)
     shadow = _shadowed()
     if shadow:  # nothing that imports sharedcompute: the server would find the wrong copy
         preload = [m for m in theirs if m != "__main__"] + ["numpy", "numba"]
@@ -142,7 +163,7 @@ def _start_forkserver(ctx: Any) -> dict:
         ctx.set_forkserver_preload(theirs)  # process-wide: leave the user's list as it was
     LAST.clear()
     LAST.update(state="shadowed" if shadow else "preloaded", preload=preload,
-                modules=sorted(modules), shadowed_by=shadow)
+                modules=sorted(modules), shadowed_by=shadow, not_forked=not_forked)
     return dict(LAST)
 
 
@@ -170,6 +191,54 @@ def _step(name: str, fn: Any) -> Any:
             raise
         REPORT.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
         return None
+
+
+def _forked_setup(preload: list) -> None:
+    """In the server forked from the parent (_fork_server): NumPy, numba, the worker side and
+    the kernel modules are there already; set numba's target up, and import the modules of
+    the user's own preload list (but ``__main__``: the workers import it), as CPython's
+    server would."""
+    global _LOCK
+    _LOCK = threading.Lock()  # held by the thread that forked this server
+    t0 = time.perf_counter()
+    REPORT.clear()
+    _step("start failures", _short_start_failures)
+    _step("numba target", _init_numba)
+    for name in preload:
+        if name != "__main__":
+            _step(f"import {name}", lambda n=name: __import__(n))
+    REPORT.update(pid=os.getpid(), seconds=round(time.perf_counter() - t0, 4), forked=True,
+                  modules=sorted(kernel_modules()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _short_start_failures() -> None:
+    """In the server (forked or spawned): one of our workers whose import of the main module
+    raises exits with MAIN_IMPORT_EXIT, which the parent explains and does not restart
+    (errors.worker_crashed), and worker 0 prints one line naming the module, the line and
+    the cause: not multiprocessing's 20-line traceback from every worker. Other processes
+    of this server (the user's own) fail as before. spawn._main calls ``prepare`` by name."""
+    from multiprocessing import spawn
+    original = spawn.prepare
+
+    def prepare(data: dict) -> None:
+        try:
+            original(data)
+        except Exception as exc:
+            name = str(data.get("name", ""))
+            if not name.startswith("sharedcompute-worker-"):
+                raise
+            if name.endswith("-0"):
+                failed = _worker.import_failure(exc)
+                where = f": module {failed[1]!r}{failed[2]} raised" if failed else ""
+                main = data.get("init_main_from_path") or data.get("init_main_from_name")
+                sys.stderr.write(f"sharedcompute: worker {os.getpid()} could not import the main "
+                                 f"module {main}{where} {type(exc).__name__}: {exc}\n")
+                sys.stderr.flush()
+            segments.unlink_owned()  # arrays its top level made before it failed
+            os._exit(MAIN_IMPORT_EXIT)
+    spawn.prepare = prepare
 
 
 def _init_numba() -> None:
@@ -276,6 +345,7 @@ def _boot() -> None:
     trial = _step("trial import", lambda: _trial_import(modules)) if modules else None
     _step("numba target", _init_numba)
     _step("worker side", lambda: __import__("sharedcompute._worker"))
+    _step("start failures", _short_start_failures)
     _step("threadpoolctl", lambda: __import__("threadpoolctl"))
     if config.get("ipython"):  # numba's cache of notebook-cell kernels finds its folder
         _step("IPython", lambda: __import__("IPython.paths"))  # there (~0.3 s a worker)

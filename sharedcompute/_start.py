@@ -1,6 +1,7 @@
 """How worker processes start: the default start method, ``prestart``, the checks made
 before any process starts (worker count against cores and file descriptors, fork after
-OpenMP), and what a forked child must forget of its parent's forkserver."""
+OpenMP), and what a forked child must forget of its parent's forkserver. The forkserver
+itself: _fork_server.py (forked from this process) and _preload.py (spawned, preloaded)."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -27,24 +28,27 @@ def prestart(start_method: str | None = None) -> str:
     once: call it early in a program (before loading data), so that the first ``Pool()``
     finds its workers' server ready.
 
-    Under forkserver (Linux's default) it launches the preloaded server: NumPy, numba with
-    its CPU target, sharedcompute and the kernel modules imported so far (workers import
-    later ones themselves), about 1 s of work that then overlaps the program's own. Under
-    fork it sets numba's target up in this process (about 0.4 s, before returning), which
-    forked workers inherit. Under spawn nothing can be prepared: each worker is a new
-    interpreter (``pool.warmup`` still loads kernels before the first call). Calling it
-    again, or after a pool started, does nothing more.
+    Under forkserver (Linux's default) it launches the server, with NumPy, numba with its
+    CPU target, sharedcompute and the kernel modules imported so far (workers import later
+    ones themselves): this process forked where that is safe (_fork_server.py), which then
+    sets numba up (about 0.3 s of CPU), else a new interpreter that imports them all (about
+    1 s); either overlaps the program's own work. Under fork it sets numba's target up in
+    this process (about 0.4 s, before returning), which forked workers inherit. Under spawn
+    nothing can be prepared: each worker is a new interpreter (``pool.warmup`` still loads
+    kernels before the first call). Calling it again, or after a pool started, does nothing
+    more.
 
-    Returns what it did: 'preloaded' (server started), 'running' (one already was),
-    'shadowed' (started with NumPy and numba only: a checkout's copy of sharedcompute would
-    be imported there), 'off' (``SHAREDCOMPUTE_PRELOAD=0``), 'fork' or 'spawn'; and
-    'worker', doing nothing, in a worker (or the server) importing the main module, which a
-    script that calls it at its top level makes every worker do.
+    Returns what it did: 'forked' (this process forked into the server), 'preloaded' (a
+    new server started), 'running' (one already was), 'shadowed' (started with NumPy and
+    numba only: a checkout's copy of sharedcompute would be imported there), 'off'
+    (``SHAREDCOMPUTE_PRELOAD=0``), 'fork' or 'spawn'; and 'worker', doing nothing, in a
+    worker (or the server) importing the main module, which a script that calls it at its
+    top level makes every worker do.
 
     Examples
     --------
     >>> import sharedcompute as sc
-    >>> sc.prestart() in ("preloaded", "running", "shadowed", "off", "spawn")  # the default
+    >>> sc.prestart() in ("forked", "preloaded", "running", "shadowed", "off", "spawn")
     True
     """
     method = _available(start_method)

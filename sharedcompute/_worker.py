@@ -79,9 +79,7 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
         except Exception as exc:  # unpickling the task failed, e.g. importing its kernel's
             if line is not None:  # module raised: say why, instead of dying with exit code 1
                 line.got_pipe_message()
-            conn.send(("err", UNREADABLE, remote_error_info(
-                exc, (0, 0), pid, "the task could not be read (importing the kernel's module "
-                "failed?): "), TaskStats(0.0, 0.0, 0.0, 0)))
+            conn.send(("err", UNREADABLE, unreadable(exc, pid), TaskStats(0.0, 0.0, 0.0, 0)))
             detached(exc)
             continue
         if line is not None:
@@ -109,6 +107,41 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             _run_claims(conn, msg, prepared, claims, pid)
             continue
         raise AssertionError(f"unknown message {kind!r}")  # a parent of another version
+
+
+def import_failure(exc: BaseException) -> tuple[str, str, str, Any] | None:
+    """When ``exc`` was raised importing a module (its top-level code, or the import system's
+    ImportError): (the outermost module imported: the one asked for, the innermost: the one
+    that raised, " (file, line N)" where it raised, the traceback from the outermost
+    module's frame on); else None."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_name != "<module>":
+        tb = tb.tb_next
+    if tb is None:
+        name = exc.name if isinstance(exc, ImportError) else None
+        return (name, name, "", None) if name else None
+    outer = inner = tb.tb_frame.f_globals.get("__name__", "?")
+    last = tb
+    while last.tb_next is not None:
+        last = last.tb_next
+        if last.tb_frame.f_code.co_name == "<module>":
+            inner = last.tb_frame.f_globals.get("__name__", "?")
+    return outer, inner, f" ({last.tb_frame.f_code.co_filename}, line {last.tb_lineno})", tb
+
+
+def unreadable(exc: BaseException, pid: int) -> dict:
+    """The error for a message this worker could not unpickle. Mostly importing the module of
+    its kernel (or task function) failed here, not in the parent: name that module, the
+    line that raised and why, keep only that module's frames (not pickle's and importlib's)
+    and mark it a start-up failure, printed short (errors.short_traceback)."""
+    failed = import_failure(exc)
+    if failed is None:
+        return remote_error_info(exc, (0, 0), pid, "the task could not be read: ")
+    module, _, where, tb = failed
+    info = remote_error_info(exc.with_traceback(tb), (0, 0), pid,
+                             f"worker {pid} could not import module {module!r}{where}: ")
+    info["startup"] = True
+    return info
 
 
 def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> None:

@@ -4,12 +4,15 @@ Messages say what was given, what was expected and how to fix it; they never rep
 """
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import sys
 import threading
 import traceback
+import types
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 
 class SharedComputeError(Exception):
@@ -154,7 +157,45 @@ def kernel_error(what: str, info: dict) -> KernelError:
                       remote_type=info["type"])
     err.echo, err.lost_task = info.get("echo", False), info.get("lost", False)
     err.__cause__ = RemoteTraceback(info["traceback"])
-    return err
+    return short_traceback(err) if info.get("startup") else err
+
+
+# -- start-up failures: short tracebacks --------------------------------------------------
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def short_traceback(exc: BaseException) -> BaseException:
+    """Mark ``exc``, a failure to start workers or to import a kernel's module in them, as
+    one whose traceback, printed uncaught, leaves sharedcompute's own frames out: what the
+    user needs is the message (what failed, and the fix) and their own lines that led to
+    it, not eight frames of the engine (issue 27: 25 lines at most). Sets
+    ``exc.startup_failure``; installs, once, a ``sys.excepthook`` that does the leaving out
+    and hands on to the hook it found (code that catches the error sees every frame)."""
+    exc.startup_failure = True  # type: ignore[attr-defined]
+    if not getattr(sys.excepthook, "short_startup_failures", False):
+        previous = sys.excepthook
+
+        def hook(kind: Any, value: BaseException, tb: Any) -> None:
+            if getattr(value, "startup_failure", False):  # printed from value's own tb
+                tb = _outside_package(tb)
+                value.with_traceback(tb)
+            previous(kind, value, tb)
+        hook.short_startup_failures = True  # type: ignore[attr-defined]
+        sys.excepthook = hook
+    return exc
+
+
+def _outside_package(tb: Any) -> Any:
+    """The traceback ``tb`` without the frames of sharedcompute's own files."""
+    frames = []
+    while tb is not None:
+        if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR + os.sep):
+            frames.append(tb)
+        tb = tb.tb_next
+    out = None
+    for t in reversed(frames):
+        out = types.TracebackType(out, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return out
 
 
 class PoolError(SharedComputeError, RuntimeError):
@@ -191,6 +232,8 @@ class KernelTimeoutError(BrokenPoolError, TimeoutError):
 
 # -- what the parent says when a worker dies or overruns (the executors' one vocabulary) ----
 UNGUARDED_MAIN_EXIT = 86  # a worker's exit code: the main module starts a pool on import
+MAIN_IMPORT_EXIT = 87  # importing the main module raised in a worker (_preload's servers)
+CANNOT_START = (UNGUARDED_MAIN_EXIT, MAIN_IMPORT_EXIT)  # restarting the workers cannot help
 
 
 def signal_name(exitcode: int | None) -> str:
@@ -213,19 +256,26 @@ def worker_crashed(pid: int, code: int | None, what: str, rows: tuple, start_met
                                else f"the pool was closed by another thread while kernel "
                                f"{what} ran; the rows it was writing are undefined")
     sig = signal_name(code)
+    if code == UNGUARDED_MAIN_EXIT:  # a task's worker too: no worker can start here
+        main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
+        return short_traceback(WorkerCrashedError(
+            f"worker {pid} could not start: {main} creates a sc.Pool when it is imported, "
+            f"and with start_method={start_method!r} every worker imports the main module. "
+            "Put the script's work under `if __name__ == \"__main__\":` (or "
+            "start_method='fork' on Linux); restarting the workers cannot help",
+            pid=pid, exitcode=code, signal_name=sig, rows=(0, 0)))
+    if code == MAIN_IMPORT_EXIT:
+        main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main module"
+        return short_traceback(WorkerCrashedError(
+            f"worker {pid} could not start: importing {main} raised there, not in this "
+            "process (worker 0 printed which module, where and why, above); restarting the "
+            "workers cannot help",
+            pid=pid, exitcode=code, signal_name=sig, rows=(0, 0)))
     if task is not None:
         return WorkerCrashedError(
             f"worker {pid} died of {sig} while running task {task}; the pool restarts its "
             "workers and goes on with the other tasks", pid=pid, exitcode=code,
             signal_name=sig, rows=(0, 0))
-    if code == UNGUARDED_MAIN_EXIT:
-        main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
-        return WorkerCrashedError(
-            f"worker {pid} could not start: {main} creates a sc.Pool when it is imported, "
-            f"and with start_method={start_method!r} every worker imports the main module. "
-            "Put the script's work under `if __name__ == \"__main__\":` (or "
-            "start_method='fork' on Linux); restarting the workers cannot help",
-            pid=pid, exitcode=code, signal_name=sig, rows=(0, 0))
     hint = (" (SIGKILL usually means the kernel ran out of memory and the OS killed it)"
             if sig == "SIGKILL" else "")
     return WorkerCrashedError(

@@ -249,9 +249,10 @@ class TaskRunner:
         with self.guard:
             queued, self.queue = list(self.queue), deque()
             self.thread = None
+        startup = getattr(exc, "startup_failure", False)  # no worker can start: say why
         for item in queued:
-            self._settle(item, cancel=True)
-        if not isinstance(exc, PoolClosedError):
+            self._settle(item, error=exc if startup else None, cancel=not startup)
+        if not isinstance(exc, PoolClosedError) and not startup:
             exc = KernelError(f"the pool's task thread failed: {type(exc).__name__}: {exc}")
         for items in self._running:
             for _, item in items:  # (seq, item) sent to a worker

@@ -434,16 +434,24 @@ def _unlink_owned(name: str, owner_pid: int, by_release: bool = False) -> None:
             hook(name)                     # dropped block mapped until the pool closed)
 
 
+_tracked: set[str] = set()  # the names this process registered with the resource tracker
+
+
 def _tracker_register(name: str) -> None:
     # The parent registers what it creates, so that if it is SIGKILLed the tracker (kept alive
     # until the last worker exits) unlinks the block. Workers never register or unregister.
     from multiprocessing import resource_tracker
     resource_tracker.register("/" + name, "shared_memory")
+    _tracked.add(name)
 
 
 def _tracker_unregister(name: str) -> None:
-    from multiprocessing import resource_tracker
-    resource_tracker.unregister("/" + name, "shared_memory")
+    # Only a name this process registered, once: the tracker answers an UNREGISTER of a name
+    # it does not hold with a KeyError traceback on stderr (tracker noise, issue 27).
+    if name in _tracked:
+        _tracked.discard(name)
+        from multiprocessing import resource_tracker
+        resource_tracker.unregister("/" + name, "shared_memory")
 
 
 def _reserve(fd: int, nbytes: int, padding: int, free: int | None) -> None:
@@ -467,6 +475,17 @@ def _full_message(nbytes: int, free: int | None, path: str, padding: int = 0,
             f"free{why}. "
             "Free other shared arrays, use smaller arrays, or give the machine more shared memory "
             "(Docker: --shm-size=8g; Kubernetes: an emptyDir with medium: Memory)")
+
+
+def unlink_owned() -> None:
+    """Free now every block this process created, as its exit would (their finalizers run
+    at exit), for a process about to leave with ``os._exit``: a worker stopping while it
+    imports the main module, whose top level made arrays before its unguarded ``Pool()``.
+    Left to the resource tracker, they would stay in /dev/shm until the parent exits and
+    then be reported as leaked (issue 27: the noise under the missing guard's message)."""
+    for block in list(_owned.values()):
+        if block.created_here and not block.freed:
+            block.release(strict=False)
 
 
 def on_block_release(hook: Callable[[str], None]) -> None:

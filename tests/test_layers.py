@@ -27,9 +27,9 @@ LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
     ("planning", True, ("iterate_result", "plan", "_iterate.plan", "_iterate.program")),
     ("evaluation", True, ("_evaluate", "_iterate.sweep", "_iterate.stages", "_iterate",
                           "_worker")),
-    ("running", False, ("progress", "_insights", "_preload", "_executors", "_inline",
-                        "_cache", "bind", "futures", "_iterate.local", "local", "_start",
-                        "dask_backend")),
+    ("running", False, ("progress", "_insights", "_fork_server", "_preload", "_executors",
+                        "_inline", "_cache", "bind", "futures", "_iterate.local", "local",
+                        "_start", "dask_backend")),
     ("facade", False, ("pool", "verify", "__init__")),
     ("tools", False, ("cli", "__main__", "bench")),
 ]

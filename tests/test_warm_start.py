@@ -70,17 +70,29 @@ if __name__ == "__main__":
 '''
 
 
+SPAWNED = {"SHAREDCOMPUTE_PRELOAD": "spawn"}  # the server spawned, as before issue 27
+SERVERS = pytest.mark.parametrize("server", ["forked", "spawned"])
+
+
+def server_env(server: str) -> dict:
+    """The environment for a script whose forkserver is forked (issue 27's default, from a
+    fresh script's single-threaded parent: _fork_server.py) or spawned and preloaded."""
+    return SPAWNED if server == "spawned" else {}
+
+
 @needs_forkserver
-def test_forkserver_workers_inherit_numba_set_up_in_the_server(tmp_path):
-    got = run_script(tmp_path, POOL_PROBE)
+@SERVERS
+def test_forkserver_workers_inherit_numba_set_up_in_the_server(tmp_path, server):
+    got = run_script(tmp_path, POOL_PROBE, env=server_env(server))
     first = got["first"]
-    assert got["preload"]["state"] == "preloaded"
+    assert got["preload"]["state"] == ("forked" if server == "forked" else "preloaded")
     assert "sharedcompute.kernels.elementwise" in got["preload"]["modules"]
     # the worker's parent is the server, which ran the preload; numba's target came with it
     assert first["report_pid"] == first["parent"]
     assert first["numba"] and first["target_ready"]
-    assert {"numba", "numba target", "import sharedcompute.kernels.elementwise"} <= set(
-        first["steps"]) and not first["errors"]
+    steps = {"numba target"} if server == "forked" else {
+        "numba", "numba target", "import sharedcompute.kernels.elementwise"}
+    assert steps <= set(first["steps"]) and not first["errors"]
     assert first["package"] == INSTALLED
 
 
@@ -108,13 +120,15 @@ def fill(a, v):
 
 
 @needs_forkserver
-def test_a_broken_kernel_module_does_not_break_the_pool(tmp_path):
+@SERVERS
+def test_a_broken_kernel_module_does_not_break_the_pool(tmp_path, server):
     """A kernel module that raises (not ImportError, which is all CPython's preload loop
     catches) in the server: the server lives, other kernels run, and the broken one fails
-    in the workers as it always did, with a KernelError saying why."""
+    in the workers as it always did, with a KernelError saying why. A server forked from
+    the parent has the module as the parent imported it: the kernel runs."""
     (tmp_path / "script").mkdir()
     (tmp_path / "script" / "brokenkernels.py").write_text(BROKEN)
-    got = run_script(tmp_path, '''
+    got = run_script(tmp_path, env=server_env(server), body='''
     if __name__ == "__main__":
         os.environ["BROKEN_OK_PID"] = str(os.getpid())
         import brokenkernels
@@ -133,10 +147,15 @@ def test_a_broken_kernel_module_does_not_break_the_pool(tmp_path):
                                   preload=pool._executor.preload)))
     ''')
     assert "brokenkernels" in got["preload"]["modules"]
-    assert "refuses to be imported" in got["first"]["errors"]["import brokenkernels"]
     assert got["first"]["target_ready"]  # the steps after the broken module still ran
-    assert "refuses to be imported" in got["broken"]
+    if server == "forked":
+        assert got["broken"] == "no error" and not got["first"]["errors"]
+        assert got["ok"] == 3000.0  # fill ran
+        return
     assert got["ok"] == 1000.0
+    assert "refuses to be imported" in got["first"]["errors"]["import brokenkernels"]
+    assert "refuses to be imported" in got["broken"]
+    assert "could not import module 'brokenkernels'" in got["broken"]
 
 
 FAKE = '''
@@ -146,9 +165,11 @@ open(os.environ["FAKE_MARK"], "a").write(str(os.getpid()) + "\\n")
 
 
 @needs_forkserver
-def test_the_preload_never_imports_a_checkout_copy(tmp_path):
+@SERVERS
+def test_the_preload_never_imports_a_checkout_copy(tmp_path, server):
     """A sharedcompute folder in the current directory (a checkout) that the parent does not
-    use: CPython's server puts '' first on sys.path and would import it; ours must not."""
+    use: CPython's server puts '' first on sys.path and would import it; ours must not (a
+    forked server imports nothing: it has the parent's)."""
     checkout = tmp_path / "checkout"
     (checkout / "sharedcompute").mkdir(parents=True)
     (checkout / "sharedcompute" / "__init__.py").write_text(FAKE)
@@ -163,9 +184,9 @@ def test_the_preload_never_imports_a_checkout_copy(tmp_path):
         ''')], cwd=tmp_path / "checkout", env={**os.environ, **env}, check=True, timeout=120)
     assert mark.exists(), "the premise of this test does not hold on this Python"
     mark.unlink()
-    got = run_script(tmp_path, POOL_PROBE, cwd=checkout, env=env)
+    got = run_script(tmp_path, POOL_PROBE, cwd=checkout, env={**env, **server_env(server)})
     assert not mark.exists(), f"the checkout copy was imported by {mark.read_text()}"
-    assert got["preload"]["state"] == "shadowed"
+    assert got["preload"]["state"] == ("forked" if server == "forked" else "shadowed")
     assert got["first"]["package"] == INSTALLED
 
 
@@ -190,7 +211,7 @@ def test_a_stray_sys_path_entry_is_not_preloaded(tmp_path):
             first = pool.submit(probe).result()
             print(json.dumps(dict(first=first, shadow=shadow, started=started,
                                   preload=pool._executor.preload)))
-    """, env={"FAKE_MARK": str(mark)})
+    """, env={"FAKE_MARK": str(mark), **SPAWNED})  # a forked server searches no sys.path
     assert got["shadow"] == str(checkout / "sharedcompute")
     assert got["started"]["state"] == "shadowed"
     assert got["started"]["preload"] == ["numpy", "numba"]  # no __main__, nothing of ours
@@ -200,10 +221,12 @@ def test_a_stray_sys_path_entry_is_not_preloaded(tmp_path):
 
 
 @needs_forkserver
-def test_a_running_forkserver_is_reused_and_the_users_list_kept(tmp_path):
+@SERVERS
+def test_a_running_forkserver_is_reused_and_the_users_list_kept(tmp_path, server):
     """The forkserver is process-wide: one already running (here the user's) is used as it
-    is; and a preload list the user set survives our start of the server."""
-    got = run_script(tmp_path, """
+    is; and a preload list the user set survives our start of the server (a forked server
+    imports the user's modules too, as CPython's would)."""
+    got = run_script(tmp_path, env=server_env(server), body="""
     import multiprocessing as mp
     from multiprocessing import forkserver
     if __name__ == "__main__":
@@ -218,8 +241,11 @@ def test_a_running_forkserver_is_reused_and_the_users_list_kept(tmp_path):
             print(json.dumps(dict(first=first, preload=pool._executor.preload,
                                   theirs=forkserver._forkserver._preload_modules)))
     """)
-    assert got["preload"]["preload"] == ["json", "sharedcompute._preload"]
+    assert got["preload"]["preload"] == (["json"] if server == "forked"
+                                         else ["json", "sharedcompute._preload"])
     assert got["theirs"] == ["json"] and got["first"]["target_ready"]
+    if server == "forked":
+        assert "import json" in got["first"]["steps"]
     script = tmp_path / "script" / "run.py"
     out = subprocess.run([sys.executable, str(script), "running"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=240)
@@ -360,13 +386,16 @@ if __name__ == "__main__":
 
 
 @needs_forkserver
-def test_prestart_starts_the_preloaded_server_the_first_pool_then_uses(tmp_path):
-    got = run_script(tmp_path, PRESTART_PROBE)
-    assert (got["state"], got["again"]) == ("preloaded", "running")
+@SERVERS
+def test_prestart_starts_the_preloaded_server_the_first_pool_then_uses(tmp_path, server):
+    got = run_script(tmp_path, PRESTART_PROBE, env=server_env(server))
+    assert (got["state"], got["again"]) == (
+        "forked" if server == "forked" else "preloaded", "running")
     assert got["pool_preload"]["state"] == "running"  # the pool found it up, and reused it
     first = got["first"]
     assert first["report_pid"] == first["parent"] and first["target_ready"]
-    assert "import sharedcompute.kernels.elementwise" in first["steps"] and got["ok"]
+    assert ("numba target" if server == "forked" else "import sharedcompute.kernels.elementwise"
+            ) in first["steps"] and got["ok"]
     server = first["parent"]
     for _ in range(100):  # the server leaves with its parent: no orphan process
         try:
@@ -416,5 +445,5 @@ if __name__ == "__main__":
         children = sorted({{pool.submit(child_state).result() for _ in range(4)}})
         print(json.dumps(dict(parent=STATE, children=children)))
 ''')
-    assert got["parent"] == ("preloaded" if method == "forkserver" else "spawn")
+    assert got["parent"] == ("forked" if method == "forkserver" else "spawn")
     assert got["children"] == ["worker"]
