@@ -126,8 +126,7 @@ class ProcessExecutor(Accounts):
         self.ctx = mp.get_context(start_method)
         self.procs: list[Any] = []
         self.conns: list[Any] = []
-        self.barrier: Any = None
-        self.claims: Any = None  # run_guided's shared next-piece counter (start)
+        self.barrier = self.claims = None  # set by start (claims: run_guided's counter)
         self.seq = 0  # one numbering for kernel calls and user tasks: no answer is mistaken
         self.started_at = time.perf_counter()
         self.insights: list[WorkerInsight] = []
