@@ -228,14 +228,15 @@ def test_dask_refuses_programs_with_advice():
 
 
 def test_the_guides_fdtd_example_runs(tmp_path):
-    """docs/guide/performance.md's step program, run as the script it is (it asserts the
+    """docs/guide/timesteps.md's step program, run as the script it is (it asserts the
     result is bitwise NumPy's loop)."""
     import pathlib
     import subprocess
     import sys
     root = pathlib.Path(__file__).resolve().parents[1]
-    page = (root / "docs" / "guide" / "performance.md").read_text()
-    block = re.findall(r"```python\n(.*?)```", page[page.index("### Step programs"):], re.S)[0]
+    page = (root / "docs" / "guide" / "timesteps.md").read_text()
+    start = page.index("## One call for the whole run")
+    block = re.findall(r"```python\n(.*?)```", page[start:], re.S)[0]
     script = tmp_path / "fdtd_program.py"
     script.write_text(block)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
