@@ -43,6 +43,7 @@ ignores SIGINT (the parent handles Ctrl-C and kills it) and exits if its parent 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -127,7 +128,8 @@ class ProcessExecutor(Accounts):
         self.procs: list[Any] = []
         self.conns: list[Any] = []
         self.barrier = self.claims = None  # set by start (claims: run_guided's counter)
-        self.seq = 0  # one numbering for kernel calls and user tasks: no answer is mistaken
+        # one numbering for kernel calls and user tasks: no answer is mistaken for another
+        self._next_seq = itertools.count(1).__next__
         self.started_at = time.perf_counter()
         self.insights: list[WorkerInsight] = []
         self.lines: doorbell.Lines | None = None
@@ -238,8 +240,12 @@ class ProcessExecutor(Accounts):
     def stop(self, kill: bool = False) -> None:
         if not kill:
             self.send_all(("stop",))
-            for p in self.procs:
-                p.join(timeout=2.0)
+        # a worker that could not start (CANNOT_START): the others fail alike; before any is
+        # killed, let them exit themselves: worker 0 says why, each frees what its import made
+        until = time.monotonic() + 2.0 * (not kill or any(p.exitcode in CANNOT_START
+                                                          for p in self.procs))
+        for p in self.procs:
+            p.join(timeout=max(0.0, until - time.monotonic()))
         for p in self.procs:
             if p.is_alive():
                 p.kill()
@@ -257,10 +263,6 @@ class ProcessExecutor(Accounts):
             self.insights = self.worker_insights()  # the totals leave with the lines
             self.lines.release()
             self.lines = None
-
-    def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
 
     # -- kernel calls: run, run_guided, ring, warmup ------------------------------------------
     def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
@@ -313,7 +315,7 @@ class ProcessExecutor(Accounts):
         held: list[deque] = [deque() for _ in range(self.n_workers)]  # (seq, task) in order
         want: list[int | None] = [None] * self.n_workers  # the seq each worker answers next
         heads: list[Any] = [None] * self.n_workers  # the task it runs: for errors
-        out: list[tuple] = []
+        out: list[tuple] = []  # the answers; errors: the kernel errors
         errors: list[KernelError] = []
         deadline = None if timeout is None else time.monotonic() + timeout
 
