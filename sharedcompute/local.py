@@ -24,7 +24,7 @@ from ._system import usable_cores
 from ._iterate import local as iterate_local, plan as iterate_plan, program as iterate_program
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
-from .partition import split_even
+from .partition import dynamic_rows, split_even
 from .plan import (Plan, Whole, boundscheck_default, check_kind, finish_reduce, make_plan,
                    scan_offsets)
 from .shared import SharedArray
@@ -268,6 +268,8 @@ class LocalBackend:
         releases = _watch.releases  # planning checks every block intact (plan.py)
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
+        if dynamic and op == "map" and chunk_rows is None:  # a finer grid: the same bits
+            plan.rows_per_chunk = dynamic_rows(plan.n_rows, plan.rows_per_chunk, ex.n_workers)
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
         held = plan.written_blocks + plan.read_blocks

@@ -5,7 +5,7 @@ import pytest
 import sharedcompute as sc
 from conftest import START_METHODS, shared_pool
 from sharedcompute.kernels import stencils
-from sharedcompute.partition import chunk_grid, chunk_rows
+from sharedcompute.partition import chunk_grid, chunk_rows, dynamic_rows
 import progkernels as pk
 from sharedcompute.kernels.reductions import max_abs_diff
 from testkernels import fill_ones, nd_sum
@@ -196,7 +196,8 @@ def _calls_cases(pool, log, sweepers):
         ("halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log, progress=bar), n,
          2 * workers),  # a share, and the padded edge rows at the array's edge
         ("dynamic halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log,
-                                                  schedule="dynamic", progress=bar), n, None),
+                                                  schedule="dynamic", progress=bar),
+         len(chunk_grid(600, dynamic_rows(600, chunk_rows(600, 400), 2))), None),  # finer
         ("reduce", lambda bar: pool.reduce(pk.counted_sum, x, log, 0.0, progress=bar), n, n),
         ("partial map", lambda bar: pool.map(pk.counted_affine_sum, out, x, log, partial=True,
                                              progress=bar)[1], n, n),  # a call per chunk

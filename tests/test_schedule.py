@@ -156,3 +156,30 @@ def test_dynamic_kernel_error_in_one_piece_and_a_killed_worker(method):
     pool.close()
     gc.collect()
     assert not wait_no_segments(before, creator=os.getpid())
+
+
+def test_a_dynamic_map_gets_a_finer_grid_than_the_default_and_the_same_bits():
+    """A dynamic map with no chunk_rows= is cut into at least 16 chunks per worker
+    (partition.dynamic_rows): the default grid cuts 2,000 rows of 16 bytes into 8 chunks,
+    too coarse to balance sorted rows of growing cost. A reduction keeps the default grid
+    (its combine tree follows the grid)."""
+    pool = shared_pool(2, "fork" if "fork" in START_METHODS else START_METHODS[0])
+    rows = 2000
+    default = chunk_grid(rows, chunk_rows(rows, 16))  # a static map's
+    finer = chunk_grid(rows, rows // (16 * 2))
+    assert len(default) == 8 and len(finer) >= 32
+    out = pool.zeros((rows, 2), np.int64)
+    pool.map(tk.count_runs, out, schedule="dynamic")
+    runs = np.array(out.numpy())
+    np.testing.assert_array_equal(runs[:, 0], 1)
+    starts = sorted(set(runs[:, 1].tolist()))
+    assert starts == [finer[a][0] for a, _ in guided_pieces(len(finer), 2)]
+    out.free()
+    out_s, out_d = pool.zeros((rows, 3), np.int64), pool.zeros((rows, 3), np.int64)
+    pool.map(tk.uneven_rows, out_s, 40)
+    pool.map(tk.uneven_rows, out_d, 40, schedule="dynamic")
+    np.testing.assert_array_equal(out_d.numpy(), out_s.numpy())
+    x = pool.array(np.random.default_rng(2).standard_normal(rows) * 1e6)
+    assert pool.reduce(tk.float_sum, x, schedule="dynamic") == pool.reduce(tk.float_sum, x)
+    for a in (out_s, out_d, x):
+        a.free()
