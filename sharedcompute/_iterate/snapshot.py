@@ -52,7 +52,8 @@ slice outside the array, ``sc.STEP`` past its rows (``steps`` > rows), ``sc.STEP
 ``pool.map``, a snapshot of anything but a shared array of this machine (a plain NumPy
 array never changes during a call: pass it itself), of an array no stage of the program
 takes, or of one that shares memory with another array of the program; a snapshot in an
-inner iterate's stage (``sweeps=``) or in the stage after one; the Dask backend.
+inner iterate's stage (``sweeps=``) or in the stage after one; the Dask backend and direct
+kernel calls (make_plan refuses it there as an array of another library: ``__array__``).
 """
 from __future__ import annotations
 
@@ -97,6 +98,12 @@ class Snapshot:
 
     def __repr__(self) -> str:
         return f"sc.snapshot(array of shape {self.array.shape}, {self.index!r})"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The rows now (a copy). Also what makes plan.make_plan refuse a snapshot where no
+        backend took it first (the Dask backend, direct kernel calls) as a foreign array."""
+        v = _copy(self)
+        return v if dtype is None else v.astype(dtype)
 
 
 def snapshot(array: SharedArray, index: int | slice | Any) -> Snapshot:
@@ -167,14 +174,6 @@ def _copy(s: Snapshot) -> np.ndarray:
     v = np.array(s.array.numpy()[s.index])
     v.flags.writeable = False
     return v
-
-
-def refuse_on_dask(args: tuple) -> None:
-    """The Dask backend's map: no snapshots (its arrays are not this machine's)."""
-    if any(type(a) is Snapshot for a in args):
-        raise InputError("sc.snapshot is not available on the Dask backend (its arrays live "
-                         "in the cluster); pass the rows as a plain array, e.g. "
-                         "np.asarray(x[k]), or use a local pool")
 
 
 # -- step programs: the parent's plan ----------------------------------------------------------
