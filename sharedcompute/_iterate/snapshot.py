@@ -296,6 +296,11 @@ class Store:
             out.append((view, handle))
         return out
 
+    @property
+    def name(self) -> str | None:
+        """The block's name while one is kept (a pool's own, as its workers are)."""
+        return self.array.name if isinstance(self.array, SharedArray) else None
+
     def free(self) -> None:
         """Free the block (at close, or before growing it)."""
         array, self.array = self.array, None
