@@ -21,7 +21,6 @@ from .partition import (chunk_rows, combine_all, position_value, source_row, spl
                         valid_rows)
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residual_value, swap
 from ._iterate.program import Program
-from ._iterate import snapshot as snapshots
 from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype
@@ -391,7 +390,6 @@ class DaskBackend:
         which hands tasks to idle workers already. ``partial=True`` is refused: Dask's map
         tasks return new blocks, not partials."""
         check_kind(kernel, "partial" if partial else "map")
-        snapshots.refuse_on_dask(args)
         if partial:
             raise InputError(f"kernel {kernel.name}: map(..., partial=True) is not available "
                              "on the Dask backend (its map tasks return new blocks, not "
