@@ -173,7 +173,7 @@ def test_bad_snapshots_are_refused_with_advice():
             sc.snapshot(a, slice(0, 40))
         with pytest.raises(sc.InputError, match="index must be a row"):
             sc.snapshot(a, 1.5)
-        with pytest.raises(sc.InputError, match="plain NumPy array never changes"):
+        with pytest.raises(sc.InputError, match="plain NumPy array, which never changes"):
             sc.snapshot(start(), 0)
         with pytest.raises(sc.InputError, match="sc.STEP is a step program's step index"):
             pool.map(add_row, a, sc.snapshot(a, sc.STEP))
@@ -190,3 +190,14 @@ def test_bad_snapshots_are_refused_with_advice():
         with pytest.raises(sc.InputError, match="cannot pass to a kernel"):
             add_row(a.numpy().copy(), sc.snapshot(a, 0))  # a direct call takes none
         assert np.array_equal(a.numpy(), start())  # nothing ran
+
+
+def test_the_dask_backend_refuses_snapshots():
+    pytest.importorskip("dask.distributed")
+    with sc.Pool(backend="dask", n_workers=2) as pool, sc.Pool(1, backend="inline") as local:
+        a = pool.array(start(5))
+        with pytest.raises(sc.InputError, match="the Dask backend has no snapshots"):
+            sc.snapshot(a, 0)
+        here = local.array(start(5))
+        with pytest.raises(sc.InputError, match="Snapshot, which this pool cannot pass"):
+            pool.map(add_row, a, sc.snapshot(here, 0))

@@ -130,10 +130,15 @@ def snapshot(array: SharedArray, index: int | slice | Any) -> Snapshot:
            [1., 0., 2.],
            [2., 1., 0.]])
     """
+    if isinstance(array, np.ndarray):
+        raise InputError("sc.snapshot takes a shared array (pool.array(x), pool.empty(...)); "
+                         "got a plain NumPy array, which never changes during a call: pass it "
+                         "(or its rows) itself")
     if not isinstance(array, SharedArray):
         raise InputError(f"sc.snapshot takes a shared array of this machine (pool.array(x), "
-                         f"pool.empty(...)); got {type(array).__name__}: a plain NumPy array "
-                         "never changes during a call, so pass it (or its rows) itself")
+                         f"pool.empty(...)); got {type(array).__module__}."
+                         f"{type(array).__qualname__} (the Dask backend has no snapshots: pass "
+                         "the rows as a plain array, np.asarray(x[k]), or use a local pool)")
     if array.ndim < 1:
         raise InputError("sc.snapshot takes an array with rows; got a 0-d array")
     n = array.shape[0]
