@@ -1,6 +1,5 @@
 """Kernels of tests/test_snapshots.py (sc.snapshot), in a module of their own so that spawn
 and forkserver workers import them by name."""
-import numpy as np
 
 import sharedcompute as sc
 
@@ -47,3 +46,14 @@ def add_row_fail_at(a, s, t, bad):
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             a[i, j] += s[j]
+
+
+@sc.kernel(writes=("b",), combine=max)
+def half_and_max(b, a):
+    """b = a / 2; returns the largest b (a fused kernel: a program's residual)."""
+    m = 0.0
+    for i in range(b.shape[0]):
+        for j in range(b.shape[1]):
+            b[i, j] = a[i, j] / 2
+            m = max(m, b[i, j])
+    return m

@@ -10,7 +10,7 @@ import pytest
 
 import sharedcompute as sc
 from conftest import START_METHODS, shared_pool
-from snapkernels import add_row, add_row_fail_at, add_rows, fw_relax, plus_row
+from snapkernels import add_row, add_row_fail_at, add_rows, fw_relax, half_and_max, plus_row
 
 try:
     from scipy.sparse.csgraph import floyd_warshall as scipy_fw
@@ -142,6 +142,27 @@ def test_snapshots_in_later_stages_slices_and_swaps(start_method, n_workers):
     finally:
         for x in arrays:
             x.free()
+
+
+@pytest.mark.parametrize("n_workers", [2, 3])
+def test_a_snapshot_after_a_checked_stage(n_workers):
+    """The stage before a snapshot is a residual-checked last stage (its copies are made
+    before that stage's barrier too), at every step (check_every=1)."""
+    a0 = start()
+    pool = shared_pool(n_workers, START_METHODS[0])
+    sa, sb = pool.array(a0), pool.zeros(a0.shape)
+    try:
+        prog = sc.program(sc.stage(add_row, sa, sc.snapshot(sa, sc.STEP)),
+                          sc.stage(half_and_max, sb, sa))
+        got = pool.iterate(prog, steps=10, check_every=1, info=True)
+        assert got.sweeps == 10 and got.residual == pytest.approx(np.max(np.asarray(sb)))
+        a, b = a0.copy(), np.zeros_like(a0)
+        for t in range(got.sweeps):
+            a += a[t].copy()
+            b[:] = a / 2
+        assert np.array_equal(sa.numpy(), a) and np.array_equal(sb.numpy(), b)
+    finally:
+        sa.free(), sb.free()
 
 
 def test_a_raising_kernel_in_a_snapshot_program_does_not_hang():
