@@ -23,6 +23,7 @@ from .pool import Pool, default_start_method
 from ._start import prestart
 from .iterate_result import IterateResult
 from ._iterate.program import STEP, program, stage
+from ._iterate.snapshot import snapshot
 from .shared import SharedArray
 from ._system import usable_cores
 from .verify import VerificationReport, verify
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Pool", "SharedArray", "kernel", "Kernel", "verify", "VerificationReport", "whole",
     "usable_cores", "default_start_method", "prestart", "IterateResult", "program", "stage",
-    "STEP",
+    "STEP", "snapshot",
     "SharedComputeError", "InputError", "UnsupportedDtypeError", "KernelNotSendableError",
     "SharedMemoryError", "SharedMemoryFullError", "SharedBlockNotFoundError",
     "SharedBlockCorruptedError", "SharedBlockSecurityError", "ArrayFreedError",

@@ -22,6 +22,7 @@ from ._inline import InlineExecutor
 from ._insights import Insights
 from ._system import usable_cores
 from ._iterate import local as iterate_local, plan as iterate_plan, program as iterate_program
+from ._iterate import snapshot as snapshots
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
 from .partition import dynamic_rows, split_even
@@ -124,6 +125,7 @@ class LocalBackend:
         self.restarts = 0
         self.cache = CallCache()  # calls whose tasks the workers keep (_cache.py)
         self.scratch = iterate_local.Scratch(executor.in_process)  # iterate's residual slots
+        self.snapshots = snapshots.Store(executor.in_process)  # programs' sc.snapshot slots
 
     n_workers = property(lambda self: self.executor.n_workers)
     start_method = property(lambda self: self.executor.start_method)
@@ -183,14 +185,14 @@ class LocalBackend:
             for st in kernel.stages:
                 self._check_sendable(st.kernel)
             self.ensure_workers()
-            pp = iterate_program.plan_program(kernel, n, in_process=ex.in_process,
-                                              boundscheck=boundscheck, tol=tol,
-                                              check_every=check_every)
+            pp = snapshots.plan(kernel, n, in_process=ex.in_process, boundscheck=boundscheck,
+                                tol=tol, check_every=check_every)
             names = [b.name for b in pp.written_blocks if b is not None]
             claim_writes(names, pp.what)
             held = pp.written_blocks + pp.read_blocks
             hold(held, 1)
             try:
+                snapshots.begin(pp, self.snapshots)  # under the claims: before any worker
                 done, value = iterate_program.run(ex, pp, self.scratch, timeout, progress)
             finally:
                 release_writes(names)
@@ -266,6 +268,8 @@ class LocalBackend:
             watch = kernel.content_watch()  # what the entry stored below is valid for
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
         releases = _watch.releases  # planning checks every block intact (plan.py)
+        if any(type(a) is snapshots.Snapshot for a in args):  # never cached (call_key)
+            args = snapshots.take(args)  # the parent's copies, before any worker starts
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
         if dynamic and op == "map" and chunk_rows is None:  # a finer grid: the same bits
@@ -359,7 +363,7 @@ class LocalBackend:
         self._check_sendable(b.kernel)
         check_kind(b.kernel, b.op)  # partial=True with a kernel that is not fused
         _dynamic(b.kernel, b.schedule, self.executor)
-        make_plan(b.kernel, b.args, rows=b.rows, boundary=b.boundary,
+        make_plan(b.kernel, snapshots.take(b.args), rows=b.rows, boundary=b.boundary,
                   in_process=self.executor.in_process, chunk_rows_override=b.chunk_rows,
                   boundscheck=b.boundscheck, depth=b.depth)
 
@@ -447,6 +451,7 @@ class LocalBackend:
     def close(self) -> None:
         self.executor.stop()
         self.scratch.free()
+        self.snapshots.free()
 
 
 def _result(op: str, plan: Plan, n_chunks: int, results: list) -> Any:

@@ -75,9 +75,10 @@ def kept_by_open_pools() -> set:
     closing the pool frees them, which the session's check below still demands."""
     names = set()
     for pool in list(sc.pool._live_pools):
-        scratch = getattr(pool._backend, "scratch", None)
-        if scratch is not None and scratch.name is not None:
-            names.add(scratch.name)
+        for kept in ("scratch", "snapshots"):  # the latter: sc.snapshot's slots in programs
+            scratch = getattr(pool._backend, kept, None)
+            if scratch is not None and scratch.name is not None:
+                names.add(scratch.name)
     return names
 
 

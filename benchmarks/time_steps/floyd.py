@@ -6,7 +6,9 @@ sharedcompute today (issue #26 item 6): a worker may not read rows another worke
 writing, even the finished row k; the port snapshots row k in the parent and passes it as a
 small plain array, one ``pool.map`` per k (n calls, n barriers). The snapshot has as many
 rows as ``path`` and is refused as "looks split" unless wrapped in ``sc.whole`` (the
-error message's advice, followed).
+error message's advice, followed). "sc program": the k loop as one step program, row k a
+declared snapshot (``sc.snapshot(path, sc.STEP)``): its owner copies it into a shared slot
+at the end of step k - 1, so one barrier per k and no parent round trip.
 """
 from __future__ import annotations
 
@@ -57,8 +59,8 @@ def run_numba_plain(data, size):
     nb_floyd_plain(data["path"])
 
 
-# #26: a declared snapshot of row k taken before any worker starts, and the k loop inside
-# the workers (a barrier per k), would make this one call with no parent copies.
+# #26 item 6 done: "sc program" below takes row k as sc.snapshot(path, sc.STEP), the k loop
+# inside the workers (a barrier per k): one call, no parent copies.
 @sc.kernel
 def sc_relax(path, rowk, k):
     for i in range(path.shape[0]):
@@ -93,6 +95,14 @@ def sc_floyd_bound(pool, data, size):
         step()
 
 
+def sc_floyd_program(pool, data, size):
+    # one call: the k loop inside the workers, a barrier per k; row k as it was when step k
+    # started (sc.snapshot), while its owner updates it
+    path = data["path"]
+    pool.iterate(sc.program(sc.stage(sc_relax, path, sc.snapshot(path, sc.STEP), sc.STEP)),
+                 steps=path.shape[0])
+
+
 VARIANTS = {
     "numpy": ("numpy", np_floyd),
     "numba prange": ("numba-par", run_numba),
@@ -100,8 +110,10 @@ VARIANTS = {
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map per k": ("sc", sc_floyd),
     "sc bind per k": ("sc", sc_floyd_bound),
+    "sc program": ("sc", sc_floyd_program),
 }
 CHECK = {}
 SC_CODE = ("sc_relax", "sc_floyd")
+SC_VARIANT_CODE = {"sc program": ("sc_relax", "sc_floyd_program")}
 NUMBA_CODE = ("nb_floyd",)
 NOTES = "int32 as PolyBench: every variant bitwise (min and + are exact)"

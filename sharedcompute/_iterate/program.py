@@ -153,6 +153,7 @@ class StepWork:
     tol: float = 0.0
     slots: Any = None  # two rows of per-chunk partials: a handle (workers) or an array
     ranges: tuple = ()  # every worker's chunk range of the last stage (the tree's nodes)
+    snaps: Any = None  # sc.snapshot arguments: snapshot.SnapSpec list (snapshot.py)
 
 
 @dataclass

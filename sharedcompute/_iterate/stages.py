@@ -26,6 +26,7 @@ from .._evaluate import RUNNERS, Stats, explain, kernel_fn, map_rows, read_only,
 from ..partition import tree_finish, tree_nodes, tree_reduce
 from ..plan import ArgSpec, WorkOrder
 from ..shared import view_from_handle
+from .snapshot import Copier
 from .sweep import chunk_partial, reported
 
 
@@ -48,6 +49,7 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
         base.append([None if n is not None else resolve([spec])[0]
                      for spec, n in zip(order.specs, names)])
     rows = [_rows(order) for order in w.stages]
+    snaps = Copier(w, phys, rows) if w.snaps else None  # sc.snapshot: snapshot.py
 
     def views(k: int, t: int) -> list:
         order, out = w.stages[k], list(base[k])
@@ -56,6 +58,8 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
                 out[j] = phys[bind[n]] if order.specs[j].writable else ro[bind[n]]
         for j in w.step_args[k]:
             out[j] = t
+        if snaps:
+            snaps.put(k, t, out)
         return out
 
     def sweep(k: int, t: int) -> None:
@@ -64,6 +68,8 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
             map_rows(order, views(k, t), *rows[k], stats)
         except Exception as exc:
             raise _located(exc, order, stats, f"{w.labels[k]} of step {t}") from None
+        if snaps:
+            snaps.copy(k, t, bind)  # rows the next stage's snapshots read, before the barrier
         barrier.wait()
         stats.advance(order.chunk_range[1] - order.chunk_range[0])
 
@@ -79,6 +85,8 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
             raise _located(exc, order, stats, f"{w.labels[k]} of step {t}") from None
         for nd in tree_nodes(0, len(chunks), ca, cb):
             row[nd[0]] = tree_reduce(nd[0], nd[1], lambda c: partials[c - ca], combine)
+        if snaps:
+            snaps.copy(k, t, bind)
         barrier.wait()
         stats.advance(cb - ca)
         every = [nd for r in w.ranges for nd in tree_nodes(0, len(chunks), *r)]
