@@ -44,6 +44,7 @@ from ..plan import WorkOrder, Plan, check_kind, make_plan, read_only_error
 from ..shared import SharedArray
 from ..iterate_result import IterateResult
 from .plan import check_iterate, check_tol, fixed_edge_rows, refuse_swapped_aliases
+from . import wavefront
 
 
 class _Step:
@@ -68,6 +69,8 @@ class Stage:
     sweeps: int | None = None
     boundary: Any = None
     depth: int | None = None
+    order: str = "rows"  # or "wavefront": an in-place sweep, pipelined (wavefront.py)
+    blocks: int | None = None  # wavefront: column blocks per sweep (None: chosen)
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,18 @@ class Program:
 
 
 def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any = None,
-          depth: int | None = None, **kwargs: Any) -> Stage:
+          depth: int | None = None, order: str = "rows", blocks: int | None = None,
+          **kwargs: Any) -> Stage:
     """One kernel call of a step program, written as the ``pool.map`` call it replaces.
 
     ``sc.STEP`` as an argument receives the step index. ``sweeps=k``: a nested iterate,
     k sweeps of ``kernel(out, u, *params)`` with out and u swapped after each, as
     ``pool.iterate(kernel, out, u, *params, steps=k)`` (plain sweeps, no residual).
+    ``order="wavefront"``: the kernel is a serial in-place sweep of one 2-D array (Gauss-
+    Seidel/SOR), run by all workers at once in ``blocks`` column blocks, each worker
+    following the one above it: bitwise the kernel called on the whole array (see
+    _iterate/wavefront.py for the kernels this holds for), e.g.
+    ``sc.stage(sor, u, 1.5, order="wavefront")``.
 
     Examples
     --------
@@ -103,7 +112,9 @@ def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any =
                                or sweeps < 0):
         raise InputError(f"sweeps={sweeps!r} must be a non-negative integer (the sweeps of "
                          "this stage's inner iterate per step), or None for one map call")
-    return Stage(kernel, tuple(args), None if sweeps is None else int(sweeps), boundary, depth)
+    wavefront.check_order(order, blocks, sweeps)
+    return Stage(kernel, tuple(args), None if sweeps is None else int(sweeps), boundary, depth,
+                 order, None if blocks is None else int(blocks))
 
 
 def program(*stages: Stage, swap: Any = ()) -> Program:
@@ -153,6 +164,9 @@ class StepWork:
     tol: float = 0.0
     slots: Any = None  # two rows of per-chunk partials: a handle (workers) or an array
     ranges: tuple = ()  # every worker's chunk range of the last stage (the tree's nodes)
+    waves: list = field(default_factory=list)  # per stage: a wavefront.Wave, or None
+    worker: int = 0  # this task's index (a wavefront's place in the pipeline)
+    flags: int | None = None  # a wavefront's progress counters: from column flags of slots[0]
 
 
 @dataclass
@@ -192,7 +206,7 @@ class ProgramPlan:
         out = []
         for i in range(len(ranges[0])):
             orders = [p.task("map", r[i]) for p, r in zip(self.plans, ranges)]
-            work = StepWork(**{**self.work.__dict__, "stages": orders})
+            work = StepWork(**{**self.work.__dict__, "stages": orders, "worker": i})
             out.append(WorkOrder("program", first.kernel, [], first.n_rows,
                                  first.rows_per_chunk, first.boundary, ranges[0][i],
                                  sweeps=work))
@@ -270,7 +284,7 @@ def plan_program(prog: Any, steps: int, *, in_process: bool, boundscheck: bool =
         raise InputError(f"check_every={check_every!r} must be a positive integer")
     arrays: list[Any] = []
     index: dict[int, int] = {}
-    plans, names, step_args, pairs, fixed, labels = [], [], [], [], [], []
+    plans, names, step_args, pairs, fixed, labels, waves = [], [], [], [], [], [], []
     written: set[int] = set()
     for k, st in enumerate(prog.stages):
         if st.sweeps is None and st.kernel.kind != "map":
@@ -284,6 +298,8 @@ def plan_program(prog: Any, steps: int, *, in_process: bool, boundscheck: bool =
         plan = make_plan(st.kernel, args, rows=None, boundary=st.boundary,
                          in_process=in_process, boundscheck=boundscheck, depth=st.depth)
         pair, rows = None, []
+        waves.append(wavefront.plan_wave(plan, st.blocks, f"stage {k + 1} ({st.kernel.name})")
+                     if st.order == "wavefront" else None)
         if st.sweeps is not None:
             check_kind(st.kernel, "iterate")
             pair = check_iterate(plan, st.sweeps, None, 1)
@@ -325,7 +341,7 @@ def plan_program(prog: Any, steps: int, *, in_process: bool, boundscheck: bool =
     handles = [a if in_process else a.handle() for a in arrays]
     work = StepWork([], names, step_args, [st.sweeps for st in prog.stages], pairs, fixed,
                     handles, [n in written for n in range(len(arrays))], swaps, steps, labels,
-                    int(check_every) if fused else 0, tol)
+                    int(check_every) if fused else 0, tol, waves=waves)
     wb = [arrays[n].block for n in sorted(written)]
     rb = [a.block for n, a in enumerate(arrays) if n not in written]
     return ProgramPlan(plans, arrays, work, wb, rb)
@@ -379,8 +395,12 @@ def run(ex: Any, pp: ProgramPlan, scratch: Any, timeout: Any,
     if not pp.work.steps:
         return 0, None
     ranges = [ex.sweep_ranges(len(p.chunks)) for p in pp.plans]
+    width = len(pp.plans[-1].chunks) if pp.work.check_every else 0
+    flags = wavefront.flag_words(len(ranges[0])) if any(pp.work.waves) else 0
+    if width or flags:  # one scratch block: row 0 holds a residual's slots, then the flags
+        pp.work.slots = scratch.slots(width + flags)
+        pp.work.flags = width if flags else None
     if pp.work.check_every:
-        pp.work.slots = scratch.slots(len(pp.plans[-1].chunks))
         pp.work.ranges = tuple(ranges[-1])
     results = ex.run(pp.tasks(ranges), what=pp.what, timeout=timeout, progress=progress,
                      total=pp.total)

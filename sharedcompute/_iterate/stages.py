@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .._evaluate import RUNNERS, Stats, explain, kernel_fn, map_rows, read_only, resolve
+from .._evaluate import RUNNERS, Stats, call, explain, kernel_fn, map_rows, read_only, resolve
 from ..partition import tree_finish, tree_nodes, tree_reduce
 from ..plan import ArgSpec, WorkOrder
 from ..shared import view_from_handle
 from .sweep import chunk_partial, reported
+from .wavefront import Progress
 
 
 def run_program(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> tuple:
@@ -61,7 +62,10 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
     def sweep(k: int, t: int) -> None:
         order = w.stages[k]
         try:
-            map_rows(order, views(k, t), *rows[k], stats)
+            if w.waves[k] is not None:  # a pipelined in-place sweep (wavefront.py)
+                wave.sweep(order, views(k, t), w.waves[k], *rows[k], stats, call)
+            else:
+                map_rows(order, views(k, t), *rows[k], stats)
         except Exception as exc:
             raise _located(exc, order, stats, f"{w.labels[k]} of step {t}") from None
         barrier.wait()
@@ -84,9 +88,11 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
         every = [nd for r in w.ranges for nd in tree_nodes(0, len(chunks), *r)]
         return tree_finish(len(chunks), {nd: row[nd[0]] for nd in every}, combine)
 
-    slots = None
-    if w.check_every:
+    slots = wave = None
+    if w.check_every or w.flags is not None:
         slots = w.slots if isinstance(w.slots, np.ndarray) else view_from_handle(w.slots)
+    if w.flags is not None:
+        wave = Progress(slots[0, w.flags:], w.worker)
     value, checks, last = None, 0, len(w.sweeps) - 1
     for t in range(w.steps):
         checking = w.check_every and (t + 1) % w.check_every == 0
