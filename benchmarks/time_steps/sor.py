@@ -23,6 +23,7 @@ import numba
 import numpy as np
 from numba import prange
 
+import sharedcompute as sc
 from time_steps.common import without_fastmath
 
 NAME = "sor"
@@ -131,6 +132,22 @@ def sc_sor_wavefront(pool, data, size):
                 f.result()
 
 
+# #26 item 7: the serial sweep itself as a kernel, run by all workers as a wavefront stage
+# (column blocks, each worker one block behind the worker above it): bitwise the serial loop.
+@sc.kernel(writes=("u",), depth=1)
+def sc_sor_sweep(u, a, b):
+    for i in range(1, u.shape[0] - 1):
+        for j in range(1, u.shape[1] - 1):
+            u[i, j] = a * u[i, j] + b * (((u[i - 1, j] + u[i, j - 1]) + u[i, j + 1])
+                                         + u[i + 1, j])
+
+
+def sc_sor_program(pool, data, size):
+    a, b = coeffs(size["omega"])
+    sweep = sc.stage(sc_sor_sweep, data["u"], a, b, order="wavefront")
+    pool.iterate(sc.program(sweep), steps=size["steps"])
+
+
 VARIANTS = {
     "numpy (anti-diagonals)": ("numpy", np_sor),
     "numba prange red-black": ("numba-par-other", run_redblack),
@@ -138,11 +155,13 @@ VARIANTS = {
     "numba 1 thread, no fastmath": ("numba-1t-other", run_numba_plain),
     "sc one task (serial)": ("sc", sc_sor_serial),
     "sc wavefront of tasks": ("sc", sc_sor_wavefront),
+    "sc wavefront": ("sc", sc_sor_program),
 }
 UNTIMED = ("numpy (anti-diagonals)",)  # the oracle: 2n NumPy calls per sweep, not a rival
 CHECK = {"numba prange red-black": None, "numba 1 thread (serial)": (1e-9, 1e-12)}
 SC_CODE = ("sor_block", "sor_task", "sc_sor_wavefront")
 NUMBA_CODE = ("nb_sor",)
+SC_VARIANT_CODE = {"sc wavefront": ("sc_sor_sweep", "sc_sor_program")}
 NOTES = ("red-black is another algorithm (not compared, and not a ratio baseline: numba "
          "cannot run this sweep in parallel, the baseline is numba 1 thread). numba "
          "fastmath=True compared "

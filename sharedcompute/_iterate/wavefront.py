@@ -5,7 +5,7 @@ program (issue #26 item 7).
 The kernel is the SERIAL sweep, written for a halo-padded 2-D block and called on the
 whole array it is the reference::
 
-    @sc.kernel(writes="u", depth=1)
+    @sc.kernel(writes=("u",), depth=1)
     def sor(u, omega):
         for i in range(1, u.shape[0] - 1):
             for j in range(1, u.shape[1] - 1):
