@@ -166,6 +166,7 @@ class StepWork:
     ranges: tuple = ()  # every worker's chunk range of the last stage (the tree's nodes)
     waves: list = field(default_factory=list)  # per stage: a wavefront.Wave, or None
     worker: int = 0  # this task's index (a wavefront's place in the pipeline)
+    workers: int = 1  # the tasks of the call (a wavefront splits its rows among them)
     flags: int | None = None  # a wavefront's progress counters: from column flags of slots[0]
 
 
@@ -206,7 +207,8 @@ class ProgramPlan:
         out = []
         for i in range(len(ranges[0])):
             orders = [p.task("map", r[i]) for p, r in zip(self.plans, ranges)]
-            work = StepWork(**{**self.work.__dict__, "stages": orders, "worker": i})
+            work = StepWork(**{**self.work.__dict__, "stages": orders, "worker": i,
+                               "workers": len(ranges[0])})
             out.append(WorkOrder("program", first.kernel, [], first.n_rows,
                                  first.rows_per_chunk, first.boundary, ranges[0][i],
                                  sweeps=work))

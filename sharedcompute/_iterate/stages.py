@@ -63,7 +63,7 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
         order = w.stages[k]
         try:
             if w.waves[k] is not None:  # a pipelined in-place sweep (wavefront.py)
-                wave.sweep(order, views(k, t), w.waves[k], *rows[k], stats, call)
+                wave.sweep(order, views(k, t), w.waves[k], stats, call)
             else:
                 map_rows(order, views(k, t), *rows[k], stats)
         except Exception as exc:
@@ -92,7 +92,7 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
     if w.check_every or w.flags is not None:
         slots = w.slots if isinstance(w.slots, np.ndarray) else view_from_handle(w.slots)
     if w.flags is not None:
-        wave = Progress(slots[0, w.flags:], w.worker)
+        wave = Progress(slots[0, w.flags:], w.worker, w.workers)
     value, checks, last = None, 0, len(w.sweeps) - 1
     for t in range(w.steps):
         checking = w.check_every and (t + 1) % w.check_every == 0

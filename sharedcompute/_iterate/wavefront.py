@@ -16,7 +16,9 @@ whole array it is the reference::
 
 Each step is one sweep. The elements the sweep writes are those ``depth`` (d) or more
 from every edge (the edges are the fixed boundary: ``boundary="none"``). Worker w owns
-the stage's rows [s, e) (its chunks, as in a map) and splits the writable columns into
+rows [s, e), its even share of the writable rows (not the map's chunks, which leave a
+small array to one worker: a pipeline wants every worker busy), and splits the writable
+columns into
 ``blocks`` column blocks; for each block b in order it calls the kernel on
 ``u[s-d:e+d, c0-d:c1+d]``: its rows x that block, with a d-wide halo all round, so the
 kernel writes exactly the elements the worker owns there, in serial (row-major) order.
@@ -160,27 +162,28 @@ def flag_words(workers: int) -> int:
 class Progress:
     """A worker's side of the wavefront counters, for one program call."""
 
-    def __init__(self, flags: np.ndarray, worker: int):
-        self.flags, self.worker = flags, worker
+    def __init__(self, flags: np.ndarray, worker: int, workers: int):
+        self.flags, self.worker, self.workers = flags, worker, workers
         self.base = 0  # blocks every worker finished in earlier wavefront sweeps
 
-    def sweep(self, order: Any, args: list, wave: Wave, lo: int, hi: int, stats: Any,
+    def sweep(self, order: Any, args: list, wave: Wave, stats: Any,
               call: Callable[[Any, tuple, Any], Any]) -> None:
-        """This worker's rows [lo, hi) of one sweep, block by block, each after the previous
+        """This worker's rows of one sweep, block by block, each after the previous
         worker's LAG blocks ahead. A failure marks the abort word first, so that no worker
         waits for this one's progress."""
         try:
-            self._sweep(order, args, wave, lo, hi, stats, call)
+            self._sweep(order, args, wave, stats, call)
         except BaseException:
             self.flags[0] = 1.0
             raise
         self.base += wave.blocks
 
-    def _sweep(self, order: Any, args: list, wave: Wave, lo: int, hi: int, stats: Any,
+    def _sweep(self, order: Any, args: list, wave: Wave, stats: Any,
                call: Callable[[Any, tuple, Any], Any]) -> None:
         func = order.kernel.compiled(order.boundscheck)[0]
         d, (n, _), cols, nb = wave.depth, wave.shape, wave.cols, wave.blocks
-        lo, hi = max(lo, d), min(hi, n - d)
+        rows, w = max(0, n - 2 * d), self.worker
+        lo, hi = d + rows * w // self.workers, d + rows * (w + 1) // self.workers
         flags, base = self.flags, self.base
         mine, prev = STRIDE * (self.worker + 1), STRIDE * self.worker
         bands = {j: args[j][lo - d:hi + d] for j in wave.parts} if hi > lo else {}
