@@ -8,7 +8,7 @@ values of its lower and right ones. The serial sweep is the algorithm.
   loop is a race (rows read their upper neighbour while it is being written).
 - numba prange red-black: a red-black ordering parallelises, but it is NOT the same
   algorithm (other iterates, other result): timed for reference, not compared.
-- sharedcompute today (issue #26 item 7): no partition may wait on its neighbour, so the
+- sharedcompute before wavefront stages (issue #26 item 7): no partition could wait on its neighbour, so the
   port runs the serial sweep as one task (``pool.submit`` of numba's serial function,
   compiled without fastmath) on one worker; and a hand-pipelined wavefront of tasks (row
   bands x column blocks, one round of submits per anti-diagonal of blocks), bitwise the
@@ -16,6 +16,11 @@ values of its lower and right ones. The serial sweep is the algorithm.
   slower than the serial function's ``range(1, n - 1)`` loops in one process (0.20 against
   0.125 s at the default size; a view with a halo and loops from 1 did not help either;
   not investigated further): part of the wavefront's gap is that, not the tasks.
+- sc wavefront (#26 item 7 done): the serial sweep itself as a kernel on a halo-padded
+  block, run as a step program's ``order="wavefront"`` stage: each worker sweeps its
+  rows block by block (32 column blocks by default), two column blocks behind
+  the worker above it (progress counters in shared memory), a barrier per sweep;
+  bitwise the serial loop. One ``pool.iterate`` call for all the sweeps.
 """
 from __future__ import annotations
 
@@ -110,8 +115,7 @@ def sor_task_serial(u, steps, a, b):
     nb_sor_plain(np.asarray(u), steps, a, b)  # numba's serial loop itself, no fastmath
 
 
-# #26: wavefront sweeps (partitions waiting on their neighbour's progress through flags in
-# shared memory) would make this a plain kernel on row partitions: no tasks, no bands.
+# The two ports from before wavefront stages existed (#26 item 7), kept for comparison.
 def sc_sor_serial(pool, data, size):
     a, b = coeffs(size["omega"])
     pool.submit(sor_task_serial, data["u"], size["steps"], a, b).result()
@@ -165,5 +169,5 @@ SC_VARIANT_CODE = {"sc wavefront": ("sc_sor_sweep", "sc_sor_program")}
 NOTES = ("red-black is another algorithm (not compared, and not a ratio baseline: numba "
          "cannot run this sweep in parallel, the baseline is numba 1 thread). numba "
          "fastmath=True compared "
-         "with allclose; both sc versions bitwise the anti-diagonal NumPy sweep. Lines: the "
+         "with allclose; every sc version bitwise the anti-diagonal NumPy sweep. Lines: the "
          "wavefront version (sor_block + sor_task + driver) vs the serial njit loop")

@@ -102,6 +102,20 @@ def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any =
     >>> s = sc.stage(heat1d, "out", "u", 0.25, sweeps=3)
     >>> s.sweeps
     3
+
+    A wavefront: the kernel is the serial sweep (called on the whole array, the reference)
+
+    >>> import numpy as np
+    >>> @sc.kernel(writes=("u",), depth=1)
+    ... def gauss_seidel(u):
+    ...     for i in range(1, u.shape[0] - 1):
+    ...         for j in range(1, u.shape[1] - 1):
+    ...             u[i, j] = 0.25 * (u[i - 1, j] + u[i, j - 1] + u[i, j + 1] + u[i + 1, j])
+    >>> with sc.Pool(2, backend="inline") as pool:
+    ...     u = pool.array(np.pad(np.zeros((3, 3)), 1, constant_values=1.0))
+    ...     now = pool.iterate(sc.program(sc.stage(gauss_seidel, u, order="wavefront")), steps=1)
+    ...     float(u[1, 1]), float(u[1, 2])  # the new u[1, 1] is read by u[1, 2]
+    (0.5, 0.375)
     """
     if not isinstance(kernel, Kernel):
         raise InputError(f"sc.stage takes a kernel first (decorate it with @sc.kernel); "
