@@ -18,7 +18,7 @@ values of its lower and right ones. The serial sweep is the algorithm.
   not investigated further): part of the wavefront's gap is that, not the tasks.
 - sc wavefront (#26 item 7 done): the serial sweep itself as a kernel on a halo-padded
   block, run as a step program's ``order="wavefront"`` stage: each worker sweeps its
-  rows block by block (32 column blocks by default), two column blocks behind
+  rows block by block (blocks about 8 columns wide by default), two blocks behind
   the worker above it (progress counters in shared memory), a barrier per sweep;
   bitwise the serial loop. One ``pool.iterate`` call for all the sweeps.
 """
