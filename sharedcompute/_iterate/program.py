@@ -34,7 +34,7 @@ The worker's loop is stages.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -82,7 +82,8 @@ class Program:
 
 
 def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any = None,
-          depth: int | None = None, order: str = "rows", blocks: int | None = None,
+          depth: int | None = None, order: Literal["rows", "wavefront"] = "rows",
+          blocks: int | None = None,
           **kwargs: Any) -> Stage:
     """One kernel call of a step program, written as the ``pool.map`` call it replaces.
 

@@ -2,8 +2,10 @@
 once, bitwise the serial sweep: ``sc.stage(kernel, u, ..., order="wavefront")`` in a step
 program (issue #26 item 7).
 
-The kernel is the SERIAL sweep, written for a halo-padded 2-D block and called on the
-whole array it is the reference::
+The kernel is the SERIAL sweep, written for a halo-padded 2-D block; called on the whole
+array it is the reference (``sor.py_func(u, 1.5)`` in Python, or numba's
+``sor.compiled(False)[0](u, 1.5)``; not ``sor(u, 1.5)``, a direct call, which runs it as
+a map over row chunks)::
 
     @sc.kernel(writes=("u",), depth=1)
     def sor(u, omega):
@@ -48,8 +50,12 @@ is the serial sweep's only for the patterns above (5-point and 9-point-without-c
 Gauss-Seidel/SOR, PRK p2p ``a[i,j] = a[i-1,j] + a[i,j-1] - a[i-1,j-1]``). A NEW read to
 the upper right (i-1, j+1) or an OLD one to the lower left (i+1, j-1) is not the serial
 sweep's under column blocking (nor under any row split of the workers): check a kernel
-against its own serial call on the whole array (``sc.verify``, or a plain loop). The
-cost of the pipeline: about LAG * (workers - 1) / blocks of a sweep at its start and end.
+against its own serial call on the whole array in a plain loop, as tests/test_wavefront.py
+does. The cost of the pipeline: about LAG * (workers - 1) / blocks of a sweep at its
+start and end. Bitwise means every value's bits but a NaN's: NaN where the serial sweep
+has NaN, but its sign may differ, since numba compiles a strided column block apart from
+a C-contiguous whole array and LLVM may commute an addition's operands, which picks the
+NaN that goes on.
 
 Refused, before any work (InputError, saying what to change): a kernel that writes more
 than one array or returns a partial (combine=), a written array not 2-D, a depth below 1,
