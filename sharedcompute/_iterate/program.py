@@ -15,6 +15,8 @@ loop inside the workers. A stage is written exactly as the ``pool.map`` call it 
 by the same ``_evaluate.map_rows``: the result is bitwise that of the Python loop.
 ``sc.stage(..., sweeps=k)`` is a nested ``pool.iterate`` (k sweeps of a kernel on its
 ``(out, u)`` pair, swapped after each, plain sweeps: a Poisson solve inside each step).
+``sc.stage(..., order="wavefront")`` sweeps one array in place, all workers pipelined by
+column block, bitwise the serial sweep (Gauss-Seidel/SOR: wavefront.py).
 ``sc.STEP`` as an argument is replaced by the step index (a Python int) at every step.
 ``swap=[(a, b)]`` exchanges two arrays' roles after every step, as ``a, b = b, a`` does
 in the Python loop; an inner iterate's pair is exchanged after each of its sweeps, as
@@ -83,8 +85,7 @@ class Program:
 
 def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any = None,
           depth: int | None = None, order: Literal["rows", "wavefront"] = "rows",
-          blocks: int | None = None,
-          **kwargs: Any) -> Stage:
+          blocks: int | None = None, **kwargs: Any) -> Stage:
     """One kernel call of a step program, written as the ``pool.map`` call it replaces.
 
     ``sc.STEP`` as an argument receives the step index. ``sweeps=k``: a nested iterate,
@@ -182,7 +183,7 @@ class StepWork:
     waves: list = field(default_factory=list)  # per stage: a wavefront.Wave, or None
     worker: int = 0  # this task's index (a wavefront's place in the pipeline)
     workers: int = 1  # the tasks of the call (a wavefront splits its rows among them)
-    flags: int | None = None  # a wavefront's progress counters: from column flags of slots[0]
+    flags: int | None = None  # wavefront counters: slots[0][flags:], after any partials
 
 
 @dataclass
