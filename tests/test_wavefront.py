@@ -13,8 +13,9 @@ import pytest
 
 import sharedcompute as sc
 from conftest import START_METHODS, shared_pool
-from wavekernels import (change, no_depth, p2p, padded, poisson_gs, sor, sor_failing,
-                         two_outputs, wide, with_position)
+from sharedcompute._iterate.wavefront import LAG, default_blocks
+from wavekernels import (change, nine_point, no_depth, p2p, padded, poisson_gs, sor,
+                         sor_failing, two_outputs, wide, with_position)
 
 
 def serial(kernel, arrays, params, steps):
@@ -181,3 +182,23 @@ def test_refusals_say_what_to_change():
         with pytest.raises(sc.InputError):
             pool.iterate(sc.program(sc.stage(poisson_gs, u, u, 1.0, order="wavefront")), steps=1)
         del u, v
+
+
+def test_corner_reads_are_not_serial_but_the_same_every_run():
+    """A 9-point sweep reads the upper right (new in the serial sweep) and the lower left
+    (old): column blocks cannot give those, so the result is not the serial one; the lag
+    of 2 blocks keeps it free of races, the same bits on every run."""
+    u0 = data((60, 90), np.float64, 8)
+    pool = shared_pool(3, "fork")
+    runs = [run(pool, nine_point, u0, (), 2, 9) for _ in range(3)]
+    assert all(same_bits(r, runs[0]) for r in runs)
+    assert not same_bits(runs[0], serial(nine_point, [u0.copy()], (), 2))
+
+
+def test_default_blocks():
+    """About 8 columns a block; wider for few rows a worker; enough for the pipeline."""
+    assert default_blocks(499, 998, 1, 2) == 110  # 9 columns: 499 x 9 >= 4096
+    assert default_blocks(4000, 4000, 1, 2) == 500
+    assert default_blocks(20, 998, 1, 2) == 4 * LAG * 2  # 205-column blocks: too few
+    assert default_blocks(499, 10, 1, 2) == 10  # at most one block per column
+    assert default_blocks(499, 10, 3, 2) == 3  # at least depth columns a block

@@ -84,3 +84,13 @@ def with_position(u, pos):
 @sc.kernel(writes=("u",), depth=1, boundary="reflect")
 def padded(u):
     pass
+
+
+@sc.kernel(writes=("u",), depth=1)
+def nine_point(u):
+    """Reads the corners too: the upper right NEW and the lower left OLD in the serial
+    sweep, which column blocking cannot give (not the serial result), but race-free."""
+    for i in range(1, u.shape[0] - 1):
+        for j in range(1, u.shape[1] - 1):
+            u[i, j] = (u[i - 1, j - 1] + u[i - 1, j] + u[i - 1, j + 1] + u[i, j - 1]
+                       + u[i, j + 1] + u[i + 1, j - 1] + u[i + 1, j] + u[i + 1, j + 1]) / 8.0
