@@ -8,7 +8,7 @@ values of its lower and right ones. The serial sweep is the algorithm.
   loop is a race (rows read their upper neighbour while it is being written).
 - numba prange red-black: a red-black ordering parallelises, but it is NOT the same
   algorithm (other iterates, other result): timed for reference, not compared.
-- sharedcompute today (issue #26 item 7): no partition may wait on its neighbour, so the
+- sharedcompute before wavefront stages (issue #26 item 7): no partition could wait on its neighbour, so the
   port runs the serial sweep as one task (``pool.submit`` of numba's serial function,
   compiled without fastmath) on one worker; and a hand-pipelined wavefront of tasks (row
   bands x column blocks, one round of submits per anti-diagonal of blocks), bitwise the
@@ -16,6 +16,11 @@ values of its lower and right ones. The serial sweep is the algorithm.
   slower than the serial function's ``range(1, n - 1)`` loops in one process (0.20 against
   0.125 s at the default size; a view with a halo and loops from 1 did not help either;
   not investigated further): part of the wavefront's gap is that, not the tasks.
+- sc wavefront (#26 item 7 done): the serial sweep itself as a kernel on a halo-padded
+  block, run as a step program's ``order="wavefront"`` stage: each worker sweeps its
+  rows block by block (blocks about 8 columns wide by default), two blocks behind
+  the worker above it (progress counters in shared memory), a barrier per sweep;
+  bitwise the serial loop. One ``pool.iterate`` call for all the sweeps.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import numba
 import numpy as np
 from numba import prange
 
+import sharedcompute as sc
 from time_steps.common import without_fastmath
 
 NAME = "sor"
@@ -109,8 +115,7 @@ def sor_task_serial(u, steps, a, b):
     nb_sor_plain(np.asarray(u), steps, a, b)  # numba's serial loop itself, no fastmath
 
 
-# #26: wavefront sweeps (partitions waiting on their neighbour's progress through flags in
-# shared memory) would make this a plain kernel on row partitions: no tasks, no bands.
+# The two ports from before wavefront stages existed (#26 item 7), kept for comparison.
 def sc_sor_serial(pool, data, size):
     a, b = coeffs(size["omega"])
     pool.submit(sor_task_serial, data["u"], size["steps"], a, b).result()
@@ -131,6 +136,22 @@ def sc_sor_wavefront(pool, data, size):
                 f.result()
 
 
+# #26 item 7: the serial sweep itself as a kernel, run by all workers as a wavefront stage
+# (column blocks, each worker one block behind the worker above it): bitwise the serial loop.
+@sc.kernel(writes=("u",), depth=1)
+def sc_sor_sweep(u, a, b):
+    for i in range(1, u.shape[0] - 1):
+        for j in range(1, u.shape[1] - 1):
+            u[i, j] = a * u[i, j] + b * (((u[i - 1, j] + u[i, j - 1]) + u[i, j + 1])
+                                         + u[i + 1, j])
+
+
+def sc_sor_program(pool, data, size):
+    a, b = coeffs(size["omega"])
+    sweep = sc.stage(sc_sor_sweep, data["u"], a, b, order="wavefront")
+    pool.iterate(sc.program(sweep), steps=size["steps"])
+
+
 VARIANTS = {
     "numpy (anti-diagonals)": ("numpy", np_sor),
     "numba prange red-black": ("numba-par-other", run_redblack),
@@ -138,13 +159,15 @@ VARIANTS = {
     "numba 1 thread, no fastmath": ("numba-1t-other", run_numba_plain),
     "sc one task (serial)": ("sc", sc_sor_serial),
     "sc wavefront of tasks": ("sc", sc_sor_wavefront),
+    "sc wavefront": ("sc", sc_sor_program),
 }
 UNTIMED = ("numpy (anti-diagonals)",)  # the oracle: 2n NumPy calls per sweep, not a rival
 CHECK = {"numba prange red-black": None, "numba 1 thread (serial)": (1e-9, 1e-12)}
 SC_CODE = ("sor_block", "sor_task", "sc_sor_wavefront")
 NUMBA_CODE = ("nb_sor",)
+SC_VARIANT_CODE = {"sc wavefront": ("sc_sor_sweep", "sc_sor_program")}
 NOTES = ("red-black is another algorithm (not compared, and not a ratio baseline: numba "
          "cannot run this sweep in parallel, the baseline is numba 1 thread). numba "
          "fastmath=True compared "
-         "with allclose; both sc versions bitwise the anti-diagonal NumPy sweep. Lines: the "
+         "with allclose; every sc version bitwise the anti-diagonal NumPy sweep. Lines: the "
          "wavefront version (sor_block + sor_task + driver) vs the serial njit loop")

@@ -15,6 +15,8 @@ loop inside the workers. A stage is written exactly as the ``pool.map`` call it 
 by the same ``_evaluate.map_rows``: the result is bitwise that of the Python loop.
 ``sc.stage(..., sweeps=k)`` is a nested ``pool.iterate`` (k sweeps of a kernel on its
 ``(out, u)`` pair, swapped after each, plain sweeps: a Poisson solve inside each step).
+``sc.stage(..., order="wavefront")`` sweeps one array in place, all workers pipelined by
+column block, bitwise the serial sweep (Gauss-Seidel/SOR: wavefront.py).
 ``sc.STEP`` as an argument is replaced by the step index (a Python int) at every step.
 ``swap=[(a, b)]`` exchanges two arrays' roles after every step, as ``a, b = b, a`` does
 in the Python loop; an inner iterate's pair is exchanged after each of its sweeps, as
@@ -34,7 +36,7 @@ The worker's loop is stages.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,6 +46,7 @@ from ..plan import WorkOrder, Plan, check_kind, make_plan, read_only_error
 from ..shared import SharedArray
 from ..iterate_result import IterateResult
 from .plan import check_iterate, check_tol, fixed_edge_rows, refuse_swapped_aliases
+from . import wavefront
 
 
 class _Step:
@@ -68,6 +71,8 @@ class Stage:
     sweeps: int | None = None
     boundary: Any = None
     depth: int | None = None
+    order: str = "rows"  # or "wavefront": an in-place sweep, pipelined (wavefront.py)
+    blocks: int | None = None  # wavefront: column blocks per sweep (None: chosen)
 
 
 @dataclass(frozen=True)
@@ -79,12 +84,18 @@ class Program:
 
 
 def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any = None,
-          depth: int | None = None, **kwargs: Any) -> Stage:
+          depth: int | None = None, order: Literal["rows", "wavefront"] = "rows",
+          blocks: int | None = None, **kwargs: Any) -> Stage:
     """One kernel call of a step program, written as the ``pool.map`` call it replaces.
 
     ``sc.STEP`` as an argument receives the step index. ``sweeps=k``: a nested iterate,
     k sweeps of ``kernel(out, u, *params)`` with out and u swapped after each, as
     ``pool.iterate(kernel, out, u, *params, steps=k)`` (plain sweeps, no residual).
+    ``order="wavefront"``: the kernel is a serial in-place sweep of one 2-D array (Gauss-
+    Seidel/SOR), run by all workers at once in ``blocks`` column blocks, each worker
+    following the one above it: bitwise the kernel called on the whole array (see
+    _iterate/wavefront.py for the kernels this holds for), e.g.
+    ``sc.stage(sor, u, 1.5, order="wavefront")``.
 
     Examples
     --------
@@ -93,6 +104,20 @@ def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any =
     >>> s = sc.stage(heat1d, "out", "u", 0.25, sweeps=3)
     >>> s.sweeps
     3
+
+    A wavefront: the kernel is the serial sweep (called on the whole array, the reference)
+
+    >>> import numpy as np
+    >>> @sc.kernel(writes=("u",), depth=1)
+    ... def gauss_seidel(u):
+    ...     for i in range(1, u.shape[0] - 1):
+    ...         for j in range(1, u.shape[1] - 1):
+    ...             u[i, j] = 0.25 * (u[i - 1, j] + u[i, j - 1] + u[i, j + 1] + u[i + 1, j])
+    >>> with sc.Pool(2, backend="inline") as pool:
+    ...     u = pool.array(np.pad(np.zeros((3, 3)), 1, constant_values=1.0))
+    ...     now = pool.iterate(sc.program(sc.stage(gauss_seidel, u, order="wavefront")), steps=1)
+    ...     float(u[1, 1]), float(u[1, 2])  # the new u[1, 1] is read by u[1, 2]
+    (0.5, 0.375)
     """
     if not isinstance(kernel, Kernel):
         raise InputError(f"sc.stage takes a kernel first (decorate it with @sc.kernel); "
@@ -103,7 +128,9 @@ def stage(kernel: Kernel, *args: Any, sweeps: int | None = None, boundary: Any =
                                or sweeps < 0):
         raise InputError(f"sweeps={sweeps!r} must be a non-negative integer (the sweeps of "
                          "this stage's inner iterate per step), or None for one map call")
-    return Stage(kernel, tuple(args), None if sweeps is None else int(sweeps), boundary, depth)
+    wavefront.check_order(order, blocks, sweeps)
+    return Stage(kernel, tuple(args), None if sweeps is None else int(sweeps), boundary, depth,
+                 order, None if blocks is None else int(blocks))
 
 
 def program(*stages: Stage, swap: Any = ()) -> Program:
@@ -154,6 +181,10 @@ class StepWork:
     slots: Any = None  # two rows of per-chunk partials: a handle (workers) or an array
     ranges: tuple = ()  # every worker's chunk range of the last stage (the tree's nodes)
     snaps: Any = None  # sc.snapshot arguments: snapshot.SnapSpec list (snapshot.py)
+    waves: list = field(default_factory=list)  # per stage: a wavefront.Wave, or None
+    worker: int = 0  # this task's index (a wavefront's place in the pipeline)
+    workers: int = 1  # the tasks of the call (a wavefront splits its rows among them)
+    flags: int | None = None  # wavefront counters: slots[0][flags:], after any partials
 
 
 @dataclass
@@ -193,7 +224,8 @@ class ProgramPlan:
         out = []
         for i in range(len(ranges[0])):
             orders = [p.task("map", r[i]) for p, r in zip(self.plans, ranges)]
-            work = StepWork(**{**self.work.__dict__, "stages": orders})
+            work = StepWork(**{**self.work.__dict__, "stages": orders, "worker": i,
+                               "workers": len(ranges[0])})
             out.append(WorkOrder("program", first.kernel, [], first.n_rows,
                                  first.rows_per_chunk, first.boundary, ranges[0][i],
                                  sweeps=work))
@@ -271,7 +303,7 @@ def plan_program(prog: Any, steps: int, *, in_process: bool, boundscheck: bool =
         raise InputError(f"check_every={check_every!r} must be a positive integer")
     arrays: list[Any] = []
     index: dict[int, int] = {}
-    plans, names, step_args, pairs, fixed, labels = [], [], [], [], [], []
+    plans, names, step_args, pairs, fixed, labels, waves = [], [], [], [], [], [], []
     written: set[int] = set()
     for k, st in enumerate(prog.stages):
         if st.sweeps is None and st.kernel.kind != "map":
@@ -285,6 +317,8 @@ def plan_program(prog: Any, steps: int, *, in_process: bool, boundscheck: bool =
         plan = make_plan(st.kernel, args, rows=None, boundary=st.boundary,
                          in_process=in_process, boundscheck=boundscheck, depth=st.depth)
         pair, rows = None, []
+        waves.append(wavefront.plan_wave(plan, st.blocks, f"stage {k + 1} ({st.kernel.name})")
+                     if st.order == "wavefront" else None)
         if st.sweeps is not None:
             check_kind(st.kernel, "iterate")
             pair = check_iterate(plan, st.sweeps, None, 1)
@@ -326,7 +360,7 @@ def plan_program(prog: Any, steps: int, *, in_process: bool, boundscheck: bool =
     handles = [a if in_process else a.handle() for a in arrays]
     work = StepWork([], names, step_args, [st.sweeps for st in prog.stages], pairs, fixed,
                     handles, [n in written for n in range(len(arrays))], swaps, steps, labels,
-                    int(check_every) if fused else 0, tol)
+                    int(check_every) if fused else 0, tol, waves=waves)
     wb = [arrays[n].block for n in sorted(written)]
     rb = [a.block for n, a in enumerate(arrays) if n not in written]
     return ProgramPlan(plans, arrays, work, wb, rb)
@@ -380,8 +414,12 @@ def run(ex: Any, pp: ProgramPlan, scratch: Any, timeout: Any,
     if not pp.work.steps:
         return 0, None
     ranges = [ex.sweep_ranges(len(p.chunks)) for p in pp.plans]
+    width = len(pp.plans[-1].chunks) if pp.work.check_every else 0
+    flags = wavefront.flag_words(len(ranges[0])) if any(pp.work.waves) else 0
+    if width or flags:  # one scratch block: row 0 holds a residual's slots, then the flags
+        pp.work.slots = scratch.slots(width + flags)
+        pp.work.flags = width if flags else None
     if pp.work.check_every:
-        pp.work.slots = scratch.slots(len(pp.plans[-1].chunks))
         pp.work.ranges = tuple(ranges[-1])
     results = ex.run(pp.tasks(ranges), what=pp.what, timeout=timeout, progress=progress,
                      total=pp.total)

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from .._evaluate import RUNNERS, Stats, explain, kernel_fn, map_rows, read_only, resolve
+from .._evaluate import RUNNERS, Stats, call, explain, kernel_fn, map_rows, read_only, resolve
 from ..partition import tree_finish, tree_nodes, tree_reduce
 from ..plan import ArgSpec, WorkOrder
 from ..shared import view_from_handle
 from .snapshot import Copier
 from .sweep import chunk_partial, reported
+from .wavefront import Progress
 
 
 def run_program(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> tuple:
@@ -48,7 +49,11 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
     for order, names in zip(w.stages, w.names):
         base.append([None if n is not None else resolve([spec])[0]
                      for spec, n in zip(order.specs, names)])
-    rows = [_rows(order) for order in w.stages]
+    # the rows each stage owns here (a snapshot's owner copies them): a wavefront stage's
+    # are its even share (wavefront.Wave.rows, the fixed edge rows with the end workers),
+    # not its chunks of the map grid
+    rows = [_rows(order) if wv is None else wv.rows(w.worker, w.workers, edges=True)
+            for order, wv in zip(w.stages, w.waves)]
     snaps = Copier(w, phys, rows) if w.snaps else None  # sc.snapshot: snapshot.py
 
     def views(k: int, t: int) -> list:
@@ -65,7 +70,10 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
     def sweep(k: int, t: int) -> None:
         order = w.stages[k]
         try:
-            map_rows(order, views(k, t), *rows[k], stats)
+            if w.waves[k] is not None:  # a pipelined in-place sweep (wavefront.py)
+                wave.sweep(order, views(k, t), w.waves[k], stats, call)
+            else:
+                map_rows(order, views(k, t), *rows[k], stats)
         except Exception as exc:
             raise _located(exc, order, stats, f"{w.labels[k]} of step {t}") from None
         if snaps:
@@ -92,9 +100,11 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
         every = [nd for r in w.ranges for nd in tree_nodes(0, len(chunks), *r)]
         return tree_finish(len(chunks), {nd: row[nd[0]] for nd in every}, combine)
 
-    slots = None
-    if w.check_every:
+    slots = wave = None
+    if w.check_every or w.flags is not None:
         slots = w.slots if isinstance(w.slots, np.ndarray) else view_from_handle(w.slots)
+    if w.flags is not None:
+        wave = Progress(slots[0, w.flags:], w.worker, w.workers)
     value, checks, last = None, 0, len(w.sweeps) - 1
     for t in range(w.steps):
         checking = w.check_every and (t + 1) % w.check_every == 0
