@@ -1,0 +1,527 @@
+"""A pool on every node of a Dask cluster: ``sc.Pool(backend=sc.DaskNodes(client))``.
+
+Each Dask worker stands for a node. It holds a local pool (LocalBackend, ``per_node``
+processes) and its contiguous rows of every array in that pool's SharedArrays, for as long
+as the parent's pool lives; kernels run in place there, exactly as on a local pool. The
+parent sends one Dask task per node per call (pinned to that worker), never one per chunk;
+what crosses the network is the call itself, arrays in and out, and reductions' tree-node
+values. Arrays are split at creation: the array's own chunk grid (partition.chunk_rows, the
+local pool's), whole chunks per node (split_even), so every node's rows start on a chunk
+boundary. A reduction's node computes the values of the fixed combine tree's maximal nodes
+inside its chunks (a local pool's tree over a tree node's chunks is that node's subtree)
+and the parent finishes the tree (partition.tree_finish): bitwise the local pool's value.
+
+Not yet here (refused with InputError naming what works instead, today's
+``backend=client``): halo maps (depth > 0), iterate, scans, partial=True, kernels with
+``position=``, arrays whose rows are spread differently (different rows or bytes per row).
+
+Dask worker processes are daemonic by default and a daemonic process may not start
+children (multiprocessing asserts it): start the workers with the documented setting
+``distributed.worker.daemon: False`` (dask/distributed issues #2142 and #2718; the nanny
+reads it when it starts each worker process, distributed/nanny.py). A node whose worker is
+daemonic refuses at ``sc.Pool(...)`` with InputError saying so.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+import uuid
+import weakref
+from typing import Any
+
+import numpy as np
+
+from ._insights import Insights
+from ._start import _process_backend
+from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
+from .kernel import Kernel
+from .partition import chunk_grid, chunk_rows, split_even, tree_finish, tree_nodes
+from .plan import Plan, check_kind, make_plan
+from .shared import ArrayShape, SharedArray, check_dtype
+
+DAEMON_HINT = ("start the Dask workers with distributed.worker.daemon: False: "
+               "dask.config.set({'distributed.worker.daemon': False}) around LocalCluster(...), "
+               "or DASK_DISTRIBUTED__WORKER__DAEMON=False in the environment of `dask worker`")
+POLL_S = 0.5  # how often a waiting call checks that its nodes are still in the cluster
+
+
+class DaskNodes:
+    """What ``sc.Pool(backend=sc.DaskNodes(client))`` runs on: a local pool of ``per_node``
+    processes (default: each Dask worker's nthreads) on every worker of ``client``'s
+    cluster, holding that worker's rows of every array. ``wait_s``: how long to wait for
+    at least one worker."""
+
+    def __init__(self, client: Any, per_node: int | None = None, wait_s: float = 120.0):
+        if per_node is not None and (isinstance(per_node, bool) or not isinstance(
+                per_node, (int, np.integer)) or per_node < 1):
+            raise InputError(f"per_node={per_node!r} must be a positive integer (processes in "
+                             "each node's pool) or None (each Dask worker's nthreads)")
+        self.client, self.per_node, self.wait_s = client, per_node, wait_s
+
+    def __repr__(self) -> str:
+        return f"DaskNodes({self.client!r}, per_node={self.per_node})"
+
+
+class NodeArray(ArrayShape):
+    """An array spread over the nodes: rows ``split[k]`` live in node k's local pool.
+    ``np.asarray`` gathers it (a copy); kernels write it in place on the nodes."""
+
+    def __init__(self, backend: "NodesBackend", aid: str, shape: tuple, dtype: np.dtype,
+                 rows_per_chunk: int, chunks: tuple, split: tuple):
+        self.backend: Any = backend
+        self.aid, self.shape, self.dtype = aid, shape, dtype
+        self.rows_per_chunk, self.chunks, self.split = rows_per_chunk, chunks, split
+
+    @property
+    def layout(self) -> tuple:
+        """What two arrays must share to be used in one call: rows, grid and split."""
+        return (self.shape[0], self.rows_per_chunk, self.split)
+
+    @property
+    def freed(self) -> bool:
+        return self.backend is None
+
+    def numpy(self) -> np.ndarray:
+        """Gather to a new NumPy array (a copy: the rows live on the nodes)."""
+        if self.backend is None:
+            raise ArrayFreedError("this node array was freed")
+        return self.backend.gather(self)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def free(self) -> None:
+        """Free its rows on every node (idempotent)."""
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend.free_array(self.aid)
+
+    def __repr__(self) -> str:
+        return f"NodeArray(shape={self.shape}, dtype={self.dtype}, rows per node={self.split})"
+
+
+def layout_of(n_rows: int, row_nbytes: int, n_nodes: int) -> tuple[int, tuple, tuple]:
+    """(rows per chunk, each node's chunk range, each node's row range): the local pool's
+    grid for this shape, whole chunks per node."""
+    rpc = chunk_rows(n_rows, row_nbytes)
+    grid = chunk_grid(n_rows, rpc)
+    chunks = tuple(split_even(len(grid), n_nodes))
+    rows = tuple((grid[a][0], grid[b - 1][1]) if b > a else (n_rows, n_rows) for a, b in chunks)
+    return rpc, chunks, rows
+
+
+# -- the node side: runs inside a Dask worker process -----------------------------------------
+class _Node:
+    """One parent pool's state on one Dask worker: its local pool and its arrays' rows."""
+
+    def __init__(self, per_node: int):
+        if mp.current_process().daemon:
+            raise InputError(f"this Dask worker's process is daemonic and cannot start a "
+                             f"node pool's processes; {DAEMON_HINT}")
+        self.backend = _process_backend(per_node, None)
+        self.backend.start()
+        self.arrays: dict[str, SharedArray] = {}
+        self.lock = threading.Lock()  # a worker with several threads runs one call at a time
+
+    def close(self) -> None:
+        for a in self.arrays.values():
+            if a.block is not None:
+                a.block.release(strict=False)  # views a failed call's traceback holds too
+        self.arrays.clear()
+        self.backend.close()
+
+
+_NODES: dict[str, _Node] = {}  # parent pool id -> its node state in this worker process
+_NODES_LOCK = threading.Lock()
+
+
+def _node_run(bid: str, per_node: int, op: str, *args: Any) -> Any:
+    """The one entry point of every message: the node's state (made at the first), one op."""
+    if op == "close":
+        with _NODES_LOCK:
+            node = _NODES.pop(bid, None)
+        if node is not None:
+            with node.lock:
+                node.close()
+        return None
+    with _NODES_LOCK:
+        node = _NODES.get(bid)
+        if node is None:
+            node = _NODES[bid] = _Node(per_node)
+    with node.lock:
+        return _OPS[op](node, *args)
+
+
+def close_all_nodes() -> None:
+    """Close every node pool of this process (the worker plugin's teardown)."""
+    with _NODES_LOCK:
+        nodes = list(_NODES.values())
+        _NODES.clear()
+    for node in nodes:
+        with node.lock:
+            node.close()
+
+
+def _op_start(node: _Node) -> list[int]:
+    import os
+    return [os.getpid(), *node.backend.pids]
+
+
+def _op_put(node: _Node, aid: str, rows: np.ndarray) -> None:
+    node.arrays[aid] = SharedArray.from_array(rows)
+
+
+def _op_zeros(node: _Node, aid: str, shape: tuple, dtype: np.dtype) -> None:
+    node.arrays[aid] = SharedArray.zeros(shape, dtype)
+
+
+def _op_open(node: _Node, aid: str, path: str, start: int, stop: int) -> None:
+    node.arrays[aid] = SharedArray.from_array(np.load(path, mmap_mode="r")[start:stop])
+
+
+def _op_get(node: _Node, aid: str) -> np.ndarray:
+    return np.array(node.arrays[aid].numpy())
+
+
+def _op_free(node: _Node, aid: str) -> None:
+    a = node.arrays.pop(aid, None)
+    if a is not None:
+        a.free()
+
+
+def _local_args(node: _Node, desc: list, start: int | None = None, stop: int | None = None
+                ) -> tuple:
+    return tuple(node.arrays[v] if kind == "part" and start is None else
+                 node.arrays[v][start:stop] if kind == "part" else v for kind, v in desc)
+
+
+def _op_map(node: _Node, kernel: Kernel, desc: list, boundscheck: bool, timeout: Any) -> None:
+    node.backend.map(kernel, _local_args(node, desc), None, None, timeout, False, None,
+                     boundscheck, None, None)
+
+
+def _op_reduce(node: _Node, kernel: Kernel, desc: list, pieces: list, rpc: int,
+               boundscheck: bool, timeout: Any) -> list:
+    """The values of the global tree's nodes ``pieces`` [(lo, hi, first row, end row)],
+    each the local pool's tree over that node's chunks (its own rows, rpc rows a chunk)."""
+    backend = node.backend
+    ex = backend.executor
+    ex.check_sendable(kernel)
+    backend.ensure_workers()
+    tasks, owner, sizes = [], [], []
+    for p, (_, _, s, e) in enumerate(pieces):
+        plan = make_plan(kernel, _local_args(node, desc, s, e), rows=None, boundary=None,
+                         in_process=ex.in_process, boundscheck=boundscheck)
+        plan.rows_per_chunk = rpc  # the global grid: chunks lo..hi-1 of the whole array
+        sizes.append(len(plan.chunks))
+        for r in split_even(sizes[-1], ex.n_workers):
+            if r[1] > r[0]:
+                tasks.append(plan.task("reduce", r))
+                owner.append(p)
+    found: list[dict] = [{} for _ in pieces]
+    w = ex.n_workers  # Executor.run hands task i to worker i: at most one task a worker
+    for at in range(0, len(tasks), w):
+        results = ex.run(tasks[at:at + w], what=kernel.name, timeout=timeout, progress=None)
+        for p, result in zip(owner[at:at + w], results):
+            found[p].update(result)
+    return [((lo, hi), tree_finish(n, f, kernel.combine))
+            for (lo, hi, _, _), n, f in zip(pieces, sizes, found)]
+
+
+_OPS = {"start": _op_start, "put": _op_put, "zeros": _op_zeros, "open": _op_open,
+        "get": _op_get, "free": _op_free, "map": _op_map, "reduce": _op_reduce}
+
+
+def _nodes_plugin() -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class NodePools(WorkerPlugin):
+        """Closes this worker's node pools (and frees their blocks) when it shuts down."""
+        name = "sharedcompute-node-pools"
+
+        def teardown(self, worker: Any) -> None:
+            close_all_nodes()
+    return NodePools()
+
+
+# -- the parent side -----------------------------------------------------------------------------
+class NodesBackend:
+    """Pool calls on a local pool per Dask worker; see the module docstring. Implements the
+    Backend protocol (local.py), refusing with InputError what it does not run yet."""
+
+    array_types = (NodeArray,)
+    start_method = "dask-nodes"
+    executor = None
+    restarts = 0
+
+    def __init__(self, spec: DaskNodes):
+        try:
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            raise InputError("sc.DaskNodes needs dask and distributed: "
+                             'pip install "sharedcompute[dask]"') from exc
+        client = self.client = spec.client
+        try:
+            client.wait_for_workers(1, timeout=spec.wait_s)
+        except Exception as exc:  # distributed's TimeoutError
+            raise InputError(f"the Dask cluster has no workers after {spec.wait_s:g} s") from exc
+        info = client.scheduler_info()["workers"]
+        self.nodes = sorted(info)  # node k holds the k-th row block of every array
+        self.per_node = [spec.per_node or int(info[a].get("nthreads", 1)) for a in self.nodes]
+        self.n_workers = sum(self.per_node)
+        self.bid = uuid.uuid4().hex
+        self.lost: str | None = None
+        self.closed = False
+        self.arrays: "weakref.WeakValueDictionary[str, NodeArray]" = weakref.WeakValueDictionary()
+        self.pids: list[int] = []
+        client.register_plugin(_nodes_plugin())
+
+    # -- messages ------------------------------------------------------------------------------
+    def _send(self, calls: list[tuple[int, str, tuple]], what: str, timeout: Any = None) -> list:
+        """One task per (node, op, args), pinned to that node's worker; their results. A
+        node that leaves the cluster meanwhile raises NodeLostError naming it."""
+        from distributed import wait
+        if self.lost is not None:
+            raise NodeLostError(f"node {self.lost} was lost earlier: its rows of every array "
+                                "are gone; close this pool and start a new one", self.lost)
+        futures = [self.client.submit(_node_run, self.bid, self.per_node[k], op, *args,
+                                      workers=[self.nodes[k]], allow_other_workers=False,
+                                      pure=False, key=f"sc-node-{op}-{uuid.uuid4().hex}")
+                   for k, op, args in calls]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                wait(futures, timeout=POLL_S)
+                break
+            except Exception:  # distributed's TimeoutError: check the nodes, then wait on
+                pass
+            here = set(self.client.scheduler_info()["workers"])
+            gone = [self.nodes[k] for (k, _, _), f in zip(calls, futures)
+                    if not f.done() and self.nodes[k] not in here]
+            if gone or (deadline is not None and time.monotonic() > deadline):
+                for f in futures:
+                    f.cancel()
+                if gone:
+                    self.lost = gone[0]
+                    raise NodeLostError(f"node {gone[0]} (a Dask worker) left the cluster "
+                                        f"during {what}: its rows of every array are lost; "
+                                        "close this pool (the other nodes' pools are freed) "
+                                        "and start a new one", gone[0])
+                raise KernelTimeoutError(f"{what} did not finish within timeout={timeout} s "
+                                         "on the Dask nodes; its tasks were cancelled")
+        for (k, _, _), f in zip(calls, futures):
+            if f.status == "error":
+                exc = f.exception()
+                exc.add_note(f"(on node {self.nodes[k]})")
+                raise exc
+        return self.client.gather(futures)
+
+    def start(self) -> None:
+        """Start every node's pool now, so a daemonic worker refuses at sc.Pool(...)."""
+        found = self._send([(k, "start", ()) for k in range(len(self.nodes))], "start")
+        self.pids = [p for pids in found for p in pids]
+
+    # -- arrays ----------------------------------------------------------------------------------
+    def _new(self, shape: tuple, dtype: np.dtype) -> NodeArray:
+        if not shape:
+            raise InputError("a node pool splits rows: a 0-d array has none (pass it as a "
+                             "value)")
+        row_nbytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        rpc, chunks, split = layout_of(shape[0], row_nbytes, len(self.nodes))
+        arr = NodeArray(self, uuid.uuid4().hex, tuple(shape), dtype, rpc, chunks, split)
+        self.arrays[arr.aid] = arr
+        return arr
+
+    def array(self, x: Any) -> NodeArray:
+        src = np.asarray(x)
+        if src.dtype.kind in "biufc" and not src.dtype.isnative:
+            src = src.astype(src.dtype.newbyteorder("="))
+        check_dtype(src.dtype)
+        src = np.ascontiguousarray(src)
+        arr = self._new(src.shape, src.dtype)
+        calls = []
+        for k, (s, e) in enumerate(arr.split):
+            rows = self.client.scatter(src[s:e], workers=[self.nodes[k]], hash=False)
+            calls.append((k, "put", (arr.aid, rows)))
+        self._send(calls, "array")
+        return arr
+
+    def zeros(self, shape: Any, dtype: Any = np.float64) -> NodeArray:
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        arr = self._new(shape, check_dtype(dtype))
+        self._send([(k, "zeros", (arr.aid, (e - s,) + shape[1:], arr.dtype))
+                    for k, (s, e) in enumerate(arr.split)], "zeros")
+        return arr
+
+    def empty(self, shape: Any, dtype: Any = np.float64) -> NodeArray:
+        return self.zeros(shape, dtype)
+
+    def open(self, path: Any, mode: str = "r", shape: Any = None, dtype: Any = None) -> NodeArray:
+        """A .npy file of which each node reads its own rows (into its local pool's memory;
+        nothing passes through the parent). mode 'r' only: results are saved with
+        np.save(path, np.asarray(result))."""
+        import os
+        if mode != "r" or shape is not None or dtype is not None:
+            raise InputError(f"mode={mode!r}: a node pool reads .npy files (mode='r', shape "
+                             "and dtype from the header); save results with "
+                             "np.save(path, np.asarray(result))")
+        path = os.path.abspath(os.fspath(path))
+        m = np.load(path, mmap_mode="r")  # the header, here: each node must see the file
+        arr = self._new(tuple(m.shape), check_dtype(m.dtype))
+        self._send([(k, "open", (arr.aid, path, s, e)) for k, (s, e) in enumerate(arr.split)],
+                   "open")
+        return arr
+
+    def load(self, path: Any) -> NodeArray:
+        return self.open(path)
+
+    def gather(self, arr: NodeArray) -> np.ndarray:
+        parts = self._send([(k, "get", (arr.aid,)) for k in range(len(self.nodes))], "numpy")
+        return np.concatenate(parts, axis=0) if parts else np.zeros(arr.shape, arr.dtype)
+
+    def free_array(self, aid: str) -> None:
+        self.arrays.pop(aid, None)
+        if self.lost is None and not self.closed:
+            self._send([(k, "free", (aid,)) for k in range(len(self.nodes))], "free")
+
+    # -- calls -----------------------------------------------------------------------------------
+    def _plan(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any, chunk_rows: Any,
+              depth: Any, op: str) -> tuple[Plan, list, NodeArray]:
+        """The parent's plan (checks, grid) and each argument as the nodes see it."""
+        plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
+                         array_types=(NodeArray,), chunk_rows_override=chunk_rows,
+                         shared_ok=False, depth=depth)
+        instead = "use backend=client (today's Dask backend) for it"
+        if plan.depth or kernel.kind == "scan" or kernel.position:
+            what = ("a halo (depth > 0)" if plan.depth else "a scan" if kernel.kind == "scan"
+                    else "position=")
+            raise InputError(f"kernel {kernel.name}: {what} does not run on a node pool yet; "
+                             f"{instead}")
+        desc, parts = [], []
+        for spec in plan.specs:
+            if spec.kind == "part" and not spec.halo and isinstance(spec.value, NodeArray):
+                if spec.value.freed:
+                    raise ArrayFreedError(f"kernel {kernel.name}: an argument was freed")
+                desc.append(("part", spec.value.aid))
+                parts.append(spec.value)
+            elif spec.kind in ("value", "whole") and not isinstance(spec.value, NodeArray):
+                desc.append(("value", spec.value))
+            else:
+                raise InputError(f"kernel {kernel.name}: a node array passed whole or with "
+                                 f"halo= does not run on a node pool yet; {instead}")
+        if not parts or any(p.backend is not self for p in parts):
+            raise InputError(f"kernel {kernel.name}: a node pool call needs this pool's node "
+                             "arrays (pool.array, pool.zeros) to split")
+        if len({p.layout for p in parts}) > 1:
+            raise InputError(f"kernel {kernel.name}: its arrays' rows are spread over the nodes "
+                             "differently (different rows or bytes per row); make them alike, "
+                             f"or {instead}")
+        if op == "reduce" and plan.rows_per_chunk != parts[0].rows_per_chunk:
+            raise InputError(f"kernel {kernel.name}: chunk_rows={plan.rows_per_chunk} does not "
+                             f"fit the arrays' grid of {parts[0].rows_per_chunk} rows a chunk, "
+                             f"by which they are spread over the nodes; leave chunk_rows out, "
+                             f"or {instead}")
+        return plan, desc, parts[0]
+
+    def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
+            timeout: Any = None, progress: Any = None, chunk_rows: Any = None,
+            boundscheck: bool = False, depth: Any = None, schedule: Any = None,
+            partial: bool = False) -> Any:
+        """One message per node holding rows: its local pool maps them in place."""
+        check_kind(kernel, "partial" if partial else "map")
+        if partial:
+            raise InputError(f"kernel {kernel.name}: map(..., partial=True) does not run on a "
+                             "node pool yet; call pool.map, then pool.reduce")
+        plan, desc, first = self._plan(kernel, args, rows, boundary, chunk_rows, depth, "map")
+        self._send([(k, "map", (kernel, desc, boundscheck, timeout))
+                    for k, (s, e) in enumerate(first.split) if e > s], kernel.name, timeout)
+        return plan.written()
+
+    def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
+               progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False,
+               schedule: Any = None) -> Any:
+        """Each node sends the values of the fixed tree's maximal nodes inside its chunks;
+        the tree is finished here, as the local pool's (partition.tree_finish)."""
+        check_kind(kernel, "reduce")
+        plan, desc, first = self._plan(kernel, args, rows, None, chunk_rows, None, "reduce")
+        grid, n_chunks, calls = plan.chunks, len(plan.chunks), []
+        for k, (a, b) in enumerate(first.chunks):
+            s0 = first.split[k][0]
+            pieces = [(lo, hi, grid[lo][0] - s0, grid[hi - 1][1] - s0)
+                      for lo, hi in tree_nodes(0, n_chunks, a, b)]
+            if pieces:
+                calls.append((k, "reduce", (kernel, desc, pieces, plan.rows_per_chunk,
+                                            boundscheck, timeout)))
+        nodes: dict = {}
+        for found in self._send(calls, kernel.name, timeout):
+            nodes.update(found)
+        value = tree_finish(n_chunks, nodes, kernel.combine)
+        return kernel.finalize(value) if kernel.finalize is not None else value
+
+    def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
+                tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
+                progress: Any = False, boundscheck: bool = False, depth: Any = None,
+                info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
+        """Refused for now: sweeps need halos between nodes."""
+        raise InputError("pool.iterate does not run on a node pool (sc.DaskNodes) yet: its "
+                         "sweeps need halo rows from the neighbouring nodes; use "
+                         "backend=client (today's Dask backend), or a local sc.Pool")
+
+    def check_bound(self, b: Any) -> None:
+        """Nothing to check ahead: a node pool call plans when it runs."""
+
+    def call_bound(self, b: Any) -> Any:
+        if b.op == "reduce":
+            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, b.chunk_rows,
+                               b.boundscheck, b.schedule)
+        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, b.chunk_rows,
+                        b.boundscheck, b.depth, b.schedule, b.op == "partial")
+
+    # -- refused: what runs on process and inline pools only -------------------------------------
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
+        """Refused: Dask's own client.submit runs a function on the cluster."""
+        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
+                         "backends; on a Dask cluster use client.submit directly")
+
+    def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Any) -> Any:
+        """Refused, as submit is."""
+        return self.submit(fn, (), {}, timeout, runner)
+
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        """Refused: each node's pool compiles a kernel at its first call."""
+        raise InputError("warmup runs on process and inline pools; on a node pool each "
+                         "node's workers compile a kernel at its first call")
+
+    def block_released(self, name: str) -> None:
+        """Nothing to forget: the nodes never map this process's blocks."""
+
+    def insights(self) -> Any:
+        return Insights()
+
+    def interrupt(self) -> None:
+        """Pool.close from another thread: the running call is waited for."""
+
+    def forget_after_fork(self) -> None:
+        """A forked child holds no nodes of its own: nothing to let go of."""
+
+    def close(self) -> None:
+        """Close every node's pool and free its blocks (a lost node's worker is gone, and
+        with it its blocks' owner: its plugin teardown or resource tracker frees them)."""
+        if self.closed:
+            return
+        for arr in list(self.arrays.values()):
+            arr.backend = None
+        self.closed = True
+        here = set(self.client.scheduler_info()["workers"])
+        live = [k for k, a in enumerate(self.nodes) if a in here]
+        lost, self.lost = self.lost, None
+        try:
+            self._send([(k, "close", ()) for k in live], "close", timeout=60)
+        finally:
+            self.lost = lost
+
+
+__all__ = ["DaskNodes", "NodeArray", "NodesBackend"]
