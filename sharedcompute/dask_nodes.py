@@ -15,16 +15,11 @@ Not yet here (refused with InputError naming what works instead, today's
 ``backend=client``): halo maps (depth > 0), iterate, scans, partial=True, kernels with
 ``position=``, arrays whose rows are spread differently (different rows or bytes per row).
 
-Dask worker processes are daemonic by default and a daemonic process may not start
-children (multiprocessing asserts it): start the workers with the documented setting
-``distributed.worker.daemon: False`` (dask/distributed issues #2142 and #2718; the nanny
-reads it when it starts each worker process, distributed/nanny.py). A node whose worker is
-daemonic refuses at ``sc.Pool(...)`` with InputError saying so.
+The node side (what runs in each Dask worker) is _dask_node.py.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import threading
+import os
 import time
 import uuid
 import weakref
@@ -32,32 +27,32 @@ from typing import Any
 
 import numpy as np
 
+from ._dask_node import local_cluster, node_run, nodes_plugin, reaper_plugin
 from ._insights import Insights
-from ._start import _process_backend
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
 from .kernel import Kernel
 from .partition import chunk_grid, chunk_rows, split_even, tree_finish, tree_nodes
 from .plan import Plan, check_kind, make_plan
-from .shared import ArrayShape, SharedArray, check_dtype
+from .shared import ArrayShape, check_dtype
 
-DAEMON_HINT = ("start the Dask workers with distributed.worker.daemon: False: "
-               "dask.config.set({'distributed.worker.daemon': False}) around LocalCluster(...), "
-               "or DASK_DISTRIBUTED__WORKER__DAEMON=False in the environment of `dask worker`")
 POLL_S = 0.5  # how often a waiting call checks that its nodes are still in the cluster
 
 
 class DaskNodes:
     """What ``sc.Pool(backend=sc.DaskNodes(client))`` runs on: a local pool of ``per_node``
     processes (default: each Dask worker's nthreads) on every worker of ``client``'s
-    cluster, holding that worker's rows of every array. ``wait_s``: how long to wait for
-    at least one worker."""
+    cluster, holding that worker's rows of every array. ``client=None``: a new
+    LocalCluster of ``nodes`` single-threaded worker processes (non-daemonic, numba and
+    BLAS at one thread each), closed with the pool. ``wait_s``: how long to wait for at
+    least one worker."""
 
-    def __init__(self, client: Any, per_node: int | None = None, wait_s: float = 120.0):
-        if per_node is not None and (isinstance(per_node, bool) or not isinstance(
-                per_node, (int, np.integer)) or per_node < 1):
-            raise InputError(f"per_node={per_node!r} must be a positive integer (processes in "
-                             "each node's pool) or None (each Dask worker's nthreads)")
-        self.client, self.per_node, self.wait_s = client, per_node, wait_s
+    def __init__(self, client: Any = None, per_node: int | None = None, nodes: int = 2,
+                 wait_s: float = 120.0):
+        for name, v in (("per_node", per_node), ("nodes", nodes)):
+            if v is not None and (isinstance(v, bool) or not isinstance(
+                    v, (int, np.integer)) or v < 1):
+                raise InputError(f"{name}={v!r} must be a positive integer")
+        self.client, self.per_node, self.nodes, self.wait_s = client, per_node, nodes, wait_s
 
     def __repr__(self) -> str:
         return f"DaskNodes({self.client!r}, per_node={self.per_node})"
@@ -112,140 +107,6 @@ def layout_of(n_rows: int, row_nbytes: int, n_nodes: int) -> tuple[int, tuple, t
     return rpc, chunks, rows
 
 
-# -- the node side: runs inside a Dask worker process -----------------------------------------
-class _Node:
-    """One parent pool's state on one Dask worker: its local pool and its arrays' rows."""
-
-    def __init__(self, per_node: int):
-        if mp.current_process().daemon:
-            raise InputError(f"this Dask worker's process is daemonic and cannot start a "
-                             f"node pool's processes; {DAEMON_HINT}")
-        self.backend = _process_backend(per_node, None)
-        self.backend.start()
-        self.arrays: dict[str, SharedArray] = {}
-        self.lock = threading.Lock()  # a worker with several threads runs one call at a time
-
-    def close(self) -> None:
-        for a in self.arrays.values():
-            if a.block is not None:
-                a.block.release(strict=False)  # views a failed call's traceback holds too
-        self.arrays.clear()
-        self.backend.close()
-
-
-_NODES: dict[str, _Node] = {}  # parent pool id -> its node state in this worker process
-_NODES_LOCK = threading.Lock()
-
-
-def _node_run(bid: str, per_node: int, op: str, *args: Any) -> Any:
-    """The one entry point of every message: the node's state (made at the first), one op."""
-    if op == "close":
-        with _NODES_LOCK:
-            node = _NODES.pop(bid, None)
-        if node is not None:
-            with node.lock:
-                node.close()
-        return None
-    with _NODES_LOCK:
-        node = _NODES.get(bid)
-        if node is None:
-            node = _NODES[bid] = _Node(per_node)
-    with node.lock:
-        return _OPS[op](node, *args)
-
-
-def close_all_nodes() -> None:
-    """Close every node pool of this process (the worker plugin's teardown)."""
-    with _NODES_LOCK:
-        nodes = list(_NODES.values())
-        _NODES.clear()
-    for node in nodes:
-        with node.lock:
-            node.close()
-
-
-def _op_start(node: _Node) -> list[int]:
-    import os
-    return [os.getpid(), *node.backend.pids]
-
-
-def _op_put(node: _Node, aid: str, rows: np.ndarray) -> None:
-    node.arrays[aid] = SharedArray.from_array(rows)
-
-
-def _op_zeros(node: _Node, aid: str, shape: tuple, dtype: np.dtype) -> None:
-    node.arrays[aid] = SharedArray.zeros(shape, dtype)
-
-
-def _op_open(node: _Node, aid: str, path: str, start: int, stop: int) -> None:
-    node.arrays[aid] = SharedArray.from_array(np.load(path, mmap_mode="r")[start:stop])
-
-
-def _op_get(node: _Node, aid: str) -> np.ndarray:
-    return np.array(node.arrays[aid].numpy())
-
-
-def _op_free(node: _Node, aid: str) -> None:
-    a = node.arrays.pop(aid, None)
-    if a is not None:
-        a.free()
-
-
-def _local_args(node: _Node, desc: list, start: int | None = None, stop: int | None = None
-                ) -> tuple:
-    return tuple(node.arrays[v] if kind == "part" and start is None else
-                 node.arrays[v][start:stop] if kind == "part" else v for kind, v in desc)
-
-
-def _op_map(node: _Node, kernel: Kernel, desc: list, boundscheck: bool, timeout: Any) -> None:
-    node.backend.map(kernel, _local_args(node, desc), None, None, timeout, False, None,
-                     boundscheck, None, None)
-
-
-def _op_reduce(node: _Node, kernel: Kernel, desc: list, pieces: list, rpc: int,
-               boundscheck: bool, timeout: Any) -> list:
-    """The values of the global tree's nodes ``pieces`` [(lo, hi, first row, end row)],
-    each the local pool's tree over that node's chunks (its own rows, rpc rows a chunk)."""
-    backend = node.backend
-    ex = backend.executor
-    ex.check_sendable(kernel)
-    backend.ensure_workers()
-    tasks, owner, sizes = [], [], []
-    for p, (_, _, s, e) in enumerate(pieces):
-        plan = make_plan(kernel, _local_args(node, desc, s, e), rows=None, boundary=None,
-                         in_process=ex.in_process, boundscheck=boundscheck)
-        plan.rows_per_chunk = rpc  # the global grid: chunks lo..hi-1 of the whole array
-        sizes.append(len(plan.chunks))
-        for r in split_even(sizes[-1], ex.n_workers):
-            if r[1] > r[0]:
-                tasks.append(plan.task("reduce", r))
-                owner.append(p)
-    found: list[dict] = [{} for _ in pieces]
-    w = ex.n_workers  # Executor.run hands task i to worker i: at most one task a worker
-    for at in range(0, len(tasks), w):
-        results = ex.run(tasks[at:at + w], what=kernel.name, timeout=timeout, progress=None)
-        for p, result in zip(owner[at:at + w], results):
-            found[p].update(result)
-    return [((lo, hi), tree_finish(n, f, kernel.combine))
-            for (lo, hi, _, _), n, f in zip(pieces, sizes, found)]
-
-
-_OPS = {"start": _op_start, "put": _op_put, "zeros": _op_zeros, "open": _op_open,
-        "get": _op_get, "free": _op_free, "map": _op_map, "reduce": _op_reduce}
-
-
-def _nodes_plugin() -> Any:
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class NodePools(WorkerPlugin):
-        """Closes this worker's node pools (and frees their blocks) when it shuts down."""
-        name = "sharedcompute-node-pools"
-
-        def teardown(self, worker: Any) -> None:
-            close_all_nodes()
-    return NodePools()
-
-
 # -- the parent side -----------------------------------------------------------------------------
 class NodesBackend:
     """Pool calls on a local pool per Dask worker; see the module docstring. Implements the
@@ -262,12 +123,15 @@ class NodesBackend:
         except ImportError as exc:
             raise InputError("sc.DaskNodes needs dask and distributed: "
                              'pip install "sharedcompute[dask]"') from exc
-        client = self.client = spec.client
+        client, self.own = (spec.client, None) if spec.client is not None else \
+            local_cluster(spec.nodes)
+        self.client = client
         try:
-            client.wait_for_workers(1, timeout=spec.wait_s)
+            client.wait_for_workers(1 if self.own is None else spec.nodes, timeout=spec.wait_s)
         except Exception as exc:  # distributed's TimeoutError
+            self.close_cluster()
             raise InputError(f"the Dask cluster has no workers after {spec.wait_s:g} s") from exc
-        info = client.scheduler_info()["workers"]
+        info = self.workers_now(info=True)
         self.nodes = sorted(info)  # node k holds the k-th row block of every array
         self.per_node = [spec.per_node or int(info[a].get("nthreads", 1)) for a in self.nodes]
         self.n_workers = sum(self.per_node)
@@ -276,7 +140,17 @@ class NodesBackend:
         self.closed = False
         self.arrays: "weakref.WeakValueDictionary[str, NodeArray]" = weakref.WeakValueDictionary()
         self.pids: list[int] = []
-        client.register_plugin(_nodes_plugin())
+        client.register_plugin(nodes_plugin())
+        try:
+            client.register_plugin(reaper_plugin())
+        except Exception:  # workers started without nannies: none to reap a killed one
+            pass
+
+    def workers_now(self, info: bool = False) -> Any:
+        """The cluster's workers, asked of the scheduler now (client.scheduler_info() may
+        answer with a background refresh's copy, which lists none)."""
+        found = self.client.sync(self.client.scheduler.identity, n_workers=-1)["workers"]
+        return found if info else set(found)
 
     # -- messages ------------------------------------------------------------------------------
     def _send(self, calls: list[tuple[int, str, tuple]], what: str, timeout: Any = None) -> list:
@@ -286,7 +160,7 @@ class NodesBackend:
         if self.lost is not None:
             raise NodeLostError(f"node {self.lost} was lost earlier: its rows of every array "
                                 "are gone; close this pool and start a new one", self.lost)
-        futures = [self.client.submit(_node_run, self.bid, self.per_node[k], op, *args,
+        futures = [self.client.submit(node_run, self.bid, self.per_node[k], op, *args,
                                       workers=[self.nodes[k]], allow_other_workers=False,
                                       pure=False, key=f"sc-node-{op}-{uuid.uuid4().hex}")
                    for k, op, args in calls]
@@ -297,7 +171,7 @@ class NodesBackend:
                 break
             except Exception:  # distributed's TimeoutError: check the nodes, then wait on
                 pass
-            here = set(self.client.scheduler_info()["workers"])
+            here = self.workers_now()
             gone = [self.nodes[k] for (k, _, _), f in zip(calls, futures)
                     if not f.done() and self.nodes[k] not in here]
             if gone or (deadline is not None and time.monotonic() > deadline):
@@ -362,7 +236,6 @@ class NodesBackend:
         """A .npy file of which each node reads its own rows (into its local pool's memory;
         nothing passes through the parent). mode 'r' only: results are saved with
         np.save(path, np.asarray(result))."""
-        import os
         if mode != "r" or shape is not None or dtype is not None:
             raise InputError(f"mode={mode!r}: a node pool reads .npy files (mode='r', shape "
                              "and dtype from the header); save results with "
@@ -515,13 +388,21 @@ class NodesBackend:
         for arr in list(self.arrays.values()):
             arr.backend = None
         self.closed = True
-        here = set(self.client.scheduler_info()["workers"])
+        here = self.workers_now()
         live = [k for k, a in enumerate(self.nodes) if a in here]
         lost, self.lost = self.lost, None
         try:
             self._send([(k, "close", ()) for k in live], "close", timeout=60)
         finally:
             self.lost = lost
+            self.close_cluster()
+
+    def close_cluster(self) -> None:
+        """Close the LocalCluster made for this pool (client=None), if any."""
+        if self.own is not None:
+            self.client.close()
+            self.own.close()
+            self.own = None
 
 
 __all__ = ["DaskNodes", "NodeArray", "NodesBackend"]

@@ -1,0 +1,241 @@
+"""The node side of sc.DaskNodes (dask_nodes.py): what runs inside each Dask worker process.
+
+Per parent pool (its id), a node state: a local pool (LocalBackend, ``per_node``
+processes) and that worker's rows of every array as the pool's SharedArrays, made at the
+first message and kept in this process's registry until the parent's "close", the worker's
+shutdown (a WorkerPlugin's teardown) or the worker's death (a NannyPlugin in its nanny
+unlinks the dead process's blocks; its pool's processes exit with it, _worker.py).
+Every message is one ``node_run(pool id, per_node, op, *args)`` task.
+
+Dask worker processes are daemonic by default and a daemonic process may not start
+children (multiprocessing asserts it): start the workers with the documented setting
+``distributed.worker.daemon: False`` (dask/distributed issues #2142 and #2718; the nanny
+reads it when it starts each worker process, distributed/nanny.py). A node whose worker is
+daemonic refuses at ``sc.Pool(...)`` with InputError saying so.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from ._start import _process_backend
+from ._system import THREAD_ENV
+from .errors import InputError
+from .kernel import Kernel
+from .partition import split_even, tree_finish
+from .plan import make_plan
+from .segments import SHM_DIR
+from .shared import SharedArray, creator_pid, list_segments
+
+DAEMON_HINT = ("start the Dask workers with distributed.worker.daemon: False: "
+               "dask.config.set({'distributed.worker.daemon': False}) around LocalCluster(...), "
+               "or DASK_DISTRIBUTED__WORKER__DAEMON=False in the environment of `dask worker`")
+
+
+def local_cluster(nodes: int) -> tuple[Any, Any]:
+    """(client, cluster): ``nodes`` non-daemonic single-threaded worker processes. The nanny
+    applies pre-spawn-environ to this process's os.environ too: given back afterwards (as
+    DaskBackend does)."""
+    import dask
+    import distributed
+    kept = {k: os.environ.get(k) for k in THREAD_ENV}
+    try:
+        with dask.config.set({"distributed.worker.daemon": False,
+                              "distributed.nanny.pre-spawn-environ": THREAD_ENV}):
+            cluster = distributed.LocalCluster(n_workers=nodes, threads_per_worker=1,
+                                               processes=True, dashboard_address=":0",
+                                               silence_logs=40)
+    finally:
+        for key, value in kept.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    client = distributed.Client(cluster)
+    client.wait_for_workers(nodes, timeout=120)
+    return client, cluster
+
+
+class _Node:
+    """One parent pool's state on one Dask worker: its local pool and its arrays' rows."""
+
+    def __init__(self, per_node: int):
+        if mp.current_process().daemon:
+            raise InputError(f"this Dask worker's process is daemonic and cannot start a "
+                             f"node pool's processes; {DAEMON_HINT}")
+        self.backend = _process_backend(per_node, None)
+        self.backend.start()
+        self.arrays: dict[str, SharedArray] = {}
+        self.lock = threading.Lock()  # a worker with several threads runs one call at a time
+
+    def close(self) -> None:
+        for a in self.arrays.values():
+            if a.block is not None:
+                a.block.release(strict=False)  # views a failed call's traceback holds too
+        self.arrays.clear()
+        self.backend.close()
+
+
+_NODES: dict[str, _Node] = {}  # parent pool id -> its node state in this worker process
+_NODES_LOCK = threading.Lock()
+
+
+def node_run(bid: str, per_node: int, op: str, *args: Any) -> Any:
+    """The one entry point of every message: the node's state (made at the first), one op."""
+    if op == "close":
+        with _NODES_LOCK:
+            node = _NODES.pop(bid, None)
+        if node is not None:
+            with node.lock:
+                node.close()
+        return None
+    with _NODES_LOCK:
+        node = _NODES.get(bid)
+        if node is None:
+            node = _NODES[bid] = _Node(per_node)
+    with node.lock:
+        return _OPS[op](node, *args)
+
+
+def close_all_nodes() -> None:
+    """Close every node pool of this process (the worker plugin's teardown)."""
+    with _NODES_LOCK:
+        nodes = list(_NODES.values())
+        _NODES.clear()
+    for node in nodes:
+        with node.lock:
+            node.close()
+
+
+def _op_start(node: _Node) -> list[int]:
+    return [os.getpid(), *node.backend.pids]
+
+
+def _op_put(node: _Node, aid: str, rows: np.ndarray) -> None:
+    node.arrays[aid] = SharedArray.from_array(rows)
+
+
+def _op_zeros(node: _Node, aid: str, shape: tuple, dtype: np.dtype) -> None:
+    node.arrays[aid] = SharedArray.zeros(shape, dtype)
+
+
+def _op_open(node: _Node, aid: str, path: str, start: int, stop: int) -> None:
+    node.arrays[aid] = SharedArray.from_array(np.load(path, mmap_mode="r")[start:stop])
+
+
+def _op_get(node: _Node, aid: str) -> np.ndarray:
+    return np.array(node.arrays[aid].numpy())
+
+
+def _op_free(node: _Node, aid: str) -> None:
+    a = node.arrays.pop(aid, None)
+    if a is not None:
+        a.free()
+
+
+def _local_args(node: _Node, desc: list, start: int | None = None, stop: int | None = None
+                ) -> tuple:
+    return tuple(node.arrays[v] if kind == "part" and start is None else
+                 node.arrays[v][start:stop] if kind == "part" else v for kind, v in desc)
+
+
+def _op_map(node: _Node, kernel: Kernel, desc: list, boundscheck: bool, timeout: Any) -> None:
+    node.backend.map(kernel, _local_args(node, desc), None, None, timeout, False, None,
+                     boundscheck, None, None)
+
+
+def _op_reduce(node: _Node, kernel: Kernel, desc: list, pieces: list, rpc: int,
+               boundscheck: bool, timeout: Any) -> list:
+    """The values of the global tree's nodes ``pieces`` [(lo, hi, first row, end row)],
+    each the local pool's tree over that node's chunks (its own rows, rpc rows a chunk)."""
+    backend = node.backend
+    ex = backend.executor
+    ex.check_sendable(kernel)
+    backend.ensure_workers()
+    tasks, owner, sizes = [], [], []
+    for p, (_, _, s, e) in enumerate(pieces):
+        plan = make_plan(kernel, _local_args(node, desc, s, e), rows=None, boundary=None,
+                         in_process=ex.in_process, boundscheck=boundscheck)
+        plan.rows_per_chunk = rpc  # the global grid: chunks lo..hi-1 of the whole array
+        sizes.append(len(plan.chunks))
+        for r in split_even(sizes[-1], ex.n_workers):
+            if r[1] > r[0]:
+                tasks.append(plan.task("reduce", r))
+                owner.append(p)
+    found: list[dict] = [{} for _ in pieces]
+    w = ex.n_workers  # Executor.run hands task i to worker i: at most one task a worker
+    for at in range(0, len(tasks), w):
+        results = ex.run(tasks[at:at + w], what=kernel.name, timeout=timeout, progress=None)
+        for p, result in zip(owner[at:at + w], results):
+            found[p].update(result)
+    return [((lo, hi), tree_finish(n, f, kernel.combine))
+            for (lo, hi, _, _), n, f in zip(pieces, sizes, found)]
+
+
+_OPS = {"start": _op_start, "put": _op_put, "zeros": _op_zeros, "open": _op_open,
+        "get": _op_get, "free": _op_free, "map": _op_map, "reduce": _op_reduce}
+
+
+def nodes_plugin() -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class NodePools(WorkerPlugin):
+        """Closes this worker's node pools (and frees their blocks) when it shuts down."""
+        name = "sharedcompute-node-pools"
+
+        def teardown(self, worker: Any) -> None:
+            close_all_nodes()
+    return NodePools()
+
+
+def free_blocks_of(pid: int) -> list[str]:
+    """Unlink the blocks a dead process created (our tag and its pid in the name); for a
+    killed Dask worker, whose resource tracker is its nanny's and lives on (the nanny
+    spawned it, handing down its tracker), so nothing else would free them."""
+    try:
+        os.kill(pid, 0)
+        return []  # alive: its blocks are its own
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return []
+    gone = []
+    for name in list_segments():
+        if creator_pid(name) == pid:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+                gone.append(name)
+            except OSError:
+                pass
+    return gone
+
+
+def reaper_plugin() -> Any:
+    from distributed.diagnostics.plugin import NannyPlugin
+    from tornado.ioloop import PeriodicCallback
+
+    class NodeReaper(NannyPlugin):
+        """In each nanny: every second, the blocks of a worker process that died (SIGKILL,
+        out of memory) are unlinked; its node pool's processes exit with it (_worker.py)."""
+        name = "sharedcompute-node-reaper"
+
+        def setup(self, nanny: Any) -> None:
+            seen: set[int] = set()
+
+            def check() -> None:
+                pid = getattr(nanny.process, "pid", None) if nanny.process else None
+                if pid:
+                    seen.add(pid)
+                for old in [p for p in seen if p != pid]:
+                    free_blocks_of(old)
+                    seen.discard(old)
+            self.callback = PeriodicCallback(check, 1000)
+            self.callback.start()
+
+        def teardown(self, nanny: Any) -> None:
+            self.callback.stop()
+    return NodeReaper()
