@@ -31,6 +31,7 @@ from .plan import make_plan
 from .segments import SHM_DIR
 from .shared import SharedArray, creator_pid, list_segments
 
+GHOST = 8  # spare rows on each side of a node's rows: the deepest halo a node pool runs
 DAEMON_HINT = ("start the Dask workers with distributed.worker.daemon: False: "
                "dask.config.set({'distributed.worker.daemon': False}) around LocalCluster(...), "
                "or DASK_DISTRIBUTED__WORKER__DAEMON=False in the environment of `dask worker`")
@@ -61,7 +62,8 @@ def local_cluster(nodes: int) -> tuple[Any, Any]:
 
 
 class _Node:
-    """One parent pool's state on one Dask worker: its local pool and its arrays' rows."""
+    """One parent pool's state on one Dask worker: its local pool and its arrays' rows,
+    each in a block of GHOST spare rows on either side for the halos of stencils."""
 
     def __init__(self, per_node: int):
         if mp.current_process().daemon:
@@ -69,14 +71,35 @@ class _Node:
                              f"node pool's processes; {DAEMON_HINT}")
         self.backend = _process_backend(per_node, None)
         self.backend.start()
-        self.arrays: dict[str, SharedArray] = {}
+        self.arrays: dict[str, SharedArray] = {}  # whole blocks, ghost rows included
+        self.rows: dict[str, int] = {}  # this node's rows of each
+        self.views: dict[tuple, SharedArray] = {}  # kept: repeated calls hit the call cache
         self.lock = threading.Lock()  # a worker with several threads runs one call at a time
 
+    def new(self, aid: str, shape: tuple, dtype: Any) -> SharedArray:
+        self.arrays[aid] = SharedArray.zeros((shape[0] + 2 * GHOST,) + tuple(shape[1:]), dtype)
+        self.rows[aid] = shape[0]
+        return self.view(aid)
+
+    def view(self, aid: str, before: int = 0, after: int = 0) -> SharedArray:
+        """This node's rows of an array, with ``before`` and ``after`` ghost rows."""
+        key = (aid, before, after)
+        v = self.views.get(key)
+        if v is None:
+            v = self.views[key] = self.arrays[aid][GHOST - before:GHOST + self.rows[aid] + after]
+        return v
+
+    def free(self, aid: str) -> None:
+        for key in [k for k in self.views if k[0] == aid]:
+            del self.views[key]
+        a = self.arrays.pop(aid, None)
+        self.rows.pop(aid, None)
+        if a is not None and a.block is not None:
+            a.block.release(strict=False)  # views a failed call's traceback holds too
+
     def close(self) -> None:
-        for a in self.arrays.values():
-            if a.block is not None:
-                a.block.release(strict=False)  # views a failed call's traceback holds too
-        self.arrays.clear()
+        for aid in list(self.arrays):
+            self.free(aid)
         self.backend.close()
 
 
@@ -116,36 +139,69 @@ def _op_start(node: _Node) -> list[int]:
 
 
 def _op_put(node: _Node, aid: str, rows: np.ndarray) -> None:
-    node.arrays[aid] = SharedArray.from_array(rows)
+    node.new(aid, rows.shape, rows.dtype).numpy()[...] = rows
 
 
 def _op_zeros(node: _Node, aid: str, shape: tuple, dtype: np.dtype) -> None:
-    node.arrays[aid] = SharedArray.zeros(shape, dtype)
+    node.new(aid, shape, dtype)
 
 
 def _op_open(node: _Node, aid: str, path: str, start: int, stop: int) -> None:
-    node.arrays[aid] = SharedArray.from_array(np.load(path, mmap_mode="r")[start:stop])
+    rows = np.load(path, mmap_mode="r")[start:stop]
+    node.new(aid, rows.shape, rows.dtype).numpy()[...] = rows
 
 
 def _op_get(node: _Node, aid: str) -> np.ndarray:
-    return np.array(node.arrays[aid].numpy())
+    return np.array(node.view(aid).numpy())
 
 
 def _op_free(node: _Node, aid: str) -> None:
-    a = node.arrays.pop(aid, None)
-    if a is not None:
-        a.free()
+    node.free(aid)
 
 
 def _local_args(node: _Node, desc: list, start: int | None = None, stop: int | None = None
                 ) -> tuple:
-    return tuple(node.arrays[v] if kind == "part" and start is None else
-                 node.arrays[v][start:stop] if kind == "part" else v for kind, v in desc)
+    return tuple(node.view(v) if kind == "part" and start is None else
+                 node.view(v)[start:stop] if kind == "part" else v for kind, v in desc)
 
 
 def _op_map(node: _Node, kernel: Kernel, desc: list, boundscheck: bool, timeout: Any) -> None:
     node.backend.map(kernel, _local_args(node, desc), None, None, timeout, False, None,
                      boundscheck, None, None)
+
+
+def _op_edges(node: _Node, aids: list, wants: dict) -> dict:
+    """Rows other nodes need as halos: {node k: {array id: its rows ``wants[k]`` (a copy)}}."""
+    return {k: {aid: node.view(aid).numpy()[rows] for aid in aids} for k, rows in wants.items()}
+
+
+def _op_halo_map(node: _Node, kernel: Kernel, desc: list, reads: list, depth: int, me: int,
+                 before: int, after: int, owners: list, constant: Any, boundscheck: bool,
+                 timeout: Any, edges: dict) -> None:
+    """A stencil on this node's rows: the halo rows of each read array (``owners``: the node
+    whose edges each comes from, in order, -1 for the constant boundary) go into the ghost
+    rows next to its own rows; the local pool maps the rows with ``before`` and ``after``
+    ghost rows as one array with boundary 'none', so only this node's rows are written."""
+    for aid in reads:
+        full, m = node.arrays[aid].numpy(), node.rows[aid]
+        taken = dict.fromkeys(edges, 0)
+        for pos, j in enumerate(owners):
+            row = GHOST - before + pos if pos < before else GHOST + m + pos - before
+            if j < 0:
+                full[row] = constant
+            else:
+                full[row] = edges[j][me][aid][taken[j]]
+                taken[j] += 1
+    args = tuple(node.view(v, before, after) if kind == "part" else v for kind, v in desc)
+    node.backend.map(kernel, args, None, "none", timeout, False, None, boundscheck, depth,
+                     None)
+
+
+def _op_copy_rows(node: _Node, src: str, dst: str, ranges: list) -> None:
+    """dst[s:e] = src[s:e] for each local range (iterate's fixed edge rows)."""
+    a, b = node.view(src).numpy(), node.view(dst).numpy()
+    for s, e in ranges:
+        b[s:e] = a[s:e]
 
 
 def _op_reduce(node: _Node, kernel: Kernel, desc: list, pieces: list, rpc: int,
@@ -177,7 +233,8 @@ def _op_reduce(node: _Node, kernel: Kernel, desc: list, pieces: list, rpc: int,
 
 
 _OPS = {"start": _op_start, "put": _op_put, "zeros": _op_zeros, "open": _op_open,
-        "get": _op_get, "free": _op_free, "map": _op_map, "reduce": _op_reduce}
+        "get": _op_get, "free": _op_free, "map": _op_map, "reduce": _op_reduce,
+        "edges": _op_edges, "halo_map": _op_halo_map, "copy_rows": _op_copy_rows}
 
 
 def nodes_plugin() -> Any:

@@ -19,6 +19,7 @@ The node side (what runs in each Dask worker) is _dask_node.py.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import time
 import uuid
@@ -27,15 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from ._dask_node import local_cluster, node_run, nodes_plugin, reaper_plugin
+from ._dask_node import GHOST, local_cluster, node_run, nodes_plugin, reaper_plugin
+from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, swap
+from ._iterate.program import Program
 from ._insights import Insights
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
 from .kernel import Kernel
-from .partition import chunk_grid, chunk_rows, split_even, tree_finish, tree_nodes
+from .partition import (UNPADDED, chunk_grid, chunk_rows, source_row, split_even, tree_finish,
+                        tree_nodes)
 from .plan import Plan, check_kind, make_plan
 from .shared import ArrayShape, check_dtype
 
-POLL_S = 0.5  # how often a waiting call checks that its nodes are still in the cluster
+POLL_S = 0.5
+INSTEAD = "use backend=client (today's Dask backend) for it"  # how often a waiting call checks that its nodes are still in the cluster
 
 
 class DaskNodes:
@@ -153,17 +158,25 @@ class NodesBackend:
         return found if info else set(found)
 
     # -- messages ------------------------------------------------------------------------------
-    def _send(self, calls: list[tuple[int, str, tuple]], what: str, timeout: Any = None) -> list:
-        """One task per (node, op, args), pinned to that node's worker; their results. A
-        node that leaves the cluster meanwhile raises NodeLostError naming it."""
-        from distributed import wait
+    def _submit(self, k: int, op: str, *args: Any) -> tuple[int, Any]:
+        """One task on node k (pinned to its worker): (k, its future)."""
         if self.lost is not None:
             raise NodeLostError(f"node {self.lost} was lost earlier: its rows of every array "
                                 "are gone; close this pool and start a new one", self.lost)
-        futures = [self.client.submit(node_run, self.bid, self.per_node[k], op, *args,
-                                      workers=[self.nodes[k]], allow_other_workers=False,
-                                      pure=False, key=f"sc-node-{op}-{uuid.uuid4().hex}")
-                   for k, op, args in calls]
+        return k, self.client.submit(node_run, self.bid, self.per_node[k], op, *args,
+                                     workers=[self.nodes[k]], allow_other_workers=False,
+                                     pure=False, key=f"sc-node-{op}-{uuid.uuid4().hex}")
+
+    def _send(self, calls: list[tuple[int, str, tuple]], what: str, timeout: Any = None) -> list:
+        """One task per (node, op, args), pinned to that node's worker; their results."""
+        return self._wait([self._submit(k, op, *args) for k, op, args in calls], what, timeout)
+
+    def _wait(self, pairs: list[tuple[int, Any]], what: str, timeout: Any = None,
+              fetch: bool = True) -> list:
+        """Wait for the (node, future) pairs; raise the first failure; their results if
+        ``fetch``. A node that leaves the cluster meanwhile raises NodeLostError naming it."""
+        from distributed import wait
+        futures = [f for _, f in pairs]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -172,8 +185,7 @@ class NodesBackend:
             except Exception:  # distributed's TimeoutError: check the nodes, then wait on
                 pass
             here = self.workers_now()
-            gone = [self.nodes[k] for (k, _, _), f in zip(calls, futures)
-                    if not f.done() and self.nodes[k] not in here]
+            gone = [self.nodes[k] for k, f in pairs if not f.done() and self.nodes[k] not in here]
             if gone or (deadline is not None and time.monotonic() > deadline):
                 for f in futures:
                     f.cancel()
@@ -185,12 +197,12 @@ class NodesBackend:
                                         "and start a new one", gone[0])
                 raise KernelTimeoutError(f"{what} did not finish within timeout={timeout} s "
                                          "on the Dask nodes; its tasks were cancelled")
-        for (k, _, _), f in zip(calls, futures):
+        for k, f in pairs:
             if f.status == "error":
                 exc = f.exception()
                 exc.add_note(f"(on node {self.nodes[k]})")
                 raise exc
-        return self.client.gather(futures)
+        return self.client.gather(futures) if fetch else []
 
     def start(self) -> None:
         """Start every node's pool now, so a daemonic worker refuses at sc.Pool(...)."""
@@ -266,12 +278,16 @@ class NodesBackend:
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True,
                          array_types=(NodeArray,), chunk_rows_override=chunk_rows,
                          shared_ok=False, depth=depth)
-        instead = "use backend=client (today's Dask backend) for it"
-        if plan.depth or kernel.kind == "scan" or kernel.position:
-            what = ("a halo (depth > 0)" if plan.depth else "a scan" if kernel.kind == "scan"
-                    else "position=")
+        return (plan, *self._describe(plan, op))
+
+    def _describe(self, plan: Plan, op: str) -> tuple[list, NodeArray]:
+        """Each argument as the nodes see it, and the first node array (its layout)."""
+        kernel = plan.kernel
+        if plan.depth > GHOST or kernel.kind == "scan" or kernel.position:
+            what = (f"a halo deeper than {GHOST} rows" if plan.depth > GHOST else "a scan"
+                    if kernel.kind == "scan" else "position=")
             raise InputError(f"kernel {kernel.name}: {what} does not run on a node pool yet; "
-                             f"{instead}")
+                             f"{INSTEAD}")
         desc, parts = [], []
         for spec in plan.specs:
             if spec.kind == "part" and not spec.halo and isinstance(spec.value, NodeArray):
@@ -283,20 +299,20 @@ class NodesBackend:
                 desc.append(("value", spec.value))
             else:
                 raise InputError(f"kernel {kernel.name}: a node array passed whole or with "
-                                 f"halo= does not run on a node pool yet; {instead}")
+                                 f"halo= does not run on a node pool yet; {INSTEAD}")
         if not parts or any(p.backend is not self for p in parts):
             raise InputError(f"kernel {kernel.name}: a node pool call needs this pool's node "
                              "arrays (pool.array, pool.zeros) to split")
         if len({p.layout for p in parts}) > 1:
             raise InputError(f"kernel {kernel.name}: its arrays' rows are spread over the nodes "
                              "differently (different rows or bytes per row); make them alike, "
-                             f"or {instead}")
+                             f"or {INSTEAD}")
         if op == "reduce" and plan.rows_per_chunk != parts[0].rows_per_chunk:
             raise InputError(f"kernel {kernel.name}: chunk_rows={plan.rows_per_chunk} does not "
                              f"fit the arrays' grid of {parts[0].rows_per_chunk} rows a chunk, "
                              f"by which they are spread over the nodes; leave chunk_rows out, "
-                             f"or {instead}")
-        return plan, desc, parts[0]
+                             f"or {INSTEAD}")
+        return desc, parts[0]
 
     def map(self, kernel: Kernel, args: tuple, rows: Any = None, boundary: Any = None,
             timeout: Any = None, progress: Any = None, chunk_rows: Any = None,
@@ -308,9 +324,44 @@ class NodesBackend:
             raise InputError(f"kernel {kernel.name}: map(..., partial=True) does not run on a "
                              "node pool yet; call pool.map, then pool.reduce")
         plan, desc, first = self._plan(kernel, args, rows, boundary, chunk_rows, depth, "map")
-        self._send([(k, "map", (kernel, desc, boundscheck, timeout))
-                    for k, (s, e) in enumerate(first.split) if e > s], kernel.name, timeout)
+        self._run_map(plan, desc, first, boundscheck, timeout)
         return plan.written()
+
+    def _run_map(self, plan: Plan, desc: list, first: NodeArray, boundscheck: bool,
+                 timeout: Any) -> None:
+        """A planned map: one task per node; a stencil's nodes first fetch their halo rows
+        from the nodes holding them (an "edges" task there, whose result Dask moves from
+        worker to worker: the parent never holds them)."""
+        kernel, n, d, bnd = plan.kernel, plan.n_rows, plan.depth, plan.boundary
+        live = [k for k, (s, e) in enumerate(first.split) if e > s]
+        if not d:
+            self._send([(k, "map", (kernel, desc, boundscheck, timeout)) for k in live],
+                       kernel.name, timeout)
+            return
+        split, starts = first.split, [first.split[k][0] for k in live]
+        reads = [aid for (kind, aid), spec in zip(desc, plan.specs)
+                 if kind == "part" and not spec.writable]
+        wants: dict[int, dict[int, list]] = {}
+        layout = {}
+        for k in live:
+            s, e = split[k]
+            before = 0 if s == 0 and bnd in UNPADDED else d
+            after = 0 if e == n and bnd in UNPADDED else d
+            owners = []
+            for i in [*range(s - before, s), *range(e, e + after)]:
+                src = source_row(i, n, bnd)
+                j = -1 if src < 0 else live[bisect.bisect_right(starts, src) - 1]
+                owners.append(j)
+                if j >= 0:
+                    wants.setdefault(j, {}).setdefault(k, []).append(src - split[j][0])
+            layout[k] = (before, after, owners)
+        edges = {j: self._submit(j, "edges", reads, w) for j, w in wants.items()}
+        constant = None if isinstance(bnd, str) else bnd
+        maps = [self._submit(k, "halo_map", kernel, desc, reads, d, k, before, after, owners,
+                             constant, boundscheck, timeout,
+                             {j: edges[j][1] for j in set(owners) if j >= 0})
+                for k, (before, after, owners) in layout.items()]
+        self._wait(list(edges.values()) + maps, kernel.name, timeout, fetch=False)
 
     def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
                progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False,
@@ -319,6 +370,9 @@ class NodesBackend:
         the tree is finished here, as the local pool's (partition.tree_finish)."""
         check_kind(kernel, "reduce")
         plan, desc, first = self._plan(kernel, args, rows, None, chunk_rows, None, "reduce")
+        if plan.depth:
+            raise InputError(f"kernel {kernel.name}: a reduction with a halo (depth > 0) does "
+                             f"not run on a node pool yet; {INSTEAD}")
         grid, n_chunks, calls = plan.chunks, len(plan.chunks), []
         for k, (a, b) in enumerate(first.chunks):
             s0 = first.split[k][0]
@@ -337,10 +391,36 @@ class NodesBackend:
                 tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
-        """Refused for now: sweeps need halos between nodes."""
-        raise InputError("pool.iterate does not run on a node pool (sc.DaskNodes) yet: its "
-                         "sweeps need halo rows from the neighbouring nodes; use "
-                         "backend=client (today's Dask backend), or a local sc.Pool")
+        """One halo map per sweep (edges fetched node to node), with the local pool's checks
+        and plan (_iterate/plan.py), as DaskBackend does: sweeps are plain whatever
+        ``block_sweeps`` says (the same result). No residual yet."""
+        if isinstance(kernel, Program):
+            raise InputError("step programs (sc.program) run on local pools; on a node pool, "
+                             "call pool.map per stage in a Python loop of steps")
+        block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
+        if residual is not None or getattr(kernel, "fused", False):
+            raise InputError(f"kernel {kernel.name}: a residual (residual=, or combine= in the "
+                             "sweep) is not collected on a node pool yet; run a fixed number "
+                             f"of steps, or {INSTEAD}")
+        plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=True,
+                         array_types=(NodeArray,), chunk_rows_override=chunk_rows,
+                         shared_ok=False, depth=depth)
+        it = plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
+                          self.n_workers, can_block=False)
+        (out_i, in_i), specs = it.swap, plan.specs
+        desc, first = self._describe(plan, "map")
+        fixed = fixed_edge_rows(plan)  # never written: held fixed in both arrays
+        calls = []
+        for k, (s, e) in enumerate(first.split):
+            local = [(max(a, s) - s, min(b, e) - s) for a, b in fixed if min(b, e) > max(a, s)]
+            if local:
+                calls.append((k, "copy_rows", (specs[in_i].value.aid, specs[out_i].value.aid,
+                                               local)))
+        self._send(calls, kernel.name, timeout)
+        for _ in range(it.steps):
+            self._run_map(plan, self._describe(plan, "map")[0], first, boundscheck, timeout)
+            swap(specs, out_i, in_i)
+        return it.result(it.steps, None, info)
 
     def check_bound(self, b: Any) -> None:
         """Nothing to check ahead: a node pool call plans when it runs."""

@@ -152,9 +152,29 @@ def test_every_library_kernel_runs_as_locally_or_is_refused(nodes):
             if isinstance(a, sc.NodeArray):
                 a.free()
     assert {"triad", "axpy", "total", "dot", "mean_var", "histogram"} <= set(ran), ran
-    # not built yet: halos (depth > 0), scans, position=, a node array passed whole
-    assert set(refused) == {"blur3x3", "heat1d", "jacobi2d", "jacobi2d_residual", "cumsum",
-                            "mandelbrot", "monte_carlo_pi", "matmul"}, refused
+    assert {"blur3x3", "heat1d", "jacobi2d", "jacobi2d_residual"} <= set(ran), ran  # halos
+    # not built yet: scans, position=, a node array passed whole
+    assert set(refused) == {"cumsum", "mandelbrot", "monte_carlo_pi", "matmul"}, refused
+
+
+@pytest.mark.parametrize("boundary", ["none", "fixed", "reflect", "mirror", "periodic",
+                                      "nearest", 1.5])
+def test_stencils_and_iterate_equal_the_local_pool_bitwise(nodes, boundary):
+    u0 = np.random.default_rng(13).random((97, 31))
+    local = _local()
+    a, b = nodes.array(u0), nodes.array(u0)
+    c, d = local.array(u0), local.array(u0)
+    assert nodes.map(stencils.jacobi2d, b, a, boundary=boundary) is b
+    local.map(stencils.jacobi2d, d, c, boundary=boundary)
+    assert np.asarray(b).tobytes() == np.asarray(d).tobytes()
+    got = nodes.iterate(stencils.jacobi2d, b, a, steps=11, boundary=boundary)
+    want = local.iterate(stencils.jacobi2d, d, c, steps=11, boundary=boundary)
+    assert got is b and want is d
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+    assert np.asarray(a).tobytes() == np.asarray(c).tobytes()
+    want = None
+    c.free()
+    d.free()
 
 
 def test_three_nodes_more_nodes_than_rows_and_a_kernel_error():
@@ -168,6 +188,18 @@ def test_three_nodes_more_nodes_than_rows_and_a_kernel_error():
                 a = pool.array(x)
                 pool.map(elementwise.axpy, a, pool.array(x), 2.0)
                 np.testing.assert_array_equal(np.asarray(a), x + 2.0 * x)
+            for rows in (2, 3, 5, 40):  # nodes of 0 or 1 rows: halos from two nodes away
+                u0 = np.random.default_rng(rows).random((rows, 7))
+                for boundary in ("none", "periodic", "reflect", -2.0):
+                    a, b = pool.array(u0), pool.array(u0)
+                    pool.iterate(stencils.jacobi2d, b, a, steps=3, boundary=boundary)
+                    local = _local()
+                    c, d = local.array(u0), local.array(u0)
+                    local.iterate(stencils.jacobi2d, d, c, steps=3, boundary=boundary)
+                    assert np.asarray(b).tobytes() == np.asarray(d).tobytes(), (rows, boundary)
+                    assert np.asarray(a).tobytes() == np.asarray(c).tobytes(), (rows, boundary)
+                    c.free()
+                    d.free()
             bad = pool.array(np.r_[np.ones(1000), -1.0])
             with pytest.raises(sc.KernelError, match="raise_on_negative raised ValueError"):
                 pool.reduce(raise_on_negative, bad)
@@ -179,10 +211,11 @@ def test_three_nodes_more_nodes_than_rows_and_a_kernel_error():
 def test_what_is_not_built_yet_is_refused_with_the_way_to_do_it(nodes):
     u = nodes.array(np.random.default_rng(1).random((64, 16)))
     v = nodes.zeros((64, 16))
-    with pytest.raises(sc.InputError, match="halo .* backend=client"):
-        nodes.map(stencils.jacobi2d, v, u)
-    with pytest.raises(sc.InputError, match="iterate .* backend=client"):
-        nodes.iterate(stencils.jacobi2d, v, u, steps=2)
+    with pytest.raises(sc.InputError, match="halo deeper than 8 rows .* backend=client"):
+        nodes.map(stencils.jacobi2d, v, u, depth=9)
+    with pytest.raises(sc.InputError, match="residual.* backend=client"):
+        nodes.iterate(stencils.jacobi2d, v, u, steps=2, residual=reductions.max_abs_diff,
+                      tol=1e-3)
     with pytest.raises(sc.InputError, match="tasks"):
         nodes.submit(print, 1)
     x32, x64 = nodes.array(np.ones(500_000, np.float32)), nodes.array(np.ones(500_000))
