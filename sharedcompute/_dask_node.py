@@ -75,6 +75,7 @@ class _Node:
         self.rows: dict[str, int] = {}  # this node's rows of each
         self.views: dict[tuple, SharedArray] = {}  # kept: repeated calls hit the call cache
         self.lock = threading.Lock()  # a worker with several threads runs one call at a time
+        self.lease: Any = None  # the parent client's key on this worker (_op_start)
 
     def new(self, aid: str, shape: tuple, dtype: Any) -> SharedArray:
         self.arrays[aid] = SharedArray.zeros((shape[0] + 2 * GHOST,) + tuple(shape[1:]), dtype)
@@ -134,8 +135,25 @@ def close_all_nodes() -> None:
             node.close()
 
 
-def _op_start(node: _Node) -> list[int]:
+def _op_start(node: _Node, lease: Any) -> list[int]:
+    """The pool's lease: a key the parent's client holds on this worker; when the client
+    goes away without closing the pool, the scheduler forgets the key and the worker plugin
+    closes this node's pool (reap_orphans)."""
+    node.lease = lease
     return [os.getpid(), *node.backend.pids]
+
+
+def reap_orphans(data: Any) -> list[str]:
+    """Close the node pools whose lease key is gone from this worker's ``data`` (their
+    client disconnected without closing them); returns their ids."""
+    with _NODES_LOCK:
+        gone = [bid for bid, node in _NODES.items()
+                if node.lease is not None and node.lease not in data]
+        nodes = [_NODES.pop(bid) for bid in gone]
+    for node in nodes:
+        with node.lock:
+            node.close()
+    return gone
 
 
 def _op_put(node: _Node, aid: str, rows: np.ndarray) -> None:
@@ -237,14 +255,39 @@ _OPS = {"start": _op_start, "put": _op_put, "zeros": _op_zeros, "open": _op_open
         "edges": _op_edges, "halo_map": _op_halo_map, "copy_rows": _op_copy_rows}
 
 
+PLUGIN = "sharedcompute-node-pools"
+
+
+def has_plugin(dask_worker: Any) -> bool:
+    """Whether this worker runs NodePools already (client.run): registering it again would
+    tear the running one down, closing every pool's nodes on it."""
+    return PLUGIN in dask_worker.plugins
+
+
 def nodes_plugin() -> Any:
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class NodePools(WorkerPlugin):
-        """Closes this worker's node pools (and frees their blocks) when it shuts down."""
-        name = "sharedcompute-node-pools"
+        """Closes this worker's node pools (and frees their blocks) when it shuts down, and
+        every second those whose client went away without closing them (a thread: the
+        plugin's setup may run off the worker's event loop, and a pool's stop must not hold
+        that loop up)."""
+        name = PLUGIN
+
+        def setup(self, worker: Any) -> None:
+            self.stop = threading.Event()
+
+            def watch() -> None:
+                while not self.stop.wait(1.0):
+                    try:
+                        reap_orphans(worker.data)
+                    except Exception:  # a key changing under us: look again next second
+                        pass
+            threading.Thread(target=watch, name="sharedcompute-node-reaper",
+                             daemon=True).start()
 
         def teardown(self, worker: Any) -> None:
+            self.stop.set()
             close_all_nodes()
     return NodePools()
 

@@ -11,9 +11,17 @@ boundary. A reduction's node computes the values of the fixed combine tree's max
 inside its chunks (a local pool's tree over a tree node's chunks is that node's subtree)
 and the parent finishes the tree (partition.tree_finish): bitwise the local pool's value.
 
+Stencils (depth <= GHOST): each node keeps GHOST spare rows on either side of its rows;
+a halo map first runs an "edges" task on every node holding rows another node needs
+(partition.source_row, the local pool's padding rules), whose result is passed to that
+node's map task as a Dask future, so the halo rows go from worker to worker and never
+through the parent; the node's local pool then maps its rows with their ghost rows as one
+array under boundary 'none'. iterate is one such halo map per sweep (two tasks per node).
+
 Not yet here (refused with InputError naming what works instead, today's
-``backend=client``): halo maps (depth > 0), iterate, scans, partial=True, kernels with
-``position=``, arrays whose rows are spread differently (different rows or bytes per row).
+``backend=client``): reductions with halos, iterate with a residual, scans, partial=True,
+kernels with ``position=``, a node array passed whole, arrays whose rows are spread
+differently (different rows or bytes per row).
 
 The node side (what runs in each Dask worker) is _dask_node.py.
 """
@@ -28,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ._dask_node import GHOST, local_cluster, node_run, nodes_plugin, reaper_plugin
+from ._dask_node import (GHOST, has_plugin, local_cluster, node_run, nodes_plugin,
+                         reaper_plugin)
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, swap
 from ._iterate.program import Program
 from ._insights import Insights
@@ -145,11 +154,13 @@ class NodesBackend:
         self.closed = False
         self.arrays: "weakref.WeakValueDictionary[str, NodeArray]" = weakref.WeakValueDictionary()
         self.pids: list[int] = []
-        client.register_plugin(nodes_plugin())
-        try:
-            client.register_plugin(reaper_plugin())
-        except Exception:  # workers started without nannies: none to reap a killed one
-            pass
+        self.leases: list = []
+        if not all(client.run(has_plugin).values()):  # never twice: see has_plugin
+            client.register_plugin(nodes_plugin())
+            try:
+                client.register_plugin(reaper_plugin())
+            except Exception:  # workers started without nannies: none to reap a killed one
+                pass
 
     def workers_now(self, info: bool = False) -> Any:
         """The cluster's workers, asked of the scheduler now (client.scheduler_info() may
@@ -206,7 +217,11 @@ class NodesBackend:
 
     def start(self) -> None:
         """Start every node's pool now, so a daemonic worker refuses at sc.Pool(...)."""
-        found = self._send([(k, "start", ()) for k in range(len(self.nodes))], "start")
+        # a lease per node: a small value held there for this client, gone with the client
+        self.leases = [self.client.scatter(self.bid, workers=[a], hash=False)
+                       for a in self.nodes]
+        found = self._send([(k, "start", (self.leases[k].key,)) for k in range(len(self.nodes))],
+                           "start")
         self.pids = [p for pids in found for p in pids]
 
     # -- arrays ----------------------------------------------------------------------------------
@@ -468,6 +483,9 @@ class NodesBackend:
         for arr in list(self.arrays.values()):
             arr.backend = None
         self.closed = True
+        if self.client.status != "running":  # the client is gone: the lease reaps the nodes
+            self.close_cluster()
+            return
         here = self.workers_now()
         live = [k for k, a in enumerate(self.nodes) if a in here]
         lost, self.lost = self.lost, None
@@ -475,6 +493,7 @@ class NodesBackend:
             self._send([(k, "close", ()) for k in live], "close", timeout=60)
         finally:
             self.lost = lost
+            self.leases = []  # released: nothing left to reap
             self.close_cluster()
 
     def close_cluster(self) -> None:

@@ -268,3 +268,41 @@ def test_a_killed_node_raises_node_lost_error_and_the_others_are_freed():
     finally:
         client.close()
         cl.close()
+
+
+def test_a_pool_outliving_its_client_is_reaped_on_the_nodes(cluster):
+    import distributed
+    pids = set(cluster.run(os.getpid).values())
+    before = set(_segments_of(pids))
+    other = distributed.Client(cluster.scheduler.address)
+    pool = sc.Pool(backend=sc.DaskNodes(other, per_node=1))
+    pool_pids = set(pool.pids) - pids
+    pool.array(np.arange(50_000.0))
+    assert set(_segments_of(pids)) - before
+    other.close()  # the client goes away without closing the pool
+    end = time.monotonic() + 20
+    while (set(_segments_of(pids)) - before) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert set(_segments_of(pids)) - before == set()  # the nodes' blocks were unlinked
+    while any(_alive(p) for p in pool_pids) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pool_pids)  # and their pools' processes stopped
+    pool.close()  # nothing left to do, no error
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_second_pool_on_the_cluster_leaves_the_first_ones_nodes_alone(nodes, cluster):
+    # Registering the worker plugin again would tear the running one down, and with it
+    # every node pool on the worker: the second pool must find it there and leave it.
+    x = nodes.array(np.arange(30_000.0))
+    with sc.Pool(backend=sc.DaskNodes(cluster, per_node=1)) as second:
+        y = second.array(np.arange(30_000.0))
+        assert second.reduce(reductions.total, y) == nodes.reduce(reductions.total, x)
+    assert nodes.reduce(reductions.total, x) == np.arange(30_000.0).sum()
