@@ -195,11 +195,13 @@ def _op_edges(node: _Node, aids: list, wants: dict) -> dict:
 
 def _op_halo_map(node: _Node, kernel: Kernel, desc: list, reads: list, depth: int, me: int,
                  before: int, after: int, owners: list, constant: Any, boundscheck: bool,
-                 timeout: Any, edges: dict) -> None:
+                 timeout: Any, edges: dict, next_reads: list | None = None,
+                 next_wants: dict | None = None, previous: Any = None) -> dict | None:
     """A stencil on this node's rows: the halo rows of each read array (``owners``: the node
     whose edges each comes from, in order, -1 for the constant boundary) go into the ghost
     rows next to its own rows; the local pool maps the rows with ``before`` and ``after``
-    ghost rows as one array with boundary 'none', so only this node's rows are written."""
+    ghost rows as one array with boundary 'none', so only this node's rows are written.
+    Returns the edge rows of ``next_reads`` other nodes need for the next sweep, if any."""
     for aid in reads:
         full, m = node.arrays[aid].numpy(), node.rows[aid]
         taken = dict.fromkeys(edges, 0)
@@ -213,6 +215,9 @@ def _op_halo_map(node: _Node, kernel: Kernel, desc: list, reads: list, depth: in
     args = tuple(node.view(v, before, after) if kind == "part" else v for kind, v in desc)
     node.backend.map(kernel, args, None, "none", timeout, False, None, boundscheck, depth,
                      None)
+    # the next sweep's halo rows for the other nodes (``previous``: this node's task before,
+    # passed only so that Dask runs this one after it)
+    return None if next_reads is None else _op_edges(node, next_reads, next_wants or {})
 
 
 def _op_copy_rows(node: _Node, src: str, dst: str, ranges: list) -> None:

@@ -344,18 +344,29 @@ class NodesBackend:
 
     def _run_map(self, plan: Plan, desc: list, first: NodeArray, boundscheck: bool,
                  timeout: Any) -> None:
-        """A planned map: one task per node; a stencil's nodes first fetch their halo rows
-        from the nodes holding them (an "edges" task there, whose result Dask moves from
-        worker to worker: the parent never holds them)."""
+        """A planned map: one task per node (a stencil: see _run_sweeps)."""
+        if plan.depth:
+            self._run_sweeps(plan, [(desc, self._reads(plan, desc))], first, boundscheck,
+                             timeout)
+            return
+        self._send([(k, "map", (plan.kernel, desc, boundscheck, timeout))
+                    for k, (s, e) in enumerate(first.split) if e > s], plan.kernel.name, timeout)
+
+    @staticmethod
+    def _reads(plan: Plan, desc: list) -> list:
+        return [aid for (kind, aid), spec in zip(desc, plan.specs)
+                if kind == "part" and not spec.writable]
+
+    def _run_sweeps(self, plan: Plan, sweeps: list, first: NodeArray, boundscheck: bool,
+                    timeout: Any) -> None:
+        """Halo maps in a row, ``sweeps`` [(desc, read array ids)], all submitted at once:
+        an "edges" task on every node holding rows another node needs for the first, and
+        each node's map task of a sweep returns its edge rows for the next one; Dask hands
+        them from worker to worker as each task's inputs (the parent never holds them, nor
+        waits between sweeps). A node only ever writes its own rows."""
         kernel, n, d, bnd = plan.kernel, plan.n_rows, plan.depth, plan.boundary
         live = [k for k, (s, e) in enumerate(first.split) if e > s]
-        if not d:
-            self._send([(k, "map", (kernel, desc, boundscheck, timeout)) for k in live],
-                       kernel.name, timeout)
-            return
         split, starts = first.split, [first.split[k][0] for k in live]
-        reads = [aid for (kind, aid), spec in zip(desc, plan.specs)
-                 if kind == "part" and not spec.writable]
         wants: dict[int, dict[int, list]] = {}
         layout = {}
         for k in live:
@@ -370,13 +381,21 @@ class NodesBackend:
                 if j >= 0:
                     wants.setdefault(j, {}).setdefault(k, []).append(src - split[j][0])
             layout[k] = (before, after, owners)
-        edges = {j: self._submit(j, "edges", reads, w) for j, w in wants.items()}
         constant = None if isinstance(bnd, str) else bnd
-        maps = [self._submit(k, "halo_map", kernel, desc, reads, d, k, before, after, owners,
-                             constant, boundscheck, timeout,
-                             {j: edges[j][1] for j in set(owners) if j >= 0})
-                for k, (before, after, owners) in layout.items()]
-        self._wait(list(edges.values()) + maps, kernel.name, timeout, fetch=False)
+        edges = {j: self._submit(j, "edges", sweeps[0][1], w) for j, w in wants.items()}
+        pairs = list(edges.values())
+        last = {k: None for k in live}  # each node's previous task: its writes come first
+        for t, (desc, reads) in enumerate(sweeps):
+            following = sweeps[t + 1][1] if t + 1 < len(sweeps) else None
+            done = {k: self._submit(k, "halo_map", kernel, desc, reads, d, k, before, after,
+                                    owners, constant, boundscheck, timeout,
+                                    {j: edges[j][1] for j in set(owners) if j >= 0},
+                                    following, wants.get(k, {}),
+                                    None if last[k] is None else last[k][1])
+                    for k, (before, after, owners) in layout.items()}
+            pairs += done.values()
+            last = edges = done
+        self._wait(pairs, kernel.name, timeout, fetch=False)
 
     def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
                progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False,
@@ -432,9 +451,18 @@ class NodesBackend:
                 calls.append((k, "copy_rows", (specs[in_i].value.aid, specs[out_i].value.aid,
                                                local)))
         self._send(calls, kernel.name, timeout)
+        sweeps = []
         for _ in range(it.steps):
-            self._run_map(plan, self._describe(plan, "map")[0], first, boundscheck, timeout)
+            desc = self._describe(plan, "map")[0]
+            sweeps.append((desc, self._reads(plan, desc)))
             swap(specs, out_i, in_i)
+        if sweeps and plan.depth:
+            self._run_sweeps(plan, sweeps, first, boundscheck, timeout)
+        else:  # no halo: plain maps, one call each
+            for desc, _ in sweeps:
+                self._send([(k, "map", (kernel, desc, boundscheck, timeout))
+                            for k, (s, e) in enumerate(first.split) if e > s], kernel.name,
+                           timeout)
         return it.result(it.steps, None, info)
 
     def check_bound(self, b: Any) -> None:
