@@ -77,7 +77,8 @@ class Pool:
     """
 
     def __init__(self, n_workers: int | None = None, start_method: str | None = None,
-                 backend: str | Client = "processes", boundscheck: bool | None = None):
+                 backend: str | Client | DaskNodes = "processes",
+                 boundscheck: bool | None = None):
         nodes = isinstance(backend, DaskNodes)
         if nodes and n_workers is not None:
             raise InputError("n_workers= does not apply to sc.DaskNodes: a node pool has one "
@@ -109,7 +110,7 @@ class Pool:
             self._backend = _process_backend(int(n_workers), start_method)
         else:
             raise InputError(f"backend={backend!r} is not known; use 'processes', 'inline', "
-                             "'dask' or a distributed.Client")
+                             "'dask', a distributed.Client or sc.DaskNodes(client)")
         self.n_workers = self._backend.n_workers
         self.start_method = self._backend.start_method
         self._tasks: TaskRunner | None = None  # made at the first submit
