@@ -27,7 +27,6 @@ The node side (what runs in each Dask worker) is _dask_node.py.
 """
 from __future__ import annotations
 
-import bisect
 import os
 import time
 import uuid
@@ -43,8 +42,7 @@ from ._iterate.program import Program
 from ._insights import Insights
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
 from .kernel import Kernel
-from .partition import (UNPADDED, chunk_grid, chunk_rows, source_row, split_even, tree_finish,
-                        tree_nodes)
+from .partition import layout_of, node_halos, tree_finish, tree_nodes
 from .plan import Plan, check_kind, make_plan
 from .shared import ArrayShape, check_dtype
 
@@ -97,6 +95,12 @@ class NodeArray(ArrayShape):
             raise ArrayFreedError("this node array was freed")
         return self.backend.gather(self)
 
+    def to_dask(self) -> Any:
+        """A dask array of a copy of its rows now, held on the nodes' Dask workers."""
+        if self.backend is None:
+            raise ArrayFreedError("this node array was freed")
+        return self.backend.to_dask(self)
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         out = self.numpy()
         return out if dtype is None else out.astype(dtype, copy=False)
@@ -109,16 +113,6 @@ class NodeArray(ArrayShape):
 
     def __repr__(self) -> str:
         return f"NodeArray(shape={self.shape}, dtype={self.dtype}, rows per node={self.split})"
-
-
-def layout_of(n_rows: int, row_nbytes: int, n_nodes: int) -> tuple[int, tuple, tuple]:
-    """(rows per chunk, each node's chunk range, each node's row range): the local pool's
-    grid for this shape, whole chunks per node."""
-    rpc = chunk_rows(n_rows, row_nbytes)
-    grid = chunk_grid(n_rows, rpc)
-    chunks = tuple(split_even(len(grid), n_nodes))
-    rows = tuple((grid[a][0], grid[b - 1][1]) if b > a else (n_rows, n_rows) for a, b in chunks)
-    return rpc, chunks, rows
 
 
 # -- the parent side -----------------------------------------------------------------------------
@@ -236,6 +230,10 @@ class NodesBackend:
         return arr
 
     def array(self, x: Any) -> NodeArray:
+        """A node array of ``x``'s values: a NumPy array (each node's rows scattered to it)
+        or a dask array (each node computes its own rows, from wherever their inputs are)."""
+        if type(x).__module__.startswith("dask.array"):
+            return self._from_dask(x)
         src = np.asarray(x)
         if src.dtype.kind in "biufc" and not src.dtype.isnative:
             src = src.astype(src.dtype.newbyteorder("="))
@@ -248,6 +246,27 @@ class NodesBackend:
             calls.append((k, "put", (arr.aid, rows)))
         self._send(calls, "array")
         return arr
+
+    def _from_dask(self, x: Any) -> NodeArray:
+        if not x.ndim or any(np.isnan(c) for c in x.shape):
+            raise InputError(f"a dask array of shape {x.shape}: a node pool needs rows of "
+                             "known count (x.compute_chunk_sizes() first)")
+        if x.dtype.kind in "biufc" and not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))
+        arr = self._new(tuple(int(v) for v in x.shape), check_dtype(x.dtype))
+        self._send([(k, "put", (arr.aid, self.client.compute(x[s:e], workers=[self.nodes[k]])))
+                    for k, (s, e) in enumerate(arr.split)], "array")
+        return arr
+
+    def to_dask(self, arr: NodeArray) -> Any:
+        """A dask array of a copy of the rows now, held by the nodes' Dask workers (never
+        through this process)."""
+        import dask
+        import dask.array as da
+        blocks = [da.from_delayed(dask.delayed(self._submit(k, "get", arr.aid)[1]),
+                                  shape=(e - s,) + arr.shape[1:], dtype=arr.dtype)
+                  for k, (s, e) in enumerate(arr.split) if e > s]
+        return da.concatenate(blocks, axis=0) if blocks else da.zeros(arr.shape, arr.dtype)
 
     def zeros(self, shape: Any, dtype: Any = np.float64) -> NodeArray:
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
@@ -364,23 +383,9 @@ class NodesBackend:
         each node's map task of a sweep returns its edge rows for the next one; Dask hands
         them from worker to worker as each task's inputs (the parent never holds them, nor
         waits between sweeps). A node only ever writes its own rows."""
-        kernel, n, d, bnd = plan.kernel, plan.n_rows, plan.depth, plan.boundary
-        live = [k for k, (s, e) in enumerate(first.split) if e > s]
-        split, starts = first.split, [first.split[k][0] for k in live]
-        wants: dict[int, dict[int, list]] = {}
-        layout = {}
-        for k in live:
-            s, e = split[k]
-            before = 0 if s == 0 and bnd in UNPADDED else d
-            after = 0 if e == n and bnd in UNPADDED else d
-            owners = []
-            for i in [*range(s - before, s), *range(e, e + after)]:
-                src = source_row(i, n, bnd)
-                j = -1 if src < 0 else live[bisect.bisect_right(starts, src) - 1]
-                owners.append(j)
-                if j >= 0:
-                    wants.setdefault(j, {}).setdefault(k, []).append(src - split[j][0])
-            layout[k] = (before, after, owners)
+        kernel, d, bnd = plan.kernel, plan.depth, plan.boundary
+        layout, wants = node_halos(first.split, plan.n_rows, d, bnd)
+        live = list(layout)
         constant = None if isinstance(bnd, str) else bnd
         edges = {j: self._submit(j, "edges", sweeps[0][1], w) for j, w in wants.items()}
         pairs = list(edges.values())

@@ -306,3 +306,16 @@ def test_a_second_pool_on_the_cluster_leaves_the_first_ones_nodes_alone(nodes, c
         y = second.array(np.arange(30_000.0))
         assert second.reduce(reductions.total, y) == nodes.reduce(reductions.total, x)
     assert nodes.reduce(reductions.total, x) == np.arange(30_000.0).sum()
+
+
+def test_dask_arrays_in_and_out_stay_on_the_workers(nodes, cluster):
+    import dask.array as da
+    x = np.random.default_rng(5).random((30_011, 3))
+    dx = cluster.persist(da.from_array(x, chunks=(7_000, 3)))
+    a = nodes.array(dx)  # each node computes its own rows
+    assert a.shape == x.shape and np.asarray(a).tobytes() == x.tobytes()
+    back = a.to_dask()
+    assert type(back).__module__.startswith("dask.array")
+    assert np.asarray(cluster.compute(back).result()).tobytes() == x.tobytes()
+    with pytest.raises(sc.InputError, match="known count"):
+        nodes.array(dx[dx[:, 0] > 0.5])
