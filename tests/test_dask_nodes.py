@@ -319,3 +319,26 @@ def test_dask_arrays_in_and_out_stay_on_the_workers(nodes, cluster):
     assert np.asarray(cluster.compute(back).result()).tobytes() == x.tobytes()
     with pytest.raises(sc.InputError, match="known count"):
         nodes.array(dx[dx[:, 0] > 0.5])
+
+
+def test_open_has_each_node_read_its_own_rows_of_a_npy_file(nodes, tmp_path):
+    x = _mixed(40_009, 8)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    a = nodes.open(path)
+    assert np.asarray(a).tobytes() == x.tobytes()
+    got, want = _reduce_both(nodes, reductions.total, x)
+    assert nodes.reduce(reductions.total, a) == got
+    with pytest.raises(sc.InputError, match="mode='r'"):
+        nodes.open(path, mode="r+")
+
+
+def test_node_halos_names_the_node_each_halo_row_comes_from():
+    from sharedcompute.partition import node_halos
+    split = ((0, 4), (4, 4), (4, 5), (5, 9))  # an empty node, a node of one row
+    layout, wants = node_halos(split, 9, 2, "periodic")
+    assert layout[0] == (2, 2, [3, 3, 2, 3])  # rows 7, 8 | 4 (node 2), 5 (node 3)
+    assert layout[2] == (2, 2, [0, 0, 3, 3])
+    assert wants[3] == {0: [2, 3, 0], 2: [0, 1]} and 1 not in layout
+    layout, wants = node_halos(split, 9, 2, "none")
+    assert layout[0][:2] == (0, 2) and layout[3][:2] == (2, 0)
