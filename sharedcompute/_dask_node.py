@@ -297,17 +297,18 @@ def nodes_plugin() -> Any:
     return NodePools()
 
 
-def free_blocks_of(pid: int) -> list[str]:
+def free_blocks_of(pid: int) -> list[str] | None:
     """Unlink the blocks a dead process created (our tag and its pid in the name); for a
     killed Dask worker, whose resource tracker is its nanny's and lives on (the nanny
-    spawned it, handing down its tracker), so nothing else would free them."""
+    spawned it, handing down its tracker), so nothing else would free them. None: the
+    process is still there."""
     try:
         os.kill(pid, 0)
-        return []  # alive: its blocks are its own
+        return None  # alive (or a zombie not yet waited for): its blocks are its own
     except ProcessLookupError:
         pass
     except PermissionError:
-        return []
+        return None
     gone = []
     for name in list_segments():
         if creator_pid(name) == pid:
@@ -336,8 +337,9 @@ def reaper_plugin() -> Any:
                 if pid:
                     seen.add(pid)
                 for old in [p for p in seen if p != pid]:
-                    free_blocks_of(old)
-                    seen.discard(old)
+                    if free_blocks_of(old) is not None:  # dead (not a zombie yet): done
+                        seen.discard(old)
+            check()  # the worker's pid now: one killed before the first tick is known too
             self.callback = PeriodicCallback(check, 1000)
             self.callback.start()
 

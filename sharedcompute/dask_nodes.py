@@ -19,7 +19,7 @@ through the parent; the node's local pool then maps its rows with their ghost ro
 array under boundary 'none'. iterate is one such halo map per sweep (two tasks per node).
 
 Not yet here (refused with InputError naming what works instead, today's
-``backend=client``): reductions with halos, iterate with a residual, scans, partial=True,
+``backend=client``): reductions with halos, sweeps returning their residual, scans, partial=True,
 kernels with ``position=``, a node array passed whole, arrays whose rows are spread
 differently (different rows or bytes per row).
 
@@ -40,79 +40,15 @@ from ._dask_node import (GHOST, has_plugin, local_cluster, node_run, nodes_plugi
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, swap
 from ._iterate.program import Program
 from ._insights import Insights
+from ._node_array import DaskNodes, NodeArray
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
 from .kernel import Kernel
 from .partition import layout_of, node_halos, tree_finish, tree_nodes
 from .plan import Plan, check_kind, make_plan
-from .shared import ArrayShape, check_dtype
+from .shared import check_dtype
 
 POLL_S = 0.5
 INSTEAD = "use backend=client (today's Dask backend) for it"  # how often a waiting call checks that its nodes are still in the cluster
-
-
-class DaskNodes:
-    """What ``sc.Pool(backend=sc.DaskNodes(client))`` runs on: a local pool of ``per_node``
-    processes (default: each Dask worker's nthreads) on every worker of ``client``'s
-    cluster, holding that worker's rows of every array. ``client=None``: a new
-    LocalCluster of ``nodes`` single-threaded worker processes (non-daemonic, numba and
-    BLAS at one thread each), closed with the pool. ``wait_s``: how long to wait for at
-    least one worker."""
-
-    def __init__(self, client: Any = None, per_node: int | None = None, nodes: int = 2,
-                 wait_s: float = 120.0):
-        for name, v in (("per_node", per_node), ("nodes", nodes)):
-            if v is not None and (isinstance(v, bool) or not isinstance(
-                    v, (int, np.integer)) or v < 1):
-                raise InputError(f"{name}={v!r} must be a positive integer")
-        self.client, self.per_node, self.nodes, self.wait_s = client, per_node, nodes, wait_s
-
-    def __repr__(self) -> str:
-        return f"DaskNodes({self.client!r}, per_node={self.per_node})"
-
-
-class NodeArray(ArrayShape):
-    """An array spread over the nodes: rows ``split[k]`` live in node k's local pool.
-    ``np.asarray`` gathers it (a copy); kernels write it in place on the nodes."""
-
-    def __init__(self, backend: "NodesBackend", aid: str, shape: tuple, dtype: np.dtype,
-                 rows_per_chunk: int, chunks: tuple, split: tuple):
-        self.backend: Any = backend
-        self.aid, self.shape, self.dtype = aid, shape, dtype
-        self.rows_per_chunk, self.chunks, self.split = rows_per_chunk, chunks, split
-
-    @property
-    def layout(self) -> tuple:
-        """What two arrays must share to be used in one call: rows, grid and split."""
-        return (self.shape[0], self.rows_per_chunk, self.split)
-
-    @property
-    def freed(self) -> bool:
-        return self.backend is None
-
-    def numpy(self) -> np.ndarray:
-        """Gather to a new NumPy array (a copy: the rows live on the nodes)."""
-        if self.backend is None:
-            raise ArrayFreedError("this node array was freed")
-        return self.backend.gather(self)
-
-    def to_dask(self) -> Any:
-        """A dask array of a copy of its rows now, held on the nodes' Dask workers."""
-        if self.backend is None:
-            raise ArrayFreedError("this node array was freed")
-        return self.backend.to_dask(self)
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self.numpy()
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def free(self) -> None:
-        """Free its rows on every node (idempotent)."""
-        backend, self.backend = self.backend, None
-        if backend is not None:
-            backend.free_array(self.aid)
-
-    def __repr__(self) -> str:
-        return f"NodeArray(shape={self.shape}, dtype={self.dtype}, rows per node={self.split})"
 
 
 # -- the parent side -----------------------------------------------------------------------------
@@ -412,6 +348,13 @@ class NodesBackend:
         if plan.depth:
             raise InputError(f"kernel {kernel.name}: a reduction with a halo (depth > 0) does "
                              f"not run on a node pool yet; {INSTEAD}")
+        value = self._tree_value(plan, desc, first, boundscheck, timeout)
+        return kernel.finalize(value) if kernel.finalize is not None else value
+
+    def _tree_value(self, plan: Plan, desc: list, first: NodeArray, boundscheck: bool,
+                    timeout: Any) -> Any:
+        """A planned reduction's value before ``finalize``: the fixed tree's root."""
+        kernel = plan.kernel
         grid, n_chunks, calls = plan.chunks, len(plan.chunks), []
         for k, (a, b) in enumerate(first.chunks):
             s0 = first.split[k][0]
@@ -423,8 +366,7 @@ class NodesBackend:
         nodes: dict = {}
         for found in self._send(calls, kernel.name, timeout):
             nodes.update(found)
-        value = tree_finish(n_chunks, nodes, kernel.combine)
-        return kernel.finalize(value) if kernel.finalize is not None else value
+        return tree_finish(n_chunks, nodes, kernel.combine)
 
     def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
                 tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
@@ -432,15 +374,16 @@ class NodesBackend:
                 info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
         """One halo map per sweep (edges fetched node to node), with the local pool's checks
         and plan (_iterate/plan.py), as DaskBackend does: sweeps are plain whatever
-        ``block_sweeps`` says (the same result). No residual yet."""
+        ``block_sweeps`` says (the same result); the sweeps between two residual checks
+        are submitted at once (_run_sweeps)."""
         if isinstance(kernel, Program):
             raise InputError("step programs (sc.program) run on local pools; on a node pool, "
                              "call pool.map per stage in a Python loop of steps")
         block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
-        if residual is not None or getattr(kernel, "fused", False):
-            raise InputError(f"kernel {kernel.name}: a residual (residual=, or combine= in the "
-                             "sweep) is not collected on a node pool yet; run a fixed number "
-                             f"of steps, or {INSTEAD}")
+        if getattr(kernel, "fused", False):
+            raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
+                             "(combine=), which a node pool does not collect yet; use the "
+                             "same stencil without combine= and residual=max_abs_diff there")
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=True,
                          array_types=(NodeArray,), chunk_rows_override=chunk_rows,
                          shared_ok=False, depth=depth)
@@ -456,19 +399,42 @@ class NodesBackend:
                 calls.append((k, "copy_rows", (specs[in_i].value.aid, specs[out_i].value.aid,
                                                local)))
         self._send(calls, kernel.name, timeout)
-        sweeps = []
+        sweeps, pairs = [], []
         for _ in range(it.steps):
             desc = self._describe(plan, "map")[0]
             sweeps.append((desc, self._reads(plan, desc)))
+            pairs.append((specs[out_i].value, specs[in_i].value))
             swap(specs, out_i, in_i)
-        if sweeps and plan.depth:
-            self._run_sweeps(plan, sweeps, first, boundscheck, timeout)
-        else:  # no halo: plain maps, one call each
-            for desc, _ in sweeps:
-                self._send([(k, "map", (kernel, desc, boundscheck, timeout))
-                            for k, (s, e) in enumerate(first.split) if e > s], kernel.name,
-                           timeout)
-        return it.result(it.steps, None, info)
+        done, value = 0, None
+        every = check_every if residual is not None else max(len(sweeps), 1)
+        while done < len(sweeps):
+            block = sweeps[done:done + every]
+            if plan.depth:
+                self._run_sweeps(plan, block, first, boundscheck, timeout)
+            else:  # no halo: plain maps, one call each
+                for desc, _ in block:
+                    self._run_map(plan, desc, first, boundscheck, timeout)
+            done += len(block)
+            if residual is not None and done % check_every == 0:
+                value = self._residual(residual, pairs[done - 1], chunk_rows, boundscheck,
+                                       timeout)
+                if value <= tol:
+                    break
+        return it.result(done, value, info)
+
+    def _residual(self, residual: Kernel, arrays: tuple, chunk_rows: Any, boundscheck: bool,
+                  timeout: Any) -> float:
+        """iterate's residual of (out, u), as _iterate/plan.residual_value: per-chunk
+        partials as float64 along the fixed tree. The nodes combine raw partials, which is
+        that only when they are float64 already: anything else is refused."""
+        plan, desc, first = self._plan(residual, arrays, None, None, chunk_rows, None,
+                                       "reduce")
+        value = self._tree_value(plan, desc, first, boundscheck, timeout)
+        if not isinstance(value, (float, np.float64)):
+            raise InputError(f"residual {residual.name} gives {type(value).__name__} "
+                             "partials; a node pool combines float64 ones only (bitwise "
+                             f"the local pool's); {INSTEAD}")
+        return float(value)
 
     def check_bound(self, b: Any) -> None:
         """Nothing to check ahead: a node pool call plans when it runs."""

@@ -213,9 +213,8 @@ def test_what_is_not_built_yet_is_refused_with_the_way_to_do_it(nodes):
     v = nodes.zeros((64, 16))
     with pytest.raises(sc.InputError, match="halo deeper than 8 rows .* backend=client"):
         nodes.map(stencils.jacobi2d, v, u, depth=9)
-    with pytest.raises(sc.InputError, match="residual.* backend=client"):
-        nodes.iterate(stencils.jacobi2d, v, u, steps=2, residual=reductions.max_abs_diff,
-                      tol=1e-3)
+    with pytest.raises(sc.InputError, match="returns its residual from the sweep"):
+        nodes.iterate(stencils.jacobi2d_residual, v, u, steps=2, tol=1e-3)
     with pytest.raises(sc.InputError, match="tasks"):
         nodes.submit(print, 1)
     x32, x64 = nodes.array(np.ones(500_000, np.float32)), nodes.array(np.ones(500_000))
@@ -342,3 +341,21 @@ def test_node_halos_names_the_node_each_halo_row_comes_from():
     assert wants[3] == {0: [2, 3, 0], 2: [0, 1]} and 1 not in layout
     layout, wants = node_halos(split, 9, 2, "none")
     assert layout[0][:2] == (0, 2) and layout[3][:2] == (2, 0)
+
+
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_iterate_with_a_residual_stops_where_the_local_pool_does(nodes, check_every):
+    u0 = np.zeros((61, 23))
+    u0[0] = 1.0
+    local = _local()
+    a, b = nodes.array(u0), nodes.array(u0)
+    c, d = local.array(u0), local.array(u0)
+    kw = dict(steps=200, residual=reductions.max_abs_diff, tol=2e-3, check_every=check_every,
+              info=True)
+    got = nodes.iterate(stencils.jacobi2d, b, a, **kw)
+    want = local.iterate(stencils.jacobi2d, d, c, **kw)
+    assert 0 < got.sweeps == want.sweeps < 200 and got.residual == want.residual
+    assert np.asarray(got.array).tobytes() == np.asarray(want.array).tobytes()
+    want = None
+    c.free()
+    d.free()

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
                           "_worker")),
     ("running", False, ("progress", "_insights", "_fork_server", "_preload", "_executors",
                         "_inline", "_cache", "bind", "futures", "_iterate.local", "local",
-                        "_start", "dask_backend", "_dask_node", "dask_nodes")),
+                        "_start", "dask_backend", "_dask_node", "_node_array", "dask_nodes")),
     ("facade", False, ("pool", "verify", "__init__")),
     ("tools", False, ("cli", "__main__", "bench")),
 ]
