@@ -16,12 +16,15 @@ a halo map first runs an "edges" task on every node holding rows another node ne
 (partition.source_row, the local pool's padding rules), whose result is passed to that
 node's map task as a Dask future, so the halo rows go from worker to worker and never
 through the parent; the node's local pool then maps its rows with their ghost rows as one
-array under boundary 'none'. iterate is one such halo map per sweep (two tasks per node).
+array under boundary 'none'. iterate submits all the sweeps between two residual checks at
+once: each node's task of a sweep returns the edge rows its neighbours need for the next
+(one task per node per sweep, no round trip to the parent between sweeps).
 
 Not yet here (refused with InputError naming what works instead, today's
-``backend=client``): reductions with halos, sweeps returning their residual, scans, partial=True,
-kernels with ``position=``, a node array passed whole, arrays whose rows are spread
-differently (different rows or bytes per row).
+``backend=client``): reductions with halos, sweeps returning their residual, scans,
+partial=True, kernels with ``position=``, a node array passed whole, arrays whose rows are
+spread differently (different rows or bytes per row). iterate runs plain sweeps (no blocks
+of sweeps with wider halos yet).
 
 The node side (what runs in each Dask worker) is _dask_node.py.
 """
@@ -47,8 +50,8 @@ from .partition import layout_of, node_halos, tree_finish, tree_nodes
 from .plan import Plan, check_kind, make_plan
 from .shared import check_dtype
 
-POLL_S = 0.5
-INSTEAD = "use backend=client (today's Dask backend) for it"  # how often a waiting call checks that its nodes are still in the cluster
+POLL_S = 0.5  # how often a waiting call checks that its nodes are still in the cluster
+INSTEAD = "use backend=client (today's Dask backend) for it"
 
 
 # -- the parent side -----------------------------------------------------------------------------
