@@ -46,7 +46,7 @@ from ._insights import Insights
 from ._node_array import DaskNodes, NodeArray
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
 from .kernel import Kernel
-from .partition import layout_of, node_halos, tree_finish, tree_nodes
+from .partition import UNPADDED, layout_of, node_halos, tree_finish, tree_nodes
 from .plan import Plan, check_kind, make_plan
 from .shared import check_dtype
 
@@ -317,22 +317,30 @@ class NodesBackend:
 
     def _run_sweeps(self, plan: Plan, sweeps: list, first: NodeArray, boundscheck: bool,
                     timeout: Any) -> None:
-        """Halo maps in a row, ``sweeps`` [(desc, read array ids)], all submitted at once:
-        an "edges" task on every node holding rows another node needs for the first, and
-        each node's map task of a sweep returns its edge rows for the next one; Dask hands
+        """Halo maps in a row, ``sweeps`` [(desc, read array ids)], all submitted at once,
+        in blocks of B (boundary 'none' or 'fixed': as many as the ghost rows hold; else 1):
+        an "edges" task on every node holding rows another node needs for the first block,
+        and each node's task of a block returns its edge rows for the next one; Dask hands
         them from worker to worker as each task's inputs (the parent never holds them, nor
-        waits between sweeps). A node only ever writes its own rows."""
+        waits between blocks). A node only ever writes its own rows and ghost rows."""
         kernel, d, bnd = plan.kernel, plan.depth, plan.boundary
-        layout, wants = node_halos(first.split, plan.n_rows, d, bnd)
+        per = max(1, GHOST // d) if bnd in UNPADDED else 1
+        if per > 1:  # a block reads the written array's ghost rows too (the array's fixed
+            # edge rows among them, never written): fill both arrays' ghost rows
+            sweeps = [(desc, [aid for kind, aid in desc if kind == "part"])
+                      for desc, _ in sweeps]
+        blocks = [sweeps[i:i + per] for i in range(0, len(sweeps), per)]
+        layout, wants = node_halos(first.split, plan.n_rows, per * d, bnd)
         live = list(layout)
         constant = None if isinstance(bnd, str) else bnd
         edges = {j: self._submit(j, "edges", sweeps[0][1], w) for j, w in wants.items()}
         pairs = list(edges.values())
         last = {k: None for k in live}  # each node's previous task: its writes come first
-        for t, (desc, reads) in enumerate(sweeps):
-            following = sweeps[t + 1][1] if t + 1 < len(sweeps) else None
-            done = {k: self._submit(k, "halo_map", kernel, desc, reads, d, k, before, after,
-                                    owners, constant, boundscheck, timeout,
+        for t, block in enumerate(blocks):
+            following = blocks[t + 1][0][1] if t + 1 < len(blocks) else None
+            descs = [desc for desc, _ in block]
+            done = {k: self._submit(k, "halo_map", kernel, descs, block[0][1], d, k, before,
+                                    after, owners, constant, boundscheck, timeout,
                                     {j: edges[j][1] for j in set(owners) if j >= 0},
                                     following, wants.get(k, {}),
                                     None if last[k] is None else last[k][1])

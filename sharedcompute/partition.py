@@ -226,15 +226,15 @@ def node_halos(split: tuple, n: int, depth: int, boundary: object) -> tuple[dict
     """Where each node's halo rows come from, nodes holding rows ``split[k]`` of n.
     Returns ({node k: (rows before, rows after, the node each halo row comes from, in order,
     -1 for a constant)}, {node j: {node k: j's own rows that k needs, in that order}}).
-    'none'/'fixed' pad nothing at the array's edges."""
+    'none'/'fixed' pad nothing at the array's edges: a node's halo stops at them."""
     live = [k for k, (s, e) in enumerate(split) if e > s]
     starts = [split[k][0] for k in live]
     wants: dict = {}
     layout = {}
     for k in live:
         s, e = split[k]
-        before = 0 if s == 0 and boundary in UNPADDED else depth
-        after = 0 if e == n and boundary in UNPADDED else depth
+        before = min(depth, s) if boundary in UNPADDED else depth
+        after = min(depth, n - e) if boundary in UNPADDED else depth
         owners = []
         for i in [*range(s - before, s), *range(e, e + after)]:
             src = source_row(i, n, boundary)

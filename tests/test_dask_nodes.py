@@ -188,16 +188,22 @@ def test_three_nodes_more_nodes_than_rows_and_a_kernel_error():
                 a = pool.array(x)
                 pool.map(elementwise.axpy, a, pool.array(x), 2.0)
                 np.testing.assert_array_equal(np.asarray(a), x + 2.0 * x)
-            for rows in (2, 3, 5, 40):  # nodes of 0 or 1 rows: halos from two nodes away
-                u0 = np.random.default_rng(rows).random((rows, 7))
-                for boundary in ("none", "periodic", "reflect", -2.0):
+            # nodes of 0 or 1 rows: halos from two nodes away; depth 2 next to the edges;
+            # 'none'/'fixed' run blocks of sweeps (8 // depth) with wider halos
+            for rows, depth, steps in ((2, 1, 3), (3, 1, 3), (5, 1, 3), (40, 1, 3),
+                                       (40, 2, 9), (9, 2, 5), (200, 1, 19)):
+                u0 = np.random.default_rng(rows).random((rows, 512))  # a row a chunk
+                for boundary in ("none", "fixed", "periodic", "reflect", -2.0):
                     a, b = pool.array(u0), pool.array(u0)
-                    pool.iterate(stencils.jacobi2d, b, a, steps=3, boundary=boundary)
+                    pool.iterate(stencils.jacobi2d, b, a, steps=steps, boundary=boundary,
+                                 depth=depth)
                     local = _local()
                     c, d = local.array(u0), local.array(u0)
-                    local.iterate(stencils.jacobi2d, d, c, steps=3, boundary=boundary)
-                    assert np.asarray(b).tobytes() == np.asarray(d).tobytes(), (rows, boundary)
-                    assert np.asarray(a).tobytes() == np.asarray(c).tobytes(), (rows, boundary)
+                    local.iterate(stencils.jacobi2d, d, c, steps=steps, boundary=boundary,
+                                  depth=depth)
+                    what = (rows, depth, boundary)
+                    assert np.asarray(b).tobytes() == np.asarray(d).tobytes(), what
+                    assert np.asarray(a).tobytes() == np.asarray(c).tobytes(), what
                     c.free()
                     d.free()
             bad = pool.array(np.r_[np.ones(1000), -1.0])
