@@ -17,14 +17,14 @@ a halo map first runs an "edges" task on every node holding rows another node ne
 node's map task as a Dask future, so the halo rows go from worker to worker and never
 through the parent; the node's local pool then maps its rows with their ghost rows as one
 array under boundary 'none'. iterate submits all the sweeps between two residual checks at
-once: each node's task of a sweep returns the edge rows its neighbours need for the next
-(one task per node per sweep, no round trip to the parent between sweeps).
+once: each node's task of a block of sweeps returns the edge rows its neighbours need for
+the next (no round trip to the parent between blocks); under 'none'/'fixed' a block is
+GHOST // depth sweeps with halos that deep, else one sweep.
 
 Not yet here (refused with InputError naming what works instead, today's
 ``backend=client``): reductions with halos, sweeps returning their residual, scans,
 partial=True, kernels with ``position=``, a node array passed whole, arrays whose rows are
-spread differently (different rows or bytes per row). iterate runs plain sweeps (no blocks
-of sweeps with wider halos yet).
+spread differently (different rows or bytes per row).
 
 The node side (what runs in each Dask worker) is _dask_node.py.
 """
