@@ -324,7 +324,7 @@ class NodesBackend:
         them from worker to worker as each task's inputs (the parent never holds them, nor
         waits between blocks). A node only ever writes its own rows and ghost rows."""
         kernel, d, bnd = plan.kernel, plan.depth, plan.boundary
-        per = max(1, GHOST // d) if bnd in UNPADDED else 1
+        per = min(max(1, GHOST // d), len(sweeps)) if bnd in UNPADDED else 1
         if per > 1:  # a block reads the written array's ghost rows too (the array's fixed
             # edge rows among them, never written): fill both arrays' ghost rows
             sweeps = [(desc, [aid for kind, aid in desc if kind == "part"])
