@@ -12,7 +12,7 @@ Examples
 import logging
 
 from .errors import (ArrayFreedError, ArrayInUseError, BlockBusyError, BrokenPoolError,
-                     FileAccessError, FileChangedError, InputError, ReadOnlyArrayError, KernelError, KernelNotSendableError, KernelTimeoutError,
+                     FileAccessError, FileChangedError, InputError, ReadOnlyArrayError, KernelError, KernelNotSendableError, KernelTimeoutError, NodeLostError,
                      PoolClosedError, PoolError, SharedBlockCorruptedError,
                      SharedBlockNotFoundError, SharedBlockSecurityError, SharedComputeError,
                      SharedMemoryError, SharedMemoryFullError, UnsupportedDtypeError,
@@ -20,6 +20,7 @@ from .errors import (ArrayFreedError, ArrayInUseError, BlockBusyError, BrokenPoo
 from .plan import whole
 from .kernel import Kernel, kernel
 from .pool import Pool, default_start_method
+from .dask_nodes import DaskNodes, NodeArray
 from ._start import prestart
 from .iterate_result import IterateResult
 from ._iterate.program import STEP, program, stage
@@ -33,13 +34,13 @@ logging.getLogger("sharedcompute").addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 
 __all__ = [
-    "Pool", "SharedArray", "kernel", "Kernel", "verify", "VerificationReport", "whole",
+    "Pool", "DaskNodes", "NodeArray", "SharedArray", "kernel", "Kernel", "verify", "VerificationReport", "whole",
     "usable_cores", "default_start_method", "prestart", "IterateResult", "program", "stage",
     "STEP", "snapshot",
     "SharedComputeError", "InputError", "UnsupportedDtypeError", "KernelNotSendableError",
     "SharedMemoryError", "SharedMemoryFullError", "SharedBlockNotFoundError",
     "SharedBlockCorruptedError", "SharedBlockSecurityError", "ArrayFreedError",
     "ArrayInUseError", "KernelError", "PoolError", "PoolClosedError", "BlockBusyError",
-    "BrokenPoolError", "WorkerCrashedError", "KernelTimeoutError", "VerificationError",
+    "BrokenPoolError", "WorkerCrashedError", "KernelTimeoutError", "NodeLostError", "VerificationError",
     "FileChangedError", "FileAccessError", "ReadOnlyArrayError",
 ]

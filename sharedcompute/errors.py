@@ -230,6 +230,22 @@ class KernelTimeoutError(BrokenPoolError, TimeoutError):
     """A call ran past its ``timeout=``; the stuck workers were killed and are replaced."""
 
 
+class NodeLostError(BrokenPoolError):
+    """A node-local Dask pool (sc.DaskNodes) lost a node: the Dask worker holding some rows
+    of every array left the cluster. Those rows are gone, so the pool refuses every later
+    call; close it (the other nodes' pools are freed) and start again.
+
+    Attribute: ``node``, the lost Dask worker's address.
+    """
+
+    def __init__(self, message: str, node: str = ""):
+        super().__init__(message)
+        self.node = node
+
+    def __reduce__(self):
+        return type(self), (self.args[0] if self.args else "", self.node)
+
+
 # -- what the parent says when a worker dies or overruns (the executors' one vocabulary) ----
 UNGUARDED_MAIN_EXIT = 86  # a worker's exit code: the main module starts a pool on import
 MAIN_IMPORT_EXIT = 87  # importing the main module raised in a worker (_preload's servers)

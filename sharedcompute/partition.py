@@ -6,6 +6,7 @@ combine tree over chunks, is what makes reductions bitwise identical for any wor
 """
 from __future__ import annotations
 
+import bisect
 from typing import Callable, Sequence
 
 import numpy as np
@@ -208,6 +209,41 @@ def check_halo(name: str, params: list, halo: object) -> dict:
                              "padded by 2 rows on each side, (0, 1) for one more row after")
         out[params.index(key)] = (int(rows[0]), int(rows[1]))
     return out
+
+
+# -- nodes of a Dask cluster (dask_nodes.py) ---------------------------------------------
+def layout_of(n_rows: int, row_nbytes: int, n_nodes: int) -> tuple[int, tuple, tuple]:
+    """(rows per chunk, each node's chunk range, each node's row range): the local pool's
+    grid for this shape, whole chunks per node, so every node's rows start on a chunk."""
+    rpc = chunk_rows(n_rows, row_nbytes)
+    grid = chunk_grid(n_rows, rpc)
+    chunks = tuple(split_even(len(grid), n_nodes))
+    rows = tuple((grid[a][0], grid[b - 1][1]) if b > a else (n_rows, n_rows) for a, b in chunks)
+    return rpc, chunks, rows
+
+
+def node_halos(split: tuple, n: int, depth: int, boundary: object) -> tuple[dict, dict]:
+    """Where each node's halo rows come from, nodes holding rows ``split[k]`` of n.
+    Returns ({node k: (rows before, rows after, the node each halo row comes from, in order,
+    -1 for a constant)}, {node j: {node k: j's own rows that k needs, in that order}}).
+    'none'/'fixed' pad nothing at the array's edges: a node's halo stops at them."""
+    live = [k for k, (s, e) in enumerate(split) if e > s]
+    starts = [split[k][0] for k in live]
+    wants: dict = {}
+    layout = {}
+    for k in live:
+        s, e = split[k]
+        before = min(depth, s) if boundary in UNPADDED else depth
+        after = min(depth, n - e) if boundary in UNPADDED else depth
+        owners = []
+        for i in [*range(s - before, s), *range(e, e + after)]:
+            src = source_row(i, n, boundary)
+            j = -1 if src < 0 else live[bisect.bisect_right(starts, src) - 1]
+            owners.append(j)
+            if j >= 0:
+                wants.setdefault(j, {}).setdefault(k, []).append(src - split[j][0])
+        layout[k] = (before, after, owners)
+    return layout, wants
 
 
 DYNAMIC_CHUNKS = 16  # a dynamic map has at least 16 chunks per worker (dynamic_rows)

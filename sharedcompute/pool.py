@@ -29,6 +29,7 @@ from ._iterate.program import Program, Roles
 from ._system import usable_cores
 from .errors import InputError, PoolClosedError, PoolError
 from .local import LocalBackend
+from .dask_nodes import DaskNodes, NodesBackend
 from .kernel import Kernel
 from .plan import boundscheck_default, check_chunk_rows, check_timeout
 from .shared import SharedArray, on_block_release
@@ -56,7 +57,9 @@ class Pool:
         threads have run in this process (the forked child would be killed by OpenMP).
     backend : "processes" (default); "inline", which runs every partition in this process
         with the same partitioning, halos and combine order, for debugging; "dask" (a new
-        local Dask cluster) or a ``distributed.Client`` (needs the ``dask`` extra).
+        local Dask cluster) or a ``distributed.Client`` (needs the ``dask`` extra), whose
+        tasks copy each chunk; or ``sc.DaskNodes(client)``: a local pool on every Dask
+        worker (node) holding its rows of every array, kernels run in place there.
     boundscheck : compile kernels with numba's bounds checks (default: the environment
         variable SHAREDCOMPUTE_BOUNDSCHECK=1), so a read outside a partition's rows and
         halo raises KernelError instead of reading a neighbour's rows; slower, for debugging.
@@ -74,7 +77,13 @@ class Pool:
     """
 
     def __init__(self, n_workers: int | None = None, start_method: str | None = None,
-                 backend: str | Client = "processes", boundscheck: bool | None = None):
+                 backend: str | Client | DaskNodes = "processes",
+                 boundscheck: bool | None = None):
+        nodes = isinstance(backend, DaskNodes)
+        if nodes and n_workers is not None:
+            raise InputError("n_workers= does not apply to sc.DaskNodes: a node pool has one "
+                             "pool per Dask worker; set its size with sc.DaskNodes(client, "
+                             "per_node=...)")
         if backend == "processes":
             exit_if_importing_main()
         if n_workers is None:
@@ -89,7 +98,9 @@ class Pool:
         self._closed = False
         self._blocks: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self.boundscheck = boundscheck_default() if boundscheck is None else bool(boundscheck)
-        if backend == "dask" or type(backend).__module__.startswith("distributed"):
+        if nodes:
+            self._backend = NodesBackend(backend)
+        elif backend == "dask" or type(backend).__module__.startswith("distributed"):
             from .dask_backend import DaskBackend  # optional extra: imported when asked for
             self._backend: Any = DaskBackend(None if backend == "dask" else backend,
                                              int(n_workers))
@@ -99,7 +110,7 @@ class Pool:
             self._backend = _process_backend(int(n_workers), start_method)
         else:
             raise InputError(f"backend={backend!r} is not known; use 'processes', 'inline', "
-                             "'dask' or a distributed.Client")
+                             "'dask', a distributed.Client or sc.DaskNodes(client)")
         self.n_workers = self._backend.n_workers
         self.start_method = self._backend.start_method
         self._tasks: TaskRunner | None = None  # made at the first submit

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
                           "_worker")),
     ("running", False, ("progress", "_insights", "_fork_server", "_preload", "_executors",
                         "_inline", "_cache", "bind", "futures", "_iterate.local", "local",
-                        "_start", "dask_backend")),
+                        "_start", "dask_backend", "_dask_node", "_node_array", "dask_nodes")),
     ("facade", False, ("pool", "verify", "__init__")),
     ("tools", False, ("cli", "__main__", "bench")),
 ]
@@ -270,10 +270,11 @@ def test_every_backend_keeps_the_backend_contract():
     import inspect
 
     from sharedcompute.dask_backend import DaskBackend
+    from sharedcompute.dask_nodes import NodesBackend
     from sharedcompute.local import Backend, LocalBackend
     methods = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
     assert {"map", "reduce", "iterate", "submit", "call_bound", "warmup"} <= methods
-    for cls in (LocalBackend, DaskBackend):
+    for cls in (LocalBackend, DaskBackend, NodesBackend):
         for name in sorted(methods):
             assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"
             want = list(inspect.signature(getattr(Backend, name)).parameters)
