@@ -491,6 +491,37 @@ def _norm_shape(shape: int | tuple) -> tuple:
     return tuple(int(s) for s in shape)
 
 
+class KeptBlock:
+    """A flat array kept between calls and grown when too small: a SharedArray for worker
+    processes, NumPy in-process. Freeing a block per call would make every pool of this
+    process drop its cached calls at its next call (a released block's name goes to the
+    workers), so the owner (a backend) frees it at close. Used by iterate's residual slots
+    (_iterate/local.Scratch) and the snapshot slots (_iterate/snapshot.Store)."""
+
+    def __init__(self, in_process: bool):
+        self.in_process = in_process
+        self.array: Any = None
+
+    def grown(self, size: int, dtype: Any, least: int) -> Any:
+        """The kept array, replaced by a zeroed one of max(size, least) if under size."""
+        if self.array is None or self.array.shape[0] < size:
+            self.free()
+            n = max(size, least)
+            self.array = np.zeros(n, dtype) if self.in_process else SharedArray.zeros(n, dtype)
+        return self.array
+
+    @property
+    def name(self) -> str | None:
+        """The block's name while one is kept (a pool's own, as its workers are)."""
+        return self.array.name if isinstance(self.array, SharedArray) else None
+
+    def free(self) -> None:
+        """Free the block (at close, or before growing it)."""
+        array, self.array = self.array, None
+        if isinstance(array, SharedArray):
+            array.free()
+
+
 def view_from_handle(handle: tuple, writable: bool = True) -> np.ndarray:
     """A NumPy view of the array a handle describes (attaching its block if needed)."""
     name, nbytes, shape, dtype, offset, strides = handle

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..shared import SharedArray
+from ..shared import KeptBlock
 from .plan import Iteration, fixed_edge_rows
 
 
@@ -31,37 +31,16 @@ def run(ex: Any, it: Iteration, scratch: "Scratch", timeout: Any,
                   total=n_chunks * it.steps)[0]
 
 
-class Scratch:
+class Scratch(KeptBlock):
     """iterate's residual slots (two rows of float64 partials), one block per backend,
-    kept between calls and grown when too small. Freeing a block per call would make every
-    pool of this process drop its cached calls at its next call (a released block's name
-    goes to the workers): an iterate frees nothing, the backend's close frees this."""
-
-    def __init__(self, in_process: bool):
-        self.in_process = in_process
-        self.array: Any = None  # flat float64: a SharedArray, or NumPy inline
+    kept between calls and grown when too small (shared.KeptBlock says why)."""
 
     def slots(self, width: int) -> Any:
         """Two zeroed rows of ``width``: what the Sweeps carry (a handle for workers)."""
-        need = 2 * width
-        if self.array is None or self.array.shape[0] < need:
-            self.free()
-            size = max(need, 256)  # room for the next few calls' grids
-            self.array = np.zeros(size) if self.in_process else SharedArray.zeros(size)
-        rows = self.array[:need].reshape(2, width)
+        need = 2 * width  # grown to at least 256: room for the next few calls' grids
+        rows = self.grown(need, np.float64, 256)[:need].reshape(2, width)
         if self.in_process:
             rows[:] = 0.0
             return rows
         np.asarray(rows)[:] = 0.0
         return rows.handle()
-
-    @property
-    def name(self) -> str | None:
-        """The block's name while one is kept (a pool's own, as its workers are)."""
-        return self.array.name if isinstance(self.array, SharedArray) else None
-
-    def free(self) -> None:
-        """Free the block (at close, or before growing it)."""
-        array, self.array = self.array, None
-        if isinstance(array, SharedArray):
-            array.free()

@@ -65,7 +65,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..plan import ArgSpec, Whole
-from ..shared import SharedArray, view_from_handle
+from ..shared import KeptBlock, SharedArray, view_from_handle
 from .program import STEP, Program, ProgramPlan, plan_program as _plan_steps
 
 _ALIGN = 64  # bytes: each slot starts on its own cache line
@@ -271,13 +271,9 @@ def _rows_at(sp: SnapSpec, t: int) -> Any:
     return slice(t, t + 1) if sp.rows is STEP else np.asarray(sp.rows)
 
 
-class Store:
-    """Snapshot slots: one block per backend, kept between calls and grown when too small
-    (as iterate's residual Scratch, and for its reason)."""
-
-    def __init__(self, in_process: bool):
-        self.in_process = in_process
-        self.array: Any = None  # flat bytes: a SharedArray, or NumPy inline
+class Store(KeptBlock):
+    """Snapshot slots: one block of bytes per backend, kept between calls and grown when
+    too small (shared.KeptBlock says why)."""
 
     def slots(self, wanted: list) -> list:
         """(view, handle) for each (shape, dtype) wanted, each on its own cache line."""
@@ -285,11 +281,7 @@ class Store:
         for shape, dtype in wanted:
             offsets.append(size)
             size += -(-int(np.prod(shape)) * np.dtype(dtype).itemsize // _ALIGN) * _ALIGN
-        if self.array is None or self.array.shape[0] < size:
-            self.free()
-            n = max(size, 4096)
-            self.array = np.zeros(n, np.uint8) if self.in_process else SharedArray.zeros(n, np.uint8)
-        buf = np.asarray(self.array)
+        buf = np.asarray(self.grown(size, np.uint8, 4096))
         out = []
         for (shape, dtype), off in zip(wanted, offsets):
             dtype = np.dtype(dtype)
@@ -301,19 +293,7 @@ class Store:
             out.append((view, handle))
         return out
 
-    @property
-    def name(self) -> str | None:
-        """The block's name while one is kept (a pool's own, as its workers are)."""
-        return self.array.name if isinstance(self.array, SharedArray) else None
 
-    def free(self) -> None:
-        """Free the block (at close, or before growing it)."""
-        array, self.array = self.array, None
-        if isinstance(array, SharedArray):
-            array.free()
-
-
-# -- step programs: the workers' copies --------------------------------------------------------
 class Copier:
     """A worker's snapshots of a program (StepWork ``w``): the kernel's slot views, and the
     copies at the end of each stage (see the module docstring for why they are safe)."""
