@@ -260,9 +260,43 @@ def _op_reduce(node: _Node, kernel: Kernel, desc: list, pieces: list, rpc: int,
             for (lo, hi, _, _), n, f in zip(pieces, sizes, found)]
 
 
+def _scan_plan(node: _Node, kernel: Kernel, desc: list, rpc: int, n_chunks: int,
+               boundscheck: bool) -> Any:
+    """The local pool's plan of a scan over this node's rows on the global grid (rpc rows a
+    chunk: this node's rows start on a chunk, so its chunks are the global chunks a..b-1
+    that it holds, ``n_chunks`` = b - a of them, checked)."""
+    backend = node.backend
+    backend.executor.check_sendable(kernel)
+    backend.ensure_workers()
+    plan = make_plan(kernel, _local_args(node, desc), rows=None, boundary=None,
+                     in_process=backend.executor.in_process, boundscheck=boundscheck)
+    plan.rows_per_chunk = rpc
+    if len(plan.chunks) != n_chunks:  # never: layout_of gives whole chunks to each node
+        raise RuntimeError(f"kernel {kernel.name}: this node's {plan.n_rows} rows make "
+                           f"{len(plan.chunks)} chunks of {rpc} rows, not its {n_chunks}")
+    return plan
+
+
+def _op_scan_totals(node: _Node, kernel: Kernel, desc: list, rpc: int, n_chunks: int,
+                    boundscheck: bool, timeout: Any) -> list:
+    """A scan's first phase on this node's chunks (the local pool's scan_totals): their
+    totals, in chunk order; the parent combines every node's into the offsets."""
+    plan = _scan_plan(node, kernel, desc, rpc, n_chunks, boundscheck)
+    return node.backend.scan_totals(plan, timeout, node.backend.cache.take_drop())
+
+
+def _op_scan_apply(node: _Node, kernel: Kernel, desc: list, rpc: int, offsets: list,
+                   boundscheck: bool, timeout: Any) -> None:
+    """A scan's second phase: this node's chunks, each from its offset (``offsets``: one
+    per chunk of this node, from the parent's scan_offsets over every node's totals)."""
+    plan = _scan_plan(node, kernel, desc, rpc, len(offsets), boundscheck)
+    node.backend.scan_apply(plan, offsets, timeout)
+
+
 _OPS = {"start": _op_start, "put": _op_put, "zeros": _op_zeros, "open": _op_open,
         "get": _op_get, "free": _op_free, "map": _op_map, "reduce": _op_reduce,
-        "edges": _op_edges, "halo_map": _op_halo_map, "copy_rows": _op_copy_rows}
+        "edges": _op_edges, "halo_map": _op_halo_map, "copy_rows": _op_copy_rows,
+        "scan_totals": _op_scan_totals, "scan_apply": _op_scan_apply}
 
 
 PLUGIN = "sharedcompute-node-pools"

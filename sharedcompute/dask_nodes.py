@@ -10,6 +10,12 @@ local pool's), whole chunks per node (split_even), so every node's rows start on
 boundary. A reduction's node computes the values of the fixed combine tree's maximal nodes
 inside its chunks (a local pool's tree over a tree node's chunks is that node's subtree)
 and the parent finishes the tree (partition.tree_finish): bitwise the local pool's value.
+A scan is the local pool's two phases, two tasks per node holding chunks: each node's
+local pool computes its chunks' totals (LocalBackend.scan_totals, on the global grid) and
+sends them; the parent concatenates them in node order, which is chunk order, takes every
+chunk's offset with the local pool's plan.scan_offsets, and sends each node its chunks'
+offsets, from which its local pool scans them (LocalBackend.scan_apply): bitwise the local
+pool's result.
 
 Stencils (depth <= GHOST): each node keeps GHOST spare rows on either side of its rows;
 a halo map first runs an "edges" task on every node holding rows another node needs
@@ -22,9 +28,10 @@ the next (no round trip to the parent between blocks); under 'none'/'fixed' a bl
 GHOST // depth sweeps with halos that deep, else one sweep.
 
 Not yet here (refused with InputError naming what works instead, today's
-``backend=client``): reductions with halos, sweeps returning their residual, scans,
+``backend=client``): reductions with halos, sweeps returning their residual,
 partial=True, kernels with ``position=``, a node array passed whole, arrays whose rows are
-spread differently (different rows or bytes per row).
+spread differently (different rows or bytes per row); a scan with ``schedule='dynamic'``
+is refused as on a local pool.
 
 The node side (what runs in each Dask worker) is _dask_node.py.
 """
@@ -47,7 +54,7 @@ from ._node_array import DaskNodes, NodeArray
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
 from .kernel import Kernel
 from .partition import UNPADDED, layout_of, node_halos, tree_finish, tree_nodes
-from .plan import Plan, check_kind, make_plan
+from .plan import Plan, check_kind, make_plan, scan_offsets
 from .shared import check_dtype
 
 POLL_S = 0.5  # how often a waiting call checks that its nodes are still in the cluster
@@ -214,8 +221,7 @@ class NodesBackend:
                     for k, (s, e) in enumerate(arr.split)], "zeros")
         return arr
 
-    def empty(self, shape: Any, dtype: Any = np.float64) -> NodeArray:
-        return self.zeros(shape, dtype)
+    empty = zeros  # a node's rows are made zeroed
 
     def open(self, path: Any, mode: str = "r", shape: Any = None, dtype: Any = None) -> NodeArray:
         """A .npy file of which each node reads its own rows (into its local pool's memory;
@@ -232,8 +238,7 @@ class NodesBackend:
                    "open")
         return arr
 
-    def load(self, path: Any) -> NodeArray:
-        return self.open(path)
+    load = open  # a .npy file, read by the nodes
 
     def gather(self, arr: NodeArray) -> np.ndarray:
         parts = self._send([(k, "get", (arr.aid,)) for k in range(len(self.nodes))], "numpy")
@@ -256,9 +261,8 @@ class NodesBackend:
     def _describe(self, plan: Plan, op: str) -> tuple[list, NodeArray]:
         """Each argument as the nodes see it, and the first node array (its layout)."""
         kernel = plan.kernel
-        if plan.depth > GHOST or kernel.kind == "scan" or kernel.position:
-            what = (f"a halo deeper than {GHOST} rows" if plan.depth > GHOST else "a scan"
-                    if kernel.kind == "scan" else "position=")
+        if plan.depth > GHOST or kernel.position:
+            what = f"a halo deeper than {GHOST} rows" if plan.depth > GHOST else "position="
             raise InputError(f"kernel {kernel.name}: {what} does not run on a node pool yet; "
                              f"{INSTEAD}")
         desc, parts = [], []
@@ -280,7 +284,8 @@ class NodesBackend:
             raise InputError(f"kernel {kernel.name}: its arrays' rows are spread over the nodes "
                              "differently (different rows or bytes per row); make them alike, "
                              f"or {INSTEAD}")
-        if op == "reduce" and plan.rows_per_chunk != parts[0].rows_per_chunk:
+        if (op == "reduce" or kernel.kind == "scan") and \
+                plan.rows_per_chunk != parts[0].rows_per_chunk:
             raise InputError(f"kernel {kernel.name}: chunk_rows={plan.rows_per_chunk} does not "
                              f"fit the arrays' grid of {parts[0].rows_per_chunk} rows a chunk, "
                              f"by which they are spread over the nodes; leave chunk_rows out, "
@@ -296,9 +301,27 @@ class NodesBackend:
         if partial:
             raise InputError(f"kernel {kernel.name}: map(..., partial=True) does not run on a "
                              "node pool yet; call pool.map, then pool.reduce")
+        if kernel.kind == "scan" and schedule == "dynamic":  # as the local pool refuses it
+            raise InputError(f"kernel {kernel.name} is a scan, whose chunks depend on the ones "
+                             "before them; it runs with schedule='static' only")
         plan, desc, first = self._plan(kernel, args, rows, boundary, chunk_rows, depth, "map")
-        self._run_map(plan, desc, first, boundscheck, timeout)
+        run = self._run_scan if kernel.kind == "scan" else self._run_map
+        run(plan, desc, first, boundscheck, timeout)
         return plan.written()
+
+    def _run_scan(self, plan: Plan, desc: list, first: NodeArray, boundscheck: bool,
+                  timeout: Any) -> None:
+        """Two tasks per node holding chunks, as the local pool's two phases: each node's
+        per-chunk totals; here every chunk's offset from all of them in chunk order (the
+        local pool's scan_offsets); then each node scans its chunks from their offsets."""
+        kernel, rpc = plan.kernel, plan.rows_per_chunk
+        held = [(k, a, b) for k, (a, b) in enumerate(first.chunks) if b > a]
+        totals = [t for part in self._send([(k, "scan_totals", (
+            kernel, desc, rpc, b - a, boundscheck, timeout)) for k, a, b in held],
+            kernel.name, timeout) for t in part]
+        offsets = scan_offsets(kernel, totals)
+        self._send([(k, "scan_apply", (kernel, desc, rpc, offsets[a:b], boundscheck, timeout))
+                    for k, a, b in held], kernel.name, timeout)
 
     def _run_map(self, plan: Plan, desc: list, first: NodeArray, boundscheck: bool,
                  timeout: Any) -> None:

@@ -308,18 +308,34 @@ class LocalBackend:
                                     timeout=timeout, progress=progress, drop=drop)
             return _result(op, plan, n_chunks, results), []
         if kernel.kind == "scan":
-            totals: list = []
-            for part in ex.run([plan.task("scan_totals", r) for r in ranges], what=kernel.name,
-                               timeout=timeout, progress=None, drop=drop):
-                totals.extend(part)
-            offsets = scan_offsets(kernel, totals)
-            tasks = [plan.task("scan_apply", r, offsets=offsets[r[0]:r[1]]) for r in ranges]
-            ex.run(tasks, what=kernel.name, timeout=timeout, progress=progress, total=n_chunks)
-            return plan.written(), tasks
+            offsets = scan_offsets(kernel, self.scan_totals(plan, timeout, drop))
+            return plan.written(), self.scan_apply(plan, offsets, timeout, progress)
         tasks = [plan.task(op, r) for r in ranges]
         results = ex.run(tasks, what=kernel.name, timeout=timeout, progress=progress,
                          total=n_chunks, memo=memo, drop=drop)
         return _result(op, plan, n_chunks, results), tasks
+
+    def scan_totals(self, plan: Plan, timeout: Any = None, drop: Any = ()) -> list:
+        """A planned scan's first phase: every chunk's total, in chunk order (the node
+        pools' nodes run it on their chunks, dask_nodes.py)."""
+        ex = self.executor
+        totals: list = []
+        for part in ex.run([plan.task("scan_totals", r)
+                            for r in split_even(len(plan.chunks), ex.n_workers)],
+                           what=plan.kernel.name, timeout=timeout, progress=None, drop=drop):
+            totals.extend(part)
+        return totals
+
+    def scan_apply(self, plan: Plan, offsets: list, timeout: Any = None,
+                   progress: Any = False) -> list:
+        """A planned scan's second phase: each chunk from its offset (``offsets[i]``: the
+        combined totals of every chunk before chunk i, scan_offsets); the tasks sent."""
+        ex, n_chunks = self.executor, len(plan.chunks)
+        tasks = [plan.task("scan_apply", r, offsets=offsets[r[0]:r[1]])
+                 for r in split_even(n_chunks, ex.n_workers)]
+        ex.run(tasks, what=plan.kernel.name, timeout=timeout, progress=progress,
+               total=n_chunks)
+        return tasks
 
     def _call_again(self, memo: Entry, kernel: Kernel, args: tuple, timeout: Any,
                     vals: tuple = (), drained: bool = False) -> Any:

@@ -12,9 +12,9 @@ import pytest
 import sharedcompute as sc
 from conftest import START_METHODS, shared_pool
 from sharedcompute.dask_nodes import local_cluster
-from sharedcompute.kernels import elementwise, reductions, stencils
+from sharedcompute.kernels import elementwise, reductions, scans, stencils
 from sharedcompute.kernels.registry import ENTRIES, share_args
-from sharedcompute.partition import chunk_grid, chunk_rows, combine_all
+from sharedcompute.partition import chunk_grid, chunk_rows, combine_all, layout_of
 from sharedcompute.shared import creator_pid, list_segments
 from testkernels import raise_on_negative
 
@@ -153,8 +153,9 @@ def test_every_library_kernel_runs_as_locally_or_is_refused(nodes):
                 a.free()
     assert {"triad", "axpy", "total", "dot", "mean_var", "histogram"} <= set(ran), ran
     assert {"blur3x3", "heat1d", "jacobi2d", "jacobi2d_residual"} <= set(ran), ran  # halos
-    # not built yet: scans, position=, a node array passed whole
-    assert set(refused) == {"cumsum", "mandelbrot", "monte_carlo_pi", "matmul"}, refused
+    assert "cumsum" in ran, ran  # scans
+    # not built yet: position=, a node array passed whole
+    assert set(refused) == {"mandelbrot", "monte_carlo_pi", "matmul"}, refused
 
 
 @pytest.mark.parametrize("boundary", ["none", "fixed", "reflect", "mirror", "periodic",
@@ -209,6 +210,90 @@ def test_three_nodes_more_nodes_than_rows_and_a_kernel_error():
             bad = pool.array(np.r_[np.ones(1000), -1.0])
             with pytest.raises(sc.KernelError, match="raise_on_negative raised ValueError"):
                 pool.reduce(raise_on_negative, bad)
+    finally:
+        client.close()
+        cl.close()
+
+
+def _scan_both(pool, x, out_dtype=None):
+    """cumsum of ``x`` on the node pool and on a local pool of 2 (copies), and how the
+    node pool spread the rows."""
+    out_dtype = x.dtype if out_dtype is None else out_dtype
+    local = _local()
+    lx, lo = local.array(x), local.zeros(x.shape[0], out_dtype)
+    local.map(scans.cumsum, lo, lx)
+    want = np.array(lo)
+    lx.free()
+    lo.free()
+    nx, no = pool.array(x), pool.zeros(x.shape[0], out_dtype)
+    assert pool.map(scans.cumsum, no, nx) is no
+    got = np.asarray(no)
+    nx.free()
+    no.free()
+    return got, want, no.chunks, no.split
+
+
+def _scan_cases(n_nodes):
+    """(label, x, out dtype): values whose prefix sums' last bits depend on the order of the
+    additions (mixed magnitudes), float32, int64 past 2**63 (wraps), int32, NaN and inf,
+    and lengths that leave nodes with 0 rows, 1 row and many chunks."""
+    big = np.random.default_rng(7).integers(2**60, 2**62, 60_001)
+    special = _mixed(50_001, 6)
+    special[[11_111, 30_000, 45_000]] = (np.nan, np.inf, -np.inf)
+    ones = 512 * n_nodes - 511  # chunks of 512 float64 rows: the last node holds 1 row
+    return [(f"float64 n={n}", _mixed(n, 30 + n), None)
+            for n in (0, 1, 2, 513, ones, 100_003)] + [
+        ("float32", _mixed(50_001, 4, np.float32), None),
+        ("float32 into float64", _mixed(50_001, 4, np.float32), np.float64),  # one grid
+        ("int64 wrapping", big, None),
+        ("int32 wrapping", big.astype(np.int32), None),
+        ("nan and inf", special, None)]
+
+
+def _check_scans(pool, n_nodes):
+    held, rows = set(), set()  # chunks and rows held by each node, over all cases
+    for label, x, out_dtype in _scan_cases(n_nodes):
+        got, want, chunks, split = _scan_both(pool, x, out_dtype)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), label
+        if x.dtype.kind == "i":  # exact, and wrapping as NumPy's
+            assert got.tobytes() == np.cumsum(x, dtype=x.dtype).tobytes(), label
+        held |= {b - a for a, b in chunks}
+        rows |= {e - s for s, e in split}
+    assert {0, 1} <= rows and max(held) >= 6, (rows, held)  # nodes of 0 rows, 1 row, many chunks
+
+
+def test_scans_equal_the_local_pool_bitwise_on_two_nodes(nodes):
+    _check_scans(nodes, 2)
+    x = nodes.array(_mixed(100_003))
+    out = nodes.zeros(100_003)
+    with pytest.raises(sc.InputError, match="schedule='static' only"):
+        nodes.map(scans.cumsum, out, x, schedule="dynamic")
+    with pytest.raises(sc.InputError, match="does not fit the arrays' grid"):
+        nodes.map(scans.cumsum, out, x, chunk_rows=1000)
+    # float32 into float64: refused where the two grids differ (512 and 1024 rows a chunk)
+    with pytest.raises(sc.InputError, match="spread over the nodes differently"):
+        nodes.map(scans.cumsum, nodes.zeros(1000), nodes.array(np.ones(1000, np.float32)))
+
+
+def test_the_scan_offsets_order_matters_for_these_values():
+    # The checks above can fail: offsets combined per node first (each node's total, then
+    # each chunk's offset within its node) give other bits for these values.
+    x = _mixed(100_003, 30 + 100_003)
+    rpc, chunks, _ = layout_of(x.shape[0], 8, 2)
+    totals = [np.add.accumulate(x[s:e])[-1] for s, e in chunk_grid(x.shape[0], rpc)]
+    per_chunk = np.cumsum([0.0] + totals[:-1])
+    node_totals = [sum(totals[a:b]) for a, b in chunks]
+    per_node = [0.0, node_totals[0]]
+    by_node = [per_node[k] + o for k, (a, b) in enumerate(chunks)
+               for o in np.cumsum([0.0] + totals[a:b - 1])]
+    assert per_chunk.tobytes() != np.array(by_node).tobytes()
+
+
+def test_scans_equal_the_local_pool_bitwise_on_three_nodes():
+    client, cl = local_cluster(3)
+    try:
+        with sc.Pool(backend=sc.DaskNodes(client, per_node=1)) as pool:
+            _check_scans(pool, 3)
     finally:
         client.close()
         cl.close()
