@@ -175,14 +175,46 @@ def _worker_plugin() -> Any:
 WORKER_WAIT_S = 120.0  # how long a new Dask pool waits for its workers to join
 
 
-class DaskBackend:
+class ClusterCalls:
+    """What the two Dask backends (DaskBackend and dask_nodes.NodesBackend) do alike:
+    bound calls run as plain calls, and tasks and warmup are refused."""
+
+    executor = None  # no local processes, no restarts
+    restarts = 0
+
+    def check_bound(self, b: Any) -> None:
+        """Nothing to check ahead: a Dask call plans when it runs."""
+
+    def call_bound(self, b: Any) -> Any:
+        if b.op == "reduce":
+            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, b.chunk_rows,
+                               b.boundscheck, b.schedule)
+        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, b.chunk_rows,
+                        b.boundscheck, b.depth, b.schedule, b.op == "partial")
+
+    # -- what runs on process and inline pools only ---------------------------------------
+    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
+        """Refused: Dask's own client.submit runs a function on the cluster."""
+        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
+                         "backends; on a Dask cluster use client.submit directly")
+
+    def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
+             progress: Any, runner: Any) -> Any:
+        """Refused, as submit is."""
+        return self.submit(fn, (), {}, timeout, runner)
+
+    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
+        """Refused: each Dask worker compiles a kernel at its first call."""
+        raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
+                         "worker compiles a kernel at its first call")
+
+
+class DaskBackend(ClusterCalls):
     """Runs Pool calls on a distributed Client, with LocalBackend's methods; see the module
     docstring."""
 
     array_types = (DaskArray,)
     start_method = "dask"
-    executor = None
-    restarts = 0
     pids: list[int] = []
 
     def __init__(self, client: Any = None, n_workers: int | None = None):
@@ -481,33 +513,6 @@ class DaskBackend:
             swap(specs, out_i, in_i)
         return it.result(done, value, info)
 
-    # -- bound calls: no call cache here, each call runs plainly ----------------------------
-    def check_bound(self, b: Any) -> None:
-        """Nothing to check ahead: a Dask call plans when it runs."""
-
-    def call_bound(self, b: Any) -> Any:
-        if b.op == "reduce":
-            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, b.chunk_rows,
-                               b.boundscheck, b.schedule)
-        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, b.chunk_rows,
-                        b.boundscheck, b.depth, b.schedule, b.op == "partial")
-
-    # -- what runs on process and inline pools only ---------------------------------------
-    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
-        """Refused: Dask's own client.submit runs a function on the cluster."""
-        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
-                         "backends; on a Dask cluster use client.submit directly")
-
-    def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
-             progress: Any, runner: Any) -> Any:
-        """Refused, as submit is."""
-        return self.submit(fn, (), {}, timeout, runner)
-
-    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
-        """Refused: each Dask worker compiles a kernel at its first call."""
-        raise InputError("warmup runs on process and inline pools; on a Dask cluster each "
-                         "Dask worker compiles a kernel at its first call")
-
     def interrupt(self) -> None:
         """Pool.close from another thread: a running Dask call is waited for."""
 
@@ -521,11 +526,9 @@ class DaskBackend:
 
 
 def _restore_environ(kept: dict) -> None:
-    for key, value in kept.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    os.environ.update({k: v for k, v in kept.items() if v is not None})
+    for key in [k for k, v in kept.items() if v is None]:  # unset before: unset again
+        os.environ.pop(key, None)
 
 
 __all__ = ["DaskBackend", "DaskArray"]

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .dask_backend import ClusterCalls
 from ._dask_node import (GHOST, has_plugin, local_cluster, node_run, nodes_plugin,
                          reaper_plugin)
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, swap
@@ -62,14 +63,12 @@ INSTEAD = "use backend=client (today's Dask backend) for it"
 
 
 # -- the parent side -----------------------------------------------------------------------------
-class NodesBackend:
+class NodesBackend(ClusterCalls):
     """Pool calls on a local pool per Dask worker; see the module docstring. Implements the
     Backend protocol (local.py), refusing with InputError what it does not run yet."""
 
     array_types = (NodeArray,)
     start_method = "dask-nodes"
-    executor = None
-    restarts = 0
 
     def __init__(self, spec: DaskNodes):
         try:
@@ -469,32 +468,6 @@ class NodesBackend:
                              "partials; a node pool combines float64 ones only (bitwise "
                              f"the local pool's); {INSTEAD}")
         return float(value)
-
-    def check_bound(self, b: Any) -> None:
-        """Nothing to check ahead: a node pool call plans when it runs."""
-
-    def call_bound(self, b: Any) -> Any:
-        if b.op == "reduce":
-            return self.reduce(b.kernel, b.args, b.rows, b.timeout, False, b.chunk_rows,
-                               b.boundscheck, b.schedule)
-        return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, b.chunk_rows,
-                        b.boundscheck, b.depth, b.schedule, b.op == "partial")
-
-    # -- refused: what runs on process and inline pools only -------------------------------------
-    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
-        """Refused: Dask's own client.submit runs a function on the cluster."""
-        raise InputError("tasks (submit, imap) run on the 'processes' and 'inline' "
-                         "backends; on a Dask cluster use client.submit directly")
-
-    def imap(self, fn: Any, iterable: Any, ordered: bool, chunksize: Any, timeout: Any,
-             progress: Any, runner: Any) -> Any:
-        """Refused, as submit is."""
-        return self.submit(fn, (), {}, timeout, runner)
-
-    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict:
-        """Refused: each node's pool compiles a kernel at its first call."""
-        raise InputError("warmup runs on process and inline pools; on a node pool each "
-                         "node's workers compile a kernel at its first call")
 
     def block_released(self, name: str) -> None:
         """Nothing to forget: the nodes never map this process's blocks."""
