@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ._start import _process_backend
-from ._system import THREAD_ENV
+from ._system import THREAD_ENV, nanny_config
 from .errors import InputError
 from .kernel import Kernel
 from .partition import split_even, tree_finish
@@ -43,10 +43,9 @@ def local_cluster(nodes: int) -> tuple[Any, Any]:
     DaskBackend does)."""
     import dask
     import distributed
-    kept = {k: os.environ.get(k) for k in THREAD_ENV}
+    kept = {k: os.environ.get(k) for k in (*THREAD_ENV, "PYTHONHASHSEED")}
     try:
-        with dask.config.set({"distributed.worker.daemon": False,
-                              "distributed.nanny.pre-spawn-environ": THREAD_ENV}):
+        with dask.config.set({"distributed.worker.daemon": False, **nanny_config()}):
             cluster = distributed.LocalCluster(n_workers=nodes, threads_per_worker=1,
                                                processes=True, dashboard_address=":0",
                                                silence_logs=40)

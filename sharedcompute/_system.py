@@ -14,6 +14,19 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 THREAD_ENV = {var: "1" for var in THREAD_VARS}
 
 
+def nanny_config() -> dict:
+    """dask config for the LocalClusters sharedcompute starts: the workers' thread limits
+    set inside each worker process (distributed.nanny.environ), not before spawning it. A
+    LocalCluster's nannies run in the caller's process and apply pre-spawn-environ with
+    os.environ.update there at every worker (re)start (distributed/nanny.py,
+    WorkerProcess.start), which leaked NUMBA_NUM_THREADS=1 and friends into the caller
+    after a worker restart. A nanny also puts PYTHONHASHSEED=6640 there when pre-spawn
+    names none: the caller's own seed (or "random", what an unset one means) is kept."""
+    seed = os.environ.get("PYTHONHASHSEED")
+    return {"distributed.nanny.pre-spawn-environ": {"PYTHONHASHSEED": seed or "random"},
+            "distributed.nanny.environ": THREAD_ENV}
+
+
 def limit_threads() -> Any:
     """One thread for every thread pool in this (worker) process: the environment for pools
     not yet loaded, threadpoolctl for those already loaded (NumPy's OpenBLAS), and numba's

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._system import THREAD_ENV, limit_threads
+from ._system import THREAD_ENV, limit_threads, nanny_config
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, kernel_error, remote_error_info
 from .kernel import Kernel, check_schedule
 from .partition import (chunk_rows, combine_all, position_value, source_row, split_even,
@@ -221,13 +221,12 @@ class DaskBackend(ClusterCalls):
         dask, da, distributed = _import_dask()
         self._own_cluster = None
         if client is None:
-            # The nanny applies pre-spawn-environ with os.environ.update in its own process,
-            # which is this one: keep the setting to this cluster and give the caller its
-            # environment back (it leaked NUMBA_NUM_THREADS=1 and friends into every later
-            # subprocess and numba pool of the caller). Each nanny keeps its copy for restarts.
+            # The workers' thread limits go in their own environment (_system.nanny_config:
+            # the nannies run in this process); what a nanny still writes here at the start
+            # (PYTHONHASHSEED) is given back.
             kept = {k: os.environ.get(k) for k in (*THREAD_ENV, "PYTHONHASHSEED")}
             try:
-                with dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV}):
+                with dask.config.set(nanny_config()):
                     self._own_cluster = distributed.LocalCluster(
                         n_workers=n_workers or 2, threads_per_worker=1, processes=True,
                         dashboard_address=None, silence_logs=40)

@@ -450,3 +450,34 @@ def test_iterate_with_a_residual_stops_where_the_local_pool_does(nodes, check_ev
     want = None
     c.free()
     d.free()
+
+
+def test_a_restarted_node_worker_leaves_the_callers_environment_alone():
+    """A LocalCluster's nannies run in this process and apply pre-spawn-environ with
+    os.environ.update at every worker (re)start (distributed/nanny.py): a node worker
+    restarted after a kill leaked NUMBA_NUM_THREADS=1 and friends into the caller, and a
+    later numba.set_num_threads(2) there raised (CI, test_time_steps_bench)."""
+    from sharedcompute._system import THREAD_ENV
+    before = {k: os.environ.get(k) for k in THREAD_ENV}
+    client, cl = local_cluster(2)
+    try:
+        old = client.run(os.getpid)
+        os.kill(old[sorted(old)[0]], signal.SIGKILL)
+        end = time.monotonic() + 60  # the nanny starts a new worker process
+        while time.monotonic() < end:
+            time.sleep(0.3)
+            try:
+                now = client.run(os.getpid)
+            except Exception:  # the dead worker is not yet dropped by the scheduler
+                continue
+            if len(now) == 2 and set(now.values()) != set(old.values()):
+                break
+        else:
+            pytest.fail("the killed worker was not restarted within 60 s")
+        assert {k: os.environ.get(k) for k in THREAD_ENV} == before
+        # and the new worker still runs one thread per pool
+        got = client.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
+        assert set(got.values()) == {"1"}, got
+    finally:
+        client.close()
+        cl.close()
