@@ -22,16 +22,7 @@ import numpy as np
 import sharedcompute as sc
 from sharedcompute.kernels.elementwise import triad
 from sharedcompute.kernels.reductions import total
-
-
-def timed(fn, repeats):
-    fn()  # warm-up: compile on every worker, ship the kernel
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), min(times), max(times)
+from dask_vs_local import timed  # the same median timer (a script beside this one)
 
 
 def main(argv=None):

@@ -382,18 +382,27 @@ def _swaps(prog: Program, arrays: list, index: dict) -> list[tuple[int, int]]:
     return out
 
 
+def first_alias(arrays: list, among: set) -> tuple[int, int] | None:
+    """(n, m): an array n of ``among`` that shares memory with another array m, if any."""
+    views = [np.asarray(a) for a in arrays]
+    for n in sorted(among):
+        for m, v in enumerate(views):
+            if m != n and np.may_share_memory(views[n], v):
+                return n, m
+    return None
+
+
 def _refuse_moving_aliases(arrays: list, moving: set) -> None:
     """An array whose role moves (swap=, an inner iterate's pair) may share memory with no
     other array of the program: a view of it would keep reading the old memory."""
-    views = [np.asarray(a) for a in arrays]
-    for n in sorted(moving):
-        for m, v in enumerate(views):
-            if m != n and np.may_share_memory(views[n], v):
-                raise InputError(
-                    f"a step program exchanges {_short(arrays[n])} with another array, and "
-                    f"{_short(arrays[m])} shares memory with it (a view of one block): after "
-                    "a swap the view would still read the old memory. Pass the same array "
-                    "object everywhere, or copy the view into its own array")
+    found = first_alias(arrays, moving)
+    if found is not None:
+        n, m = found
+        raise InputError(
+            f"a step program exchanges {_short(arrays[n])} with another array, and "
+            f"{_short(arrays[m])} shares memory with it (a view of one block): after "
+            "a swap the view would still read the old memory. Pass the same array "
+            "object everywhere, or copy the view into its own array")
 
 
 def _label(prog: Program, a: Any) -> str:

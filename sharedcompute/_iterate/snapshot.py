@@ -66,7 +66,7 @@ import numpy as np
 from ..errors import InputError
 from ..plan import ArgSpec, Whole
 from ..shared import KeptBlock, SharedArray, view_from_handle
-from .program import STEP, Program, ProgramPlan, plan_program as _plan_steps
+from .program import STEP, Program, ProgramPlan, first_alias, plan_program as _plan_steps
 
 _ALIGN = 64  # bytes: each slot starts on its own cache line
 
@@ -240,15 +240,14 @@ def plan(prog: Any, steps: int, **options: Any) -> ProgramPlan:
 
 
 def _refuse_aliases(arrays: list, snapped: set) -> None:
-    views = [np.asarray(a) for a in arrays]
-    for n in sorted(snapped):
-        for m, v in enumerate(views):
-            if m != n and np.may_share_memory(views[n], v):
-                raise InputError(
-                    f"a snapshot's array (shape {arrays[n].shape}) shares memory with another "
-                    f"array of the program (shape {arrays[m].shape}): its rows could change "
-                    "through that one. Pass the same array object everywhere, or copy the "
-                    "view into its own array")
+    found = first_alias(arrays, snapped)
+    if found is not None:
+        n, m = found
+        raise InputError(
+            f"a snapshot's array (shape {arrays[n].shape}) shares memory with another "
+            f"array of the program (shape {arrays[m].shape}): its rows could change "
+            "through that one. Pass the same array object everywhere, or copy the "
+            "view into its own array")
 
 
 def begin(pp: ProgramPlan, store: "Store") -> None:
