@@ -23,7 +23,7 @@ from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, residua
 from ._iterate.program import Program
 from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
-from .shared import ArrayShape, check_dtype
+from .shared import ArrayShape, check_dtype, native_array
 from ._insights import Insights
 from .files import check_file_dtype, check_regular, read_header
 
@@ -251,11 +251,7 @@ class DaskBackend(ClusterCalls):
     # -- arrays --------------------------------------------------------------------------------
     def array(self, x: Any) -> DaskArray:
         _, da, _ = _import_dask()
-        src = np.asarray(x)
-        if src.dtype.kind in "biufc" and not src.dtype.isnative:
-            src = src.astype(src.dtype.newbyteorder("="))
-        check_dtype(src.dtype)
-        src = np.ascontiguousarray(src)
+        src = native_array(x)
         chunks = self._storage_rows(src.shape, src.itemsize)
         chunks = (chunks,) + src.shape[1:] if src.ndim else ()
         data = da.from_array(src, chunks=chunks, name=False)  # name=False: no hashing of GBs

@@ -56,7 +56,7 @@ from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostErr
 from .kernel import Kernel
 from .partition import UNPADDED, layout_of, node_halos, tree_finish, tree_nodes
 from .plan import Plan, check_kind, make_plan, scan_offsets
-from .shared import check_dtype
+from .shared import check_dtype, native_array
 
 POLL_S = 0.5  # how often a waiting call checks that its nodes are still in the cluster
 INSTEAD = "use backend=client (today's Dask backend) for it"
@@ -179,11 +179,7 @@ class NodesBackend(ClusterCalls):
         or a dask array (each node computes its own rows, from wherever their inputs are)."""
         if type(x).__module__.startswith("dask.array"):
             return self._from_dask(x)
-        src = np.asarray(x)
-        if src.dtype.kind in "biufc" and not src.dtype.isnative:
-            src = src.astype(src.dtype.newbyteorder("="))
-        check_dtype(src.dtype)
-        src = np.ascontiguousarray(src)
+        src = native_array(x)
         arr = self._new(src.shape, src.dtype)
         calls = []
         for k, (s, e) in enumerate(arr.split):

@@ -50,6 +50,17 @@ def check_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def native_array(x: Any) -> np.ndarray:
+    """``x`` as a C-contiguous NumPy array of a supported dtype in this machine's byte
+    order, copied only where it is not one already: what a backend sends of a plain array
+    (a big-endian float64 becomes native float64; an object array raises)."""
+    src = np.asarray(x)
+    if src.dtype.kind in "biufc" and not src.dtype.isnative:
+        src = src.astype(src.dtype.newbyteorder("="))
+    check_dtype(src.dtype)
+    return np.ascontiguousarray(src)
+
+
 def _as_shared(obj: Any) -> Any:
     """Replace SharedArrays (also inside lists/tuples) by NumPy views."""
     if isinstance(obj, SharedArray):

@@ -481,3 +481,18 @@ def test_a_restarted_node_worker_leaves_the_callers_environment_alone():
     finally:
         client.close()
         cl.close()
+
+
+def test_arrays_in_another_byte_order_arrive_native_and_bad_dtypes_are_refused(nodes):
+    """shared.native_array, shared by both Dask backends: a big-endian array is sent in
+    this machine's order (same values, NumPy's oracle), a non-contiguous one contiguous,
+    an object array refused by type."""
+    x = np.arange(1001.0).astype(">f8")[::-1]  # big-endian and a negative stride
+    a = nodes.array(x)
+    got = np.asarray(a)
+    assert got.dtype == np.dtype("float64") and got.dtype.isnative
+    np.testing.assert_array_equal(got, x)
+    assert float(nodes.reduce(reductions.total, a)) == float(np.sum(np.arange(1001.0)))
+    with pytest.raises(sc.UnsupportedDtypeError):
+        nodes.array(np.array([object()] * 3))
+    a.free()
