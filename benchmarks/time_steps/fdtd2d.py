@@ -6,7 +6,9 @@ sharedcompute: a Python loop of two ``pool.map`` calls per step (2 * tmax calls)
 index passed as a scalar; padding boundaries and ``position=True`` for the first row's
 source term and the last row hz does not update. "sc program": the same two kernels as a
 step program, ``pool.iterate(sc.program(...), steps=tmax)``: one call, the step index
-``sc.STEP``, a barrier between the stages inside the workers.
+``sc.STEP``, a barrier between the stages inside the workers. "sc program, edges": the
+program with kernels written like numba's loop, ``position="edges"`` telling a call that
+it holds the first row (the source) or the last (which hz keeps).
 """
 from __future__ import annotations
 
@@ -149,6 +151,30 @@ def sc_fdtd_program(pool, data, size):
                             sc.stage(sc_h_update, hz, ex, ey)), steps=size["tmax"])
 
 
+# the program written like the numba loop, with #26's edge flags: position="edges" says
+# whether a call holds the first row (the source) or the last (hz keeps it)
+@sc.kernel(writes=("ey", "ex"), whole=("fict",), depth=1, boundary=0.0, position="edges")
+def sc_e_step(ey, ex, hz, fict, t, edges):
+    for i in range(ey.shape[0]):
+        for j in range(ey.shape[1]):
+            ey[i, j] = fict[t] if edges[0] and i == 0 else ey[i, j] - 0.5 * (hz[i + 1, j] - hz[i, j])
+            if j > 0:
+                ex[i, j] -= 0.5 * (hz[i + 1, j] - hz[i + 1, j - 1])
+
+
+@sc.kernel(depth=1, boundary=0.0, position="edges")
+def sc_h_step(hz, ex, ey, edges):
+    for i in range(hz.shape[0] - 1 if edges[1] else hz.shape[0]):
+        for j in range(hz.shape[1] - 1):
+            hz[i, j] -= 0.7 * (ex[i + 1, j + 1] - ex[i + 1, j] + ey[i + 2, j] - ey[i + 1, j])
+
+
+def sc_fdtd_edges(pool, data, size):
+    ex, ey, hz = data["ex"], data["ey"], data["hz"]
+    pool.iterate(sc.program(sc.stage(sc_e_step, ey, ex, hz, data["fict"], sc.STEP),
+                            sc.stage(sc_h_step, hz, ex, ey)), steps=size["tmax"])
+
+
 VARIANTS = {
     "numpy": ("numpy", np_fdtd),
     "numba prange": ("numba-par", run_numba),
@@ -157,10 +183,12 @@ VARIANTS = {
     "sc map loop": ("sc", sc_fdtd),
     "sc bind loop": ("sc", sc_fdtd_bound),
     "sc program": ("sc", sc_fdtd_program),
+    "sc program, edges": ("sc", sc_fdtd_edges),
 }
 CHECK = {"numba prange": (1e-9, 1e-9), "numba 1 thread": (1e-9, 1e-9)}
 SC_CODE = ("sc_e_update", "sc_h_update", "sc_fdtd")
-SC_VARIANT_CODE = {"sc program": ("sc_e_update_step", "sc_h_update", "sc_fdtd_program")}
+SC_VARIANT_CODE = {"sc program": ("sc_e_update_step", "sc_h_update", "sc_fdtd_program"),
+                   "sc program, edges": ("sc_e_step", "sc_h_step", "sc_fdtd_edges")}
 NUMBA_CODE = ("nb_fdtd",)
 NOTES = ("sc bitwise equal to NumPy; numba fastmath=True (NPBench) compared with allclose. "
          "fict is a plain array read by the parent: one scalar per call")

@@ -2,10 +2,11 @@
 J, a Laplacian (I+2, J+2), staggered fluxes flx (I+1, J) and fly (I, J+1) limited by the
 sign of the gradient, and out_field (I, J) = in - coeff * div(flux).
 
-sharedcompute today: arrays of different lengths on axis 0 cannot share one partition
-with halos (issue #26 item 4): out_field and coeff are split by rows, in_field is passed
-whole and sliced by hand with ``position=True``; lap, flx and fly are each partition's
-own temporaries (the rows it needs, recomputed at its edges).
+sharedcompute, first port (before #26 item 4): out_field and coeff are split by rows,
+in_field is passed whole and sliced by hand with ``position=True``. "sc map (halo=)":
+in_field declared with its own 2 + 2 rows (``halo={"in_field": (2, 2)}``), split with
+out_field. In both, lap, flx and fly are each partition's own temporaries (the rows it
+needs, recomputed at its edges).
 """
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def run_numba_plain(data, size):
     nb_hdiff_plain(data["in_field"], data["out_field"], data["coeff"])
 
 
-# #26: per-argument row offsets / extra halo ("in_field has 2 more rows on each side")
-# would split in_field with out_field and drop whole=, position= and the slicing by hand.
+# The first port: in_field passed whole and sliced by position= ("sc map (halo=)" below
+# declares its own rows instead).
 @sc.kernel(whole=("in_field",), position=True)
 def sc_hdiff_rows(out_field, in_field, coeff, pos):
     start, stop = pos[0], pos[1]
@@ -125,15 +126,55 @@ def sc_hdiff(pool, data, size):
     pool.map(sc_hdiff_rows, data["out_field"], data["in_field"], data["coeff"])
 
 
+# #26 item 4: in_field declared with its own rows (halo=): split with out_field, no whole=
+# and no slicing by hand; the body is the one above
+@sc.kernel(halo={"in_field": (2, 2)})
+def sc_hdiff_halo(out_field, in_field, coeff):
+    rows, J, K = out_field.shape
+    src = in_field  # this call's rows of in_field with its 2 + 2 padding rows
+    lap = np.empty((rows + 2, J + 2, K))
+    for i in range(rows + 2):
+        for j in range(J + 2):
+            for k in range(K):
+                lap[i, j, k] = 4.0 * src[i + 1, j + 1, k] - (
+                    ((src[i + 2, j + 1, k] + src[i, j + 1, k]) + src[i + 1, j + 2, k])
+                    + src[i + 1, j, k])
+    flx = np.empty((rows + 1, J, K))
+    for i in range(rows + 1):
+        for j in range(J):
+            for k in range(K):
+                res = lap[i + 1, j + 1, k] - lap[i, j + 1, k]
+                g = src[i + 2, j + 2, k] - src[i + 1, j + 2, k]
+                flx[i, j, k] = 0.0 if res * g > 0 else res
+    fly = np.empty((rows, J + 1, K))
+    for i in range(rows):
+        for j in range(J + 1):
+            for k in range(K):
+                res = lap[i + 1, j + 1, k] - lap[i + 1, j, k]
+                g = src[i + 2, j + 2, k] - src[i + 2, j + 1, k]
+                fly[i, j, k] = 0.0 if res * g > 0 else res
+    for i in range(rows):
+        for j in range(J):
+            for k in range(K):
+                out_field[i, j, k] = src[i + 2, j + 2, k] - coeff[i, j, k] * (
+                    ((flx[i + 1, j, k] - flx[i, j, k]) + fly[i, j + 1, k]) - fly[i, j, k])
+
+
+def sc_hdiff_halo_map(pool, data, size):
+    pool.map(sc_hdiff_halo, data["out_field"], data["in_field"], data["coeff"])
+
+
 VARIANTS = {
     "numpy": ("numpy", np_hdiff),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc map (whole in_field)": ("sc", sc_hdiff),
+    "sc map (halo=)": ("sc", sc_hdiff_halo_map),
 }
 CHECK = {"numba prange": (1e-12, 1e-12), "numba 1 thread": (1e-12, 1e-12)}
 SC_CODE = ("sc_hdiff_rows", "sc_hdiff")
+SC_VARIANT_CODE = {"sc map (halo=)": ("sc_hdiff_halo", "sc_hdiff_halo_map")}
 NUMBA_CODE = ("nb_hdiff",)
 NOTES = ("sc bitwise equal to NumPy; numba fastmath=True compared with allclose. One "
          "application (no time loop), as NPBench's hdiff")

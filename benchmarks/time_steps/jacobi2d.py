@@ -1,9 +1,11 @@
 """Jacobi-2D as PolyBench/NPBench jacobi_2d: A and B updated in turn, each keeping its OWN
 fixed edges (the two arrays start with different edge values).
 
-sharedcompute today: ``pool.iterate`` on the pair (B, A). ``boundary="none"`` would copy A's
-edge rows into B (issue #26 item 1), so the kernel takes an unused padding boundary
-(``boundary=0.0``), ``position=True`` and skips the global edge rows by hand.
+sharedcompute: ``pool.iterate`` on the pair (B, A). "sc iterate" is the first port:
+``boundary="none"`` would copy A's edge rows into B, so the kernel takes an unused padding
+boundary (``boundary=0.0``), ``position=True`` and skips the global edge rows by hand.
+"sc iterate, fixed" is the port with ``boundary="fixed"`` (#26 item 1): the kernel is the
+numba loop body, and each array keeps its own edges.
 """
 from __future__ import annotations
 
@@ -58,8 +60,8 @@ def run_numba_plain(data, size):
     nb_jacobi_plain(size["tsteps"], data["A"], data["B"])
 
 
-# boundary=0.0 only pads; position=True only to find the edge rows.
-# #26: boundary="fixed" (each array keeps its own edges) drops both and the `if` below.
+# The first port: boundary=0.0 only pads, position=True only finds the edge rows
+# ("sc iterate, fixed" below drops both and the `if`).
 @sc.kernel(depth=1, boundary=0.0, position=True)
 def sc_sweep(out, u, pos):
     start, stop, n = pos
@@ -78,15 +80,30 @@ def sc_jacobi(pool, data, size):
     pool.iterate(sc_sweep, data["B"], data["A"], steps=2 * (size["tsteps"] - 1))
 
 
+# the port with #26's boundary="fixed": each array keeps the edges the kernel leaves alone
+@sc.kernel(depth=1, boundary="fixed")
+def sc_sweep_fixed(out, u):
+    for i in range(out.shape[0]):
+        r = i + 1  # out[i] lines up with u[r]
+        for j in range(1, out.shape[1] - 1):
+            out[i, j] = 0.2 * (u[r, j] + u[r, j - 1] + u[r, j + 1] + u[r + 1, j] + u[r - 1, j])
+
+
+def sc_jacobi_fixed(pool, data, size):
+    pool.iterate(sc_sweep_fixed, data["B"], data["A"], steps=2 * (size["tsteps"] - 1))
+
+
 VARIANTS = {
     "numpy": ("numpy", np_jacobi),
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
     "sc iterate": ("sc", sc_jacobi),
+    "sc iterate, fixed": ("sc", sc_jacobi_fixed),
 }
 CHECK = {"numba prange": (1e-12, 1e-12), "numba 1 thread": (1e-12, 1e-12)}
 SC_CODE = ("sc_sweep", "sc_jacobi")
+SC_VARIANT_CODE = {"sc iterate, fixed": ("sc_sweep_fixed", "sc_jacobi_fixed")}
 NUMBA_CODE = ("nb_jacobi",)
 NOTES = ("sc bitwise equal to NumPy (same sum order); numba uses fastmath=True as NPBench's "
          "numba variants do, so it is compared with allclose")
