@@ -25,7 +25,7 @@ from ._iterate import local as iterate_local, plan as iterate_plan, program as i
 from ._iterate import snapshot as snapshots
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
-from .partition import dynamic_rows, split_even
+from .partition import map_rows, split_even
 from .plan import (Plan, Whole, boundscheck_default, check_kind, finish_reduce, make_plan,
                    scan_offsets)
 from .shared import SharedArray
@@ -272,8 +272,8 @@ class LocalBackend:
             args = snapshots.take(args)  # the parent's copies, before any worker starts
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
-        if dynamic and op == "map" and chunk_rows is None:  # a finer grid: the same bits
-            plan.rows_per_chunk = dynamic_rows(plan.n_rows, plan.rows_per_chunk, ex.n_workers)
+        if chunk_rows is None:
+            map_grid(plan, op, ex.n_workers, dynamic)
         names = [b.name for b in plan.written_blocks if b is not None]
         claim_writes(names, kernel)
         held = plan.written_blocks + plan.read_blocks
@@ -489,6 +489,15 @@ def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
     return schedule == "dynamic" and executor.n_workers > 1
 
 
+def map_grid(plan: Plan, op: str, n_workers: int, dynamic: bool = False) -> None:
+    """A plain map's grid (partition.map_rows): even shares of rows, or at least 16 chunks
+    per worker when dynamic. Its bits do not depend on the grid; a reduction's, a scan's
+    and a fused stencil's partials do, so they keep theirs."""
+    k = plan.kernel
+    if op == "map" and k.kind == "map" and not getattr(k, "fused", False):
+        plan.rows_per_chunk = map_rows(plan.n_rows, plan.rows_per_chunk, n_workers, dynamic)
+
+
 def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
                boundary: Any = None, boundscheck: bool | None = None,
                depth: int | None = None, workers: int | None = None,
@@ -507,4 +516,5 @@ def run_inline(kernel: Kernel, args: Sequence[Any], *, rows: int | None = None,
     check_kind(kernel, op)
     plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=True, direct=True,
                      boundscheck=boundscheck, depth=depth)
+    map_grid(plan, op, workers)  # the split of a pool of as many workers
     return LocalBackend(InlineExecutor(workers)).execute(op, plan)[0]

@@ -224,7 +224,8 @@ class Pool:
         ``chunk_rows``: rows per chunk, a whole number from 1 to the rows split (default:
         about 1/256 of the array, in chunks of 64 KiB to 4 MiB); anything else is an
         InputError that says what is valid. Chunks are what the workers' shares are made
-        of, what ``schedule="dynamic"`` hands out and what the bar counts; a map kernel is
+        of, what ``schedule="dynamic"`` hands out and what the bar counts (without it a
+        static map takes even shares of rows, one chunk per worker); a map kernel is
         still called once per share, and its result is bitwise the same for any chunk size
         and any ``depth`` (a scan's offsets combine chunk totals, so its floats may round
         differently).

@@ -250,20 +250,20 @@ def test_a_rerun_cell_is_built_once_per_worker(pool2):
     per worker; an edited one is built anew."""
     src = """
     @sc.kernel
-    def step(o, v):
+    def step(o, x, v):
         for i in range(o.shape[0]):
-            o[i] = v * i
+            o[i] = v * x[i]
     """
     first, again = make(src, "step"), make(src, "step")
-    edited = make(src.replace("v * i", "v * i + 1.0"), "step")
+    edited = make(src.replace("v * x[i]", "v * x[i] + 1.0"), "step")
     assert first is not again and first.content_token() == again.content_token()
     assert edited.content_token() != first.content_token()
-    o = pool2.zeros(100)
-    assert np.array_equal(np.asarray(pool2.map(first, o, 2.0)), 2.0 * np.arange(100))
+    o, x = pool2.zeros(100), pool2.array(np.arange(100.0))  # split over both workers
+    assert np.array_equal(np.asarray(pool2.map(first, o, x, 2.0)), 2.0 * np.arange(100))
     once = _built(pool2, first.content_token())
     assert None not in once.values()
-    assert np.array_equal(np.asarray(pool2.map(again, o, 3.0)), 3.0 * np.arange(100))
+    assert np.array_equal(np.asarray(pool2.map(again, o, x, 3.0)), 3.0 * np.arange(100))
     assert _built(pool2, first.content_token()) == once  # the very same kernel objects
-    assert np.array_equal(np.asarray(pool2.map(edited, o, 2.0)), 2.0 * np.arange(100) + 1)
+    assert np.array_equal(np.asarray(pool2.map(edited, o, x, 2.0)), 2.0 * np.arange(100) + 1)
     assert None not in _built(pool2, edited.content_token()).values()
-    del o
+    del o, x

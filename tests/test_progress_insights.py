@@ -5,7 +5,7 @@ import pytest
 import sharedcompute as sc
 from conftest import START_METHODS, shared_pool
 from sharedcompute.kernels import stencils
-from sharedcompute.partition import chunk_grid, chunk_rows, dynamic_rows
+from sharedcompute.partition import chunk_grid, chunk_rows, map_rows
 import progkernels as pk
 from sharedcompute.kernels.reductions import max_abs_diff
 from testkernels import fill_ones, nd_sum
@@ -35,11 +35,12 @@ def test_progress_ends_at_exactly_the_number_of_partitions(n_workers):
     a = pool.zeros((300_000, 3))
     parts = _n_chunks(a.shape)
     assert parts > n_workers
-    for call in (lambda bar: pool.map(fill_ones, a, progress=bar),
-                 lambda bar: pool.reduce(nd_sum, a, progress=bar)):
+    # a static map: one partition per worker (partition.map_rows); a reduce: every chunk
+    for call, total in ((lambda bar: pool.map(fill_ones, a, progress=bar), n_workers),
+                        (lambda bar: pool.reduce(nd_sum, a, progress=bar), parts)):
         bar = Counter()
         call(bar)
-        assert bar.n == parts and bar.closed and all(k > 0 for k in bar.updates)
+        assert bar.n == total and bar.closed and all(k > 0 for k in bar.updates)
     u, w = pool.zeros((200, 50)), pool.zeros((200, 50))
     bar = Counter()
     pool.iterate(stencils.jacobi2d, w, u, steps=7, progress=bar)
@@ -62,8 +63,7 @@ def test_progress_true_without_tqdm_prints_a_plain_line(capsys, monkeypatch):
         a = pool.zeros(100_000)
         pool.map(fill_ones, a, progress=True)
         err = capsys.readouterr().err
-        n = _n_chunks(a.shape)
-        assert f"fill_ones: {n}/{n} partitions (100%)" in err
+        assert "fill_ones: 2/2 partitions (100%)" in err  # a static map: one per worker
     finally:
         pool.close()
 
@@ -188,16 +188,16 @@ def _calls_cases(pool, log, sweepers):
         return np.array([np.asarray(u), np.asarray(w)])
 
     cases = [
-        ("map", lambda bar: pool.map(pk.counted_affine, out, x, log, progress=bar), n,
-         workers),  # one call per worker's share
+        ("map", lambda bar: pool.map(pk.counted_affine, out, x, log, progress=bar), workers,
+         workers),  # one call per worker's share (a static map's chunk: partition.map_rows)
         ("map, 7-row chunks", lambda bar: pool.map(pk.counted_affine, out, x, log,
                                                    chunk_rows=7, progress=bar),
          -(-600 // 7), workers),
-        ("halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log, progress=bar), n,
-         2 * workers),  # a share, and the padded edge rows at the array's edge
+        ("halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log, progress=bar),
+         workers, 2 * workers),  # a share, and the padded edge rows at the array's edge
         ("dynamic halo map", lambda bar: pool.map(pk.counted_smooth, out, x, log,
                                                   schedule="dynamic", progress=bar),
-         len(chunk_grid(600, dynamic_rows(600, chunk_rows(600, 400), 2))), None),  # finer
+         len(chunk_grid(600, map_rows(600, chunk_rows(600, 400), 2, True))), None),  # finer
         ("reduce", lambda bar: pool.reduce(pk.counted_sum, x, log, 0.0, progress=bar), n, n),
         ("partial map", lambda bar: pool.map(pk.counted_affine_sum, out, x, log, partial=True,
                                              progress=bar)[1], n, n),  # a call per chunk

@@ -160,7 +160,7 @@ def test_dynamic_kernel_error_in_one_piece_and_a_killed_worker(method):
 
 def test_a_dynamic_map_gets_a_finer_grid_than_the_default_and_the_same_bits():
     """A dynamic map with no chunk_rows= is cut into at least 16 chunks per worker
-    (partition.dynamic_rows): the default grid cuts 2,000 rows of 16 bytes into 8 chunks,
+    (partition.map_rows): the default grid cuts 2,000 rows of 16 bytes into 8 chunks,
     too coarse to balance sorted rows of growing cost. A reduction keeps the default grid
     (its combine tree follows the grid)."""
     pool = shared_pool(2, "fork" if "fork" in START_METHODS else START_METHODS[0])
@@ -182,4 +182,35 @@ def test_a_dynamic_map_gets_a_finer_grid_than_the_default_and_the_same_bits():
     x = pool.array(np.random.default_rng(2).standard_normal(rows) * 1e6)
     assert pool.reduce(tk.float_sum, x, schedule="dynamic") == pool.reduce(tk.float_sum, x)
     for a in (out_s, out_d, x):
+        a.free()
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_static_map_gives_each_worker_an_even_share_of_rows_not_of_chunks(workers):
+    """A static map's shares differ by at most one row (partition.map_rows): on the default
+    grid 2,000 float64 rows are 4 chunks of 512, so 2 workers got 1,024 and 976 rows and
+    3 workers 1,024, 512 and 464 (a compute-bound kernel then took 1.5x as long). A map's
+    bits do not depend on its grid; a reduction keeps the default grid (its combine tree),
+    and chunk_rows= is still the user's grid."""
+    pool = shared_pool(workers, "fork" if "fork" in START_METHODS else START_METHODS[0])
+    rows = 2000
+    assert len(chunk_grid(rows, chunk_rows(rows, 8))) == 4  # the default grid
+    runs = pool.zeros((rows, 2), np.int64)
+    pool.map(tk.count_runs, runs)
+    runs_np = np.array(runs.numpy())
+    np.testing.assert_array_equal(runs_np[:, 0], 1)  # every row once
+    starts = sorted(set(runs_np[:, 1].tolist()))
+    even = [s for s, _ in split_even(rows, workers)]
+    assert starts == even, (starts, even)
+    runs.numpy()[:] = 0
+    pool.map(tk.count_runs, runs, chunk_rows=512)  # the user's grid: whole chunks per worker
+    assert sorted(set(runs.numpy()[:, 1].tolist())) == [
+        chunk_grid(rows, 512)[a][0] for a, _ in split_even(4, workers)]
+    out_s, out_c = pool.zeros((rows, 3), np.int64), pool.zeros((rows, 3), np.int64)
+    pool.map(tk.uneven_rows, out_s, 40)
+    pool.map(tk.uneven_rows, out_c, 40, chunk_rows=7)
+    np.testing.assert_array_equal(out_s.numpy(), out_c.numpy())
+    x = pool.array(np.random.default_rng(3).standard_normal(rows) * 1e6)
+    assert pool.reduce(tk.float_sum, x) == pool.reduce(tk.float_sum, x, chunk_rows=512)
+    for a in (runs, out_s, out_c, x):
         a.free()
