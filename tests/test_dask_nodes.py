@@ -452,6 +452,29 @@ def test_iterate_with_a_residual_stops_where_the_local_pool_does(nodes, check_ev
     d.free()
 
 
+def test_iterate_reports_the_block_of_sweeps_the_nodes_ran(nodes):
+    """IterateResult.block_sweeps is the most sweeps a node ran between two halo
+    exchanges: GHOST // depth under 'none'/'fixed' (it said 1), at most block_sweeps=k and
+    the sweeps between checks, 1 with a padded boundary; the values stay the local pool's
+    (out starts unlike u: under 'fixed' each keeps its own edge rows)."""
+    u0, o0 = np.random.default_rng(5).random((2, 97, 31))
+    local = _local()
+    for kw, k in ((dict(), 8), (dict(depth=2), 4), (dict(boundary="fixed"), 8),
+                  (dict(boundary="fixed", block_sweeps=3), 3),
+                  (dict(block_sweeps=3), 3), (dict(block_sweeps=1), 1),
+                  (dict(boundary="periodic"), 1),
+                  (dict(residual=reductions.max_abs_diff, tol=0.0, check_every=5), 5)):
+        a, b = nodes.array(u0), nodes.array(o0)
+        c, d = local.array(u0), local.array(o0)
+        got = nodes.iterate(stencils.jacobi2d, b, a, steps=11, info=True, **kw)
+        want = local.iterate(stencils.jacobi2d, d, c, steps=11, info=True, **kw)
+        assert (got.sweeps, got.block_sweeps) == (want.sweeps, k), kw
+        assert np.asarray(got.array).tobytes() == np.asarray(want.array).tobytes(), kw
+        want = None
+        c.free()
+        d.free()
+
+
 def test_a_restarted_node_worker_leaves_the_callers_environment_alone():
     """A LocalCluster's nannies run in this process and apply pre-spawn-environ with
     os.environ.update at every worker (re)start (distributed/nanny.py): a node worker
