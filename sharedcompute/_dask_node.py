@@ -31,7 +31,9 @@ from .plan import make_plan
 from .segments import SHM_DIR
 from .shared import SharedArray, creator_pid, list_segments
 
-GHOST = 8  # spare rows on each side of a node's rows: the deepest halo a node pool runs
+GHOST = 16  # spare rows on each side of a node's rows: the deepest halo a node pool runs;
+# a block of GHOST // depth sweeps per halo exchange (16, not 8: half the exchanges, and a
+# local iterate of 16 sweeps runs blocks of 5, 5, 5 and 1 where 8 ran 5, 1, 1 and 1)
 DAEMON_HINT = ("start the Dask workers with distributed.worker.daemon: False: "
                "dask.config.set({'distributed.worker.daemon': False}) around LocalCluster(...), "
                "or DASK_DISTRIBUTED__WORKER__DAEMON=False in the environment of `dask worker`")
