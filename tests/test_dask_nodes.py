@@ -473,6 +473,13 @@ def test_iterate_reports_the_block_of_sweeps_the_nodes_ran(nodes):
         want = None
         c.free()
         d.free()
+    a, b = nodes.array(u0), nodes.array(o0)  # no sweep: the edge rows are copied all the same
+    c, d = local.array(u0), local.array(o0)
+    assert nodes.iterate(stencils.jacobi2d, b, a, steps=0, info=True)[1:] == (0, None, 1)
+    local.iterate(stencils.jacobi2d, d, c, steps=0)
+    assert np.asarray(b).tobytes() == np.asarray(d).tobytes()
+    c.free()
+    d.free()
 
 
 def test_a_restarted_node_worker_leaves_the_callers_environment_alone():
