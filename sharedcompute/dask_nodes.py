@@ -25,7 +25,8 @@ through the parent; the node's local pool then maps its rows with their ghost ro
 array under boundary 'none'. iterate submits all the sweeps between two residual checks at
 once: each node's task of a block of sweeps returns the edge rows its neighbours need for
 the next (no round trip to the parent between blocks); under 'none'/'fixed' a block is
-GHOST // depth sweeps with halos that deep, else one sweep.
+GHOST // depth sweeps with halos that deep, run as one iterate of the node's local pool
+(its cache-tiled blocks), else one sweep.
 
 Not yet here (refused with InputError naming what works instead, today's
 ``backend=client``): reductions with halos, sweeps returning their residual,
