@@ -16,6 +16,7 @@ from sharedcompute.kernels import elementwise, reductions, scans, stencils
 from sharedcompute.kernels.registry import ENTRIES, share_args
 from sharedcompute.partition import chunk_grid, chunk_rows, combine_all, layout_of
 from sharedcompute.shared import creator_pid, list_segments
+from iteratekernels import leapfrog
 from testkernels import raise_on_negative
 
 pytest.importorskip("distributed")
@@ -473,6 +474,18 @@ def test_iterate_reports_the_block_of_sweeps_the_nodes_ran(nodes):
         want = None
         c.free()
         d.free()
+    # a kernel reading its out (the sweep before last): plain sweeps on each node, 16 of
+    # them between two exchanges
+    a, b = nodes.array(u0), nodes.array(o0)
+    c, d = local.array(u0), local.array(o0)
+    got = nodes.iterate(leapfrog, b, a, 0.1, steps=37, info=True)
+    want = local.iterate(leapfrog, d, c, 0.1, steps=37, info=True)
+    assert (got.sweeps, got.block_sweeps, want.block_sweeps) == (37, 16, 1)
+    assert np.asarray(got.array).tobytes() == np.asarray(want.array).tobytes()
+    assert np.asarray(a).tobytes() == np.asarray(c).tobytes()
+    want = None
+    c.free()
+    d.free()
     a, b = nodes.array(u0), nodes.array(o0)  # no sweep: the edge rows are copied all the same
     c, d = local.array(u0), local.array(o0)
     assert nodes.iterate(stencils.jacobi2d, b, a, steps=0, info=True)[1:] == (0, None, 1)
