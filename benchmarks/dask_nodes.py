@@ -107,7 +107,7 @@ def overlap_sweeps(client, u0, steps):
 
 
 def jacobi_part(args):
-    from sharedcompute.dask_nodes import local_cluster
+    from sharedcompute.dask_nodes import GHOST, local_cluster
     from sharedcompute.kernels.stencils import jacobi2d
     side, steps, dsteps = args.side, args.steps, args.dask_steps
     u0 = np.random.default_rng(1).random((side, side))
@@ -130,8 +130,8 @@ def jacobi_part(args):
             if label.startswith("dask nodes"):
                 client = pool._backend.client  # noqa: SLF001 - a benchmark's look inside
                 before = sent_bytes(client)
-                pool.iterate(jacobi2d, b, a, steps=16)  # two blocks of 8 sweeps
-                moved = (sent_bytes(client) - before) / 16
+                pool.iterate(jacobi2d, b, a, steps=2 * GHOST)  # two blocks
+                moved = (sent_bytes(client) - before) / (2 * GHOST)
     client, cl = local_cluster(2)
     try:
         with sc.Pool(backend=client) as pool:
@@ -167,8 +167,9 @@ def jacobi_part(args):
     print(f"today's Dask backend / node-local: {per['dask backend x2'][0] / nodes:.1f}x; "
           f"map_overlap / node-local: {per['map_overlap x2'][0] / nodes:.1f}x")
     print(f"bytes the node workers sent each other per sweep: {moved:,.0f}; halo rows: "
-          f"2 rows x {side * 8:,} bytes = {2 * side * 8:,} bytes (blocks of 8 sweeps send "
-          "8-row halos of both arrays once a block: about 2x, for 1/8 of the messages)")
+          f"2 rows x {side * 8:,} bytes = {2 * side * 8:,} bytes (blocks of {GHOST} sweeps "
+          f"send {GHOST}-row halos of both arrays once a block: about 2x, for 1/{GHOST} of "
+          "the messages)")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ from .plan import make_plan
 from .segments import SHM_DIR
 from .shared import SharedArray, creator_pid, list_segments
 
-GHOST = 8  # spare rows on each side of a node's rows: the deepest halo a node pool runs
+GHOST = 16  # spare rows on each side of a node's rows: the deepest halo a node pool runs;
+# a block of GHOST // depth sweeps per halo exchange (16, not 8: half the exchanges, and a
+# local iterate of 16 sweeps runs blocks of 5, 5, 5 and 1 where 8 ran 5, 1, 1 and 1)
 DAEMON_HINT = ("start the Dask workers with distributed.worker.daemon: False: "
                "dask.config.set({'distributed.worker.daemon': False}) around LocalCluster(...), "
                "or DASK_DISTRIBUTED__WORKER__DAEMON=False in the environment of `dask worker`")
@@ -192,17 +194,21 @@ def _op_edges(node: _Node, aids: list, wants: dict) -> dict:
     return {k: {aid: node.view(aid).numpy()[rows] for aid in aids} for k, rows in wants.items()}
 
 
-def _op_halo_map(node: _Node, kernel: Kernel, descs: list, reads: list, depth: int, me: int,
-                 before: int, after: int, owners: list, constant: Any, boundscheck: bool,
-                 timeout: Any, edges: dict, next_reads: list | None = None,
-                 next_wants: dict | None = None, previous: Any = None) -> dict | None:
-    """Sweeps of a stencil on this node's rows (one per desc in ``descs``): the halo rows of
-    each read array (``owners``: the node whose edges each comes from, in order, -1 for the
-    constant boundary) go into the ghost rows next to its own rows; then each sweep i of
-    B maps the rows with (B - 1 - i) * depth rows more on each side, as far as the ghost
-    rows go, as one array with boundary 'none' (so after B sweeps this node's rows are
-    those of B plain sweeps; the extra rows are this node's scratch). Returns the edge rows
-    of ``next_reads`` other nodes need for the next block, if any."""
+def _op_halo_map(node: _Node, kernel: Kernel, desc: list, steps: int, reads: list,
+                 depth: int, me: int, before: int, after: int, owners: list, constant: Any,
+                 boundscheck: bool, timeout: Any, block_sweeps: int | None, edges: dict,
+                 next_reads: list | None = None, next_wants: dict | None = None,
+                 previous: Any = None) -> dict | None:
+    """``steps`` sweeps of a stencil on this node's rows, the first one's arguments ``desc``:
+    the halo rows of each read array (``owners``: the node whose edges each comes from, in
+    order, -1 for the constant boundary) go into the ghost rows next to its own rows; then
+    the rows with their ``before`` and ``after`` ghost rows are swept as one array under
+    boundary 'none' (one sweep: a map) or 'fixed' (a block: one local iterate, its own
+    blocks and tiles, the plain sweeps' bits; 'fixed' copies no edge rows, as a run of
+    maps under 'none'). A sweep leaves at most ``depth`` rows more from each end wrong, so
+    after B <= GHOST // depth sweeps this node's rows are those of B plain sweeps; the
+    ghost rows are scratch. Returns the edge rows of ``next_reads`` other nodes need for
+    the next block, if any."""
     for aid in reads:
         full, m = node.arrays[aid].numpy(), node.rows[aid]
         taken = dict.fromkeys(edges, 0)
@@ -213,12 +219,14 @@ def _op_halo_map(node: _Node, kernel: Kernel, descs: list, reads: list, depth: i
             else:
                 full[row] = edges[j][me][aid][taken[j]]
                 taken[j] += 1
-    for i, desc in enumerate(descs):
-        reach = (len(descs) - i) * depth  # the extra rows of this sweep, plus its halo
-        b, a = min(before, reach), min(after, reach)
-        args = tuple(node.view(v, b, a) if kind == "part" else v for kind, v in desc)
+    args = tuple(node.view(v, before, after) if kind == "part" else v for kind, v in desc)
+    if steps == 1:
         node.backend.map(kernel, args, None, "none", timeout, False, None, boundscheck, depth,
                          None)
+    else:
+        node.backend.iterate(kernel, args, steps=steps, residual=None, tol=None,
+                             check_every=1, boundary="fixed", timeout=timeout,
+                             boundscheck=boundscheck, depth=depth, block_sweeps=block_sweeps)
     # the next block's halo rows for the other nodes (``previous``: this node's task before,
     # passed only so that Dask runs this one after it)
     return None if next_reads is None else _op_edges(node, next_reads, next_wants or {})

@@ -25,7 +25,8 @@ through the parent; the node's local pool then maps its rows with their ghost ro
 array under boundary 'none'. iterate submits all the sweeps between two residual checks at
 once: each node's task of a block of sweeps returns the edge rows its neighbours need for
 the next (no round trip to the parent between blocks); under 'none'/'fixed' a block is
-GHOST // depth sweeps with halos that deep, else one sweep.
+GHOST // depth sweeps with halos that deep, run as one iterate of the node's local pool
+(its cache-tiled blocks), else one sweep.
 
 Not yet here (refused with InputError naming what works instead, today's
 ``backend=client``): reductions with halos, sweeps returning their residual,
@@ -51,6 +52,7 @@ from ._dask_node import (GHOST, has_plugin, local_cluster, node_run, nodes_plugi
 from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, swap
 from ._iterate.program import Program
 from ._insights import Insights
+from .iterate_result import IterateResult
 from ._node_array import DaskNodes, NodeArray
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError
 from .kernel import Kernel
@@ -334,15 +336,17 @@ class NodesBackend(ClusterCalls):
                 if kind == "part" and not spec.writable]
 
     def _run_sweeps(self, plan: Plan, sweeps: list, first: NodeArray, boundscheck: bool,
-                    timeout: Any) -> None:
+                    timeout: Any, block_sweeps: int | None = None) -> int:
         """Halo maps in a row, ``sweeps`` [(desc, read array ids)], all submitted at once,
-        in blocks of B (boundary 'none' or 'fixed': as many as the ghost rows hold; else 1):
-        an "edges" task on every node holding rows another node needs for the first block,
-        and each node's task of a block returns its edge rows for the next one; Dask hands
-        them from worker to worker as each task's inputs (the parent never holds them, nor
-        waits between blocks). A node only ever writes its own rows and ghost rows."""
+        in blocks of B (boundary 'none' or 'fixed': as many as the ghost rows hold, at most
+        ``block_sweeps``; else 1): an "edges" task on every node holding rows another node
+        needs for the first block, and each node's task of a block returns its edge rows for
+        the next one; Dask hands them from worker to worker as each task's inputs (the
+        parent never holds them, nor waits between blocks). A node only ever writes its own
+        rows and ghost rows. Returns B."""
         kernel, d, bnd = plan.kernel, plan.depth, plan.boundary
-        per = min(max(1, GHOST // d), len(sweeps)) if bnd in UNPADDED else 1
+        per = min(max(1, GHOST // d), len(sweeps), block_sweeps or GHOST) \
+            if bnd in UNPADDED else 1
         if per > 1:  # a block reads the written array's ghost rows too (the array's fixed
             # edge rows among them, never written): fill both arrays' ghost rows
             sweeps = [(desc, [aid for kind, aid in desc if kind == "part"])
@@ -356,9 +360,10 @@ class NodesBackend(ClusterCalls):
         last = {k: None for k in live}  # each node's previous task: its writes come first
         for t, block in enumerate(blocks):
             following = blocks[t + 1][0][1] if t + 1 < len(blocks) else None
-            descs = [desc for desc, _ in block]
-            done = {k: self._submit(k, "halo_map", kernel, descs, block[0][1], d, k, before,
-                                    after, owners, constant, boundscheck, timeout,
+            # the block's first sweep and its length: the node's iterate swaps as ours did
+            done = {k: self._submit(k, "halo_map", kernel, block[0][0], len(block),
+                                    block[0][1], d, k, before, after, owners, constant,
+                                    boundscheck, timeout, block_sweeps,
                                     {j: edges[j][1] for j in set(owners) if j >= 0},
                                     following, wants.get(k, {}),
                                     None if last[k] is None else last[k][1])
@@ -366,6 +371,7 @@ class NodesBackend(ClusterCalls):
             pairs += done.values()
             last = edges = done
         self._wait(pairs, kernel.name, timeout, fetch=False)
+        return per
 
     def reduce(self, kernel: Kernel, args: tuple, rows: Any = None, timeout: Any = None,
                progress: Any = None, chunk_rows: Any = None, boundscheck: bool = False,
@@ -401,10 +407,11 @@ class NodesBackend(ClusterCalls):
                 tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
-        """One halo map per sweep (edges fetched node to node), with the local pool's checks
-        and plan (_iterate/plan.py), as DaskBackend does: sweeps are plain whatever
-        ``block_sweeps`` says (the same result); the sweeps between two residual checks
-        are submitted at once (_run_sweeps)."""
+        """Blocks of sweeps between halo exchanges (edges fetched node to node; each node's
+        block is one local iterate), with the local pool's checks and plan
+        (_iterate/plan.py); the sweeps between two residual checks are submitted at once
+        (_run_sweeps). ``block_sweeps``: at most that many sweeps per exchange and per
+        local block."""
         if isinstance(kernel, Program):
             raise InputError("step programs (sc.program) run on local pools; on a node pool, "
                              "call pool.map per stage in a Python loop of steps")
@@ -434,12 +441,13 @@ class NodesBackend(ClusterCalls):
             sweeps.append((desc, self._reads(plan, desc)))
             pairs.append((specs[out_i].value, specs[in_i].value))
             swap(specs, out_i, in_i)
-        done, value = 0, None
+        done, value, per = 0, None, 1  # per: the most sweeps run between two exchanges
         every = check_every if residual is not None else max(len(sweeps), 1)
         while done < len(sweeps):
             block = sweeps[done:done + every]
             if plan.depth:
-                self._run_sweeps(plan, block, first, boundscheck, timeout)
+                per = max(per, self._run_sweeps(plan, block, first, boundscheck, timeout,
+                                                block_sweeps))
             else:  # no halo: plain maps, one call each
                 for desc, _ in block:
                     self._run_map(plan, desc, first, boundscheck, timeout)
@@ -449,7 +457,8 @@ class NodesBackend(ClusterCalls):
                                        timeout)
                 if value <= tol:
                     break
-        return it.result(done, value, info)
+        last = it.result(done, value, False)
+        return IterateResult(last, done, value, per) if info else last
 
     def _residual(self, residual: Kernel, arrays: tuple, chunk_rows: Any, boundscheck: bool,
                   timeout: Any) -> float:

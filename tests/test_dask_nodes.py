@@ -16,6 +16,7 @@ from sharedcompute.kernels import elementwise, reductions, scans, stencils
 from sharedcompute.kernels.registry import ENTRIES, share_args
 from sharedcompute.partition import chunk_grid, chunk_rows, combine_all, layout_of
 from sharedcompute.shared import creator_pid, list_segments
+from iteratekernels import leapfrog
 from testkernels import raise_on_negative
 
 pytest.importorskip("distributed")
@@ -190,7 +191,7 @@ def test_three_nodes_more_nodes_than_rows_and_a_kernel_error():
                 pool.map(elementwise.axpy, a, pool.array(x), 2.0)
                 np.testing.assert_array_equal(np.asarray(a), x + 2.0 * x)
             # nodes of 0 or 1 rows: halos from two nodes away; depth 2 next to the edges;
-            # 'none'/'fixed' run blocks of sweeps (8 // depth) with wider halos
+            # 'none'/'fixed' run blocks of sweeps (16 // depth) with wider halos
             for rows, depth, steps in ((2, 1, 3), (3, 1, 3), (5, 1, 3), (40, 1, 3),
                                        (40, 2, 9), (9, 2, 5), (200, 1, 19)):
                 u0 = np.random.default_rng(rows).random((rows, 512))  # a row a chunk
@@ -302,8 +303,8 @@ def test_scans_equal_the_local_pool_bitwise_on_three_nodes():
 def test_what_is_not_built_yet_is_refused_with_the_way_to_do_it(nodes):
     u = nodes.array(np.random.default_rng(1).random((64, 16)))
     v = nodes.zeros((64, 16))
-    with pytest.raises(sc.InputError, match="halo deeper than 8 rows .* backend=client"):
-        nodes.map(stencils.jacobi2d, v, u, depth=9)
+    with pytest.raises(sc.InputError, match="halo deeper than 16 rows .* backend=client"):
+        nodes.map(stencils.jacobi2d, v, u, depth=17)
     with pytest.raises(sc.InputError, match="returns its residual from the sweep"):
         nodes.iterate(stencils.jacobi2d_residual, v, u, steps=2, tol=1e-3)
     with pytest.raises(sc.InputError, match="tasks"):
@@ -448,6 +449,48 @@ def test_iterate_with_a_residual_stops_where_the_local_pool_does(nodes, check_ev
     assert 0 < got.sweeps == want.sweeps < 200 and got.residual == want.residual
     assert np.asarray(got.array).tobytes() == np.asarray(want.array).tobytes()
     want = None
+    c.free()
+    d.free()
+
+
+def test_iterate_reports_the_block_of_sweeps_the_nodes_ran(nodes):
+    """IterateResult.block_sweeps is the most sweeps a node ran between two halo
+    exchanges: 16 // depth (GHOST) under 'none'/'fixed' (it said 1), at most block_sweeps=k
+    and the sweeps between checks, 1 with a padded boundary; the values stay the local
+    pool's (out starts unlike u: under 'fixed' each keeps its own edge rows)."""
+    u0, o0 = np.random.default_rng(5).random((2, 97, 31))
+    local = _local()
+    for kw, k in ((dict(), 16), (dict(depth=2), 8), (dict(boundary="fixed"), 16),
+                  (dict(boundary="fixed", block_sweeps=3), 3),
+                  (dict(block_sweeps=3), 3), (dict(block_sweeps=1), 1),
+                  (dict(boundary="periodic"), 1),
+                  (dict(residual=reductions.max_abs_diff, tol=0.0, check_every=5), 5)):
+        a, b = nodes.array(u0), nodes.array(o0)
+        c, d = local.array(u0), local.array(o0)
+        got = nodes.iterate(stencils.jacobi2d, b, a, steps=21, info=True, **kw)
+        want = local.iterate(stencils.jacobi2d, d, c, steps=21, info=True, **kw)
+        assert (got.sweeps, got.block_sweeps) == (want.sweeps, k), kw
+        assert np.asarray(got.array).tobytes() == np.asarray(want.array).tobytes(), kw
+        want = None
+        c.free()
+        d.free()
+    # a kernel reading its out (the sweep before last): plain sweeps on each node, 16 of
+    # them between two exchanges
+    a, b = nodes.array(u0), nodes.array(o0)
+    c, d = local.array(u0), local.array(o0)
+    got = nodes.iterate(leapfrog, b, a, 0.1, steps=37, info=True)
+    want = local.iterate(leapfrog, d, c, 0.1, steps=37, info=True)
+    assert (got.sweeps, got.block_sweeps, want.block_sweeps) == (37, 16, 1)
+    assert np.asarray(got.array).tobytes() == np.asarray(want.array).tobytes()
+    assert np.asarray(a).tobytes() == np.asarray(c).tobytes()
+    want = None
+    c.free()
+    d.free()
+    a, b = nodes.array(u0), nodes.array(o0)  # no sweep: the edge rows are copied all the same
+    c, d = local.array(u0), local.array(o0)
+    assert nodes.iterate(stencils.jacobi2d, b, a, steps=0, info=True)[1:] == (0, None, 1)
+    local.iterate(stencils.jacobi2d, d, c, steps=0)
+    assert np.asarray(b).tobytes() == np.asarray(d).tobytes()
     c.free()
     d.free()
 
