@@ -12,6 +12,11 @@ from typing import Any, Callable
 
 from .errors import InputError
 
+try:
+    import fcntl
+except ImportError:  # Windows: saves unlocked, as numba's own
+    fcntl = None  # type: ignore[assignment]
+
 _cache_warned = False
 
 
@@ -32,9 +37,10 @@ def jit_function(func: Callable, options: dict | None = None) -> Callable:
     if use_cache:
         try:
             disp = numba.njit(nogil=True, cache=True, **options)(func)
-            if options:  # numba#6845: numba's cache key leaves the options out, so the
-                # same function with and without fastmath= would load each other's code
-                disp._cache = _options_cache(disp.py_func, options)
+            # numba#6845: numba's cache key leaves the options out (the same function with
+            # and without fastmath= would load each other's code); numba#10128: workers
+            # saving at once can leave another signature's code under an entry
+            disp._cache = _kernel_cache(disp.py_func, options)
             return disp
         except RuntimeError as exc:  # no writable cache location
             interactive = not os.path.exists(func.__code__.co_filename)  # notebook, -c, stdin
@@ -46,21 +52,70 @@ def jit_function(func: Callable, options: dict | None = None) -> Callable:
 
 
 @functools.lru_cache(maxsize=None)
-def _options_cache_class() -> type:
+def _kernel_cache_class() -> type:
+    from numba.core import types
     from numba.core.caching import FunctionCache
 
-    class OptionsCache(FunctionCache):
-        """numba's on-disk cache of one function, its index key extended by ``options``."""
+    def conflict(want: Any, got: Any) -> bool:
+        """Two argument types whose compiled code cannot stand in for each other."""
+        if isinstance(want, types.Array) and isinstance(got, types.Array):
+            return (want.dtype, want.ndim, want.layout, want.mutable) != (
+                got.dtype, got.ndim, got.layout, got.mutable)
+        return isinstance(want, types.Number) and isinstance(got, types.Number) and want != got
+
+    class KernelCache(FunctionCache):
+        """numba's on-disk cache of one kernel function, safe for a pool of processes.
+
+        - Entries are keyed by the kernel's numba ``options`` too (numba#6845).
+        - Saves are serialised by an flock in the cache directory: two workers saving their first
+          signatures at once both read an index without the other's entry and picked the
+          same data file, so one signature's entry then held the other's code (numba#10128,
+          #4807; seen here: a read-only view ran the writable build, 5x slower, and with two
+          dtypes that is another dtype's code on the data).
+        - An entry whose code was compiled for other argument types is refused (numba
+          then compiles, and saves it right) and the function's index started afresh, so
+          a cache damaged before this lock, or by a process without it, heals.
+        """
         options = ""
 
         def _index_key(self, sig: Any, codegen: Any) -> tuple:
             return super()._index_key(sig, codegen) + (self.options,)
-    return OptionsCache
+
+        @contextlib.contextmanager
+        def _locked(self):
+            try:
+                if fcntl is None:
+                    raise OSError("no flock")
+                fd = os.open(os.path.join(self.cache_path, "sharedcompute-numba.lock"),
+                             os.O_RDWR | os.O_CREAT, 0o644)  # one per cache directory
+            except OSError:  # no flock, or no room for a lock file: numba's own behaviour
+                yield
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+
+        def save_overload(self, sig: Any, data: Any) -> None:
+            with self._locked():
+                super().save_overload(sig, data)
+
+        def load_overload(self, sig: Any, target_context: Any) -> Any:
+            data = super().load_overload(sig, target_context)
+            if data is not None and (len(data.signature.args) != len(sig) or any(
+                    conflict(w, g) for w, g in zip(sig, data.signature.args))):
+                with self._locked():
+                    self.flush()  # an empty index: every signature compiles and saves anew
+                return None
+            return data
+    return KernelCache
 
 
-def _options_cache(py_func: Callable, options: dict) -> Any:
-    """numba's FunctionCache of ``py_func``, its entries keyed by ``options`` too."""
-    cache = _options_cache_class()(py_func)
+def _kernel_cache(py_func: Callable, options: dict) -> Any:
+    """numba's cache of ``py_func`` for a kernel: keyed by ``options``, saves locked,
+    entries checked against the signature asked for (KernelCache)."""
+    cache = _kernel_cache_class()(py_func)
     cache.options = repr(sorted((k, sorted(v) if isinstance(v, set) else v)
                                 for k, v in options.items()))
     return cache
