@@ -67,11 +67,11 @@ def _kernel_cache_class() -> type:
         """numba's on-disk cache of one kernel function, safe for a pool of processes.
 
         - Entries are keyed by the kernel's numba ``options`` too (numba#6845).
-        - Saves are serialised by an flock in the cache directory: two workers saving their first
-          signatures at once both read an index without the other's entry and picked the
-          same data file, so one signature's entry then held the other's code (numba#10128,
-          #4807; seen here: a read-only view ran the writable build, 5x slower, and with two
-          dtypes that is another dtype's code on the data).
+        - Saves are serialised by an flock in the cache directory: two workers saving
+          their first signatures at once both read an index without the other's entry and
+          picked the same data file, so one signature's entry then held the other's code
+          (numba#10128, #4807; seen here: a read-only view ran the writable build, 5x
+          slower, and with two dtypes that is another dtype's code on the data).
         - An entry whose code was compiled for other argument types is refused (numba
           then compiles, and saves it right) and the function's index started afresh, so
           a cache damaged before this lock, or by a process without it, heals.

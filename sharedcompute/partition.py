@@ -253,11 +253,11 @@ GUIDED_SHARE = 8  # a guided piece is at most 1/(8 * workers) of what remains
 def map_rows(n_rows: int, rows_per_chunk: int, n_workers: int, dynamic: bool) -> int:
     """Rows per chunk of a plain map, whose bits do not depend on its grid (a reduction's
     combine tree and a scan's offsets do, so they keep the default grid). Static: one chunk
-    per worker, so the shares differ by at most one row (the default grid of 2,000 float64
-    rows is 4 chunks of 512: 2 workers got 1,024 and 976 rows, 3 workers 1,024, 512 and 464,
-    and 16 workers left 12 idle). Dynamic: at most 1/(DYNAMIC_CHUNKS * workers) of the rows
-    (on the default grid, sorted rows of growing cost left the last chunk 41% of the work,
-    and no schedule can balance below a chunk)."""
+    per worker, so no share is over ceil(rows / workers), the least any split can give (the
+    default grid of 2,000 float64 rows is 4 chunks of 512: 2 workers got 1,024 and 976
+    rows, 3 workers 1,024, 512 and 464, and 16 workers left 12 idle). Dynamic: at most
+    1/(DYNAMIC_CHUNKS * workers) of the rows (on the default grid, sorted rows of growing
+    cost left the last chunk 41% of the work, and no schedule can balance below a chunk)."""
     if not dynamic:
         return max(1, -(-n_rows // n_workers))
     return max(1, min(rows_per_chunk, n_rows // (DYNAMIC_CHUNKS * n_workers)))

@@ -187,7 +187,7 @@ def test_a_dynamic_map_gets_a_finer_grid_than_the_default_and_the_same_bits():
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_a_static_map_gives_each_worker_an_even_share_of_rows_not_of_chunks(workers):
-    """A static map's shares differ by at most one row (partition.map_rows): on the default
+    """A static map's shares are even shares of rows (partition.map_rows): on the default
     grid 2,000 float64 rows are 4 chunks of 512, so 2 workers got 1,024 and 976 rows and
     3 workers 1,024, 512 and 464 (a compute-bound kernel then took 1.5x as long). A map's
     bits do not depend on its grid; a reduction keeps the default grid (its combine tree),
