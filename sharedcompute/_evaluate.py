@@ -12,8 +12,8 @@ import numpy as np
 
 from .errors import InputError
 from .kernel import Kernel
-from .partition import (halo_pieces, padded_rows, position_value, tree_nodes, tree_reduce,
-                        valid_rows)
+from .partition import (halo_pieces, padded_rows, position_value, source_row, tree_nodes,
+                        tree_reduce, valid_rows)
 from .plan import ArgSpec, WorkOrder
 from .shared import SharedArray, view_from_handle
 
@@ -156,13 +156,73 @@ def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[
         for v, spec in zip(views, task.specs):
             if spec.kind != "part":
                 args.append(v)
-            elif in_place or spec.writable or spec.halo or d == 0:
+            elif in_place or _sliced_in_place(spec, d):
                 args.append(part_rows(v, spec, s, e, d))
             else:
                 args.append(padded_rows(v, s, e, d, boundary))
         if kernel.position:
             args.append(position_value(kernel.position, s, e, n, d, boundary))
         yield s, e, tuple(args), in_place or d == 0
+
+
+def _sliced_in_place(spec: ArgSpec, depth: int) -> bool:
+    """Whether a split argument is sliced in place even in a piece at the array's edge."""
+    return spec.writable or bool(spec.halo) or depth == 0
+
+
+class RowCalls:
+    """The kernel calls of ``map_rows(task, views, lo, hi)``, sliced once, for a loop that
+    repeats them on the same views (iterate's sweeps, a program's stages): an in-place
+    piece keeps its arguments; a padded one (a stencil's edge rows) keeps its copy of the
+    edge rows and refills it before every call, row by row as padded_rows fills a new one,
+    so the kernel sees the same values and types. ``step_args``: argument indices that
+    ``run(stats, step)`` sets to the step index first (a program's ``sc.STEP``)."""
+
+    def __init__(self, task: WorkOrder, views: list[Any], lo: int, hi: int,
+                 step_args: tuple = ()):
+        self.func, self.kernel, self.step_args = kernel_fn(task), task.kernel, step_args
+        n, d, boundary = task.n_rows, task.depth, task.boundary
+        self.calls: list[tuple] = []  # (rows, arguments, refills: (buffer, [(row, source)]))
+        for s, e, args, in_place in map_pieces(task, views, lo, hi):
+            refills = []
+            if not in_place:
+                for j, (v, spec) in enumerate(zip(views, task.specs)):
+                    if spec.kind == "part" and not _sliced_in_place(spec, d):
+                        source = [source_row(r, n, boundary) for r in range(s - d, e + d)]
+                        refills.append((args[j], _row_runs(v, source, boundary)))
+            self.calls.append(((s, e), list(args), refills))
+        self.compiled = False  # the first run goes through call(): compile time counted
+
+    def run(self, stats: Stats, step: int = 0) -> None:
+        func, fused, first = self.func, self.kernel.fused, not self.compiled
+        t0 = time.perf_counter()
+        for rows, args, refills in self.calls:
+            for buf, fill in refills:
+                for k, stop, rows in fill:
+                    buf[k:stop] = rows
+            for j in self.step_args:
+                args[j] = step
+            stats.rows = rows
+            got = call(func, tuple(args), stats) if first else func(*args)
+            if got is not None and not fused:
+                raise _returned(self.kernel)
+        if first:
+            self.compiled = True
+        else:
+            stats.compute_s += time.perf_counter() - t0
+
+
+def _row_runs(src: Any, source: list[int], boundary: Any) -> list[tuple]:
+    """padded_rows' filling of rows ``source`` (-1: the constant) as a few slice copies:
+    (first, stop, rows of src or the constant) for each run of rows that follow each other."""
+    runs: list[list] = []
+    for k, i in enumerate(source):
+        last = runs[-1] if runs else None
+        if last and last[1] == k and (i < 0) == (last[2] < 0) and (i < 0 or i == last[3] + 1):
+            last[1], last[3] = k + 1, i
+        else:
+            runs.append([k, k + 1, i, i])
+    return [(a, b, boundary if i < 0 else src[i:j + 1]) for a, b, i, j in runs]
 
 
 def map_rows(task: WorkOrder, views: list[Any], lo: int, hi: int, stats: Stats) -> None:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .._evaluate import RUNNERS, Stats, call, explain, kernel_fn, map_rows, read_only, resolve
+from .._evaluate import (RUNNERS, RowCalls, Stats, call, explain, kernel_fn, map_rows, read_only,
+                         resolve)
 from ..partition import tree_finish, tree_nodes, tree_reduce
 from ..plan import ArgSpec, WorkOrder
 from ..shared import view_from_handle
@@ -55,6 +56,7 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
     rows = [_rows(order) if wv is None else wv.rows(w.worker, w.workers, edges=True)
             for order, wv in zip(w.stages, w.waves)]
     snaps = Copier(w, phys, rows) if w.snaps else None  # sc.snapshot: snapshot.py
+    sliced: dict = {}  # (stage, the arrays its names hold) -> its RowCalls
 
     def views(k: int, t: int) -> list:
         order, out = w.stages[k], list(base[k])
@@ -72,8 +74,15 @@ def _run(w: Any, stats: Stats, barrier: Any) -> tuple:
         try:
             if w.waves[k] is not None:  # a pipelined in-place sweep (wavefront.py)
                 wave.sweep(order, views(k, t), w.waves[k], stats, call)
-            else:
+            elif snaps:  # its snapshot arguments change with the step
                 map_rows(order, views(k, t), *rows[k], stats)
+            else:  # sliced once per binding of its names (swaps alternate two or so)
+                key = (k, *(bind[n] for n in w.names[k] if n is not None))
+                calls = sliced.get(key)
+                if calls is None:
+                    calls = sliced[key] = RowCalls(order, views(k, t), *rows[k],
+                                                   w.step_args[k])
+                calls.run(stats, t)
         except Exception as exc:
             raise _located(exc, order, stats, f"{w.labels[k]} of step {t}") from None
         if snaps:

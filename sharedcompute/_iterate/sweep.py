@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from .._evaluate import (RUNNERS, Stats, call, kernel_fn, map_pieces, map_rows, part_rows,
-                         read_only, resolve)
+from .._evaluate import (RUNNERS, RowCalls, Stats, call, kernel_fn, map_pieces, map_rows,
+                         part_rows, read_only, resolve)
 from ..errors import InputError
 from ..partition import (UNPADDED, padded_rows, position_value, source_row, tree_finish,
                          tree_nodes, tree_reduce, valid_rows)
@@ -92,7 +92,8 @@ def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
     views = resolve(specs)
     specs[in_i].writable = False
     writable = {out_i: views[out_i], in_i: views[in_i]}
-    views[in_i] = read_only(views[in_i])
+    ro = {id(v): read_only(v) for v in writable.values()}  # each array's read view, once
+    views[in_i] = ro[id(views[in_i])]
     ca, cb = task.chunk_range
     chunks = task.chunks
     n_chunks = len(chunks)
@@ -119,11 +120,12 @@ def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
         nonlocal swaps
         swaps += 1
         writable[out_i], writable[in_i] = writable[in_i], writable[out_i]
-        views[out_i], views[in_i] = writable[out_i], read_only(writable[in_i])
+        views[out_i], views[in_i] = writable[out_i], ro[id(writable[in_i])]
         swap(specs, out_i, in_i)
 
     done, value, checks, swaps = 0, None, 0, 0
     sliced: dict = {}  # per swap parity: each chunk's kernel arguments, sliced once
+    plain: dict = {}  # per swap parity: a plain sweep's kernel calls, sliced once
     for size in blocks:
         checking = judge is not None and size == 1 and (done + 1) % sw.check_every == 0
         in_block = size > 1 and levels is not None  # checked at every level, from the block
@@ -146,7 +148,10 @@ def _sweep(task: WorkOrder, stats: Stats, barrier: Any) -> tuple:
         elif checking and check is None:  # the fused kernel's own partials, same pass
             partials = _fused_partials(task, func, views, ca, cb, stats, sliced, swaps % 2)
         else:
-            map_rows(task, views, lo, hi, stats)
+            calls = plain.get(swaps % 2)
+            if calls is None:
+                calls = plain[swaps % 2] = RowCalls(task, views, lo, hi)
+            calls.run(stats)
             if checking:  # residual(new, old) of this worker's own rows: before the barrier
                 partials = [partial_number(judge, call(check, (views[out_i][s:e],
                                                                views[in_i][s:e]), stats))
