@@ -198,8 +198,8 @@ class RowCalls:
         t0 = time.perf_counter()
         for rows, args, refills in self.calls:
             for buf, fill in refills:
-                for k, stop, rows in fill:
-                    buf[k:stop] = rows
+                for k, stop, src in fill:
+                    buf[k:stop] = src
             for j in self.step_args:
                 args[j] = step
             stats.rows = rows

@@ -135,6 +135,18 @@ def test_boundscheck_catches_a_missing_depth(backend):
         x.free(), out.free()
 
 
+def test_boundscheck_names_the_rows_of_a_padded_edge_call_in_sweeps():
+    """iterate's sweeps reuse their sliced calls (_evaluate.RowCalls): an out-of-bounds
+    read in a padded edge call still names that call's rows (the row loop once reported
+    a slice of the array in their place)."""
+    with sc.Pool(2, start_method=METHOD, boundscheck=True) as p:
+        u, out = p.array(np.arange(1000.0)), p.zeros(1000)
+        with pytest.raises(sc.KernelError,
+                           match=r"(?s)overreach_at_edges.*rows \[(0, 1|999, 1000)\) of 1000"):
+            p.iterate(tk.overreach_at_edges, out, u, steps=3)
+        u.free(), out.free()
+
+
 def test_boundscheck_in_direct_calls_and_from_the_environment(tmp_path):
     with pytest.raises(sc.KernelError, match="outside the rows"):
         tk.forward_diff_no_depth(np.zeros(10), np.arange(10.0), boundscheck=True)

@@ -62,6 +62,14 @@ def scale_into_input_declared(out, x):
         out[i] = x[i]
 
 
+@sc.kernel(depth=1, boundary="reflect")
+def overreach_at_edges(out, u):
+    """A stencil that reads 3 rows past its halo, but only in a call of one row: the padded
+    calls of the array's edge rows."""
+    for i in range(out.shape[0]):
+        out[i] = u[i + 1] + (u[i + 4] if out.shape[0] == 1 else 0.0)
+
+
 @sc.kernel
 def forward_diff_no_depth(out, x):
     """out[i] = x[i+1] - x[i] without declaring depth=: reads past its rows."""
