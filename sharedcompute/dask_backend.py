@@ -192,6 +192,21 @@ class ClusterCalls:
         return self.map(b.kernel, b.args, b.rows, b.boundary, b.timeout, False, b.chunk_rows,
                         b.boundscheck, b.depth, b.schedule, b.op == "partial")
 
+    def check_iterate(self, kernel: Any, residual: Any, tol: Any, block_sweeps: Any,
+                      where: str) -> tuple:
+        """iterate's checks on a cluster (``where``: which one, for the messages): step
+        programs and fused sweeps refused, then the local checks; (block_sweeps, tol)."""
+        if isinstance(kernel, Program):
+            raise InputError(f"step programs (sc.program) run on local pools (backend "
+                             f"'processes' or 'inline'); on {where}, call pool.map per stage "
+                             "in a Python loop of steps")
+        block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
+        if getattr(kernel, "fused", False):
+            raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
+                             f"(combine=), which {where} does not collect; use the same "
+                             "stencil without combine= and residual=max_abs_diff there")
+        return block_sweeps, tol
+
     # -- what runs on process and inline pools only ---------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any:
         """Refused: Dask's own client.submit runs a function on the cluster."""
@@ -472,15 +487,8 @@ class DaskBackend(ClusterCalls):
         """One persisted map per sweep, with the local pool's checks and plan
         (_iterate/plan.py); Dask arrays are functional (no halos in place), so sweeps are
         plain whatever ``block_sweeps`` says: the same result."""
-        if isinstance(kernel, Program):
-            raise InputError("step programs (sc.program) run on local pools (backend "
-                             "'processes' or 'inline'); on a Dask cluster, call pool.map "
-                             "per stage in a Python loop of steps")
-        block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
-        if getattr(kernel, "fused", False):
-            raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
-                             "(combine=), which the Dask backend does not collect; use the "
-                             "same stencil without combine= and residual=max_abs_diff there")
+        block_sweeps, tol = self.check_iterate(kernel, residual, tol, block_sweeps,
+                                               "a Dask cluster")
         plan = self._plan(kernel, args, None, boundary, chunk_rows, depth)
         it = plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
                           self.n_workers, can_block=False)

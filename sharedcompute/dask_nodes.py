@@ -49,8 +49,7 @@ import numpy as np
 from .dask_backend import ClusterCalls
 from ._dask_node import (GHOST, has_plugin, local_cluster, node_run, nodes_plugin,
                          reaper_plugin)
-from ._iterate.plan import check_options, fixed_edge_rows, plan_iterate, swap
-from ._iterate.program import Program
+from ._iterate.plan import fixed_edge_rows, plan_iterate, swap
 from ._insights import Insights
 from .iterate_result import IterateResult
 from ._node_array import DaskNodes, NodeArray
@@ -412,14 +411,8 @@ class NodesBackend(ClusterCalls):
         (_iterate/plan.py); the sweeps between two residual checks are submitted at once
         (_run_sweeps). ``block_sweeps``: at most that many sweeps per exchange and per
         local block."""
-        if isinstance(kernel, Program):
-            raise InputError("step programs (sc.program) run on local pools; on a node pool, "
-                             "call pool.map per stage in a Python loop of steps")
-        block_sweeps, tol = check_options(kernel, residual, tol, block_sweeps)
-        if getattr(kernel, "fused", False):
-            raise InputError(f"kernel {kernel.name} returns its residual from the sweep "
-                             "(combine=), which a node pool does not collect yet; use the "
-                             "same stencil without combine= and residual=max_abs_diff there")
+        block_sweeps, tol = self.check_iterate(kernel, residual, tol, block_sweeps,
+                                               "a node pool")
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=True,
                          array_types=(NodeArray,), chunk_rows_override=chunk_rows,
                          shared_ok=False, depth=depth)

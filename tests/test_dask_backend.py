@@ -125,6 +125,19 @@ def test_dask_pools_refuse_tasks_with_the_way_to_do_it(dask_pool):
         list(dask_pool.imap(math.sqrt, [4.0]))
 
 
+def test_dask_pools_refuse_step_programs_and_fused_sweeps_with_the_way_to_do_it(dask_pool):
+    from sharedcompute.kernels import stencils
+    from sharedcompute.kernels.reductions import max_abs_diff
+    u, v = dask_pool.array(np.ones((64, 16))), dask_pool.zeros((64, 16))
+    with pytest.raises(sc.InputError, match="returns its residual .* residual=max_abs_diff"):
+        dask_pool.iterate(stencils.jacobi2d_residual, v, u, steps=2, tol=1e-3)
+    with pytest.raises(sc.InputError, match="step programs .* on a Dask cluster, call pool.map"):
+        dask_pool.iterate(sc.program(sc.stage(stencils.jacobi2d, v, u)), steps=2)
+    done = dask_pool.iterate(stencils.jacobi2d, v, u, steps=2, residual=max_abs_diff,
+                             tol=0.0, info=True)  # the advice, followed
+    assert done.sweeps == 2
+
+
 def test_a_dask_pool_leaves_the_callers_environment_and_config_alone(monkeypatch):
     """The nanny sets its workers' thread caps with os.environ.update in this process: the
     caller's own numba pools and subprocesses must not inherit NUMBA_NUM_THREADS=1 (they

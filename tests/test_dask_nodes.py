@@ -307,6 +307,8 @@ def test_what_is_not_built_yet_is_refused_with_the_way_to_do_it(nodes):
         nodes.map(stencils.jacobi2d, v, u, depth=17)
     with pytest.raises(sc.InputError, match="returns its residual from the sweep"):
         nodes.iterate(stencils.jacobi2d_residual, v, u, steps=2, tol=1e-3)
+    with pytest.raises(sc.InputError, match="step programs .* on a node pool, call pool.map"):
+        nodes.iterate(sc.program(sc.stage(stencils.jacobi2d, v, u)), steps=2)
     with pytest.raises(sc.InputError, match="tasks"):
         nodes.submit(print, 1)
     x32, x64 = nodes.array(np.ones(500_000, np.float32)), nodes.array(np.ones(500_000))
