@@ -488,7 +488,7 @@ class DaskBackend(ClusterCalls):
         (_iterate/plan.py); Dask arrays are functional (no halos in place), so sweeps are
         plain whatever ``block_sweeps`` says: the same result."""
         block_sweeps, tol = self.check_iterate(kernel, residual, tol, block_sweeps,
-                                               "a Dask cluster")
+                                               "the Dask backend")
         plan = self._plan(kernel, args, None, boundary, chunk_rows, depth)
         it = plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
                           self.n_workers, can_block=False)

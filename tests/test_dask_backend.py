@@ -131,7 +131,8 @@ def test_dask_pools_refuse_step_programs_and_fused_sweeps_with_the_way_to_do_it(
     u, v = dask_pool.array(np.ones((64, 16))), dask_pool.zeros((64, 16))
     with pytest.raises(sc.InputError, match="returns its residual .* residual=max_abs_diff"):
         dask_pool.iterate(stencils.jacobi2d_residual, v, u, steps=2, tol=1e-3)
-    with pytest.raises(sc.InputError, match="step programs .* on a Dask cluster, call pool.map"):
+    with pytest.raises(sc.InputError,
+                       match="step programs .* on the Dask backend, call pool.map"):
         dask_pool.iterate(sc.program(sc.stage(stencils.jacobi2d, v, u)), steps=2)
     done = dask_pool.iterate(stencils.jacobi2d, v, u, steps=2, residual=max_abs_diff,
                              tol=0.0, info=True)  # the advice, followed
