@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _watch
+from . import segments
 from .kernel import Kernel
 from .plan import Plan, Whole, written_of
 from .shared import SharedArray
@@ -136,7 +136,7 @@ class Entry:
         self.vals = vals  # the values the workers hold (call_key)
         self.check = plan.kernel.check  # run again when the values change
         self.live = True  # False once dropped: a bound call holding it plans again
-        self.checked_at = -1  # _watch.releases when its blocks were last checked intact
+        self.checked_at = -1  # segments.releases when its blocks were last checked intact
         self.watched = False  # every block watched by inotify: quiet() then vouches for them
         self.writes = sorted(plan.kernel.writes)  # indices: never hold the arrays themselves
         self.result = written_of(self.writes)  # what a map returns, from a call's arguments
@@ -165,10 +165,10 @@ class Entry:
     def fresh(self) -> bool:
         """Its blocks were checked intact since the last release and inotify watches them
         all: with no tamper event queued (CallCache.quiet), they need no check."""
-        return self.watched and self.checked_at == _watch.releases
+        return self.watched and self.checked_at == segments.releases
 
     def checked(self, releases: int, blocks: list) -> None:
-        """Record a check of its blocks; ``releases``: _watch.releases before it began (a
+        """Record a check of its blocks; ``releases``: segments.releases before it began (a
         drain during the check bumps it, so the next call checks again)."""
         self.checked_at = releases
         self.watched = all(not b.is_file and b.watched for b in blocks)
@@ -199,15 +199,15 @@ class Entry:
             if None not in held:
                 return held
         blocks = self.blocks(args)
-        releases = _watch.releases
+        releases = segments.releases
         check_blocks(blocks, drained)
         self.checked(releases, blocks)
         return blocks
 
 
 def check_blocks(blocks: list, drained: bool = False) -> None:
-    """check_intact on every block with one read of the tamper watch (_watch.py) for all."""
-    w = _watch.watcher()
+    """check_intact on every block with one read of the tamper watch (segments.py) for all."""
+    w = segments.watcher()
     if w is not None and not drained:
         w.drain()
     for b in blocks:
@@ -249,7 +249,7 @@ class CallCache:
 
     def store(self, key: tuple, memo_id: int, generation: int, args: tuple, plan: Plan,
               tasks: list, vals: tuple, releases: int, watch: tuple) -> Entry:
-        """Remember a call just run; ``releases``: _watch.releases before it was planned
+        """Remember a call just run; ``releases``: segments.releases before it was planned
         (planning checked every block intact); ``watch``: its kernel's content_watch()
         when it was checked."""
         self.discard(key)
@@ -299,7 +299,7 @@ class CallCache:
 
     def quiet(self, ex: Any) -> bool:
         """One poll(0): every worker alive, no released block to name, no tamper event
-        queued (then no block needs a stat, _watch.py). False: take the checking path."""
+        queued (then no block needs a stat, segments.py). False: take the checking path."""
         if self.forget:
             return False
         generation, w, poll = self._poller
@@ -307,7 +307,7 @@ class CallCache:
             sentinels = ex.sentinels
             if len(sentinels) != ex.n_workers:  # workers missing: nothing to poll yet
                 return False
-            w = _watch.watcher()  # the process's one watch (a forked child's pool is closed)
+            w = segments.watcher()  # the process's one watch (a forked child's pool is closed)
             poller = select.poll()
             for fd in sentinels:  # a stopped or dead worker's sentinel reads as an event
                 poller.register(fd, select.POLLIN)

@@ -1,6 +1,6 @@
 """Executors: who runs a call's tasks. ProcessExecutor owns the worker processes, their pipes
 and the one wait loop that notices every way they fail; InlineExecutor runs the same tasks in
-the calling process, in order, for debugging. Both are an ``Executor`` (the Protocol below):
+the calling process, in order, for debugging. Both are an ``Executor`` (_contracts.py):
 the backend (local.py) and the pool call them without asking which.
 
 The four paths through a ProcessExecutor (names are the real functions)::
@@ -27,7 +27,7 @@ The four paths through a ProcessExecutor (names are the real functions)::
 run_guided and warmup share ``_collect``). ``_events`` turns what it finds into a kernel
 call's failures (``_crashed``, ``_timed_out``: errors.worker_crashed, errors.timed_out);
 feed names the user task instead and fails only that task's future. ``account_answer``
-(_insights.Accounts) accounts every answer in the insights and the progress bar.
+(``Accounts``, below) accounts every answer in the insights and the progress bar.
 
 So a dead worker is noticed at once (never the stdlib Pool's hang, gh-66587), named, and all
 workers are killed; the backend starts new ones on its next call. Errors come back as
@@ -46,73 +46,70 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
-import os
 import pickle
 import select
 import time
 from collections import deque
 from multiprocessing.connection import wait
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator
 
-from . import _worker, doorbell, segments
+from . import _worker, doorbell
 from ._worker import UNREADABLE
-from ._insights import WorkerInsight, Accounts, ChunkProgress
-from .errors import (CANNOT_START, UNGUARDED_MAIN_EXIT, KernelError, KernelTimeoutError,
-                     PoolClosedError, SharedComputeError, timed_out, worker_crashed)
+from .errors import (CANNOT_START, KernelError, KernelTimeoutError,
+                     PoolClosedError, SharedComputeError, first_error, kernel_error, timed_out, worker_crashed)
 from .kernel import Kernel
 from .partition import guided_pieces, split_even
 from .plan import WorkOrder
+from .progress import ChunkProgress
 from ._preload import prepare_fork_parent, start_forkserver
 
 log = logging.getLogger("sharedcompute")
 
-class Executor(Protocol):
-    """What a LocalBackend runs its calls on: worker processes (ProcessExecutor), or this
-    process (_inline.InlineExecutor, whose start, stop, interrupt and forget_after_fork do
-    nothing). Where ``rings``, ``ring()`` starts a cached call; where ``queues_tasks``,
-    ``feed()`` runs a futures.TaskRunner's queue (ProcessExecutor has both)."""
+# -- what every answer is accounted in: a worker's seconds (and a call's ChunkProgress) ----
+class WorkerInsight:
+    """Seconds one worker spent attaching, compiling, computing and idle."""
 
-    in_process: bool  # arguments are not pickled (plan.make_plan sends arrays, not handles)
-    queues_tasks: bool  # user tasks queue for workers (futures.TaskRunner), or run at once
-    n_workers: int
-    start_method: str
-    generation: int  # bumped at every (re)start: cached tasks die with their workers
-    started_at: float
-    rings: bool  # repeated calls can be started through the doorbell (ring)
-    alive: bool
-    pids: list[int]
+    def __init__(self, pid: int):
+        self.pid, self.compile_s, self.compute_s, self.busy_s, self.tasks = pid, 0.0, 0.0, 0.0, 0
 
-    def start(self) -> None: ...
-    def stop(self, kill: bool = False) -> None: ...
-    def interrupt(self) -> None: ...
-    def forget_after_fork(self) -> None: ...
-    def send_all(self, msg: tuple) -> None: ...
-    def check_sendable(self, kernel: Any) -> None: ...
-    def sweep_ranges(self, n_chunks: int) -> list[tuple[int, int]]: ...
-    def worker_insights(self) -> list[WorkerInsight]: ...
-    def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
-            total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list: ...
-    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
-                   what: str, timeout: float | None, progress: Any,
-                   drop: list[int] = ()) -> list: ...
-    def warmup(self, items: list, timeout: float | None) -> None: ...
+    def account(self, compile_s: float, compute_s: float, busy_s: float, *_: Any,
+                tasks: int = 1) -> None:
+        """Add one answer's seconds (the fields of a TaskStats, which may be passed unpacked)."""
+        self.compile_s += compile_s
+        self.compute_s += compute_s
+        self.busy_s += busy_s
+        self.tasks += tasks
+
+    def plus(self, compile_s: float, compute_s: float, busy_s: float,
+             tasks: int) -> "WorkerInsight":
+        """A copy with running totals added (a doorbell line's, Lines.totals)."""
+        out = WorkerInsight(self.pid)
+        out.compile_s, out.compute_s = self.compile_s + compile_s, self.compute_s + compute_s
+        out.busy_s, out.tasks = self.busy_s + busy_s, self.tasks + tasks
+        return out
 
 
-def exit_if_importing_main() -> None:
-    """In a child that is still importing the main module (spawn/forkserver), a Pool means
-    the script lacks its __main__ guard: exit at once, with a code the parent explains
-    (errors.worker_crashed) once, instead of a line from every worker; arrays the script's
-    top level made before are freed first (os._exit runs no finalizer)."""
-    if getattr(mp.current_process(), "_inheriting", False):
-        segments.unlink_owned()
-        os._exit(UNGUARDED_MAIN_EXIT)
+class Accounts:
+    """What both executors keep: each worker's insight, added to by every answer."""
 
+    insights: list[WorkerInsight]
 
-def _first_error(errors: list[KernelError]) -> KernelError:
-    """In iterate, a failing worker aborts the barrier and the others then report a broken
-    barrier: raise the original failure, not its echo."""
-    primary = [e for e in errors if not e.echo]
-    return (primary or errors)[0]
+    def worker_insights(self) -> list[WorkerInsight]:
+        return self.insights
+
+    def account_answer(self, i: int, msg: tuple, bar: ChunkProgress | None = None,
+                  errors: list | None = None, what: str = "", tasks: int = 1) -> Any:
+        """Account worker i's answer ``(ok|err, seq, result or error info, TaskStats)``: its
+        seconds in the insights, its chunks in the bar. Returns the result; an error goes to
+        ``errors`` as a KernelError (named by a warmup's kernel, else ``what``)."""
+        self.insights[i].account(*msg[3], tasks=tasks)
+        if bar is not None:
+            bar.advance(i, msg)
+        if msg[0] == "ok":
+            return msg[2]
+        if errors is not None:
+            errors.append(kernel_error(msg[2].get("kernel", what), msg[2]))
+        return None
 
 
 class ProcessExecutor(Accounts):
@@ -208,7 +205,8 @@ class ProcessExecutor(Accounts):
 
     def send(self, i: int, msg: tuple) -> None:
         self.conns[i].send(msg)
-        doorbell.count_pipe_send(self.lines, i)
+        if self.lines is not None:
+            self.lines.pipe_sent[i] += 1  # counted after the send (doorbell.Lines.pipe_sent)
 
     def send_all(self, msg: tuple) -> None:
         for i in range(len(self.conns)):
@@ -311,7 +309,7 @@ class ProcessExecutor(Accounts):
         a time, as ``message(seq, task, report progress?)``, until all are answered; returns
         [(worker, task, result)] of the answers. The first kernel error raises once all are
         in; a crash, a timeout or Ctrl-C kills the workers (their state is unknown)."""
-        bar = ChunkProgress(progress, total, what, self.n_workers)
+        bar = ChunkProgress(progress, total, what, self.n_workers) if progress else None
         held: list[deque] = [deque() for _ in range(self.n_workers)]  # (seq, task) in order
         want: list[int | None] = [None] * self.n_workers  # the seq each worker answers next
         heads: list[Any] = [None] * self.n_workers  # the task it runs: for errors
@@ -324,7 +322,7 @@ class ProcessExecutor(Accounts):
                 task = take(i)
                 if task is None:
                     break
-                msg = message(self._next_seq(), task, bar.bar is not None)
+                msg = message(self._next_seq(), task, bar is not None)
                 held[i].append((msg[1], task))
                 want[i], heads[i] = held[i][0]
                 self._send_task(i, msg, what, heads)
@@ -348,9 +346,10 @@ class ProcessExecutor(Accounts):
             self.stop(kill=True)
             raise
         finally:
-            bar.finish()
+            if bar is not None:
+                bar.finish()
         if errors:
-            raise _first_error(errors)
+            raise first_error(errors)
         return out
 
     def ring(self, memo: int, active: list[int], idle_result: Any, *,
@@ -382,7 +381,7 @@ class ProcessExecutor(Accounts):
                     data = lines.result(i)
                     out[i] = pickle.loads(data) if data else None
         if errors:
-            raise _first_error(errors)
+            raise first_error(errors)
         return out if results else None
 
     def _await_rung(self, seq: int, active: list[int], idle_result: Any, what: str,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ._insights import Accounts, WorkerInsight
+from ._executors import Accounts, WorkerInsight
 from ._evaluate import Stats, detached, run_task
 from ._worker import compile_signatures
 from ._compile import one_numba_thread

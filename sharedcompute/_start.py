@@ -8,13 +8,24 @@ import multiprocessing as mp
 import os
 import sys
 
+from . import segments
 from ._executors import ProcessExecutor
 from ._system import usable_cores
-from .errors import InputError
+from .errors import UNGUARDED_MAIN_EXIT, InputError
 from .local import LocalBackend
 from ._preload import prepare_fork_parent, start_forkserver
 
 START_METHODS = ("fork", "spawn", "forkserver")
+
+
+def exit_if_importing_main() -> None:
+    """In a child that is still importing the main module (spawn/forkserver), a Pool means
+    the script lacks its __main__ guard: exit at once, with a code the parent explains
+    (errors.worker_crashed) once, instead of a line from every worker; arrays the script's
+    top level made before are freed first (os._exit runs no finalizer)."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        segments.unlink_owned()
+        os._exit(UNGUARDED_MAIN_EXIT)
 
 
 def default_start_method() -> str:

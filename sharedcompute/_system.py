@@ -1,8 +1,12 @@
-"""Facts about this machine that the engine needs: usable cores and shared-memory space."""
+"""Facts about this machine that the engine needs: usable cores, shared-memory space, and
+which names in the shared-memory directory are this package's blocks (and who made them)."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
+import secrets
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -144,3 +148,61 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+# -- the names of this package's blocks in the shared-memory directory ---------------------
+PREFIX = "sc"
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _DIGITS[r] + out
+        if n == 0:
+            return out
+
+
+def _tag(stem: str) -> str:
+    """4 hex digits that only this package's names carry: a keyed hash of the rest, so a
+    foreign file whose name merely fits the pattern is taken for ours once in 65,536."""
+    return hashlib.blake2b(stem.encode(), digest_size=2, key=b"sharedcompute").hexdigest()
+
+
+def make_block_name() -> str:
+    """``sc<creator pid in base 36>_<48 random bits><tag>``: at most 25 characters (macOS
+    allows 30); see _tag."""
+    stem = f"{PREFIX}{_base36(os.getpid())}_{secrets.token_hex(6)}"
+    return stem + _tag(stem)
+
+
+def creator_pid(name: str) -> int | None:
+    """The creating pid encoded in one of our block names, or None if the name is not ours
+    (wrong pattern, wrong tag, or a pid no process can have)."""
+    if not name.startswith(PREFIX) or "_" not in name:
+        return None
+    head, _, tail = name[len(PREFIX):].partition("_")
+    if not head or len(tail) != 16 or any(c not in _DIGITS for c in head):
+        return None
+    if any(c not in "0123456789abcdef" for c in tail) or tail[12:] != _tag(name[:-4]):
+        return None
+    pid = int(head, 36)
+    return pid if 0 < pid <= _pid_max() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4_194_304  # Linux's ceiling (PID_MAX_LIMIT); other systems are lower
+
+
+def list_segments(directory: str = SHM_DIR) -> list[str]:
+    """Names of this package's blocks currently in the shared-memory directory."""
+    try:
+        return sorted(n for n in os.listdir(directory) if creator_pid(n) is not None)
+    except FileNotFoundError:
+        return []

@@ -4,8 +4,8 @@ checks it once when it is made (``backend.check_bound``) and hands it the functi
 runs it, which takes the Pool's lock and checks it is open around ``backend.call_bound``.
 
 A bound call's fast path (``LocalBackend.call_bound``) does no per-array work: one poll(0)
-over the workers' sentinels and the tamper watch (_watch.py) says no worker died and no
-block was touched by another process; ``_watch.releases`` unchanged says none was freed or
+over the workers' sentinels and the tamper watch (segments.py) says no worker died and no
+block was touched by another process; ``segments.releases`` unchanged says none was freed or
 closed here; each array's ``identity`` is the very tuple it had (``a.shape = ...`` makes a new
 one); the values of its plain arguments (scalars cannot change; small plain arrays
 can, in place, reshaped and retyped too) are compared with those its entry holds. Anything

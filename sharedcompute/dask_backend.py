@@ -24,7 +24,7 @@ from ._iterate.program import Program
 from .plan import Plan, check_kind, make_plan, scan_offsets
 from .progress import progress_bar
 from .shared import ArrayShape, check_dtype, native_array
-from ._insights import Insights
+from .progress import Insights
 from .files import check_file_dtype, check_regular, read_header
 
 

@@ -50,7 +50,7 @@ from .dask_backend import ClusterCalls
 from ._dask_node import (GHOST, has_plugin, local_cluster, node_run, nodes_plugin,
                          reaper_plugin)
 from ._iterate.plan import fixed_edge_rows, plan_iterate, swap
-from ._insights import Insights
+from .progress import Insights
 from .iterate_result import IterateResult
 from ._node_array import DaskNodes, NodeArray
 from .errors import ArrayFreedError, InputError, KernelTimeoutError, NodeLostError

@@ -128,6 +128,9 @@ class Lines:
         self.floats = buf.cast("d")
         self.bytes = buf
         self.stride = LINE_BYTES // 8
+        # each line's PIPE_SENT word, which the parent bumps after every pipe send so that a
+        # polling worker knows a message waits without a system call (ProcessExecutor.send)
+        self.pipe_sent = self.words[PIPE_SENT::self.stride]
 
     @classmethod
     def create(cls, ctx: Any, n_workers: int) -> "Lines":
@@ -170,7 +173,7 @@ class Lines:
         return pickle.loads(self.bytes[start:start + n])
 
     def release(self) -> None:
-        for view in (self.words, self.floats, self.bytes):
+        for view in (self.pipe_sent, self.words, self.floats, self.bytes):
             view.release()
 
 
@@ -275,13 +278,6 @@ def make_barrier(ctx: Any, lines: "Lines | None", n_workers: int) -> "SemaphoreB
 
 
 # -- the parent's half of the protocol -----------------------------------------------------
-def count_pipe_send(lines: "Lines | None", i: int) -> None:
-    """After sending through worker i's pipe: count it in its line, so a polling worker
-    knows a message waits without a system call."""
-    if lines is not None:
-        lines.set_word(i, PIPE_SENT, lines.word(i, PIPE_SENT) + 1)
-
-
 def ring(lines: Lines, active: list[int], memo: int, seq: int, clear_values: bool = True) -> int:
     """Start call ``seq`` of the cached task ``memo`` on the ``active`` workers and poll for
     their answers: ANSWERED (all, within SPIN_S), SPUN_OUT, or ASLEEP (a worker went to

@@ -164,6 +164,13 @@ def kernel_error(what: str, info: dict) -> KernelError:
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def first_error(errors: list[KernelError]) -> KernelError:
+    """In iterate, a failing worker aborts the barrier and the others then report a broken
+    barrier: the original failure, not its echo."""
+    primary = [e for e in errors if not e.echo]
+    return (primary or errors)[0]
+
+
 def short_traceback(exc: BaseException) -> BaseException:
     """Mark ``exc``, a failure to start workers or to import a kernel's module in them, as
     one whose traceback, printed uncaught, leaves sharedcompute's own frames out: what the

@@ -92,6 +92,7 @@ class Kernel(Generic[R_co]):
         # (_identity.watch_list)
         self._by_value: tuple | None = None  # (source, cloudpickle bytes), made once
         self._sendable = False  # check_sendable passed (it runs per call)
+        self._by_reference = False  # workers find it as module.qualname (check_sendable)
         self.name = py_func.__name__
         self.module = py_func.__module__
         self.qualname = py_func.__qualname__
@@ -299,8 +300,10 @@ class Kernel(Generic[R_co]):
         return self.py_func, self._code, self._reads
 
     def _current(self) -> bool:
-        return (self.py_func.__code__ is self._code and _identity.unchanged(self._reads)
-                and getattr(self._home, "__spec__", None) is self._spec)
+        # _identity.unchanged's rule, here so that a call's path stays in this module
+        return (self.py_func.__code__ is self._code
+                and getattr(self._home, "__spec__", None) is self._spec
+                and all(ns.get(name, _GONE) is value for ns, name, value in self._reads))
 
     def _refresh(self) -> None:
         """Follow a reload of its module (importlib.reload sets a new ``__spec__``; IPython's
@@ -323,7 +326,10 @@ class Kernel(Generic[R_co]):
         if self._sendable and self._current():
             return
         self.content_token()
-        if not _identity.by_reference(self, self.module, self.qualname):
+        # decided while current: if module.qualname is later rebound to another object, a
+        # worker's token check refuses it or reloads the module (_identity.resolve)
+        self._by_reference = _identity.by_reference(self, self.module, self.qualname)
+        if not self._by_reference:
             self._value()
         self._sendable = True
 
@@ -337,7 +343,7 @@ class Kernel(Generic[R_co]):
     def __reduce__(self):
         self.check_sendable()  # current, with its token made
         token = self._token
-        if _identity.by_reference(self, self.module, self.qualname):  # found by name
+        if self._by_reference:  # found by name
             return resolve_kernel, (self.module, self.qualname, token)
         return kernel_by_value, (token, *self._value())
 
@@ -351,6 +357,7 @@ class Kernel(Generic[R_co]):
 
 
 _MISSING = object()  # a parameter not yet given (Kernel.ordered_args)
+_GONE = object()  # a global no longer there (Kernel._current)
 SCHEDULES = ("static", "dynamic")
 
 

@@ -13,13 +13,13 @@ import operator
 import os
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import _watch, doorbell
+from . import doorbell, segments
 from ._cache import REPLAN, CallCache, Entry, call_key, values_of
 from .futures import imap
 from ._inline import InlineExecutor
-from ._insights import Insights
+from .progress import Insights
 from ._system import usable_cores
 from ._iterate import local as iterate_local, plan as iterate_plan, program as iterate_program
 from ._iterate import snapshot as snapshots
@@ -35,45 +35,6 @@ from ._preload import warmup_items
 log = logging.getLogger("sharedcompute")
 
 
-class Backend(Protocol):
-    """What the Pool calls, and all it calls: LocalBackend (here) and DaskBackend
-    (dask_backend.py) implement every member, refusing with a typed error what they cannot
-    do, so the Pool never asks which backend it holds. Arguments are positional on the hot
-    path (map, reduce): keywords cost measurably per call (cf955e8)."""
-
-    n_workers: int
-    start_method: str
-    array_types: tuple
-    executor: Any  # the Executor (_executors.py) of a local backend; None on Dask
-    restarts: int
-    pids: list[int]
-
-    def start(self) -> None: ...
-    def close(self) -> None: ...
-    def interrupt(self) -> None: ...
-    def forget_after_fork(self) -> None: ...
-    def empty(self, shape: Any, dtype: Any) -> Any: ...
-    def zeros(self, shape: Any, dtype: Any) -> Any: ...
-    def array(self, x: Any) -> Any: ...
-    def open(self, path: Any, mode: str, shape: Any, dtype: Any) -> Any: ...
-    def load(self, path: Any) -> Any: ...
-    def map(self, kernel: Kernel, args: tuple, rows: Any, boundary: Any, timeout: Any,
-            progress: Any, chunk_rows: Any, boundscheck: Any, depth: Any,
-            schedule: Any, partial: bool = False) -> Any: ...
-    def reduce(self, kernel: Kernel, args: tuple, rows: Any, timeout: Any, progress: Any,
-               chunk_rows: Any, boundscheck: Any, schedule: Any) -> Any: ...
-    def iterate(self, kernel: Kernel, args: tuple, *, steps: int, residual: Kernel | None,
-                tol: Any, check_every: int, boundary: Any = None, timeout: Any = None,
-                progress: Any = False, boundscheck: bool = False, depth: Any = None,
-                info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any: ...
-    def check_bound(self, b: Any) -> None: ...
-    def call_bound(self, b: Any) -> Any: ...
-    def submit(self, fn: Any, args: tuple, kwargs: dict, timeout: Any, runner: Any) -> Any: ...
-    def imap(self, fn: Any, iterable: Iterable, ordered: bool, chunksize: Any, timeout: Any,
-             progress: Any, runner: Any) -> Any: ...
-    def warmup(self, kernels: Any, dtypes: Any, boundscheck: bool, timeout: Any) -> dict: ...
-    def block_released(self, name: str) -> None: ...
-    def insights(self) -> Any: ...
 _IDENTITY = operator.attrgetter("identity")  # a new tuple when reshaped
 
 # -- write claims: two calls (of any pools in this process) never write one block at once ----
@@ -267,7 +228,7 @@ class LocalBackend:
         if key is not None and isinstance(kernel, Kernel):
             watch = kernel.content_watch()  # what the entry stored below is valid for
         check_kind(kernel, op)  # before planning: a reduction passed to map says so first
-        releases = _watch.releases  # planning checks every block intact (plan.py)
+        releases = segments.releases  # planning checks every block intact (plan.py)
         if any(type(a) is snapshots.Snapshot for a in args):  # never cached (call_key)
             args = snapshots.take(args)  # the parent's copies, before any worker starts
         plan = make_plan(kernel, args, rows=rows, boundary=boundary, in_process=ex.in_process,
@@ -454,7 +415,7 @@ class LocalBackend:
 
     def insights(self) -> Insights:
         wall = time.perf_counter() - self.executor.started_at
-        return Insights(w.as_dict(wall) for w in self.executor.worker_insights())
+        return Insights.of(self.executor.worker_insights(), wall)
 
     def interrupt(self) -> None:
         """From another thread (Pool.close): end the running call (its workers are killed)."""

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ty
 
 import numpy as np
 
-from ._executors import exit_if_importing_main
 from .bind import BoundCall
 from ._inline import InlineExecutor
-from ._insights import Insights
-from ._start import (START_METHODS, _check_worker_limits,  # noqa: F401 - re-exported
+from .progress import Insights
+from ._start import (START_METHODS, _check_worker_limits, exit_if_importing_main,  # noqa: F401 - re-exported
                      _forget_parents_forkserver, _numba_threads_started, _process_backend,
                      default_start_method)
 from .iterate_result import IterateResult

@@ -1,10 +1,11 @@
-"""Progress bars that advance as chunks complete: tqdm when installed, else a plain line, or a
-callback(done, total). ``progress=True`` leaves the finished bar on screen, "transient"
-erases it."""
+"""What the pool shows its user: progress bars that advance as chunks complete (tqdm when
+installed, else a plain line, or a callback(done, total); ``progress=True`` leaves the
+finished bar on screen, "transient" erases it), and the table ``Pool.insights()`` prints
+(``Insights``, made from the executors' per-worker seconds, _executors.WorkerInsight)."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import InputError
 
@@ -77,3 +78,51 @@ class Progress:
         self.update(self.total - self.n)
         if self._bar is not None and hasattr(self._bar, "close"):
             self._bar.close()
+
+
+class Insights(list):
+    """Per-worker timings (a list of dicts) that prints as a table (Pool.insights)."""
+
+    @property
+    def imbalance(self) -> float:
+        busy = [w["compute_s"] for w in self]
+        return max(busy) / (sum(busy) / len(busy)) if busy and sum(busy) > 0 else 1.0
+
+    def __str__(self) -> str:
+        lines = [f"{'worker pid':>10} {'tasks':>6} {'attach s':>9} {'compile s':>9} "
+                 f"{'compute s':>9} {'idle s':>9}"]
+        for w in self:
+            lines.append(f"{w['pid']:>10} {w['tasks']:>6} {w['attach_s']:>9.3f} "
+                         f"{w['compile_s']:>9.3f} {w['compute_s']:>9.3f} {w['idle_s']:>9.3f}")
+        lines.append(f"imbalance (max/mean compute): {self.imbalance:.2f}")
+        return "\n".join(lines)
+
+    __repr__ = __str__  # a REPL shows the table, not a raw list
+
+    @classmethod
+    def of(cls, workers: Iterable[Any], wall: float) -> "Insights":
+        """The table of executors' WorkerInsights over ``wall`` seconds: what is neither
+        compile nor compute of a worker's busy time was attaching and unpickling."""
+        return cls(dict(pid=w.pid, tasks=w.tasks,
+                        attach_s=max(w.busy_s - w.compile_s - w.compute_s, 0.0),
+                        compile_s=w.compile_s, compute_s=w.compute_s,
+                        idle_s=max(wall - w.busy_s, 0.0)) for w in workers)
+
+
+class ChunkProgress:
+    """A call's progress bar, advanced by the workers' progress messages, then by the rest
+    of each answered task's chunks."""
+
+    def __init__(self, progress: Any, total: int, what: str, n_workers: int):
+        self.bar = progress_bar(progress, total, what)  # made only when one is asked
+        self.reported = [0] * n_workers  # chunks of the running task already reported
+
+    def advance(self, i: int, msg: tuple) -> None:
+        if msg[0] == "progress":
+            n, self.reported[i] = msg[2], self.reported[i] + msg[2]
+        else:
+            n, self.reported[i] = msg[3].chunks_done - self.reported[i], 0
+        self.bar.update(n)
+
+    def finish(self) -> None:
+        self.bar.finish()

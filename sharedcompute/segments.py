@@ -15,6 +15,21 @@ long as the last NumPy array over it, so it is never unmapped under a live view.
 Attached blocks are cached per process: strongly for workers (``view_from_handle``; the
 parent names freed blocks, ``forget_attached``), weakly for SharedArray handles a consumer
 unpickled, so a block is unmapped there when its last SharedArray is closed or collected.
+
+The tamper watch: Tamper watch: one inotify descriptor per process tells which shared blocks another process
+may have truncated, unlinked or replaced, so a repeated call need not stat every array.
+
+``Block.check_intact`` (segments.py) stats a block's name once, with a watch added *before*
+the stat, and remembers how many events the watch had then. Later checks compare that count
+with the events read since (one ``read`` per call, or none: a bound call polls the
+descriptor together with the workers' sentinels), and stat again only when they differ.
+Truncation is IN_MODIFY, unlink and rename-over are IN_ATTRIB (the link count), a move is
+IN_MOVE_SELF; a lost event (queue overflow) starts a new ``key``, so every block is stat-ed
+again. Linux only: elsewhere ``watcher()`` is None and every check stats, as before.
+Releases (free, close, the pool's close) and events read bump ``releases``, which bound
+calls compare: an event another call drained is still seen by them. Reads in the parent
+(``SharedArray.numpy``, so every ``np.asarray``, ufunc and index) ask ``unchanged``: a poll(0)
+while nothing happened, a stat after an event, so a truncated block raises, not SIGBUS.
 """
 from __future__ import annotations
 
@@ -23,10 +38,11 @@ import ctypes
 import errno
 import functools
 import gc
-import hashlib
+import itertools
 import mmap
 import os
-import secrets
+import select
+import struct
 import sys
 import threading
 import weakref
@@ -34,9 +50,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import _watch
-from ._watch import released  # noqa: F401 - shared.close counts a release too
-from ._system import SHM_DIR, format_bytes, shm_space
+from ._system import SHM_DIR, format_bytes, make_block_name, shm_space
 from .errors import (ArrayFreedError, ArrayInUseError, SharedBlockCorruptedError,
                      SharedBlockNotFoundError, SharedBlockSecurityError, SharedMemoryError,
                      SharedMemoryFullError)
@@ -45,9 +59,6 @@ try:
     import _posixshmem  # the C module behind multiprocessing.shared_memory on POSIX
 except ImportError:  # pragma: no cover - Windows
     _posixshmem = None
-
-PREFIX = "sc"
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 # Name -> Block this process created (weak: a block nobody references is unlinked).
 _owned: "weakref.WeakValueDictionary[str, Block]" = weakref.WeakValueDictionary()
@@ -59,49 +70,103 @@ _release_hooks: list[Callable[[str], None]] = []
 _lock = threading.Lock()
 
 
-def _base36(n: int) -> str:
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = _DIGITS[r] + out
-        if n == 0:
-            return out
+# -- the tamper watch ----------------------------------------------------------------------
+# inotify(7) masks
+_EVENTS = 0x2 | 0x4 | 0x400 | 0x800  # IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
+_OVERFLOW = 0x4000
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
+_keys = itertools.count(1)
+
+releases = 0  # bumped by every block release and SharedArray.close in this process
 
 
-def _tag(stem: str) -> str:
-    """4 hex digits that only this package's names carry: a keyed hash of the rest, so a
-    foreign file whose name merely fits the pattern is taken for ours once in 65,536."""
-    return hashlib.blake2b(stem.encode(), digest_size=2, key=b"sharedcompute").hexdigest()
+def released() -> None:
+    """Count a release: bound calls holding an older count re-check their arrays."""
+    global releases
+    releases += 1
 
 
-def make_block_name() -> str:
-    """``sc<creator pid in base 36>_<48 random bits><tag>``: at most 25 characters (macOS
-    allows 30); see _tag."""
-    stem = f"{PREFIX}{_base36(os.getpid())}_{secrets.token_hex(6)}"
-    return stem + _tag(stem)
+class Watcher:
+    """The process's inotify descriptor and the event count of every watch."""
+
+    def __init__(self, libc: Any, fd: int):
+        self.libc, self.fd = libc, fd
+        self.key = next(_keys)  # a new key: no earlier verification counts
+        self.counts: dict[int, int] = {}
+        self.poll = select.poll()  # "nothing queued" is one poll(0), no read and no raise
+        self.poll.register(fd, select.POLLIN)
+
+    def add(self, path: str) -> int | None:
+        """Watch ``path`` (the same wd again if it is watched); None if it cannot be."""
+        wd = self.libc.inotify_add_watch(self.fd, os.fsencode(path), _EVENTS)
+        return None if wd < 0 else wd
+
+    def drain(self) -> None:
+        """Count the events queued since the last drain (one read when there are none)."""
+        counts = self.counts
+        while True:
+            try:
+                buf = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            released()  # bound calls poll the queue, which is now empty: they check again
+            off = 0
+            while off + _HEADER.size <= len(buf):
+                wd, mask, _, n = _HEADER.unpack_from(buf, off)
+                off += _HEADER.size + n
+                if mask & _OVERFLOW:
+                    self.key = next(_keys)  # events were lost: verify every block again
+                counts[wd] = counts.get(wd, 0) + 1
 
 
-def creator_pid(name: str) -> int | None:
-    """The creating pid encoded in one of our block names, or None if the name is not ours
-    (wrong pattern, wrong tag, or a pid no process can have)."""
-    if not name.startswith(PREFIX) or "_" not in name:
+_watcher: Watcher | None = None
+_tried = False
+
+
+def unchanged(seen: tuple | None) -> bool:
+    """True if the watch in ``seen`` (a Block's ``watched``) had no event since that stat:
+    a poll(0) when nothing is queued. SharedArray reads ask this (about 0.5 us, a stat is
+    2): False means stat the block again."""
+    w = _watcher
+    if w is None or seen is None:
+        return False
+    if w.poll.poll(0):
+        w.drain()  # events, for this block or others; an overflow starts a new key
+    return seen[0] == w.key and w.counts.get(seen[1], 0) == seen[2]
+
+
+def watcher() -> Watcher | None:
+    """This process's Watcher, made at the first check or SharedArray read (a worker makes
+    one only if a task reads a SharedArray; kernels' views are not checked)."""
+    global _watcher, _tried
+    if _tried:
+        return _watcher
+    _tried = True
+    if not sys.platform.startswith("linux"):
         return None
-    head, _, tail = name[len(PREFIX):].partition("_")
-    if not head or len(tail) != 16 or any(c not in _DIGITS for c in head):
-        return None
-    if any(c not in "0123456789abcdef" for c in tail) or tail[12:] != _tag(name[:-4]):
-        return None
-    pid = int(head, 36)
-    return pid if 0 < pid <= _pid_max() else None
-
-
-@functools.lru_cache(maxsize=1)
-def _pid_max() -> int:
     try:
-        with open("/proc/sys/kernel/pid_max") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 4_194_304  # Linux's ceiling (PID_MAX_LIMIT); other systems are lower
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+    if fd >= 0:
+        _watcher = Watcher(libc, fd)
+    return _watcher
+
+
+def _after_fork_in_child() -> None:  # the parent's queue is not ours to drain
+    global _watcher, _tried
+    if _watcher is not None:
+        try:
+            os.close(_watcher.fd)
+        except OSError:
+            pass
+    _watcher, _tried = None, False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- mappings that keep no file descriptor ---------------------------------------------------
@@ -323,13 +388,13 @@ class Block:
     def check_intact(self, drained: bool = False) -> None:
         """Raise if freed, truncated or unlinked by another process (owner side, before
         dispatch). A stat only when the block's inotify watch saw events since the last one
-        (_watch.py); ``drained``: the caller read the queue for this call already."""
+        (the tamper watch above); ``drained``: the caller read the queue for this call already."""
         if self.freed:
             raise ArrayFreedError(f"shared array in block {self.name!r} was freed; "
                                   "create a new one (pool.array / pool.empty)")
         if not self.ident:
             return
-        w = _watch.watcher()
+        w = watcher()
         wd = None
         if w is not None:
             if not drained:
@@ -347,7 +412,7 @@ class Block:
     def check_readable(self) -> None:
         """Before a view is handed out (SharedArray.numpy): raise instead of letting a read of
         a block another process truncated SIGBUS. A poll(0) while the watch saw nothing."""
-        if _watch.unchanged(self.watched) or not self.ident:
+        if unchanged(self.watched) or not self.ident:
             return
         with contextlib.suppress(SharedBlockNotFoundError):
             self.check_intact()  # unlinked: the name no longer leads to our pages, which stay
@@ -385,7 +450,7 @@ class Block:
                 "are still alive (from np.asarray, .numpy() or ufunc outputs); delete them first, "
                 "or copy what you need with np.array(a)")
         self.freed = True
-        _watch.released()
+        released()
         self.root = self.mm = None  # unmapped now, or when the last NumPy view goes
         if self.owner_pid is not None:
             self._finalizer.detach()
@@ -501,11 +566,3 @@ def forget_attached(names: Iterable[str]) -> None:
                 block = cache.pop((name, writable), None)
                 if block is not None:  # unmapped now, or when the last NumPy view goes
                     block.root = block.mm = None
-
-
-def list_segments(directory: str = SHM_DIR) -> list[str]:
-    """Names of this package's blocks currently in the shared-memory directory."""
-    try:
-        return sorted(n for n in os.listdir(directory) if creator_pid(n) is not None)
-    except FileNotFoundError:
-        return []

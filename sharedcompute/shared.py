@@ -17,8 +17,9 @@ from .errors import (ArrayFreedError, ArrayInUseError, InputError, ReadOnlyArray
 from ._views import ArrayViews
 from .files import (attach_ref, check_file_dtype, check_npy_size, check_regular,
                     memmap_block, open_npy, read_header)
-from .segments import (SHM_DIR, Block, _owned, creator_pid, forget_attached,  # noqa: F401
-                       list_segments, make_block_name, on_block_release, released)
+from ._system import creator_pid, list_segments, make_block_name  # noqa: F401
+from .segments import (SHM_DIR, Block, _owned, forget_attached,  # noqa: F401
+                       on_block_release, released)
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -216,7 +216,7 @@ def test_summary_cuts_long_docstrings_outside_brackets():
 def test_cleanup_never_touches_what_is_not_ours(tmp_path):
     """Look-alike names (scipy_..., a pid above pid_max, a wrong tag), a folder and a link
     with a real segment-like name are all kept; a genuine dead segment beside them goes."""
-    from sharedcompute.segments import _base36, _tag
+    from sharedcompute._system import _base36, _tag
     d = tmp_path / "shm"
     d.mkdir()
     dead_pid = 4_000_000  # above any pid in use here (and still <= pid_max on most systems)

@@ -1042,8 +1042,8 @@ def _readable_copy_for_other_user(tmp: str) -> str:
     site = os.path.join(tmp, "site")
     pkg = os.path.join(site, "sharedcompute")
     os.makedirs(pkg)
-    for mod in ("shared.py", "files.py", "segments.py", "errors.py", "_system.py", "_views.py",
-                "_watch.py"):  # what shared.py imports, directly or not
+    for mod in ("shared.py", "files.py", "segments.py", "errors.py", "_system.py",
+                "_views.py"):  # what shared.py imports, directly or not
         shutil.copy(os.path.join(os.path.dirname(sc.__file__), mod), pkg)
     open(os.path.join(pkg, "__init__.py"), "w").close()
     np_dir = os.path.dirname(np.__file__)

@@ -21,14 +21,14 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 # test_every_module_has_a_place until it is placed here.
 LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
     ("foundations", True, ("errors", "_system")),
-    ("memory", True, ("_watch", "segments", "files", "_views", "shared", "doorbell",
+    ("memory", True, ("segments", "files", "_views", "shared", "doorbell",
                       "partition")),
     ("code", True, ("_identity", "_compile", "kernel")),
     ("planning", True, ("iterate_result", "plan", "_iterate.plan", "_iterate.wavefront",
                         "_iterate.program", "_iterate.snapshot")),
     ("evaluation", True, ("_evaluate", "_iterate.sweep", "_iterate.stages", "_iterate",
                           "_worker")),
-    ("running", False, ("progress", "_insights", "_fork_server", "_preload", "_executors",
+    ("running", False, ("progress", "_fork_server", "_preload", "_executors", "_contracts",
                         "_inline", "_cache", "bind", "futures", "_iterate.local", "local",
                         "_start", "dask_backend", "_dask_node", "_node_array", "dask_nodes")),
     ("facade", False, ("pool", "verify", "__init__")),
@@ -271,7 +271,8 @@ def test_every_backend_keeps_the_backend_contract():
 
     from sharedcompute.dask_backend import DaskBackend
     from sharedcompute.dask_nodes import NodesBackend
-    from sharedcompute.local import Backend, LocalBackend
+    from sharedcompute._contracts import Backend
+    from sharedcompute.local import LocalBackend
     methods = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
     assert {"map", "reduce", "iterate", "submit", "call_bound", "warmup"} <= methods
     for cls in (LocalBackend, DaskBackend, NodesBackend):
@@ -283,3 +284,25 @@ def test_every_backend_keeps_the_backend_contract():
                 f"{cls.__name__}.{name}{list(got)} is not the protocol's {want}")
             extra = [p for p in list(got)[len(want):] if got[p].default is inspect.Parameter.empty]
             assert not extra, f"{cls.__name__}.{name} needs more than the protocol: {extra}"
+
+
+def test_every_executor_keeps_the_executor_contract():
+    """The backend calls its executor without asking which: both executors have every
+    member the Executor protocol declares, methods with the same parameters."""
+    import inspect
+
+    from sharedcompute._contracts import Executor
+    from sharedcompute._executors import ProcessExecutor
+    from sharedcompute._inline import InlineExecutor
+    methods = {n for n, v in vars(Executor).items() if callable(v) and not n.startswith("_")}
+    fields = set(Executor.__annotations__)
+    assert {"run", "run_guided", "warmup", "stop"} <= methods and "rings" in fields
+    for cls in (ProcessExecutor, InlineExecutor):
+        ex = cls(2, "spawn") if cls is ProcessExecutor else cls(2)
+        for name in sorted(fields):
+            assert hasattr(ex, name), f"{cls.__name__} lacks {name}"
+        for name in sorted(methods):
+            assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"
+            want = list(inspect.signature(getattr(Executor, name)).parameters)
+            got = list(inspect.signature(getattr(cls, name)).parameters)
+            assert got[:len(want)] == want, f"{cls.__name__}.{name}{got} is not {want}"

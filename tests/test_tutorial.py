@@ -63,7 +63,7 @@ def test_tutorial_page_runs_as_a_notebook(kernel_env):
     results against NumPy and that the pool's blocks are gone after pool.close()."""
     from test_notebooks import client_for, nbformat, text_of
     cells = page_cells() + [f"""
-        from sharedcompute.segments import creator_pid, list_segments
+        from sharedcompute.shared import creator_pid, list_segments
         assert type(result) is np.ndarray and type(solution) is np.ndarray
         assert np.allclose(result, 2.0 * x_np + 1.0)
         assert np.allclose(solution, ref, rtol=0, atol=1e-12) and res.residual <= 1e-5
