@@ -16,10 +16,17 @@ demo: $(BIN)/python
 
 # make test: install the package (not editable) with the test and dask extras; run the whole suite
 # against the installed copy (pytest runs from tests/ with --import-mode=importlib so the
-# source tree's sharedcompute/ is never imported by accident).
+# source tree's sharedcompute/ is never imported by accident). A fatal signal in pytest itself
+# writes every thread's traceback to stderr and to a file under $TMPDIR (tests/conftest.py); if
+# pytest dies, that file is printed again at the end, where a CI log is read.
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet ".[test,dask]"
-	$(BIN)/pytest -p no:cacheprovider --import-mode=importlib -q tests
+	log="$${TMPDIR:-/tmp}/sharedcompute-tests-$$$$-fatal.log"; \
+	SHAREDCOMPUTE_TEST_FATAL_LOG="$$log" $(BIN)/pytest -p no:cacheprovider --import-mode=importlib -q tests; \
+	rc=$$?; \
+	if [ $$rc -gt 128 ]; then echo "make test: pytest was killed by signal $$((rc - 128))"; fi; \
+	if [ -s "$$log" ]; then echo "make test: tracebacks of pytest's fatal signal ($$log):"; cat "$$log"; fi; \
+	exit $$rc
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet ".[progress,plot]"

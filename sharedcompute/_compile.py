@@ -5,6 +5,7 @@ options too; and the one numba thread a parallel=True kernel runs its parallel c
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import warnings
@@ -51,10 +52,18 @@ def jit_function(func: Callable, options: dict | None = None) -> Callable:
     return numba.njit(nogil=True, **options)(func)
 
 
+class WrongEntry(Exception):
+    """A numba cache entry holds code compiled for other argument types (KernelCache)."""
+
+
+#: the signature a KernelCache.load_overload asks for, while numba loads the entry
+_wanted_sig: contextvars.ContextVar = contextvars.ContextVar("sharedcompute_wanted_sig")
+
+
 @functools.lru_cache(maxsize=None)
 def _kernel_cache_class() -> type:
     from numba.core import types
-    from numba.core.caching import FunctionCache
+    from numba.core.caching import CompileResultCacheImpl, FunctionCache
 
     def conflict(want: Any, got: Any) -> bool:
         """Two argument types whose compiled code cannot stand in for each other."""
@@ -62,6 +71,29 @@ def _kernel_cache_class() -> type:
             return (want.dtype, want.ndim, want.layout, want.mutable) != (
                 got.dtype, got.ndim, got.layout, got.mutable)
         return isinstance(want, types.Number) and isinstance(got, types.Number) and want != got
+
+    def check(got: Any) -> None:
+        """Raise WrongEntry if code for argument types ``got`` cannot serve the load."""
+        want = _wanted_sig.get(None)
+        if want is None:
+            return
+        got = tuple(got)
+        if len(got) != len(want) or any(conflict(w, g) for w, g in zip(want, got)):
+            raise WrongEntry(f"cached code for {got}, asked for {tuple(want)}")
+
+    class CheckedImpl(CompileResultCacheImpl):
+        """numba's rebuild of a cache entry, refused (WrongEntry) before it links the
+        entry's code into this process when the entry's stored signature conflicts with
+        the one asked for; after it only where the entry is laid out unlike numba's."""
+
+        def rebuild(self, target_context: Any, payload: Any) -> Any:
+            stored = stored_argtypes(payload)
+            if stored is not None:
+                check(stored)
+            data = super().rebuild(target_context, payload)
+            if stored is None:
+                check(data.signature.args)
+            return data
 
     class KernelCache(FunctionCache):
         """numba's on-disk cache of one kernel function, safe for a pool of processes.
@@ -74,8 +106,11 @@ def _kernel_cache_class() -> type:
           slower, and with two dtypes that is another dtype's code on the data).
         - An entry whose code was compiled for other argument types is refused (numba
           then compiles, and saves it right) and the function's index started afresh, so
-          a cache damaged before this lock, or by a process without it, heals.
+          a cache damaged before this lock, or by a process without it, heals. The check
+          reads the signature stored in the entry's data file before numba rebuilds it
+          (CheckedImpl), so the wrong code is never linked into this process.
         """
+        _impl_class = CheckedImpl
         options = ""
 
         def _index_key(self, sig: Any, codegen: Any) -> tuple:
@@ -102,14 +137,28 @@ def _kernel_cache_class() -> type:
                 super().save_overload(sig, data)
 
         def load_overload(self, sig: Any, target_context: Any) -> Any:
-            data = super().load_overload(sig, target_context)
-            if data is not None and (len(data.signature.args) != len(sig) or any(
-                    conflict(w, g) for w, g in zip(sig, data.signature.args))):
+            token = _wanted_sig.set(tuple(sig))
+            try:
+                return super().load_overload(sig, target_context)
+            except WrongEntry:
                 with self._locked():
                     self.flush()  # an empty index: every signature compiles and saves anew
                 return None
-            return data
+            finally:
+                _wanted_sig.reset(token)
     return KernelCache
+
+
+def stored_argtypes(payload: Any) -> tuple | None:
+    """The argument types a numba cache entry's code was compiled for, read from its data
+    file's tuple (numba's ``CompileResult._reduce``: libdata, fndesc, environment,
+    signature, ...) before it is rebuilt. None when the tuple is laid out otherwise
+    (another numba version): CheckedImpl checks the rebuilt result instead."""
+    from numba.core.typing.templates import Signature
+
+    if isinstance(payload, tuple) and len(payload) >= 4 and isinstance(payload[3], Signature):
+        return tuple(payload[3].args)
+    return None
 
 
 def _kernel_cache(py_func: Callable, options: dict) -> Any:

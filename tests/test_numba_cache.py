@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -49,6 +50,13 @@ CALLER = textwrap.dedent('''
         t0 = time.monotonic()
         while len(os.listdir(barrier)) < 2 and time.monotonic() - t0 < 60:
             time.sleep(0.01)
+    # the argument types of every cache entry numba rebuilds (links) in this process
+    from numba.core.compiler import CompileResult
+    rebuild, rebuilt = CompileResult._rebuild.__func__, []
+    def recording_rebuild(cls, target_context, *payload):
+        rebuilt.append(str(payload[3].args[0].dtype))
+        return rebuild(cls, target_context, *payload)
+    CompileResult._rebuild = classmethod(recording_rebuild)
     import polykernels as pk
     ok = {}
     for name in dtypes:
@@ -58,7 +66,7 @@ CALLER = textwrap.dedent('''
         ok[name] = bool(np.array_equal(y, x + 1))
     stats = pk.plus_one.compiled()[0].stats
     print(json.dumps(dict(ok=ok, hits=sum(stats.cache_hits.values()),
-                          misses=sum(stats.cache_misses.values()))))
+                          misses=sum(stats.cache_misses.values()), rebuilt=rebuilt)))
 ''')
 
 
@@ -104,9 +112,61 @@ def test_an_entry_holding_another_signatures_code_is_refused_and_the_cache_heals
     data[1].write_bytes(a)
     poisoned = _result(_start(mod, env, "-", "int64", "float64"))
     assert poisoned["ok"] == {"int64": True, "float64": True}, poisoned
+    # refused before numba linked it: the float64 code never entered the int64 process
+    assert poisoned["rebuilt"] == [] and poisoned["misses"] == 2, poisoned
     healed = _result(_start(mod, env, "-", "int64", "float64"))
     assert healed["ok"] == {"int64": True, "float64": True}, healed
     assert healed["misses"] == 0 and healed["hits"] == 2, healed
+    assert healed["rebuilt"] == ["int64", "float64"], healed
+
+
+@pytest.mark.timeout(180)
+def test_an_entry_for_another_layout_is_refused_before_it_is_linked(tmp_path):
+    """The race's other victim: a strided view's entry holding the contiguous build of
+    the same dtype (the same data file copied over). The process that already runs the
+    contiguous build from the cache must not link a second copy of it for the view: it
+    compiles the view's own code instead."""
+    mod, cache, env = _setup(tmp_path)
+    view = textwrap.dedent('''
+        import json, sys
+        import numpy as np
+        sys.path.insert(0, sys.argv[1])
+        from numba.core.compiler import CompileResult
+        rebuild, rebuilt = CompileResult._rebuild.__func__, []
+        def recording_rebuild(cls, target_context, *payload):
+            rebuilt.append(str(payload[3].args[1]))
+            return rebuild(cls, target_context, *payload)
+        CompileResult._rebuild = classmethod(recording_rebuild)
+        import polykernels as pk
+        x, y = np.arange(200.0), np.zeros(100)
+        pk.plus_one(y, x[:100])  # contiguous (layout C)
+        ok = bool(np.array_equal(y, x[:100] + 1))
+        pk.plus_one(y, x[::2])   # strided (layout A)
+        ok = ok and bool(np.array_equal(y, x[::2] + 1))
+        stats = pk.plus_one.compiled()[0].stats
+        print(json.dumps(dict(ok=ok, rebuilt=rebuilt,
+                              misses=sum(stats.cache_misses.values()))))
+    ''')
+
+    def run() -> dict:
+        return _result(subprocess.Popen([sys.executable, "-c", view, str(mod)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=env, cwd=str(mod.parent)))
+    first = run()
+    assert first["ok"] and first["misses"] == 2 and first["rebuilt"] == [], first
+    data = sorted(cache.rglob("*plus_one*.nbc"))
+    assert len(data) == 2, data
+    with open(next(cache.rglob("*plus_one*.nbi")), "rb") as f:  # numba's index file
+        pickle.load(f)  # numba's version
+        _, entries = pickle.loads(f.read())
+    by_layout = {key[0][1].layout: name for key, name in entries.items()}
+    (cache_dir,) = {p.parent for p in data}
+    contiguous = (cache_dir / by_layout["C"]).read_bytes()
+    (cache_dir / by_layout["A"]).write_bytes(contiguous)  # the view's entry: the C build
+    poisoned = run()
+    assert poisoned["ok"], poisoned
+    assert poisoned["rebuilt"] == ["readonly array(float64, 1d, C)"], poisoned
+    assert poisoned["misses"] == 1, poisoned
 
 
 @pytest.mark.timeout(180)
