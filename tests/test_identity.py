@@ -267,3 +267,35 @@ def test_a_rerun_cell_is_built_once_per_worker(pool2):
     assert np.array_equal(np.asarray(pool2.map(edited, o, x, 2.0)), 2.0 * np.arange(100) + 1)
     assert None not in _built(pool2, edited.content_token()).values()
     del o, x
+
+
+def test_a_kernel_whose_module_name_is_rebound_runs_its_own_code(tmp_path, start_method):
+    """A kernel found by name when first sent (Kernel.check_sendable records it) whose
+    ``module.name`` is then rebound to another kernel: later calls, in this pool and in a
+    new one (under fork its workers inherit the rebinding), still run the kernel passed,
+    because a worker that finds another object under the name checks its token."""
+    name = f"rebindmod_{start_method}"
+    (tmp_path / f"{name}.py").write_text(
+        "import sharedcompute as sc\n@sc.kernel\ndef put(o):\n    for i in range(o.shape[0]):\n"
+        "        o[i] = 1.0\n@sc.kernel\ndef other(o):\n    for i in range(o.shape[0]):\n"
+        "        o[i] = 7.0\n")
+    importlib.invalidate_caches()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module(name)
+        put = mod.put
+        with sc.Pool(2, start_method=start_method) as pool:
+            o = pool.zeros(32)
+            assert np.asarray(pool.map(put, o)).sum() == 32.0
+            mod.put = mod.other  # the name now holds another kernel
+            o[:] = 0.0
+            assert np.asarray(pool.map(put, o)).sum() == 32.0
+            with sc.Pool(2, start_method=start_method) as fresh:
+                o2 = fresh.zeros(32)
+                assert np.asarray(fresh.map(put, o2)).sum() == 32.0
+                assert np.asarray(fresh.map(mod.put, o2)).sum() == 7.0 * 32
+                del o2
+            del o
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
