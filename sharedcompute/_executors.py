@@ -55,8 +55,8 @@ from typing import Any, Callable, Iterator
 
 from . import _worker, doorbell
 from ._worker import UNREADABLE
-from .errors import (CANNOT_START, KernelError, KernelTimeoutError,
-                     PoolClosedError, SharedComputeError, first_error, kernel_error, timed_out, worker_crashed)
+from .errors import (CANNOT_START, KernelError, KernelTimeoutError, PoolClosedError,
+                     SharedComputeError, first_error, kernel_error, timed_out, worker_crashed)
 from .kernel import Kernel
 from .partition import guided_pieces, split_even
 from .plan import WorkOrder

@@ -300,7 +300,7 @@ class Kernel(Generic[R_co]):
         return self.py_func, self._code, self._reads
 
     def _current(self) -> bool:
-        # _identity.unchanged's rule, here so that a call's path stays in this module
+        # _identity.unchanged's rule, inlined as _cache.Entry.current does: it runs per call
         return (self.py_func.__code__ is self._code
                 and getattr(self._home, "__spec__", None) is self._spec
                 and all(ns.get(name, _GONE) is value for ns, name, value in self._reads))
