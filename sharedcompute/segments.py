@@ -16,10 +16,9 @@ Attached blocks are cached per process: strongly for workers (``view_from_handle
 parent names freed blocks, ``forget_attached``), weakly for SharedArray handles a consumer
 unpickled, so a block is unmapped there when its last SharedArray is closed or collected.
 
-The tamper watch: Tamper watch: one inotify descriptor per process tells which shared blocks another process
-may have truncated, unlinked or replaced, so a repeated call need not stat every array.
-
-``Block.check_intact`` (segments.py) stats a block's name once, with a watch added *before*
+The tamper watch: one inotify descriptor per process tells which shared blocks another
+process may have truncated, unlinked or replaced, so a repeated call need not stat every
+array. ``Block.check_intact`` stats a block's name once, with a watch added *before*
 the stat, and remembers how many events the watch had then. Later checks compare that count
 with the events read since (one ``read`` per call, or none: a bound call polls the
 descriptor together with the workers' sentinels), and stat again only when they differ.
