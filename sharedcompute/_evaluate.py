@@ -242,10 +242,9 @@ def _returned(kernel: Any) -> InputError:
 
 def _reduce_leaves(task: WorkOrder, views: list[Any]) -> dict[int, tuple]:
     """Each chunk's (rows, kernel arguments), sliced once."""
-    n, chunks = task.n_rows, task.chunks
-    leaves = {}
+    n, leaves = task.n_rows, {}
     for c in range(*task.chunk_range):
-        s, e = chunks[c]
+        s, e = task.span(c, c + 1)
         args = _chunk_args(views, task.specs, s, e)
         if task.kernel.position:
             args.append(position_value(task.kernel.position, s, e, n, 0, task.boundary))
@@ -261,7 +260,7 @@ def _run_map(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
     for progress (a bar that moves per chunk would cost one call per chunk)."""
     ca, cb = task.chunk_range
     if cb > ca:
-        map_rows(task, views, task.chunks[ca][0], task.chunks[cb - 1][1], stats)
+        map_rows(task, views, *task.span(ca, cb), stats)
         stats.advance(cb - ca)
 
 
@@ -277,7 +276,7 @@ def _run_reduce(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dic
         return value
     ca, cb = task.chunk_range
     return {node: tree_reduce(node[0], node[1], leaf, task.kernel.combine)
-            for node in tree_nodes(0, len(task.chunks), ca, cb)}
+            for node in tree_nodes(0, task.n_chunks, ca, cb)}
 
 
 def chunk_partial(task: WorkOrder, func: Any, views: list[Any], s: int, e: int,
@@ -314,15 +313,15 @@ def empty_args(task: WorkOrder, views: list[Any], s: int) -> tuple:
 def _run_partial(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dict:
     """A fused kernel's rows written and {tree node: partial}, one call per chunk (its
     leaf), combined along the fixed tree as a reduction's: the same for any worker count."""
-    func, chunks = kernel_fn(task), task.chunks
+    func = kernel_fn(task)
 
     def leaf(c: int) -> Any:
-        value = chunk_partial(task, func, views, *chunks[c], stats)
+        value = chunk_partial(task, func, views, *task.span(c, c + 1), stats)
         stats.advance(1)
         return value
     ca, cb = task.chunk_range
     return {node: tree_reduce(node[0], node[1], leaf, task.kernel.combine)
-            for node in tree_nodes(0, len(chunks), ca, cb)}
+            for node in tree_nodes(0, task.n_chunks, ca, cb)}
 
 
 def _run_scan_totals(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> list:

@@ -5,16 +5,16 @@ the backend (local.py) and the pool call them without asking which.
 
 The four paths through a ProcessExecutor (names are the real functions)::
 
-    pipe: a cold call          ring: a repeated call       guided: schedule="dynamic"
+    pipe: a cold call          ring: a repeated call       claims: schedule="dynamic"
     LocalBackend.execute       LocalBackend._ring          LocalBackend.execute
       │ Plan.task × workers      │ cached under a memo id    │ make_task(all chunks),
-      ▼                          ▼                           ▼ guided_pieces
-    ProcessExecutor.run        ProcessExecutor.ring        ProcessExecutor.run_guided
+      ▼                          ▼                           ▼ share_bounds
+    ProcessExecutor.run        ProcessExecutor.ring        ProcessExecutor.run_dynamic
       │ send("work", seq, ..)    │ doorbell.ring: RING word  │ send("claim", ..) once
       ▼                          ▼                           ▼ per worker
-    _worker._run_sent          _worker._run_rung           _worker._run_claims: claim the
-      │ ("ok"|"err", seq, ..)    │ WorkerBell.answer, DONE   │ next piece (shared counter),
-                                                             │ run it; one answer at the end
+    _worker._run_sent          _worker._run_rung           _worker._run_claims: a piece
+      │ ("ok"|"err", seq, ..)    │ WorkerBell.answer, DONE   │ of its share, then stolen
+                                                             │ ones; one answer at the end
       ▼                          ▼                           ▼
     ProcessExecutor._collect   doorbell.await_answers,     ProcessExecutor._collect
       ─▶ _events ─▶ _wait        then _events (_await_rung)  ─▶ _events ─▶ _wait
@@ -24,7 +24,7 @@ The four paths through a ProcessExecutor (names are the real functions)::
       ─▶ _worker._run_tasks ─▶ one answer per task ─▶ _wait ─▶ runner.answered / failed
 
 ``_wait`` is the only wait on the worker pipes, the process sentinels and a deadline (run,
-run_guided and warmup share ``_collect``). ``_events`` turns what it finds into a kernel
+run_dynamic and warmup share ``_collect``). ``_events`` turns what it finds into a kernel
 call's failures (``_crashed``, ``_timed_out``: errors.worker_crashed, errors.timed_out);
 feed names the user task instead and fails only that task's future. ``account_answer``
 (``Accounts``, below) accounts every answer in the insights and the progress bar.
@@ -58,7 +58,7 @@ from ._worker import UNREADABLE
 from .errors import (CANNOT_START, KernelError, KernelTimeoutError, PoolClosedError,
                      SharedComputeError, first_error, kernel_error, timed_out, worker_crashed)
 from .kernel import Kernel
-from .partition import guided_pieces, split_even
+from .partition import share_bounds, split_even
 from .plan import WorkOrder
 from .progress import ChunkProgress
 from ._preload import prepare_fork_parent, start_forkserver
@@ -124,7 +124,7 @@ class ProcessExecutor(Accounts):
         self.ctx = mp.get_context(start_method)
         self.procs: list[Any] = []
         self.conns: list[Any] = []
-        self.barrier = self.claims = None  # set by start (claims: run_guided's counter)
+        self.barrier = self.claims = None  # set by start (claims: run_dynamic's shares)
         # one numbering for kernel calls and user tasks: no answer is mistaken for another
         self._next_seq = itertools.count(1).__next__
         self.started_at = time.perf_counter()
@@ -149,7 +149,7 @@ class ProcessExecutor(Accounts):
             prepare_fork_parent()
         self.lines = doorbell.Lines.create(self.ctx, self.n_workers) if doorbell.ENABLED else None
         self.barrier = doorbell.make_barrier(self.ctx, self.lines, self.n_workers)
-        self.claims = self.ctx.Value("q", 0)  # run_guided's next piece (with a lock of its own)
+        self.claims = self.ctx.Array("q", 2 * self.n_workers)  # run_dynamic's shares, locked
         self.generation += 1
         self.insights = []
         bell = self.lines.raw if self.lines is not None else None
@@ -262,7 +262,7 @@ class ProcessExecutor(Accounts):
             self.lines.release()
             self.lines = None
 
-    # -- kernel calls: run, run_guided, ring, warmup ------------------------------------------
+    # -- kernel calls: run, run_dynamic, ring, warmup ------------------------------------------
     def run(self, tasks: list[WorkOrder], *, what: str, timeout: float | None, progress: Any,
             total: int = 0, memo: int | None = None, drop: list[int] = ()) -> list:
         """Send each worker its task and wait for all of them; ``memo``: an id under which
@@ -276,22 +276,22 @@ class ProcessExecutor(Accounts):
             results[i] = result
         return results
 
-    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
+    def run_dynamic(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
                    what: str, timeout: float | None, progress: Any,
                    drop: list[int] = ()) -> list:
-        """A map or reduce whose guided pieces the workers claim themselves: each gets one
-        "claim" order (the whole range and the piece list) and takes the next piece from a
-        counter shared by all (under its lock: _worker._run_claims) until none is left,
-        then answers once with [(piece, result)]. No parent round trip per piece, so a busy
-        parent delays no one. Returns the pieces' results in chunk order; failures raise
+        """A map or reduce whose pieces the workers claim themselves: each gets one "claim"
+        order (the whole range) and runs pieces of its own share, then steals from the others'
+        (partition.claim_piece, under the bounds' lock: _worker._run_claims) until none is
+        left, then answers once with [(piece, result)]. No parent round trip per piece, so a
+        busy parent delays no one. Returns the pieces' results in chunk order; failures raise
         as in run() (a dead worker's claimed piece fails the call)."""
-        pieces = guided_pieces(n_chunks, self.n_workers)
-        self.claims.value = 0  # (under its lock) the workers are idle: no claim races this
+        self.claims.get_obj()[:] = share_bounds(n_chunks, self.n_workers)  # workers idle
         todo = dict.fromkeys(range(self.n_workers), make_task((0, n_chunks)))
         out = self._collect(lambda i: todo.pop(i, None), 1, what, timeout, progress, n_chunks,
-                            lambda s, task, bar: ("claim", s, task, pieces, list(drop), bar))
+                            lambda s, task, bar: ("claim", s, task, list(drop), bar))
         done = sorted((piece for _, _, answer in out for piece in answer), key=lambda p: p[0])
-        if [p for p, _ in done] != pieces:  # never a result with a piece lost or run twice
+        if [b for (_, b), _ in done] != [a for (a, _), _ in done[1:]] + [n_chunks] or \
+                done[0][0][0] != 0:  # never a result with a chunk lost or run twice
             raise SharedComputeError(f"sharedcompute internal error: {what}: pieces lost")
         return [r for _, r in done]
 

@@ -96,7 +96,7 @@ class InlineExecutor(Accounts):
                 failure = cause = None
         return out
 
-    def run_guided(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
+    def run_dynamic(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
                    what: str, timeout: float | None, progress: Any,
                    drop: list[int] = ()) -> list:
         """Inline, every piece runs in order anyway: the static split's tasks (the same

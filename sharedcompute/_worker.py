@@ -4,8 +4,8 @@ stop or the parent goes away.
 Imports only the worker side (_task, plan, kernel, partition, shared, doorbell, errors,
 _system), never the executors or the pool.
 Messages in:  ("work", seq, WorkOrder, memo id or None, memo ids to drop, report progress?)
-              | ("claim", seq, WorkOrder of all chunks, guided pieces, memo ids to drop,
-                report progress?): schedule="dynamic", pieces claimed through ``claims``
+              | ("claim", seq, WorkOrder of all chunks, memo ids to drop, report progress?):
+                schedule="dynamic", pieces claimed through ``claims`` (partition.claim_piece)
               | ("task", [(seq, pickled (function, args, kwargs)), ...]): tasks (futures.py),
                 each answered on its own, so a crash is charged to the one that ran
               | ("forget", [block names], [memo ids to drop first: those holding them])
@@ -32,6 +32,7 @@ from . import doorbell, shared
 from ._system import limit_threads
 from ._evaluate import Stats, TaskStats, detached, prepare, read_only, resolve, run_task
 from .errors import TaskLostError, remote_error_info
+from .partition import claim_piece
 
 
 UNREADABLE = -1  # the seq of an error about a message the worker could not unpickle (the
@@ -104,7 +105,7 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             _run_sent(conn, msg, prepared, barrier, pid)
             continue
         if kind == "claim":
-            _run_claims(conn, msg, prepared, claims, pid)
+            _run_claims(conn, msg, prepared, claims, index, pid)
             continue
         raise AssertionError(f"unknown message {kind!r}")  # a parent of another version
 
@@ -170,32 +171,32 @@ def _run_sent(conn: Any, msg: tuple, prepared: dict, barrier: Any, pid: int) -> 
         detached(exc)  # numba's cache of failed compiles must not pin this call's views
 
 
-def claim_next(claims: Any) -> int:
-    """The index of the next guided piece: the counter's read and increment under its lock,
-    so no two workers ever take the same piece."""
+def claim(claims: Any, index: int) -> tuple[int, int] | None:
+    """Worker ``index``'s next piece of a dynamic call (partition.claim_piece), under the
+    bounds' lock, so no two workers ever take the same chunk."""
     with claims.get_lock():
-        k = claims.value
-        claims.value = k + 1
-    return k
+        return claim_piece(claims.get_obj(), index)
 
 
-def _run_claims(conn: Any, msg: tuple, prepared: dict, claims: Any, pid: int) -> None:
+def _run_claims(conn: Any, msg: tuple, prepared: dict, claims: Any, index: int,
+                pid: int) -> None:
     """schedule="dynamic": claim pieces and run them until none is left, then answer once
     with [(piece, its result)]. On an error, end the claims for all: the call fails."""
-    _, seq, task, pieces, drop, wants_progress = msg
+    _, seq, task, drop, wants_progress = msg
     for old in drop:
         prepared.pop(old, None)
     stats = Stats(progress=_reporter(conn, seq) if wants_progress else None)
     t0, done = time.perf_counter(), []
     try:
         views = resolve(task.specs)
-        while (k := claim_next(claims)) < len(pieces):
-            task.chunk_range = pieces[k]
-            done.append((pieces[k], run_task(task, stats, None, views)))
+        while (piece := claim(claims, index)) is not None:
+            task.chunk_range = piece
+            done.append((piece, run_task(task, stats, None, views)))
         del views
         conn.send(("ok", seq, done, stats.report(t0)))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-        claims.value = len(pieces)  # (under its lock) the others stop claiming
+        with claims.get_lock():  # the others stop claiming
+            claims.get_obj()[:] = [0] * len(claims)
         conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
         detached(exc)
 

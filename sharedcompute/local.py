@@ -265,7 +265,7 @@ class LocalBackend:
         ranges = split_even(n_chunks, ex.n_workers)
         drop = self.cache.take_drop()  # every worker hears which cached tasks to drop
         if dynamic and kernel.kind != "scan":
-            results = ex.run_guided(lambda r: plan.task(op, r), n_chunks, what=kernel.name,
+            results = ex.run_dynamic(lambda r: plan.task(op, r), n_chunks, what=kernel.name,
                                     timeout=timeout, progress=progress, drop=drop)
             return _result(op, plan, n_chunks, results), []
         if kernel.kind == "scan":

@@ -117,6 +117,17 @@ class WorkOrder:
         return chunk_grid(self.n_rows, self.rows_per_chunk)
 
     @property
+    def n_chunks(self) -> int:
+        """len(self.chunks), without building the grid."""
+        return max(1, -(-self.n_rows // self.rows_per_chunk))
+
+    def span(self, ca: int, cb: int) -> tuple[int, int]:
+        """The rows [start, stop) of chunks [ca, cb), ca < cb, without building the grid:
+        a dynamic call runs many pieces of one order, and ``.chunks`` per piece cost
+        O(chunks) each (1,000 chunks: 0.5 ms a piece)."""
+        return ca * self.rows_per_chunk, min(cb * self.rows_per_chunk, self.n_rows)
+
+    @property
     def barriered(self) -> bool:
         """Whether the workers meet at a barrier inside this task (iterate, a program)."""
         return self.op in ("iterate", "program")
@@ -127,8 +138,7 @@ class WorkOrder:
         ca, cb = self.chunk_range
         if cb <= ca:
             return (0, 0)
-        chunks = self.chunks
-        return (chunks[ca][0], chunks[cb - 1][1])
+        return self.span(ca, cb)
 
 
 

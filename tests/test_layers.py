@@ -296,7 +296,7 @@ def test_every_executor_keeps_the_executor_contract():
     from sharedcompute._inline import InlineExecutor
     methods = {n for n, v in vars(Executor).items() if callable(v) and not n.startswith("_")}
     fields = set(Executor.__annotations__)
-    assert {"run", "run_guided", "warmup", "stop"} <= methods and "rings" in fields
+    assert {"run", "run_dynamic", "warmup", "stop"} <= methods and "rings" in fields
     for cls in (ProcessExecutor, InlineExecutor):
         ex = cls(2, "spawn") if cls is ProcessExecutor else cls(2)
         for name in sorted(fields):

@@ -224,7 +224,10 @@ def test_progress_calls_each_kernel_as_often_as_without_and_gives_the_same_bits(
     try:
         for name, run, total, expected in cases:
             (plain, want, _), (barred, got, bar) = _with_and_without_progress(run, log)
-            assert barred == plain, (name, plain, barred)
+            if name.startswith("dynamic"):  # its pieces follow the timing (stealing): the
+                assert sum(barred) == sum(plain) == arrays[0].shape[0], name  # rows, once each
+            else:
+                assert barred == plain, (name, plain, barred)
             if expected is not None:
                 assert len(plain) == expected, (name, plain)
             assert got.tobytes() == want.tobytes(), name

@@ -1,5 +1,5 @@
-"""schedule="dynamic": idle workers claim the next guided piece themselves (a counter in
-shared memory under its lock); the result is bitwise the static one for any worker count,
+"""schedule="dynamic": each worker claims pieces of its own static share, then steals from
+the back of the others' (bounds in shared memory under their lock); the result is bitwise the static one for any worker count,
 every piece runs exactly once, and failures report as they do for static calls."""
 from __future__ import annotations
 
@@ -16,19 +16,63 @@ import taskkernels as tk
 from conftest import START_METHODS, shared_pool
 import faultkernels as fk
 from conftest import wait_no_segments
-from sharedcompute.partition import chunk_grid, chunk_rows, guided_pieces, split_even
+from sharedcompute.partition import (OWN_SHARE, chunk_grid, chunk_rows, claim_piece,
+                                     share_bounds, split_even)
 from sharedcompute.shared import list_segments
 
 
-@given(st.integers(1, 5000), st.integers(1, 16))
-def test_guided_pieces_cover_the_grid_in_order_and_shrink(n_chunks, workers):
-    pieces = guided_pieces(n_chunks, workers)
-    assert [p[0] for p in pieces] == [0] + [p[1] for p in pieces[:-1]]
+def claim_all(n_chunks: int, workers: int, order: list[int]) -> list[tuple[int, tuple]]:
+    """claim_piece run to the end, the workers claiming in ``order`` (repeated), each one
+    dropping out once it gets None: [(worker, piece)]."""
+    bounds, out, live, k = share_bounds(n_chunks, workers), [], set(range(workers)), 0
+    while live:
+        w = order[k % len(order)]
+        k += 1
+        if w not in live:
+            continue
+        piece = claim_piece(bounds, w)
+        if piece is None:
+            live.discard(w)
+        else:
+            out.append((w, piece))
+    return out
+
+
+@given(st.integers(0, 3000), st.integers(1, 16), st.data())
+def test_claimed_pieces_cover_every_chunk_once_in_any_order(n_chunks, workers, data):
+    """Any interleaving of claims (a worker that is descheduled claims less) gives pieces
+    that tile [0, n_chunks) exactly: no chunk lost, none run twice."""
+    order = data.draw(st.lists(st.integers(0, workers - 1), min_size=1, max_size=40))
+    order += list(range(workers))  # every worker claims until it gets None
+    pieces = sorted(p for _, p in claim_all(n_chunks, workers, order))
+    assert all(a < b for a, b in pieces)
+    assert [a for a, _ in pieces] == ([0] if pieces else []) + [b for _, b in pieces[:-1]]
     assert (pieces[-1][1] if pieces else 0) == n_chunks
-    sizes = [b - a for a, b in pieces]
-    assert all(s >= 1 for s in sizes) and sizes == sorted(sizes, reverse=True)
-    if n_chunks >= 2 * workers:
-        assert sizes[-1] == 1  # a balanced end
+
+
+@given(st.integers(1, 3000), st.integers(1, 16))
+def test_workers_of_equal_speed_each_run_their_own_share_and_steal_nothing(n_chunks, workers):
+    """Claiming in turn (equal rows, equal cores), every worker runs exactly its static
+    share, front to back, in shrinking pieces: a dynamic call of uniform rows runs as the
+    static split does, no piece of another's share. Its first piece is 1/OWN_SHARE of
+    its share."""
+    got = claim_all(n_chunks, workers, list(range(workers)))
+    for w, (a, b) in enumerate(split_even(n_chunks, workers)):
+        mine = [p for v, p in got if v == w]
+        assert [p[0] for p in mine] == [a] + [p[1] for p in mine[:-1]]
+        assert (mine[-1][1] if mine else a) == b
+        if mine:
+            assert mine[0][1] - mine[0][0] == max(1, (b - a) // OWN_SHARE)
+
+
+def test_an_idle_worker_steals_the_back_half_of_the_largest_share_left():
+    bounds = share_bounds(100, 2)  # shares [0, 50) and [50, 100)
+    assert claim_piece(bounds, 1) == (50, 62)  # its own front, 1/4 of 50
+    bounds[0] = bounds[1]  # worker 0 has run its whole share
+    assert claim_piece(bounds, 0) == (81, 100)  # half of the 38 left, from the back
+    assert claim_piece(bounds, 1) == (62, 66)  # the owner goes on from its front
+    bounds[2:] = [0, 0]
+    assert claim_piece(bounds, 0) is None and claim_piece(bounds, 1) is None
 
 
 def test_a_small_array_is_cut_into_enough_chunks_for_every_worker():
@@ -119,10 +163,12 @@ def test_every_piece_runs_exactly_once_with_more_or_fewer_pieces_than_workers(me
             runs = np.array(out.numpy())  # a copy: out is freed below
             np.testing.assert_array_equal(runs[:, 0], 1)  # every row once: no piece twice
             grid = chunk_grid(rows, chunk)
-            # with 1 worker "dynamic" is the static call (one piece): else the guided pieces
-            want = [(0, len(grid))] if workers == 1 else guided_pieces(len(grid), workers)
-            starts = sorted(set(runs[:, 1].tolist()))
-            assert starts == [grid[a][0] for a, _ in want], (workers, rows, chunk)
+            starts = sorted(set(runs[:, 1].tolist()))  # each piece's first row
+            assert set(starts) <= {s for s, _ in grid}  # pieces of whole chunks
+            if workers == 1:  # "dynamic" with 1 worker is the static call: one piece
+                assert starts == [0]
+            else:
+                assert starts[0] == 0, (workers, rows, chunk)
             out.free()
         if workers != 2:
             pool.close()
@@ -140,7 +186,9 @@ def test_dynamic_kernel_error_in_one_piece_and_a_killed_worker(method):
     with pytest.raises(sc.KernelError, match=r"ValueError: .*rows \[\d+, \d+\)") as info:
         pool.map(fk.fault_map, out, x, fk.RAISE, 1500, 0.0, schedule="dynamic", chunk_rows=10)
     s, e = map(int, info.value.args[0].split("rows [")[1].split(")")[0].split(", "))
-    assert s <= 1500 < e and e - s <= 80  # its piece (200 chunks: at most 200 // 24 of 10)
+    # its piece: 200 chunks of 10 rows, shares of 66-67; an own piece is at most 1/4 of a
+    # share, a stolen one half of what is left of one
+    assert s <= 1500 < e and e - s <= 10 * (67 // 2 + 1)
     pool.map(fk.fault_map, out, x, fk.NONE, 0, 0.0, schedule="dynamic", chunk_rows=10)
     np.testing.assert_array_equal(out.numpy(), 2 * x0 + 1)
     pids = list(pool.pids)
@@ -173,7 +221,7 @@ def test_a_dynamic_map_gets_a_finer_grid_than_the_default_and_the_same_bits():
     runs = np.array(out.numpy())
     np.testing.assert_array_equal(runs[:, 0], 1)
     starts = sorted(set(runs[:, 1].tolist()))
-    assert starts == [finer[a][0] for a, _ in guided_pieces(len(finer), 2)]
+    assert set(starts) <= {s for s, _ in finer} and len(starts) > 2  # pieces of its chunks
     out.free()
     out_s, out_d = pool.zeros((rows, 3), np.int64), pool.zeros((rows, 3), np.int64)
     pool.map(tk.uneven_rows, out_s, 40)
