@@ -87,3 +87,16 @@ def test_bad_boundary_is_rejected_with_the_choices():
     assert check_boundary("mirror") == "mirror"
     with pytest.raises(InputError, match="must be one of"):
         check_boundary([1])
+
+
+@given(st.integers(0, 100_000), st.integers(1, 5000), st.data())
+def test_a_work_orders_span_is_its_grids_rows(n, rpc, data):
+    """WorkOrder.span and n_chunks (arithmetic, so a dynamic call's pieces do not build the
+    grid each) give what the chunk grid gives."""
+    from sharedcompute.plan import WorkOrder
+    order = WorkOrder("map", None, [], n, rpc, None, (0, 0))
+    grid = chunk_grid(n, rpc)
+    assert order.n_chunks == len(grid)
+    ca = data.draw(st.integers(0, len(grid) - 1))
+    cb = data.draw(st.integers(ca + 1, len(grid)))
+    assert order.span(ca, cb) == (grid[ca][0], grid[cb - 1][1])
