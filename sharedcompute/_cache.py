@@ -21,10 +21,12 @@ each is the very object it was (a kernel whose module was reloaded in place, as 
 %autoreload 2 does, keeps its object). A stale entry is discarded, and the call is checked
 and planned again.
 
-A call with a progress bar (``progress=``) or ``schedule="dynamic"`` is planned and sent
-every time, never cached: a rung call reports no progress (each worker answers once, through
-its doorbell line), and a bar is for calls long enough that planning (tens of microseconds)
-is nothing beside them. With a bar the workers make the very kernel calls they make without
+A call with a progress bar (``progress=``) is planned and sent every time, never cached: a
+rung call reports no progress (each worker answers once, through its doorbell line), and a
+bar is for calls long enough that planning (tens of microseconds) is nothing beside them.
+A ``schedule="dynamic"`` call is cached under its own key (its grid differs): each worker
+keeps its claim loop, and every ring sets the shares' bounds afresh before any worker
+starts (ProcessExecutor.ring), so each ring claims every chunk once. With a bar the workers make the very kernel calls they make without
 one (_evaluate.py), so the result is the cached call's, bit for bit; the cache's oracle
 tests (tests/test_cache_state.py) use ``progress=`` as the cache-off path.
 
@@ -58,14 +60,16 @@ _GONE = object()  # a global no longer defined (Entry.current)
 
 # -- the key ---------------------------------------------------------------------------------
 def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
-             depth: Any = None, chunk_rows: int | None = None) -> tuple | None:
+             depth: Any = None, chunk_rows: int | None = None,
+             dynamic: bool = False) -> tuple | None:
     """(key, values) of a repeatable call; None: not cacheable (see the module docstring).
-    ``chunk_rows``: None or an int (Pool checked its type, so 5.0 never meets 5 here)."""
+    ``chunk_rows``: None or an int (Pool checked its type, so 5.0 never meets 5 here);
+    ``dynamic``: the call's schedule is "dynamic" (local._dynamic: its grid and pieces)."""
     if not isinstance(kernel, Kernel) or kernel.kind != op and not (
             op == "partial" and kernel.fused):
         return None  # maps, reductions and partial=True maps only (a scan is two calls)
     key: list = [op, kernel, rows, scalar_bits(boundary), depth,  # content: Entry.current
-                 chunk_rows]
+                 chunk_rows, dynamic]
     vals: list = []
     for a in args:
         t = type(a)
@@ -146,6 +150,7 @@ class Entry:
         self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
         self.active = [i for i, t in enumerate(tasks) if t.chunk_range[1] > t.chunk_range[0]]
         self.partial = key[0] == "partial"  # a fused map returning (written, partial)
+        self.dynamic = key[6]  # the workers claim its pieces: each ring resets the shares
         # else a plain map, whose workers return nothing
         self.reduces = self.partial or plan.kernel.kind == "reduce"
 

@@ -58,7 +58,7 @@ from ._worker import UNREADABLE
 from .errors import (CANNOT_START, KernelError, KernelTimeoutError, PoolClosedError,
                      SharedComputeError, first_error, kernel_error, timed_out, worker_crashed)
 from .kernel import Kernel
-from .partition import share_bounds, split_even
+from .partition import in_chunk_order, share_bounds, split_even
 from .plan import WorkOrder
 from .progress import ChunkProgress
 from ._preload import prepare_fork_parent, start_forkserver
@@ -276,24 +276,20 @@ class ProcessExecutor(Accounts):
             results[i] = result
         return results
 
-    def run_dynamic(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
-                   what: str, timeout: float | None, progress: Any,
-                   drop: list[int] = ()) -> list:
+    def run_dynamic(self, task: WorkOrder, n_chunks: int, *, what: str,
+                    timeout: float | None, progress: Any, memo: int | None = None,
+                    drop: list[int] = ()) -> list:
         """A map or reduce whose pieces the workers claim themselves: each gets one "claim"
         order (the whole range) and runs pieces of its own share, then steals from the others'
         (partition.claim_piece, under the bounds' lock: _worker._run_claims) until none is
-        left, then answers once with [(piece, result)]. No parent round trip per piece, so a
-        busy parent delays no one. Returns the pieces' results in chunk order; failures raise
-        as in run() (a dead worker's claimed piece fails the call)."""
+        left, then answers once with [(piece, result)]; with ``memo``, it keeps its claim loop
+        for rung calls. No parent round trip per piece, so a busy parent delays no one.
+        Returns the pieces' results in chunk order; failures raise as in run()."""
         self.claims.get_obj()[:] = share_bounds(n_chunks, self.n_workers)  # workers idle
-        todo = dict.fromkeys(range(self.n_workers), make_task((0, n_chunks)))
+        todo = dict.fromkeys(range(self.n_workers), task)
         out = self._collect(lambda i: todo.pop(i, None), 1, what, timeout, progress, n_chunks,
-                            lambda s, task, bar: ("claim", s, task, list(drop), bar))
-        done = sorted((piece for _, _, answer in out for piece in answer), key=lambda p: p[0])
-        if [b for (_, b), _ in done] != [a for (a, _), _ in done[1:]] + [n_chunks] or \
-                done[0][0][0] != 0:  # never a result with a chunk lost or run twice
-            raise SharedComputeError(f"sharedcompute internal error: {what}: pieces lost")
-        return [r for _, r in done]
+                            lambda s, task, bar: ("claim", s, task, memo, list(drop), bar))
+        return in_chunk_order((answer for _, _, answer in out), n_chunks, what)
 
     def warmup(self, items: list, timeout: float | None) -> None:
         """Every worker compiles (or loads from numba's cache) the items' signatures now;
@@ -354,11 +350,14 @@ class ProcessExecutor(Accounts):
 
     def ring(self, memo: int, active: list[int], idle_result: Any, *,
              what: str, timeout: float | None, tasks: list[WorkOrder], clear_values: bool = True,
-             results: bool = True) -> list | None:
+             results: bool = True, shares: int = 0) -> list | None:
         """Start a call whose tasks the workers cached under ``memo`` through the doorbell,
         poll for its results, then sleep on the pipes and sentinels like run().
-        ``results=False``: a map's, which are not read."""
+        ``results=False``: a map's, which are not read; ``shares``: a dynamic call's chunks,
+        whose bounds are set before any worker is rung."""
         lines, seq = self.lines, self._next_seq()
+        if shares:
+            self.claims.get_obj()[:] = share_bounds(shares, self.n_workers)
         try:
             state = doorbell.ring(lines, active, memo, seq, clear_values)
             if state == doorbell.ANSWERED:  # the common case: every answer is in the lines

@@ -5,6 +5,7 @@ start, stop, signal or forget."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from ._executors import Accounts, WorkerInsight
@@ -96,13 +97,13 @@ class InlineExecutor(Accounts):
                 failure = cause = None
         return out
 
-    def run_dynamic(self, make_task: Callable[[tuple[int, int]], WorkOrder], n_chunks: int, *,
-                   what: str, timeout: float | None, progress: Any,
-                   drop: list[int] = ()) -> list:
+    def run_dynamic(self, task: WorkOrder, n_chunks: int, *, what: str,
+                    timeout: float | None, progress: Any, memo: int | None = None,
+                    drop: list[int] = ()) -> list:
         """Inline, every piece runs in order anyway: the static split's tasks (the same
         chunks and combine tree, so the same result)."""
-        return self.run([make_task(r) for r in split_even(n_chunks, self.n_workers)],
-                        what=what, timeout=timeout, progress=progress, total=n_chunks)
+        tasks = [replace(task, chunk_range=r) for r in split_even(n_chunks, self.n_workers)]
+        return self.run(tasks, what=what, timeout=timeout, progress=progress, total=n_chunks)
 
     def warmup(self, items: list, timeout: float | None) -> None:
         """Compile the items' signatures in this process; a typing error raises the

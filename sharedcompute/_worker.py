@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -181,24 +181,43 @@ def claim(claims: Any, index: int) -> tuple[int, int] | None:
 def _run_claims(conn: Any, msg: tuple, prepared: dict, claims: Any, index: int,
                 pid: int) -> None:
     """schedule="dynamic": claim pieces and run them until none is left, then answer once
-    with [(piece, its result)]. On an error, end the claims for all: the call fails."""
-    _, seq, task, drop, wants_progress = msg
+    with [(piece, its result)]; with a memo id, keep the claim loop for rung calls."""
+    _, seq, task, memo, drop, wants_progress = msg
     for old in drop:
         prepared.pop(old, None)
     stats = Stats(progress=_reporter(conn, seq) if wants_progress else None)
-    t0, done = time.perf_counter(), []
+    t0 = time.perf_counter()
     try:
         views = resolve(task.specs)
-        while (piece := claim(claims, index)) is not None:
-            task.chunk_range = piece
-            done.append((piece, run_task(task, stats, None, views)))
-        del views
+        run = claim_loop(task, views, claims, index)
+        done = run(stats)
+        if memo is not None:
+            prepared[memo] = (task, views, run)
+        del views, run
         conn.send(("ok", seq, done, stats.report(t0)))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-        with claims.get_lock():  # the others stop claiming
-            claims.get_obj()[:] = [0] * len(claims)
         conn.send(("err", seq, remote_error_info(exc, stats.rows, pid), stats.report(t0)))
         detached(exc)
+
+
+def claim_loop(task: Any, views: list, claims: Any, index: int) -> Callable[[Stats], list]:
+    """run(stats): claim pieces of ``task`` and run them on ``views`` until none is left;
+    returns [(piece, its result)]. On an error it ends the claims for all (the call fails).
+    Its ``patch`` does nothing: a rung call's new values are put into ``views`` itself
+    (_take_values), which every piece slices afresh."""
+    def run(stats: Stats) -> list:
+        done = []
+        try:
+            while (piece := claim(claims, index)) is not None:
+                task.chunk_range = piece
+                done.append((piece, run_task(task, stats, None, views)))
+        except BaseException:
+            with claims.get_lock():  # the others stop claiming
+                claims.get_obj()[:] = [0] * len(claims)
+            raise
+        return done
+    run.patch = lambda changes: None  # type: ignore[attr-defined]
+    return run
 
 
 def _run_tasks(conn: Any, items: list, pid: int) -> None:

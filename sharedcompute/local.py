@@ -25,7 +25,7 @@ from ._iterate import local as iterate_local, plan as iterate_plan, program as i
 from ._iterate import snapshot as snapshots
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
-from .partition import map_rows, split_even
+from .partition import in_chunk_order, map_rows, split_even
 from .plan import (Plan, Whole, boundscheck_default, check_kind, finish_reduce, make_plan,
                    scan_offsets)
 from .shared import SharedArray
@@ -202,8 +202,8 @@ class LocalBackend:
         ex = self.executor
         dynamic = _dynamic(kernel, schedule, ex)
         key = vals = None
-        if ex.rings and not progress and not dynamic:  # a bar: see "progress" in _cache.py
-            found = call_key(op, kernel, args, rows, boundary, depth, chunk_rows)
+        if ex.rings and not progress:  # a bar: see "progress" in _cache.py
+            found = call_key(op, kernel, args, rows, boundary, depth, chunk_rows, dynamic)
             if found is not None:
                 key, vals = found
         cache = self.cache
@@ -265,9 +265,10 @@ class LocalBackend:
         ranges = split_even(n_chunks, ex.n_workers)
         drop = self.cache.take_drop()  # every worker hears which cached tasks to drop
         if dynamic and kernel.kind != "scan":
-            results = ex.run_dynamic(lambda r: plan.task(op, r), n_chunks, what=kernel.name,
-                                    timeout=timeout, progress=progress, drop=drop)
-            return _result(op, plan, n_chunks, results), []
+            whole = plan.task(op, (0, n_chunks))
+            results = ex.run_dynamic(whole, n_chunks, what=kernel.name, timeout=timeout,
+                                     progress=progress, memo=memo, drop=drop)
+            return _result(op, plan, n_chunks, results), [whole] * ex.n_workers
         if kernel.kind == "scan":
             offsets = scan_offsets(kernel, self.scan_totals(plan, timeout, drop))
             return plan.written(), self.scan_apply(plan, offsets, timeout, progress)
@@ -325,10 +326,14 @@ class LocalBackend:
             results = self.executor.ring(memo.memo_id, memo.active,
                                          {} if memo.reduces else None, what=kernel.name,
                                          timeout=timeout, tasks=memo.tasks,
-                                         clear_values=clear_values, results=memo.reduces)
+                                         clear_values=clear_values,
+                                         results=memo.reduces or memo.dynamic,
+                                         shares=memo.n_chunks if memo.dynamic else 0)
         finally:
             release_writes(memo.written_names)
             hold(held, -1)
+        if memo.dynamic:
+            results = in_chunk_order(results, memo.n_chunks, kernel.name)
         if memo.reduces:
             value = finish_reduce(kernel, memo.n_chunks, results)
             return (memo.result(args), value) if memo.partial else value
@@ -363,7 +368,8 @@ class LocalBackend:
                 raise
         out = self._run_call(b.op, b.kernel, b.args, b.rows, b.boundary, b.timeout, False,
                              b.chunk_rows, b.boundscheck, b.depth, b.schedule)
-        found = call_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth, b.chunk_rows)
+        found = call_key(b.op, b.kernel, b.args, b.rows, b.boundary, b.depth, b.chunk_rows,
+                         _dynamic(b.kernel, b.schedule, self.executor))
         b.key = None if found is None else found[0]  # reshaped arrays, or a new content
         b.entry = memo = self.cache.entries.get(b.key) if b.key is not None else None
         b.blocks = memo.blocks(b.args) if memo is not None else []

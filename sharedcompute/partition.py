@@ -7,11 +7,11 @@ combine tree over chunks, is what makes reductions bitwise identical for any wor
 from __future__ import annotations
 
 import bisect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, SharedComputeError
 
 MIN_CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
@@ -266,6 +266,17 @@ def map_rows(n_rows: int, rows_per_chunk: int, n_workers: int, dynamic: bool) ->
 def share_bounds(n_chunks: int, n_workers: int) -> list[int]:
     """claim_piece's bounds at the start of a call: each worker's static share."""
     return [end for share in split_even(n_chunks, n_workers) for end in share]
+
+
+def in_chunk_order(answers: Iterable[list], n_chunks: int, what: str) -> list:
+    """A dynamic call's results in chunk order, from each worker's [(piece, result)];
+    SharedComputeError unless the pieces cover [0, n_chunks) once: never a result with a
+    chunk lost or run twice."""
+    done = sorted((piece for answer in answers for piece in answer), key=lambda p: p[0])
+    ends = [0] + [b for (_, b), _ in done]
+    if [a for (a, _), _ in done] + [n_chunks] != ends:
+        raise SharedComputeError(f"sharedcompute internal error: {what}: pieces lost")
+    return [r for _, r in done]
 
 
 def claim_piece(bounds: Any, me: int) -> tuple[int, int] | None:

@@ -230,3 +230,10 @@ def count_runs(out, pos):
     the last call (a dynamic map's piece): a piece run twice, or lost, shows."""
     out[:, 0] += 1
     out[:, 1] = pos[0]
+
+
+@sc.kernel(writes=("y",))
+def add_scaled(y, x, a):
+    """y += a * x: a row run twice, or with a stale a, shows in the result."""
+    for i in range(y.shape[0]):
+        y[i] += a * x[i]

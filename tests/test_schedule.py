@@ -18,6 +18,8 @@ import faultkernels as fk
 from conftest import wait_no_segments
 from sharedcompute.partition import (OWN_SHARE, chunk_grid, chunk_rows, claim_piece,
                                      share_bounds, split_even)
+from sharedcompute import local
+from sharedcompute.plan import make_plan
 from sharedcompute.shared import list_segments
 
 
@@ -262,3 +264,53 @@ def test_a_static_map_gives_each_worker_an_even_share_of_rows_not_of_chunks(work
     assert pool.reduce(tk.float_sum, x) == pool.reduce(tk.float_sum, x, chunk_rows=512)
     for a in (runs, out_s, out_c, x):
         a.free()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_repeated_dynamic_call_is_rung_and_claims_every_chunk_once(method, monkeypatch):
+    """A repeated schedule="dynamic" call is kept by the workers and started through the
+    doorbell (not planned again), each ring setting the shares afresh: every row runs exactly
+    once per call (count_runs counts them), new scalar values reach every piece, and maps,
+    reductions and partial=True maps give the static schedule's bits on every repeat."""
+    pool = shared_pool(2, method)
+    runs = pool.zeros((1000, 2), np.int64)
+    pool.map(tk.count_runs, runs, schedule="dynamic", chunk_rows=7)  # planned, kept
+    planned = []
+    monkeypatch.setattr(local, "make_plan", lambda *a, **k: planned.append(1) or
+                        make_plan(*a, **k))
+    for k in range(2, 12):
+        pool.map(tk.count_runs, runs, schedule="dynamic", chunk_rows=7)
+        np.testing.assert_array_equal(runs.numpy()[:, 0], k)  # no row lost, none twice
+    assert not planned  # rung
+    x0 = np.random.default_rng(3).standard_normal(20_000) * 1e6
+    x, y_s, y_d = pool.array(x0), pool.zeros(20_000), pool.zeros(20_000)
+    for a in (2.0, 2.0, -0.0, 3.5, 3.5, float("nan")):  # new values: patched into the loop
+        pool.map(tk.add_scaled, y_s, x, a)
+        pool.map(tk.add_scaled, y_d, x, a, schedule="dynamic")
+        np.testing.assert_array_equal(y_d.numpy(), y_s.numpy())
+        assert pool.reduce(tk.float_sum, x, schedule="dynamic", chunk_rows=97) == \
+            pool.reduce(tk.float_sum, x, chunk_rows=97)
+    bound = pool.bind(tk.count_runs, runs, schedule="dynamic", chunk_rows=7)
+    before, n_planned = runs.numpy()[:, 0].copy(), len(planned)  # bind plans once: a check
+    for _ in range(3):
+        bound()
+    np.testing.assert_array_equal(runs.numpy()[:, 0], before + 3)
+    assert len(planned) == n_planned  # the bound call rings the entry the map kept
+    for a in (runs, x, y_s, y_d):
+        a.free()
+
+
+def test_a_rung_dynamic_call_that_fails_ends_every_claim_and_the_next_runs_whole():
+    """An error in one piece of a rung dynamic call ends the claims for all workers and
+    raises that error; the next ring sets the shares again, so it runs every row once."""
+    pool = shared_pool(2, START_METHODS[-1])
+    x0 = np.arange(2000.0)
+    x, out = pool.array(x0), pool.zeros(2000)
+    for _ in range(2):  # planned, then rung
+        pool.map(fk.fault_map, out, x, fk.NONE, 0, 0.0, schedule="dynamic", chunk_rows=10)
+    with pytest.raises(sc.KernelError, match="ValueError"):
+        pool.map(fk.fault_map, out, x, fk.RAISE, 1500, 0.0, schedule="dynamic", chunk_rows=10)
+    out.numpy()[:] = 0.0
+    pool.map(fk.fault_map, out, x, fk.NONE, 0, 0.0, schedule="dynamic", chunk_rows=10)
+    np.testing.assert_array_equal(out.numpy(), 2 * x0 + 1)
+    x.free(), out.free()
