@@ -63,7 +63,7 @@ def main() -> None:
             try:
                 time.sleep(0.5 if hog else 0.0)
                 for uniform, chunk in itertools.product((False, True), (None, args.chunk_rows)):
-                    data = init(args.rows, args.slope, uniform)
+                    data = init(args.rows, args.slope, uniform, False)
                     out, lengths = pool.array(data["out"]), pool.array(data["lengths"])
                     t = measure(pool, out, lengths, args.repeats, chunk)
                     grid = len(chunk_grid(args.rows, chunk or chunk_rows(args.rows, 8)))

@@ -20,13 +20,16 @@ import sharedcompute as sc
 from time_steps.common import without_fastmath
 
 NAME = "rowcost"
-SIZES = {"default": dict(n=2000, slope=50, uniform=False),
-         "small": dict(n=200, slope=5, uniform=False)}
+SIZES = {"default": dict(n=2000, slope=50, uniform=False, steep=False),
+         "small": dict(n=200, slope=5, uniform=False, steep=False)}
 OUTPUTS = ("out",)
 
 
-def init(n, slope, uniform):
-    lengths = np.arange(n, dtype=np.int64) * slope
+def init(n, slope, uniform, steep):
+    i = np.arange(n, dtype=np.int64)
+    # steep: row i costs ~ i**2 (the same total work): a static split into halves gives
+    # one worker 7/8 of it, so the bound over static is 1.75x (linear rows: 1.5x)
+    lengths = 3 * slope * i * i // (2 * n) if steep else i * slope
     if uniform:
         lengths[:] = int(lengths.mean())
     return {"out": np.zeros(n), "lengths": lengths}

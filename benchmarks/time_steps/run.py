@@ -38,7 +38,7 @@ import sharedcompute as sc  # noqa: E402
 from time_steps.common import CountingPool, body_lines, compare  # noqa: E402
 
 WORKLOADS = ("jacobi2d", "fdtd2d", "cavity", "hdiff", "sor", "floyd", "gemver", "rowcost",
-             "rowcost_uniform")
+             "rowcost_uniform", "rowcost_steep")
 
 
 def load(name):
