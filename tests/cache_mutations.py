@@ -31,8 +31,8 @@ M = {
  "aliasing_old": ("plan.py", "        elif isinstance(a, np.ndarray):\n", "        elif isinstance(a, np.ndarray) and (in_process or i in kernel.writes):\n"),
  "global_flush": ("_cache.py", "        for key in list(self.by_block.get(name, ())):", "        for key in list(self.entries):"),
  "layout_overlap_unchecked": ("doorbell.py", "    (\"COMPILE_S\", 9),", "    (\"COMPILE_S\", 8),"),
- "content_unwatched": ("_cache.py", "            if namespace.get(name, _GONE) is not value:\n                return False\n", "            pass\n"),
- "code_unwatched": ("_cache.py", "        if func.__code__ is not code:\n            return False\n", ""),
+ "content_unwatched": ("_cache.py", "                if namespace.get(name, _GONE) is not value:\n                    return False\n", "                pass\n"),
+ "code_unwatched": ("_cache.py", "            if func.__code__ is not code:\n                return False\n", ""),
  "no_invalidation": ("_cache.py", "        for key in list(self.by_block.get(name, ())):\n            self.discard(key)\n", ""),
 }
 if sys.argv[1] == "--list":

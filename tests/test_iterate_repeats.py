@@ -725,3 +725,21 @@ def test_repeats_under_every_start_method(method):
         del ex.ring
         for a in pair + twin + [y, ty, x]:
             a.free()
+
+
+def test_a_kept_program_with_an_option_it_refuses_is_refused(pool, rings):
+    """Every option is in a program's key, those it refuses too: the kept program's repeat
+    with one of them is planned, and refused as the first call would be."""
+    add = _cell(STEPPED)["add_step"]
+    x, y = pool.array(np.ones((16, 8))), pool.zeros((16, 8))
+    try:
+        for _ in range(2):
+            pool.iterate(sc.program(sc.stage(add, y, x, 1.0)), steps=2)
+        assert rings[0] == 1
+        for opts in (dict(residual=max_abs_diff), dict(boundary="fixed"), dict(depth=1),
+                     dict(block_sweeps=2), dict(chunk_rows=4)):
+            with pytest.raises(sc.InputError):
+                pool.iterate(sc.program(sc.stage(add, y, x, 1.0)), steps=2, **opts)
+        assert rings[0] == 1
+    finally:
+        x.free(), y.free()
