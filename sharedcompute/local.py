@@ -79,7 +79,7 @@ def hold(blocks: list, step: int) -> None:
 
 @contextlib.contextmanager
 def claimed(written: list, kernel: Any, read: list, names: Any = None) -> Iterator[None]:
-    """Around an iterate's run: claim the ``written`` blocks (or ``names``) and hold every
+    """Around a call's run: claim the ``written`` blocks (or ``names``) and hold every
     block (free() refuses meanwhile)."""
     if names is None:
         names = [b.name for b in written if b is not None]
@@ -151,10 +151,10 @@ class LocalBackend:
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
-        of sweeps): planned and run by _iterate/plan.py. Returns the
-        array holding the last sweep, or with ``info`` an IterateResult. ``kernel`` may be
-        a step program (sc.program: _iterate/program.py): returns its Roles. The workers
-        keep the call (_cache.py): the same call again is rung, as a repeated map is."""
+        of sweeps): planned and run by _iterate/plan.py. Returns the array holding the last
+        sweep, or with ``info`` an IterateResult. ``kernel`` may be a step program
+        (sc.program: _iterate/program.py): returns its Roles. The workers keep the call
+        (_cache.py): the same call again is rung, as a repeated map is."""
         ex, program = self.executor, isinstance(kernel, iterate_program.Program)
         found = iterate_key(kernel, args, boundary, depth, chunk_rows, (
             steps, tol, check_every, boundscheck, residual, block_sweeps)) \
@@ -212,8 +212,9 @@ class LocalBackend:
     def _iterate_again(self, key: tuple, kernel: Any, args: tuple, timeout: Any,
                        info: bool) -> Any:
         """A kept iterate or program (_cache.py): check its blocks (none when quiet, as a
-        repeated map) and ring it (its run: _iterate/plan.Again); REPLAN where none is kept (or its
-        kernels changed). A call that fails is dropped: a lost task is never rung again."""
+        repeated map) and ring it (its run: _iterate/plan.Again); REPLAN where none is kept
+        (or its kernels changed). A call that fails is dropped: a lost task is never rung
+        again."""
         ex, cache = self.executor, self.cache
         quiet = cache.quiet(ex)
         if not quiet:

@@ -1,8 +1,8 @@
 """A repeated iterate call (the same kernel, arrays and options) is kept by the workers, an
-entry of the pool's one call cache (_cache.py), and rung through the doorbell: every result must be bitwise the one the
-planned call gives. The oracle is the same call with a ``progress=`` callback, which is
-planned and sent every time, on copies of the same inputs; a spy on the executor's ring
-proves the repeats took the fast path."""
+entry of the pool's one call cache (_cache.py), and rung through the doorbell: every result
+must be bitwise the one the planned call gives. The oracle is the same call with a
+``progress=`` callback, which is planned and sent every time, on copies of the same inputs;
+a spy on the executor's ring proves the repeats took the fast path."""
 from __future__ import annotations
 
 import os
@@ -321,7 +321,8 @@ def test_a_repeat_on_restarted_workers_is_planned_again():
             return ring(*a, **k)
         ex.ring = counted
         rng = np.random.default_rng(4)
-        pair, twin = [own.zeros((30, 30)) for _ in range(2)], [own.zeros((30, 30)) for _ in range(2)]
+        pair = [own.zeros((30, 30)) for _ in range(2)]
+        twin = [own.zeros((30, 30)) for _ in range(2)]
         for rnd in range(3):
             if rnd == 2:
                 os.kill(own.pids[1], signal.SIGKILL)
@@ -743,3 +744,40 @@ def test_a_kept_program_with_an_option_it_refuses_is_refused(pool, rings):
         assert rings[0] == 1
     finally:
         x.free(), y.free()
+
+
+def test_a_repeat_zeroes_its_scratch_row_before_any_worker_runs(pool, monkeypatch):
+    """The residual slots and a wavefront's counters start at zero in a planned call; a
+    rung one finds what the last call left there, so it zeroes them too, before the ring.
+    (A wavefront that read stale counters would only race; this asks for the zeros.)"""
+    from wavekernels import sor
+    rng = np.random.default_rng(19)
+    pair = [pool.array(rng.random((40, 30))) for _ in range(2)]
+    calls = [
+        lambda **k: pool.iterate(jacobi2d_residual, *pair, steps=6, tol=0.0, check_every=1,
+                                 **k),
+        lambda **k: pool.iterate(sc.program(sc.stage(sor, pair[1], 1.5, order="wavefront"),
+                                            sc.stage(jacobi2d_residual, *pair),
+                                            swap=[pair]), steps=4, tol=0.0, check_every=1,
+                                 **k),
+    ]
+    ex, scratch = pool._backend.executor, pool._backend.scratch
+    ring = ex.ring
+    seen = []
+
+    def spy(*a, **k):
+        seen.append(bool(np.asarray(scratch.array).any()))
+        return ring(*a, **k)
+    try:
+        for call in calls:
+            call()  # planned, kept
+            np.asarray(scratch.array)[:] = 0.0  # beyond this call's row too
+            call(progress=_off)  # planned again: the workers leave partials in the row
+            assert np.asarray(scratch.array).any()
+            monkeypatch.setattr(ex, "ring", spy)
+            call()  # rung
+            monkeypatch.setattr(ex, "ring", ring)
+        assert seen == [False, False]
+    finally:
+        for a in pair:
+            a.free()
