@@ -21,14 +21,28 @@ each is the very object it was (a kernel whose module was reloaded in place, as 
 %autoreload 2 does, keeps its object). A stale entry is discarded, and the call is checked
 and planned again.
 
+An iterate (``pool.iterate``) is kept too, under op ``"iterate"``: its key adds to a map's
+its options (steps, residual, tol, check_every, block_sweeps, boundscheck) by their bits,
+and holds its scalars (an iterate sends no values: another scalar is another call). A step
+program (``sc.program``) is kept under ``program_key``: per stage its kernel, options and
+arguments (a SharedArray by its identity and by which of the program's objects it is, the
+order in which the program first names it: the same memory under two objects is two
+names), ``sc.STEP``, its swaps, steps, tol and check_every. Their entries (``Entry.of_run``)
+watch every kernel's content (the residual's, each stage's) and hold their residual
+slots' block among their blocks (a grown scratch block is a released one); what a repeat
+needs besides (the fixed edge rows, what it returns) is _iterate/plan.Again's. A program
+with an ``sc.snapshot`` argument or a plain array is never kept (as a map's snapshot,
+copied by the parent for each call, never is).
+
 A call with a progress bar (``progress=``) is planned and sent every time, never cached: a
 rung call reports no progress (each worker answers once, through its doorbell line), and a
 bar is for calls long enough that planning (tens of microseconds) is nothing beside them.
 A ``schedule="dynamic"`` call is cached under its own key (its grid differs): each worker
 keeps its claim loop, and every ring sets the shares' bounds afresh before any worker
-starts (ProcessExecutor.ring), so each ring claims every chunk once. With a bar the workers make the very kernel calls they make without
-one (_evaluate.py), so the result is the cached call's, bit for bit; the cache's oracle
-tests (tests/test_cache_state.py) use ``progress=`` as the cache-off path.
+starts (ProcessExecutor.ring), so each ring claims every chunk once. With a bar the
+workers make the very kernel calls they make without one (_evaluate.py), so the result is
+the cached call's, bit for bit; the cache's oracle tests (tests/test_cache_state.py) use
+``progress=`` as the cache-off path.
 
 A call whose key matches but whose values changed sends the new values with the doorbell
 (doorbell.pack_values) instead of being planned again. A released block (free, close, a
@@ -37,15 +51,17 @@ the block's name, and unmap it.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import select
 import struct
 import weakref
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from . import segments
+from ._iterate.program import STEP, Program
 from .kernel import Kernel
 from .plan import Plan, Whole, written_of
 from .shared import SharedArray
@@ -61,13 +77,14 @@ _GONE = object()  # a global no longer defined (Entry.current)
 # -- the key ---------------------------------------------------------------------------------
 def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
              depth: Any = None, chunk_rows: int | None = None,
-             dynamic: bool = False) -> tuple | None:
+             dynamic: bool = False, options: tuple = ()) -> tuple | None:
     """(key, values) of a repeatable call; None: not cacheable (see the module docstring).
     ``chunk_rows``: None or an int (Pool checked its type, so 5.0 never meets 5 here);
-    ``dynamic``: the call's schedule is "dynamic" (local._dynamic: its grid and pieces)."""
+    ``dynamic``: the call's schedule is "dynamic" (local._dynamic: its grid and pieces);
+    ``options``: an iterate's (op "iterate"), keyed by their bits with its values."""
     if not isinstance(kernel, Kernel) or kernel.kind != op and not (
-            op == "partial" and kernel.fused):
-        return None  # maps, reductions and partial=True maps only (a scan is two calls)
+            op == "partial" and kernel.fused or op == "iterate"):
+        return None  # maps, reductions, partial=True maps, iterates (a scan is two calls)
     key: list = [op, kernel, rows, scalar_bits(boundary), depth,  # content: Entry.current
                  chunk_rows, dynamic]
     vals: list = []
@@ -85,11 +102,56 @@ def call_key(op: str, kernel: Any, args: tuple, rows: Any, boundary: Any,
             vals.append(_plain_value(a))
         else:
             return None
+    if op == "iterate":  # it sends no values: its scalars and options are in the key
+        key += [*vals, *map(scalar_bits, options)]
+        vals = []
+    return _hashable(key, tuple(vals))
+
+
+def _hashable(key: list, vals: tuple) -> tuple | None:
     try:
         hash(tuple(key))
     except TypeError:
         return None
-    return tuple(key), tuple(vals)
+    return tuple(key), vals
+
+
+def iterate_key(kernel: Any, args: tuple, boundary: Any, depth: Any, chunk_rows: Any,
+                options: tuple) -> tuple | None:
+    """(key, ()) of an iterate call: call_key's with op "iterate" and ``options`` (steps,
+    tol, check_every, boundscheck, residual, block_sweeps), or a step program's."""
+    if type(kernel) is Program:
+        return program_key(kernel, options + (boundary, depth, chunk_rows))
+    return call_key("iterate", kernel, args, None, boundary, depth, chunk_rows,
+                    options=options)
+
+
+def program_key(prog: Any, options: tuple) -> tuple | None:
+    """(key, ()) of a step program call (see the module docstring); ``options``: every
+    option of the iterate call (those a program refuses too: a refused call is never
+    kept, so its repeat is refused again). None: not cacheable (a snapshot, a plain array, a
+    swap naming an array no stage passes: the planned call says what is wrong)."""
+    if type(prog) is not Program:
+        return None
+    seen: dict[int, int] = {}  # id of an array object -> its name (the order first passed)
+    key: list = ["program", *map(scalar_bits, options)]
+    for st in prog.stages:
+        part = [st.kernel, st.sweeps, scalar_bits(st.boundary), st.depth, st.order, st.blocks]
+        for a in st.args:
+            if type(a) is SharedArray:
+                part.append((a.identity, seen.setdefault(id(a), len(seen))))
+            elif a is STEP:
+                part.append(STEP)
+            elif isinstance(a, _SCALARS):
+                part.append(scalar_bits(a))
+            else:
+                return None
+        key.append(tuple(part))
+    for pair in prog.swap:
+        if not all(type(a) is SharedArray and id(a) in seen for a in pair):
+            return None
+        key.append(tuple(seen[id(a)] for a in pair))
+    return _hashable(key, ())
 
 
 def _plain_value(a: np.ndarray) -> tuple:
@@ -125,46 +187,66 @@ def scalar_bits(value: Any) -> Any:
 # -- an entry ----------------------------------------------------------------------------------
 class Entry:
     """A call whose tasks every worker keeps under ``memo_id``, for one generation of workers,
-    until one of its blocks is released or it is evicted."""
+    until one of its blocks is released or it is evicted: a map's, or (``of_run``) an
+    iterate's or a step program's, whose ``run`` is what its repeat needs besides."""
+
+    run: Any = None  # an iterate's or a program's repeat (_iterate/plan.Again); a map: None
 
     def __init__(self, key: tuple, memo_id: int, generation: int, args: tuple, plan: Plan,
                  tasks: list, vals: tuple, watch: tuple):
-        self.key, self.memo_id, self.generation = key, memo_id, generation
-        self.watch = watch  # Kernel.content_watch() when it was checked: see current()
+        self._hold(key, memo_id, generation, args, plan.written_blocks, plan.read_blocks,
+                   tasks, (watch,))
         self.n_chunks = len(plan.chunks)
-        self.shared_at = [i for i, a in enumerate(args)
-                          if type(a) is SharedArray or type(a) is Whole]
         self.value_at = [i for i, a in enumerate(args)
                          if type(a) is not SharedArray and type(a) is not Whole]
-        self.names = {b.name for b in plan.written_blocks + plan.read_blocks if b is not None}
         self.vals = vals  # the values the workers hold (call_key)
         self.check = plan.kernel.check  # run again when the values change
-        self.live = True  # False once dropped: a bound call holding it plans again
-        self.checked_at = -1  # segments.releases when its blocks were last checked intact
-        self.watched = False  # every block watched by inotify: quiet() then vouches for them
         self.writes = sorted(plan.kernel.writes)  # indices: never hold the arrays themselves
         self.result = written_of(self.writes)  # what a map returns, from a call's arguments
-        self.held: list = []  # weak references to the blocks last checked (checked_blocks):
-        # a block's segment goes when its last array does, never held by a cache
-        self.written_names = [b.name for b in plan.written_blocks if b is not None]
-        self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
         self.active = [i for i, t in enumerate(tasks) if t.chunk_range[1] > t.chunk_range[0]]
         self.partial = key[0] == "partial"  # a fused map returning (written, partial)
         self.dynamic = key[6]  # the workers claim its pieces: each ring resets the shares
         # else a plain map, whose workers return nothing
         self.reduces = self.partial or plan.kernel.kind == "reduce"
 
+    @classmethod
+    def of_run(cls, key: tuple, memo_id: int, generation: int, arrays: tuple, written: list,
+               read: list, tasks: list, watches: list, run: Any) -> "Entry":
+        """An iterate's or a step program's entry: ``arrays`` its SharedArrays (an
+        iterate's arguments; a program's, by name), ``written``/``read`` their blocks and
+        the residual slots' (a grown scratch block drops it), every kernel's content_watch;
+        every worker is rung (each meets the barriers), with no values."""
+        entry = cls.__new__(cls)
+        entry._hold(key, memo_id, generation, arrays, written, read, tasks, tuple(watches))
+        entry.vals, entry.active, entry.run = (), list(range(len(tasks))), run
+        return entry
+
+    def _hold(self, key: tuple, memo_id: int, generation: int, args: tuple, written: list,
+              read: list, tasks: list, watches: tuple) -> None:
+        self.key, self.memo_id, self.generation = key, memo_id, generation
+        self.watches = watches  # Kernel.content_watch()s when checked: see current()
+        self.shared_at = [i for i, a in enumerate(args)
+                          if type(a) is SharedArray or type(a) is Whole]
+        self.names = {b.name for b in written + read if b is not None}
+        self.live = True  # False once dropped: a bound call holding it plans again
+        self.checked_at = -1  # segments.releases when its blocks were last checked intact
+        self.watched = False  # every block watched by inotify: quiet() then vouches for them
+        self.held: list = []  # weak references to the blocks last checked (checked_blocks):
+        # a block's segment goes when its last array does, never held by a cache
+        self.written_names = [b.name for b in written if b is not None]
+        self.tasks = tasks  # for error messages: the rows each worker covers (handles only)
+
     def current(self) -> bool:
-        """The kernel's content is the one the workers hold: its ``__code__``, the globals
+        """Each kernel's content is the one the workers hold: its ``__code__``, the globals
         it reads and its module's ``__spec__`` are the very objects they were when it was
         checked (the identities _identity.watch_list lists; the same rule as
         _identity.unchanged, here so that a repeated call need not ask the kernel)."""
-        func, code, reads = self.watch
-        if func.__code__ is not code:
-            return False
-        for namespace, name, value in reads:
-            if namespace.get(name, _GONE) is not value:
+        for func, code, reads in self.watches:
+            if func.__code__ is not code:
                 return False
+            for namespace, name, value in reads:
+                if namespace.get(name, _GONE) is not value:
+                    return False
         return True
 
     def fresh(self) -> bool:
@@ -252,16 +334,33 @@ class CallCache:
     def new_id(self) -> int:
         return next(self._ids)
 
+    @contextlib.contextmanager
+    def sending(self, key: Any) -> Iterator[int | None]:
+        """The id under which the workers keep a call about to be sent (None: ``key`` is
+        None, not cached); if sending it fails, they drop it (some may keep it)."""
+        memo = self.new_id() if key is not None else None
+        try:
+            yield memo
+        except BaseException:
+            if memo is not None:
+                self.drop.append(memo)
+            raise
+
     def store(self, key: tuple, memo_id: int, generation: int, args: tuple, plan: Plan,
               tasks: list, vals: tuple, releases: int, watch: tuple) -> Entry:
         """Remember a call just run; ``releases``: segments.releases before it was planned
         (planning checked every block intact); ``watch``: its kernel's content_watch()
         when it was checked."""
+        return self.keep(Entry(key, memo_id, generation, args, plan, tasks, vals, watch),
+                         args, releases)
+
+    def keep(self, entry: Entry, args: tuple, releases: int) -> Entry:
+        """Remember an entry (store's, or Entry.of_run's with its ``args``: its arrays)."""
+        key = entry.key
         self.discard(key)
         if len(self.entries) >= self.size:
             self.discard(next(iter(self.entries)))
-        entry = self.entries[key] = Entry(key, memo_id, generation, args, plan, tasks, vals,
-                                          watch)
+        self.entries[key] = entry
         for name in entry.names:
             self.by_block.setdefault(name, set()).add(key)
         entry.checked(releases, entry.blocks(args))

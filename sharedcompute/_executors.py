@@ -350,16 +350,17 @@ class ProcessExecutor(Accounts):
 
     def ring(self, memo: int, active: list[int], idle_result: Any, *,
              what: str, timeout: float | None, tasks: list[WorkOrder], clear_values: bool = True,
-             results: bool = True, shares: int = 0) -> list | None:
+             results: bool = True, shares: int = 0, spin: bool = True) -> list | None:
         """Start a call whose tasks the workers cached under ``memo`` through the doorbell,
         poll for its results, then sleep on the pipes and sentinels like run().
         ``results=False``: a map's, which are not read; ``shares``: a dynamic call's chunks,
-        whose bounds are set before any worker is rung."""
+        whose bounds are set before any worker is rung. ``spin=False``: a call known to
+        take long (a kept iterate's): sleep at once, leaving the cores to the workers."""
         lines, seq = self.lines, self._next_seq()
         if shares:
             self.claims.get_obj()[:] = share_bounds(shares, self.n_workers)
         try:
-            state = doorbell.ring(lines, active, memo, seq, clear_values)
+            state = doorbell.ring(lines, active, memo, seq, clear_values, spin)
             if state == doorbell.ANSWERED:  # the common case: every answer is in the lines
                 if not results:
                     return None
@@ -370,7 +371,7 @@ class ProcessExecutor(Accounts):
                         if lines.word(i, doorbell.W_ASLEEP):
                             self._send_task(i, ("wake",), what, tasks)  # asleep before the ring
                 out, piped, errors = self._await_rung(seq, active, idle_result, what, timeout,
-                                                      tasks, state == doorbell.ASLEEP)
+                                                      tasks, spin and state == doorbell.ASLEEP)
         except BaseException:
             self.stop(kill=True)
             raise

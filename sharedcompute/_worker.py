@@ -308,6 +308,8 @@ def _run_rung(conn: Any, line: Any, prepared: dict, barrier: Any, pid: int) -> N
         if line.has_values():
             entry = _take_values(line, prepared, memo)
         task, views, run = entry
+        if task.barriered and barrier is not None:  # a kept iterate: its sweeps' barrier
+            barrier.begin(seq)  # counts from this call's epoch, as a sent task's do
         result = run(stats) if run is not None else run_task(task, stats, barrier, views)
         data = b"" if result is None else pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
         if not line.answer(seq, data, stats, t0, conn):

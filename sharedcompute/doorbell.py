@@ -278,12 +278,14 @@ def make_barrier(ctx: Any, lines: "Lines | None", n_workers: int) -> "SemaphoreB
 
 
 # -- the parent's half of the protocol -----------------------------------------------------
-def ring(lines: Lines, active: list[int], memo: int, seq: int, clear_values: bool = True) -> int:
+def ring(lines: Lines, active: list[int], memo: int, seq: int, clear_values: bool = True,
+         spin: bool = True) -> int:
     """Start call ``seq`` of the cached task ``memo`` on the ``active`` workers and poll for
     their answers: ANSWERED (all, within SPIN_S), SPUN_OUT, or ASLEEP (a worker went to
     sleep before it saw the ring: the caller wakes every worker whose W_ASLEEP is set;
     Dekker: flag, fence, re-read). ``clear_values``: the call runs with the values it had
-    (else set_values wrote new ones)."""
+    (else set_values wrote new ones). ``spin=False``: no polling (SPUN_OUT at once), for a
+    call that takes far longer than SPIN_S: polling would only take cores from workers."""
     words, stride = lines.words, lines.stride
     for i in active:
         base = i * stride
@@ -295,8 +297,8 @@ def ring(lines: Lines, active: list[int], memo: int, seq: int, clear_values: boo
     for i in active:
         if words[i * stride + W_ASLEEP]:
             return ASLEEP
-    return ANSWERED if _done_at(words, [i * stride + DONE for i in active], seq,
-                                SPIN_S) else SPUN_OUT
+    return ANSWERED if spin and _done_at(words, [i * stride + DONE for i in active], seq,
+                                         SPIN_S) else SPUN_OUT
 
 
 def await_answers(lines: Lines, pending: set, seq: int, sleep: Any, spin: bool = True) -> None:

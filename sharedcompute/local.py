@@ -8,6 +8,7 @@ calls whichever it holds without asking which.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -16,12 +17,12 @@ from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import doorbell, segments
-from ._cache import REPLAN, CallCache, Entry, call_key, values_of
+from ._cache import REPLAN, CallCache, Entry, call_key, iterate_key, values_of
 from .futures import imap
 from ._inline import InlineExecutor
 from .progress import Insights
 from ._system import usable_cores
-from ._iterate import local as iterate_local, plan as iterate_plan, program as iterate_program
+from ._iterate import plan as iterate_plan, program as iterate_program
 from ._iterate import snapshot as snapshots
 from .errors import BlockBusyError, InputError
 from .kernel import Kernel, check_schedule
@@ -76,6 +77,22 @@ def hold(blocks: list, step: int) -> None:
             b.calls += step
 
 
+@contextlib.contextmanager
+def claimed(written: list, kernel: Any, read: list, names: Any = None) -> Iterator[None]:
+    """Around a call's run: claim the ``written`` blocks (or ``names``) and hold every
+    block (free() refuses meanwhile)."""
+    if names is None:
+        names = [b.name for b in written if b is not None]
+    claim_writes(names, kernel)
+    held = written + read
+    hold(held, 1)
+    try:
+        yield
+    finally:
+        release_writes(names)
+        hold(held, -1)
+
+
 class LocalBackend:
     """Calls on this machine's workers (or inline); see the module docstring."""
 
@@ -85,7 +102,7 @@ class LocalBackend:
         self.executor = executor
         self.restarts = 0
         self.cache = CallCache()  # calls whose tasks the workers keep (_cache.py)
-        self.scratch = iterate_local.Scratch(executor.in_process)  # iterate's residual slots
+        self.scratch = iterate_plan.Scratch(executor.in_process)  # iterate's residual slots
         self.snapshots = snapshots.Store(executor.in_process)  # programs' sc.snapshot slots
 
     n_workers = property(lambda self: self.executor.n_workers)
@@ -134,51 +151,90 @@ class LocalBackend:
                 progress: Any = False, boundscheck: bool = False, depth: Any = None,
                 info: bool = False, block_sweeps: Any = None, chunk_rows: Any = None) -> Any:
         """``steps`` sweeps inside the workers, a barrier between sweeps (or between blocks
-        of sweeps): planned by _iterate/plan.py, run by _iterate/local.py. Returns the
-        array holding the last sweep, or with ``info`` an IterateResult. ``kernel`` may be
-        a step program (sc.program: _iterate/program.py): returns its Roles."""
-        ex = self.executor
-        if isinstance(kernel, iterate_program.Program):
-            n = iterate_program.check_call(steps, residual, boundary, depth, block_sweeps)
-            if chunk_rows is not None:  # not silently ignored
-                raise InputError("chunk_rows= does not apply to a step program: its stages "
-                                 "run on the default chunk grid (leave it out)")
-            for st in kernel.stages:
-                self._check_sendable(st.kernel)
-            self.ensure_workers()
+        of sweeps): planned and run by _iterate/plan.py. Returns the array holding the last
+        sweep, or with ``info`` an IterateResult. ``kernel`` may be a step program
+        (sc.program: _iterate/program.py): returns its Roles. The workers keep the call
+        (_cache.py): the same call again is rung, as a repeated map is."""
+        ex, program = self.executor, isinstance(kernel, iterate_program.Program)
+        found = iterate_key(kernel, args, boundary, depth, chunk_rows, (
+            steps, tol, check_every, boundscheck, residual, block_sweeps)) \
+            if ex.rings and not progress else None  # a bar: planned and sent (_cache.py)
+        out = REPLAN if found is None else self._iterate_again(found[0], kernel, args,
+                                                               timeout, info)
+        if out is not REPLAN:
+            return out
+        if program:
+            n = iterate_program.check_call(steps, residual, boundary, depth, block_sweeps,
+                                           chunk_rows)
+            kernels = [st.kernel for st in kernel.stages]
+        else:
+            block_sweeps, tol = iterate_plan.check_options(kernel, residual, tol, block_sweeps)
+            kernels = [k for k in (kernel, residual) if k is not None]
+        self._check_sendable(*kernels)
+        watches = [k.content_watch() for k in kernels]  # what a kept call is valid for
+        self.ensure_workers()
+        releases = segments.releases  # planning checks every block intact (plan.py)
+        if program:
             pp = snapshots.plan(kernel, n, in_process=ex.in_process, boundscheck=boundscheck,
                                 tol=tol, check_every=check_every)
-            names = [b.name for b in pp.written_blocks if b is not None]
-            claim_writes(names, pp.what)
-            held = pp.written_blocks + pp.read_blocks
-            hold(held, 1)
-            try:
+            with claimed(pp.written_blocks, pp.what, pp.read_blocks):
                 snapshots.begin(pp, self.snapshots)  # under the claims: before any worker
-                done, value = iterate_program.run(ex, pp, self.scratch, timeout, progress)
-            finally:
-                release_writes(names)
-                hold(held, -1)
+                done, value = self._sent(found, iterate_program, pp, tuple(pp.arrays), pp,
+                                         timeout, progress, watches, releases)
             return pp.result(done, value, info)
-        block_sweeps, tol = iterate_plan.check_options(kernel, residual, tol, block_sweeps)
-        self._check_sendable(kernel, residual)
-        self.ensure_workers()
         plan = make_plan(kernel, args, rows=None, boundary=boundary, in_process=ex.in_process,
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
         it = iterate_plan.plan_iterate(plan, steps, residual, tol, check_every, block_sweeps,
                                        ex.n_workers)
-        names = [b.name for b in plan.written_blocks if b is not None]
-        claim_writes(names, kernel)
-        held = plan.written_blocks + plan.read_blocks
-        hold(held, 1)
-        try:
-            done, value = iterate_local.run(ex, it, self.scratch, timeout, progress)
-        finally:
-            release_writes(names)
-            hold(held, -1)
+        with claimed(plan.written_blocks, kernel, plan.read_blocks):
+            done, value = self._sent(found, iterate_plan, it, args, plan, timeout, progress,
+                                     watches, releases)
         return it.result(done, value, info)
 
-    def _check_sendable(self, kernel: Any, residual: Any = None) -> None:
-        for k in (kernel, residual):
+    def _sent(self, found: Any, how: Any, planned: Any, arrays: tuple, plan: Any,
+              timeout: Any, progress: Any, watches: list, releases: int) -> tuple:
+        """Run a planned iterate (an Iteration; ``how``: _iterate/plan.py) or program (a
+        ProgramPlan, also ``plan``; ``how``: _iterate/program.py): ``how.run``; ``plan``
+        holds its blocks, ``arrays`` its shared arrays. With a key (``found``) the workers
+        keep its tasks and the cache remembers it, with ``how.Repeat`` (Entry.of_run)."""
+        cache, ex = self.cache, self.executor
+        with cache.sending(found) as memo:
+            got, tasks = how.run(ex, planned, self.scratch, timeout, progress, memo,
+                                 cache.take_drop())
+        if memo is not None and tasks:  # (no steps: nothing sent, nothing kept)
+            again = how.Repeat(planned, len(tasks))
+            slots = [self.scratch.block] if again.width else []  # grown: a released block
+            cache.keep(Entry.of_run(found[0], memo, ex.generation, arrays, plan.written_blocks,
+                                    plan.read_blocks + slots, tasks, watches, again),
+                       arrays, releases)
+        return got
+
+    def _iterate_again(self, key: tuple, kernel: Any, args: tuple, timeout: Any,
+                       info: bool) -> Any:
+        """A kept iterate or program (_cache.py): check its blocks (none when quiet, as a
+        repeated map) and ring it (its run: _iterate/plan.Again); REPLAN where none is kept
+        (or its kernels changed). A call that fails is dropped: a lost task is never rung
+        again."""
+        ex, cache = self.executor, self.cache
+        quiet = cache.quiet(ex)
+        if not quiet:
+            self.ensure_workers()
+        entry = cache.lookup(key, ex.generation)  # every kernel current
+        if entry is None:
+            return REPLAN
+        again = entry.run
+        arrays = again.arrays(kernel, args)
+        held = entry.checked_blocks(arrays, quiet)
+        try:
+            with claimed(held, again.what, [], entry.written_names):
+                got = again.ring(ex, entry, arrays, self.scratch, timeout)
+        except BaseException:
+            cache.discard(key)
+            raise
+        return again.result(arrays, *got, info)
+
+    def _check_sendable(self, *kernels: Any) -> None:
+        for k in kernels:
             self.executor.check_sendable(k)
 
     def _call(self, op: str, kernel: Kernel, args: tuple, rows: Any, boundary: Any,
@@ -235,21 +291,9 @@ class LocalBackend:
                          chunk_rows_override=chunk_rows, boundscheck=boundscheck, depth=depth)
         if chunk_rows is None:
             map_grid(plan, op, ex.n_workers, dynamic)
-        names = [b.name for b in plan.written_blocks if b is not None]
-        claim_writes(names, kernel)
-        held = plan.written_blocks + plan.read_blocks
-        hold(held, 1)
-        memo_id = cache.new_id() if key is not None else None
-        tasks = None
-        try:
+        with cache.sending(key) as memo_id, claimed(plan.written_blocks, kernel,
+                                                    plan.read_blocks):
             out, tasks = self.execute(op, plan, timeout, progress, memo_id, dynamic)
-        except BaseException:
-            if memo_id is not None:
-                cache.drop.append(memo_id)  # some workers may have cached it
-            raise
-        finally:
-            release_writes(names)
-            hold(held, -1)
         if memo_id is not None:
             cache.store(key, memo_id, ex.generation, args, plan, tasks, vals, releases, watch)
         return out

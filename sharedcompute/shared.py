@@ -508,7 +508,7 @@ class KeptBlock:
     processes, NumPy in-process. Freeing a block per call would make every pool of this
     process drop its cached calls at its next call (a released block's name goes to the
     workers), so the owner (a backend) frees it at close. Used by iterate's residual slots
-    (_iterate/local.Scratch) and the snapshot slots (_iterate/snapshot.Store)."""
+    (_iterate/plan.Scratch) and the snapshot slots (_iterate/snapshot.Store)."""
 
     def __init__(self, in_process: bool):
         self.in_process = in_process

@@ -18,9 +18,12 @@ from sharedcompute.kernels.stencils import jacobi2d
 # The budgets: issue #25's (the counts before it: first map 14, repeated map 10, reduce 11,
 # iterate 14). A first call adds to the five modules of a repeated one what only a new call
 # needs: it plans (plan, partition), checks each new block (shared, segments) and asks the
-# kernel whether its content is the one the workers hold (kernel).
+# kernel whether its content is the one the workers hold (kernel). An iterate the workers
+# keep (_cache.py) is rung as a repeated map is, plus _iterate.plan (its fixed edge rows,
+# what it returns: shared and segments for the edges' copy) or _iterate.program.
 BUDGET = {"first map": 9, "first map, kernel seen before": 9, "repeated map": 5,
-          "first reduce": 10, "repeated reduce": 10, "iterate": 10, "submit": 8}
+          "first reduce": 10, "repeated reduce": 10, "iterate": 10, "repeated iterate": 9,
+          "repeated program": 8, "submit": 8}
 
 
 def trace(call: Callable[[], object]) -> list[str]:
@@ -65,6 +68,11 @@ def paths(n_workers: int = 2) -> dict[str, list[str]]:
         out["first reduce"] = trace(lambda: pool.reduce(total, x))
         out["repeated reduce"] = trace(lambda: pool.reduce(total, x))
         out["iterate"] = trace(lambda: pool.iterate(jacobi2d, o, u, steps=10))
+        out["repeated iterate"] = trace(lambda: pool.iterate(jacobi2d, o, u, steps=10))
+        pool.iterate(sc.program(sc.stage(jacobi2d, o, u), sc.stage(axpy, a, b, 2.0),
+                                swap=[(o, u)]), steps=3)
+        prog = sc.program(sc.stage(jacobi2d, o, u), sc.stage(axpy, a, b, 2.0), swap=[(o, u)])
+        out["repeated program"] = trace(lambda: pool.iterate(prog, steps=3))  # same key
         out["submit"] = trace(lambda: pool.submit(len, [1, 2]).result())
     return out
 

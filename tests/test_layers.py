@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, bool, tuple[str, ...]]] = [
     ("evaluation", True, ("_evaluate", "_iterate.sweep", "_iterate.stages", "_iterate",
                           "_worker")),
     ("running", False, ("progress", "_fork_server", "_preload", "_executors", "_contracts",
-                        "_inline", "_cache", "bind", "futures", "_iterate.local", "local",
+                        "_inline", "_cache", "bind", "futures", "local",
                         "_start", "dask_backend", "_dask_node", "_node_array", "dask_nodes")),
     ("facade", False, ("pool", "verify", "__init__")),
     ("tools", False, ("cli", "__main__", "bench")),

@@ -2,9 +2,10 @@
 
 - ``plan.py``: what the parent decides, for every backend: the checks before any work, the
   schedule of blocks (temporal blocking) and plain sweeps, the tile size, what the call
-  returns (``sc.IterateResult``, from iterate_result.py).
+  returns (``sc.IterateResult``, from iterate_result.py); the local backend's run (fixed
+  edges, residual slots, one task per worker) and what the repeat of a call its workers
+  keep needs (``Repeat``; the call itself is an entry of _cache.CallCache).
 - ``sweep.py``: what a worker runs: the sweeps, blocks and residual checks between barriers.
-- ``local.py``: the local backend's run: fixed edges, residual slots, one task per worker.
 - ``program.py`` and ``stages.py``: step programs (``sc.program``), several kernels per
   step: the parent's plan and the worker's loop.
 

@@ -1,12 +1,16 @@
 """What the parent decides about an iterate call, the same for every backend: the checks it
 runs before any work (options, the swapped pair, aliases, whether a kernel may be blocked),
 the schedule of blocks and plain sweeps and the tile that keeps a block in cache, and what
-the call returns. The worker's side is sweep.py; the local backend's run, local.py."""
+the call returns; the local backend's run of a planned call, and what the repeat of a call
+its workers keep needs (``Repeat``: the call is an entry of the pool's call cache,
+_cache.py, started through the doorbell with no checks and no planning). The worker's
+side is sweep.py."""
 from __future__ import annotations
 
 import functools
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +21,7 @@ from ..iterate_result import IterateResult
 from ..kernel import Kernel
 from ..partition import combine_all, valid_rows
 from ..plan import ArgSpec, Plan, check_kind, read_only_error
-from ..shared import SharedArray
+from ..shared import KeptBlock, SharedArray
 
 
 @dataclass
@@ -75,9 +79,14 @@ class Iteration:
 
     def result(self, done: int, value: float | None, info: bool) -> Any:
         """What iterate returns after ``done`` sweeps: the array holding the last one."""
-        out_i, in_i = self.swap
-        last = self.plan.arrays[out_i if done % 2 == 1 else in_i]
-        return IterateResult(last, done, value, self.block_sweeps) if info else last
+        return returned(self.plan.arrays, self.swap, self.block_sweeps, done, value, info)
+
+
+def returned(arrays: Any, swap: tuple, block_sweeps: int, done: int, value: Any,
+             info: bool) -> Any:
+    """The array holding the last of ``done`` sweeps, or with ``info`` an IterateResult."""
+    last = arrays[swap[0] if done % 2 == 1 else swap[1]]
+    return IterateResult(last, done, value, block_sweeps) if info else last
 
 
 def check_options(kernel: Any, residual: Any, tol: Any, block_sweeps: Any) -> tuple:
@@ -403,3 +412,94 @@ def odd_block(k: int, chosen: bool, n_rows: int, depth: int) -> int:
     return k + 1 if chosen and k + 1 <= n_rows // (2 * depth) else k - 1
 
 
+# -- the local backend's run, and its repeats -------------------------------------------------
+LONG_S = 0.01  # a kept call that took this long is waited for asleep at once (no polling)
+
+
+def run(ex: Any, it: Iteration, scratch: "Scratch", timeout: Any, progress: Any,
+        memo: int | None = None, drop: list = ()) -> tuple[tuple[int, Any], list]:
+    """Run a planned iterate on executor ``ex`` (one task per worker, or one inline task for
+    every chunk: the same rows, the same arithmetic); returns ((sweeps run, last residual
+    or None), the tasks sent). The caller holds the write claims of both swapped arrays.
+    ``memo``: the id under which the workers keep their tasks; ``drop``: ids they forget."""
+    plan = it.plan
+    hold_edges(plan.arrays[it.swap[0]], plan.arrays[it.swap[1]], fixed_edge_rows(plan))
+    n_chunks = len(plan.chunks)
+    ranges = ex.sweep_ranges(n_chunks)  # each worker's chunks (inline: one task, all)
+    slots = scratch.slots(it.slot_width(len(ranges))) if it.checks else None
+    if not it.steps:
+        return (0, None), []
+    tasks = [plan.task("iterate", r, sweeps=it.sweeps(slots, ranges)) for r in ranges]
+    return ex.run(tasks, what=plan.kernel.name, timeout=timeout, progress=progress,
+                  total=n_chunks * it.steps, memo=memo, drop=drop)[0], tasks
+
+
+def hold_edges(out: Any, u: Any, rows: list) -> None:
+    """Copy the fixed edge rows (fixed_edge_rows: never written) from u to out."""
+    for s, e in rows:
+        np.asarray(out)[s:e] = np.asarray(u)[s:e]
+
+
+class Scratch(KeptBlock):
+    """iterate's residual slots (two rows of float64 partials), one block per backend,
+    kept between calls and grown when too small (shared.KeptBlock says why)."""
+
+    def slots(self, width: int) -> Any:
+        """Two zeroed rows of ``width``: what the Sweeps carry (a handle for workers)."""
+        need = 2 * width  # grown to at least 256: room for the next few calls' grids
+        rows = self.grown(need, np.float64, 256)[:need].reshape(2, width)
+        np.asarray(rows)[:] = 0.0
+        return rows if self.in_process else rows.handle()
+
+    @property
+    def block(self) -> Any:
+        """The kept block (a kept call's entry holds its name: growing it drops the call)."""
+        return getattr(self.array, "block", None)
+
+
+class Again:
+    """What the repeat of a call the workers keep (an _cache.Entry's ``run``) needs besides
+    its entry's tasks, to start it through the doorbell with no checks and no planning and
+    return what the planned call returns. It holds no array (indices and handles only).
+    ``took``: seconds of its last run (a long one is waited for asleep at once, leaving
+    the cores to the workers)."""
+
+    what = ""
+    width = 0  # the scratch row it uses (zeroed before every run, as a planned call's)
+    took = 0.0
+
+    def ring(self, ex: Any, entry: Any, arrays: tuple, scratch: Scratch,
+             timeout: Any) -> tuple[int, Any]:
+        """Start it on every worker (each meets the barriers) and wait; returns (sweeps or
+        steps run, last residual or None). The caller holds its claims."""
+        self.begin(arrays)
+        if self.width:
+            scratch.slots(self.width)
+        t0 = time.perf_counter()
+        got = ex.ring(entry.memo_id, entry.active, None, what=self.what, timeout=timeout,
+                      tasks=entry.tasks, spin=self.took < LONG_S)[0]
+        self.took = time.perf_counter() - t0
+        return got
+
+    def begin(self, arrays: tuple) -> None:
+        """The parent's share of the work before any worker starts."""
+
+
+class Repeat(Again):
+    """A kept iterate: the fixed edge rows held, the call's own arguments returned."""
+
+    def __init__(self, it: Iteration, n_tasks: int):
+        self.what, self.swap, self.block_sweeps = it.plan.kernel.name, it.swap, it.block_sweeps
+        self.edges = fixed_edge_rows(it.plan)
+        self.width = it.slot_width(n_tasks) if it.checks else 0
+
+    def arrays(self, kernel: Any, args: tuple) -> tuple:
+        """The call's shared arrays (with its other arguments): its arguments."""
+        return args
+
+    def begin(self, arrays: tuple) -> None:
+        hold_edges(arrays[self.swap[0]], arrays[self.swap[1]], self.edges)
+
+    def result(self, arrays: tuple, done: int, value: Any, info: bool) -> Any:
+        """As Iteration.result, from this call's own array objects."""
+        return returned(arrays, self.swap, self.block_sweeps, done, value, info)

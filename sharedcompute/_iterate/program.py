@@ -45,7 +45,7 @@ from ..kernel import Kernel
 from ..plan import WorkOrder, Plan, check_kind, make_plan, read_only_error
 from ..shared import SharedArray
 from ..iterate_result import IterateResult
-from .plan import check_iterate, check_tol, fixed_edge_rows, refuse_swapped_aliases
+from .plan import Again, check_iterate, check_tol, fixed_edge_rows, refuse_swapped_aliases
 from . import wavefront
 
 
@@ -267,7 +267,7 @@ class Roles:
 
 
 def check_call(steps: Any, residual: Any, boundary: Any, depth: Any,
-               block_sweeps: Any) -> int:
+               block_sweeps: Any, chunk_rows: Any = None) -> int:
     """The iterate options a program takes; the others refused, saying where they go."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise InputError(f"steps={steps!r} must be a non-negative integer")
@@ -281,6 +281,9 @@ def check_call(steps: Any, residual: Any, boundary: Any, depth: Any,
     if block_sweeps not in (None, 1):
         raise InputError(f"block_sweeps={block_sweeps!r}: a step program runs plain sweeps "
                          "(no temporal blocking yet); drop block_sweeps=")
+    if chunk_rows is not None:  # not silently ignored
+        raise InputError("chunk_rows= does not apply to a step program: its stages "
+                         "run on the default chunk grid (leave it out)")
     return int(steps)
 
 
@@ -414,22 +417,54 @@ def _short(a: Any) -> str:
     return f"array of shape {shape}" if shape is not None else repr(a)
 
 
-def run(ex: Any, pp: ProgramPlan, scratch: Any, timeout: Any,
-        progress: Any) -> tuple[int, float | None]:
+def run(ex: Any, pp: ProgramPlan, scratch: Any, timeout: Any, progress: Any,
+        memo: int | None = None, drop: list = ()) -> tuple[tuple[int, Any], list]:
     """Run a planned program on executor ``ex`` (a process pool or inline): one task per
     worker holding every stage's chunk range; the caller holds the write claims.
-    ``scratch``: the backend's residual slots (_iterate/local.Scratch). Returns (steps
-    run, last residual or None)."""
+    ``scratch``: the backend's residual slots (_iterate/plan.Scratch). Returns ((steps
+    run, last residual or None), the tasks sent); ``memo``: the id under which the
+    workers keep their tasks, ``drop``: ids they forget first."""
     if not pp.work.steps:
-        return 0, None
+        return (0, None), []
     ranges = [ex.sweep_ranges(len(p.chunks)) for p in pp.plans]
     width = len(pp.plans[-1].chunks) if pp.work.check_every else 0
-    flags = wavefront.flag_words(len(ranges[0])) if any(pp.work.waves) else 0
-    if width or flags:  # one scratch block: row 0 holds a residual's slots, then the flags
-        pp.work.slots = scratch.slots(width + flags)
-        pp.work.flags = width if flags else None
+    row = slot_width(pp, len(ranges[0]))
+    if row:  # one scratch block: row 0 holds a residual's slots, then the flags
+        pp.work.slots = scratch.slots(row)
+        pp.work.flags = width if row > width else None
     if pp.work.check_every:
         pp.work.ranges = tuple(ranges[-1])
-    results = ex.run(pp.tasks(ranges), what=pp.what, timeout=timeout, progress=progress,
-                     total=pp.total)
-    return results[0]
+    tasks = pp.tasks(ranges)
+    return ex.run(tasks, what=pp.what, timeout=timeout, progress=progress, total=pp.total,
+                  memo=memo, drop=drop)[0], tasks
+
+
+def slot_width(pp: ProgramPlan, n_tasks: int) -> int:
+    """The scratch row a call of ``n_tasks`` tasks uses: the last stage's per-chunk
+    partials (with tol), then the wavefront stages' counters (0: none)."""
+    width = len(pp.plans[-1].chunks) if pp.work.check_every else 0
+    return width + (wavefront.flag_words(n_tasks) if any(pp.work.waves) else 0)
+
+
+class Repeat(Again):
+    """A kept program (as plan.Repeat for an iterate): its arrays are found in this call's
+    program (built anew for every call) where the planned one first named each; what it
+    returns is their Roles."""
+
+    def __init__(self, pp: ProgramPlan, n_tasks: int):
+        self.what, self.work, self.width = pp.what, pp.work, slot_width(pp, n_tasks)
+        self.firsts = []  # per name: (stage, argument) where the program first passes it
+        seen: set = set()
+        for k, names in enumerate(pp.work.names):
+            for j, n in enumerate(names):
+                if n is not None and n not in seen:
+                    seen.add(n)
+                    self.firsts.append((k, j))
+
+    def arrays(self, prog: Program, args: tuple) -> tuple:
+        """The call's shared arrays, by name."""
+        return tuple(prog.stages[k].args[j] for k, j in self.firsts)
+
+    def result(self, arrays: tuple, done: int, value: Any, info: bool) -> Any:
+        """As ProgramPlan.result, with this call's own array objects."""
+        return ProgramPlan([], list(arrays), self.work, [], []).result(done, value, info)

@@ -19,7 +19,7 @@ index. The index is one row (an int), a slice of rows, or ``sc.STEP``; the kerne
 ``pool.map``: the parent copies the rows before any worker starts and sends the copy by
 value with the task, as ``sc.whole(np.array(d[k]))`` would: one row is far cheaper to
 pickle (a few KiB) than a shared block to create, map and release per call, and a block per
-call would also make the workers drop their cached calls (see _iterate/local.Scratch).
+call would also make the workers drop their cached calls (see _iterate/plan.Scratch).
 
 A step program: every snapshot has two slots in shared memory (a block per backend, kept
 between calls as iterate's residual slots are), slot ``t % 2`` holding the rows for step
