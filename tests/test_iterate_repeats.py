@@ -38,9 +38,8 @@ def waits(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture
-def rings(pool, monkeypatch):
-    """How many calls were rung through the doorbell (the fast path) since the test began."""
+def count_rings(pool, monkeypatch) -> list:
+    """[how many calls ``pool`` rang through the doorbell (the fast path)] from now on."""
     ex = pool._backend.executor
     count = [0]
     ring = ex.ring
@@ -50,6 +49,12 @@ def rings(pool, monkeypatch):
         return ring(*a, **k)
     monkeypatch.setattr(ex, "ring", counted)
     return count
+
+
+@pytest.fixture
+def rings(pool, monkeypatch):
+    """How many calls were rung through the doorbell (the fast path) since the test began."""
+    return count_rings(pool, monkeypatch)
 
 
 def _same(a, b) -> bool:
@@ -307,19 +312,13 @@ def test_another_tol_or_check_every_is_another_call(pool, rings):
             a.free()
 
 
-def test_a_repeat_on_restarted_workers_is_planned_again():
+def test_a_repeat_on_restarted_workers_is_planned_again(monkeypatch):
     """New workers (one died) hold no kept call: the repeat is planned and sent again."""
     import signal
     import time
     with sc.Pool(2) as own:
         ex = own._backend.executor
-        count = [0]
-        ring = ex.ring
-
-        def counted(*a, **k):
-            count[0] += 1
-            return ring(*a, **k)
-        ex.ring = counted
+        count = count_rings(own, monkeypatch)
         rng = np.random.default_rng(4)
         pair = [own.zeros((30, 30)) for _ in range(2)]
         twin = [own.zeros((30, 30)) for _ in range(2)]
@@ -692,18 +691,11 @@ def test_a_kept_iterate_evicted_by_other_calls_is_planned_again(pool, rings):
 
 
 @pytest.mark.parametrize("method", __import__("conftest").START_METHODS)
-def test_repeats_under_every_start_method(method):
+def test_repeats_under_every_start_method(method, monkeypatch):
     """The kept iterate and the kept program, rung by workers of every start method."""
     from sharedcompute.kernels.elementwise import axpy
     pool = __import__("conftest").shared_pool(2, method)
-    ex = pool._backend.executor
-    count = [0]
-    ring = ex.ring
-
-    def counted(*a, **k):
-        count[0] += 1
-        return ring(*a, **k)
-    ex.ring = counted
+    count = count_rings(pool, monkeypatch)
     rng = np.random.default_rng(18)
     pair, twin = [pool.zeros((36, 20)) for _ in range(2)], [pool.zeros((36, 20)) for _ in range(2)]
     y, ty, x = pool.zeros(50), pool.zeros(50), pool.array(np.arange(50.0))
@@ -723,7 +715,6 @@ def test_repeats_under_every_start_method(method):
             assert (got[pair[0]] is pair[1]) == (want[twin[0]] is twin[1])
         assert count[0] == 4
     finally:
-        del ex.ring
         for a in pair + twin + [y, ty, x]:
             a.free()
 
