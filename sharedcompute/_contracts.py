@@ -10,7 +10,7 @@ parameters, so neither caller needs a ``getattr`` probe or an ``in_process`` bra
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from .kernel import Kernel
 from .plan import WorkOrder

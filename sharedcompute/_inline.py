@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from ._executors import Accounts, WorkerInsight
 from ._evaluate import Stats, detached, run_task

@@ -468,7 +468,6 @@ def test_a_program_sees_an_edit_of_any_stage_kernel(pool, rings):
     add = _cell(STEPPED)["add_step"]
     rng = np.random.default_rng(8)
     mine, twin = [pool.zeros((30, 8)) for _ in range(3)], [pool.zeros((30, 8)) for _ in range(3)]
-    outs = []
     try:
         for c in (1.0, 1.0, 2.0, 2.0):
             ns["C"] = c  # the second stage's global
