@@ -57,6 +57,13 @@ def rings(pool, monkeypatch):
     return count_rings(pool, monkeypatch)
 
 
+def _truncate(a) -> None:
+    """Shrink ``a``'s segment to one page behind the pool's back."""
+    fd = os.open(os.path.join(SHM, a.name), os.O_RDWR)
+    os.ftruncate(fd, 4096)
+    os.close(fd)
+
+
 def _same(a, b) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     return a.dtype == b.dtype and a.shape == b.shape and \
@@ -258,9 +265,7 @@ def test_a_truncated_block_is_refused_before_any_worker_runs(pool, rings):
     for _ in range(2):
         pool.iterate(jacobi2d, o, u, steps=2, boundary="fixed")
     pids, restarts = pool.pids, pool.restarts
-    fd = os.open(os.path.join(SHM, u.name), os.O_RDWR)
-    os.ftruncate(fd, 4096)
-    os.close(fd)
+    _truncate(u)  # as another process could
     for _ in range(2):
         with pytest.raises(sc.SharedBlockCorruptedError, match=u.name):
             pool.iterate(jacobi2d, o, u, steps=2, boundary="fixed")
@@ -519,9 +524,7 @@ def test_a_program_on_a_truncated_block_is_refused_before_any_worker_runs(pool, 
     for _ in range(2):
         pool.iterate(sc.program(sc.stage(add, y, x, 1.0)), steps=2)
     pids, restarts = pool.pids, pool.restarts
-    fd = os.open(os.path.join(SHM, x.name), os.O_RDWR)
-    os.ftruncate(fd, 4096)
-    os.close(fd)
+    _truncate(x)  # as another process could
     for _ in range(2):
         with pytest.raises(sc.SharedBlockCorruptedError, match=x.name):
             pool.iterate(sc.program(sc.stage(add, y, x, 1.0)), steps=2)
