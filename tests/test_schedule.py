@@ -314,3 +314,33 @@ def test_a_rung_dynamic_call_that_fails_ends_every_claim_and_the_next_runs_whole
     pool.map(fk.fault_map, out, x, fk.NONE, 0, 0.0, schedule="dynamic", chunk_rows=10)
     np.testing.assert_array_equal(out.numpy(), 2 * x0 + 1)
     x.free(), out.free()
+
+
+CELL = """
+@sc.kernel(writes=("out",))
+def shifted(out, x):
+    for i in range(out.shape[0]):
+        out[i] = x[i] * C + SHIFT
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_rung_dynamic_call_follows_a_notebook_cell_edited_or_run_again(method):
+    """A kernel defined in a notebook cell (sent by value): a repeated dynamic call gives
+    the new result after a global it reads is rebound and after the cell is run again with
+    other code, as NumPy computes it; never the kept call's old code."""
+    import textwrap
+    pool = shared_pool(2, method)
+    ns = {"__name__": "__main__", "sc": sc, "C": 2.0, "SHIFT": 1.0}
+    exec(compile(textwrap.dedent(CELL), "<cell>", "exec"), ns)
+    x0 = np.linspace(-3.0, 3.0, 5000)
+    x, out = pool.array(x0), pool.zeros(5000)
+    for c, shift, src in ((2.0, 1.0, CELL), (2.0, 1.0, CELL), (-0.5, 1.0, CELL),
+                          (-0.5, 1.0, CELL.replace("+ SHIFT", "- SHIFT"))):
+        ns["C"] = c
+        if src is not CELL:  # the cell run again, edited: a new kernel object
+            exec(compile(textwrap.dedent(src), "<cell>", "exec"), ns)
+        pool.map(ns["shifted"], out, x, schedule="dynamic")
+        sign = 1.0 if src is CELL else -1.0
+        np.testing.assert_array_equal(out.numpy(), x0 * c + sign * shift)
+    x.free(), out.free()
