@@ -57,6 +57,14 @@ def rings(pool, monkeypatch):
     return count_rings(pool, monkeypatch)
 
 
+def _fill_alike(rng, mine: list, twin: list) -> None:
+    """The same fresh random values in each array of ``mine`` and its twin in ``twin``."""
+    for a, b in zip(mine, twin):
+        data = rng.random(a.shape)
+        np.asarray(a)[:] = data
+        np.asarray(b)[:] = data
+
+
 def _truncate(a) -> None:
     """Shrink ``a``'s segment to one page behind the pool's back."""
     fd = os.open(os.path.join(SHM, a.name), os.O_RDWR)
@@ -283,10 +291,7 @@ def test_a_repeat_after_the_residual_slots_grew_is_planned_again(pool, rings):
     opts = dict(steps=60, tol=1e-9, check_every=1)
     try:
         for rnd in range(3):
-            for a, b in zip(small[:2], small[2:]):
-                data = rng.random((40, 16))
-                np.asarray(a)[:] = data
-                np.asarray(b)[:] = data
+            _fill_alike(rng, small[:2], small[2:])
             _check(pool, jacobi2d_residual, small[:2], small[2:], **opts)
             if rnd == 1:
                 _grow_slots(pool)
@@ -304,10 +309,7 @@ def test_another_tol_or_check_every_is_another_call(pool, rings):
     try:
         for _ in range(2):
             for tol, every in ((1e-2, 1), (1e-3, 1), (1e-3, 7)):
-                for a, b in zip(pair, twin):
-                    data = rng.random((40, 40))
-                    np.asarray(a)[:] = data
-                    np.asarray(b)[:] = data
+                _fill_alike(rng, pair, twin)
                 got = _check(pool, jacobi2d_residual, pair, twin, steps=1000, tol=tol,
                              check_every=every)
                 seen.add(got.sweeps)
@@ -333,10 +335,7 @@ def test_a_repeat_on_restarted_workers_is_planned_again(monkeypatch):
                 deadline = time.monotonic() + 10
                 while ex.alive and time.monotonic() < deadline:
                     time.sleep(0.01)
-            for a, b in zip(pair, twin):
-                data = rng.random((30, 30))
-                np.asarray(a)[:] = data
-                np.asarray(b)[:] = data
+            _fill_alike(rng, pair, twin)
             _check(own, jacobi2d, pair, twin, steps=5)
         assert count[0] == 1 and own.restarts == 1
         for a in pair + twin:
@@ -376,10 +375,7 @@ def test_a_repeated_program_is_rung_and_bitwise_the_planned_call(pool, rings, wa
     mine, twin = [pool.zeros(shape) for _ in range(4)], [pool.zeros(shape) for _ in range(4)]
     try:
         for _ in range(3):
-            for a, b in zip(mine, twin):
-                data = rng.random(shape)
-                np.asarray(a)[:] = data
-                np.asarray(b)[:] = data
+            _fill_alike(rng, mine, twin)
             got = pool.iterate(build(add, mine), info=True, **opts)
             want = pool.iterate(build(add, twin), info=True, progress=_off, **opts)
             assert (got.sweeps, got.residual) == (want.sweeps, want.residual)
@@ -451,10 +447,7 @@ def test_program_variants_are_other_calls(pool, rings):
     try:
         for _ in range(2):
             for build, opts in variants:
-                for a, b in zip(mine, twin):
-                    data = rng.random(shape)
-                    np.asarray(a)[:] = data
-                    np.asarray(b)[:] = data
+                _fill_alike(rng, mine, twin)
                 got = pool.iterate(build(mine), info=True, **opts)
                 want = pool.iterate(build(twin), info=True, progress=_off, **opts)
                 assert (got.sweeps, got.residual) == (want.sweeps, want.residual)
@@ -498,10 +491,7 @@ def test_a_program_after_its_slots_grew_is_planned_again(pool, rings):
     ids, tids = [id(a) for a in mine], [id(a) for a in twin]
     try:
         for rnd in range(3):
-            for a, b in zip(mine, twin):
-                data = rng.random((40, 16))
-                np.asarray(a)[:] = data
-                np.asarray(b)[:] = data
+            _fill_alike(rng, mine, twin)
             got = pool.iterate(sc.program(sc.stage(jacobi2d_residual, *mine), swap=[mine]),
                                steps=80, tol=1e-9, check_every=1, info=True)
             want = pool.iterate(sc.program(sc.stage(jacobi2d_residual, *twin), swap=[twin]),
@@ -597,10 +587,7 @@ def test_an_edited_residual_kernel_is_planned_again(pool, rings):
     try:
         for s in (1.0, 1.0, 5.0, 5.0):
             ns["S"] = s
-            for a, b in zip(pair, twin):
-                data = rng.random((40, 24))
-                np.asarray(a)[:] = data
-                np.asarray(b)[:] = data
+            _fill_alike(rng, pair, twin)
             got = _check(pool, jacobi2d, pair, twin, steps=3000, tol=1e-2, check_every=1,
                          residual=ns["scaled_diff"])
             sweeps.append(got.sweeps)
@@ -623,10 +610,7 @@ def test_a_wavefront_program_is_rung_and_bitwise_the_planned_call(pool, rings, w
                           sc.stage(jacobi2d_residual, a[0], a[1]), swap=[(a[0], a[1])])
     try:
         for _ in range(3):
-            for a, b in zip(mine, twin):
-                data = rng.random(shape)
-                np.asarray(a)[:] = data
-                np.asarray(b)[:] = data
+            _fill_alike(rng, mine, twin)
             got = pool.iterate(prog(mine), steps=60, tol=1e-4, check_every=2, info=True)
             want = pool.iterate(prog(twin), steps=60, tol=1e-4, check_every=2, info=True,
                                 progress=_off)
@@ -672,10 +656,7 @@ def test_a_kept_iterate_evicted_by_other_calls_is_planned_again(pool, rings):
     cache = pool._backend.cache
 
     def one():
-        for a, b in zip(pair, twin):
-            data = rng.random((30, 30))
-            np.asarray(a)[:] = data
-            np.asarray(b)[:] = data
+        _fill_alike(rng, pair, twin)
         _check(pool, jacobi2d, pair, twin, steps=3, boundary="reflect")
     try:
         one(), one()
@@ -703,10 +684,7 @@ def test_repeats_under_every_start_method(method, monkeypatch):
     y, ty, x = pool.zeros(50), pool.zeros(50), pool.array(np.arange(50.0))
     try:
         for _ in range(3):
-            for a, b in zip(pair, twin):
-                data = rng.random((36, 20))
-                np.asarray(a)[:] = data
-                np.asarray(b)[:] = data
+            _fill_alike(rng, pair, twin)
             _check(pool, jacobi2d_residual, pair, twin, steps=300, tol=1e-3, check_every=2)
             got = pool.iterate(sc.program(sc.stage(axpy, y, x, sc.STEP),
                                           sc.stage(jacobi2d, *pair), swap=[pair]), steps=3)
