@@ -264,6 +264,34 @@ def _run_map(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> None:
         stats.advance(cb - ca)
 
 
+def piece_runner(task: WorkOrder, views: list[Any]) -> Callable[[Stats], None] | None:
+    """A dynamic map's kernel call for its current piece (``task.chunk_range``, which the
+    claim loop sets), for ``run_task(..., piece=)``: each split argument is sliced straight
+    from ``views``, read afresh so a rung call's new values count. The general path
+    (_run_map: map_pieces, part_rows, ...) cost about 20 us a piece in a worker coming back
+    from a long kernel call, most of a piece's overhead. None for a stencil (depth > 0),
+    whose pieces at the array's edges need padded rows: _run_map does those."""
+    if task.op != "map" or task.depth:
+        return None
+    func, kernel, n = kernel_fn(task), task.kernel, task.n_rows
+    parts = [(i, sum(spec.halo) if spec.halo else 0)
+             for i, spec in enumerate(task.specs) if spec.kind == "part"]
+
+    def run(stats: Stats) -> None:
+        ca, cb = task.chunk_range
+        s, e = task.span(ca, cb)
+        args = list(views)
+        for i, extra in parts:  # as part_rows: rows [s, e), and an own halo's extra rows
+            args[i] = views[i][s:e + extra]
+        if kernel.position:
+            args.append(position_value(kernel.position, s, e, n, 0, task.boundary))
+        stats.rows = (s, e)
+        if e > s and call(func, tuple(args), stats) is not None and not kernel.fused:
+            raise _returned(kernel)
+        stats.advance(cb - ca)
+    return run
+
+
 def _run_reduce(task: WorkOrder, views: list, stats: Stats, barrier: Any) -> dict:
     """{tree node: partial} for the maximal nodes of the fixed tree inside this range."""
     func, leaves = kernel_fn(task), _reduce_leaves(task, views)
@@ -348,14 +376,18 @@ RUNNERS: dict[str, Callable[[WorkOrder, list, Stats, Any], Any]] = {
 }  # "iterate" is _iterate/sweep.py's, which adds itself here
 
 
-def run_task(task: WorkOrder, stats: Stats, barrier: Any = None, views: list | None = None) -> Any:
+def run_task(task: WorkOrder, stats: Stats, barrier: Any = None, views: list | None = None,
+             piece: Callable[[Stats], None] | None = None) -> Any:
     """Do one worker's share of a call. Returns map: None; reduce and partial (a fused
     kernel's map with partial=True): {tree node: partial};
     scan totals: [partial per chunk]; iterate (_iterate/sweep.py): (sweeps run, last
     residual checked or None). ``views``: the specs' arrays when already resolved (a
-    worker's cached task). Numba's errors for undeclared writes and bounds-checked reads
-    are explained in the engine's words."""
+    worker's cached task); ``piece``: a dynamic map's piece_runner, run instead. Numba's
+    errors for undeclared writes and bounds-checked reads are explained in the engine's
+    words."""
     try:
+        if piece is not None:
+            return piece(stats)
         runner = RUNNERS[task.op]
         own = task.op == "iterate"  # maps its views itself: both swapped arrays writable
         return runner(task, resolve(task.specs) if views is None and not own else views,

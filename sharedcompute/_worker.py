@@ -30,7 +30,8 @@ import numpy as np
 
 from . import doorbell, shared
 from ._system import limit_threads
-from ._evaluate import Stats, TaskStats, detached, prepare, read_only, resolve, run_task
+from ._evaluate import (Stats, TaskStats, detached, piece_runner, prepare, read_only, resolve,
+                        run_task)
 from .errors import TaskLostError, remote_error_info
 from .partition import claim_piece
 
@@ -205,12 +206,14 @@ def claim_loop(task: Any, views: list, claims: Any, index: int) -> Callable[[Sta
     returns [(piece, its result)]. On an error it ends the claims for all (the call fails).
     Its ``patch`` does nothing: a rung call's new values are put into ``views`` itself
     (_take_values), which every piece slices afresh."""
+    fast = piece_runner(task, views)
+
     def run(stats: Stats) -> list:
         done = []
         try:
             while (piece := claim(claims, index)) is not None:
                 task.chunk_range = piece
-                done.append((piece, run_task(task, stats, None, views)))
+                done.append((piece, run_task(task, stats, None, views, fast)))
         except BaseException:
             with claims.get_lock():  # the others stop claiming
                 claims.get_obj()[:] = [0] * len(claims)

@@ -237,3 +237,12 @@ def add_scaled(y, x, a):
     """y += a * x: a row run twice, or with a stale a, shows in the result."""
     for i in range(y.shape[0]):
         y[i] += a * x[i]
+
+
+@sc.kernel(halo={"x": (1, 2)})
+def halo_rows(out, x):
+    """Column 0: how many rows of x the call got beyond its own (halo= says 3); column 1:
+    x's row lined up with out's (x[i + 1]). A piece sliced without its halo shows."""
+    for i in range(out.shape[0]):
+        out[i, 0] = x.shape[0] - out.shape[0]
+        out[i, 1] = x[i + 1]

@@ -14,9 +14,12 @@ from hypothesis import given, settings, strategies as st
 import sharedcompute as sc
 import taskkernels as tk
 from conftest import START_METHODS, shared_pool
+import cachekernels as ck
+import edgekernels as ek
 import faultkernels as fk
+from testkernels import try_write_input
 from conftest import wait_no_segments
-from sharedcompute.partition import (OWN_SHARE, chunk_grid, chunk_rows, claim_piece,
+from sharedcompute.partition import (DYNAMIC_CHUNKS, OWN_SHARE, chunk_grid, chunk_rows, claim_piece,
                                      share_bounds, split_even)
 from sharedcompute import local
 from sharedcompute.plan import make_plan
@@ -209,15 +212,15 @@ def test_dynamic_kernel_error_in_one_piece_and_a_killed_worker(method):
 
 
 def test_a_dynamic_map_gets_a_finer_grid_than_the_default_and_the_same_bits():
-    """A dynamic map with no chunk_rows= is cut into at least 16 chunks per worker
-    (partition.map_rows): the default grid cuts 2,000 rows of 16 bytes into 8 chunks,
-    too coarse to balance sorted rows of growing cost. A reduction keeps the default grid
-    (its combine tree follows the grid)."""
+    """A dynamic map with no chunk_rows= is cut into at least DYNAMIC_CHUNKS (64) chunks
+    per worker (partition.map_rows): the default grid cuts 2,000 rows of 16 bytes into 8
+    chunks, too coarse to balance sorted rows of growing cost. A reduction keeps the
+    default grid (its combine tree follows the grid)."""
     pool = shared_pool(2, "fork" if "fork" in START_METHODS else START_METHODS[0])
     rows = 2000
     default = chunk_grid(rows, chunk_rows(rows, 16))  # a static map's
-    finer = chunk_grid(rows, rows // (16 * 2))
-    assert len(default) == 8 and len(finer) >= 32
+    finer = chunk_grid(rows, rows // (DYNAMIC_CHUNKS * 2))
+    assert len(default) == 8 and len(finer) >= 128
     out = pool.zeros((rows, 2), np.int64)
     pool.map(tk.count_runs, out, schedule="dynamic")
     runs = np.array(out.numpy())
@@ -298,6 +301,58 @@ def test_a_repeated_dynamic_call_is_rung_and_claims_every_chunk_once(method, mon
     assert len(planned) == n_planned  # the bound call rings the entry the map kept
     for a in (runs, x, y_s, y_d):
         a.free()
+
+
+@np.errstate(all="ignore")
+def _staggered_np(inp, flx, c):  # edgekernels.staggered in NumPy (test_edges' oracle)
+    n = flx.shape[0] - 1
+    return inp[2:n + 2] - c * ((flx[1:] - flx[:-1]) + (inp[:n] + inp[4:n + 4]))
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_dynamic_piece_gets_what_a_static_call_gives_its_kernel(method):
+    """A dynamic map slices its pieces' arguments itself (_evaluate.piece_runner, not the
+    general map_pieces): arguments with rows of their own (halo=), position="edges",
+    position=True and plain values reach every piece, first call and rung repeats alike,
+    as NumPy says they should; a kernel's mistakes are explained in the same words."""
+    pool = shared_pool(2, method)
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 5, 301):
+        inp, flx = rng.random((n + 4, 3)), rng.random((n + 1, 3))
+        inp[0], inp[-1], flx[-1] = np.nan, np.inf, -0.0  # the ends are read too
+        out, inp_s, flx_s = pool.zeros((n, 3)), pool.array(inp), pool.array(flx)
+        cut = {k: min(k, n) or None for k in (2, 3, 4)}  # chunk_rows above n is refused
+        for c in (0.3, 0.3, -2.5):  # planned, rung, rung with a new value
+            pool.map(ek.staggered, out, inp_s, flx_s, c, schedule="dynamic", chunk_rows=cut[2])
+            np.testing.assert_array_equal(out.numpy(), _staggered_np(inp, flx, c))
+        u = rng.random(n)
+        u_s, marked = pool.array(u), pool.zeros(n)
+        for _ in range(2):
+            pool.map(ek.mark_edges_flat, marked, u_s, schedule="dynamic", chunk_rows=cut[3])
+            want = u.copy()
+            want[:1] += 1.0  # only the call's first row and last row: not each piece's
+            want[-1:] += 2.0
+            np.testing.assert_array_equal(marked.numpy(), want)
+        x = rng.random(n + 3)
+        got, x_s = pool.zeros((n, 2)), pool.array(x)
+        pool.map(tk.halo_rows, got, x_s, schedule="dynamic", chunk_rows=cut[2])
+        np.testing.assert_array_equal(got.numpy(), np.stack([np.full(n, 3.0), x[1:n + 1]], 1))
+        got.free(), x_s.free()
+        runs = pool.zeros((n, 2), np.int64)
+        pool.map(tk.count_runs, runs, schedule="dynamic", chunk_rows=cut[4])
+        got = np.array(runs.numpy())
+        np.testing.assert_array_equal(got[:, 0], 1)
+        assert np.all(got[:, 1] <= np.arange(n)) and np.all(got[:, 1] % (cut[4] or 1) == 0)
+        for a in (out, inp_s, flx_s, u_s, marked, runs):
+            a.free()
+    out, x = pool.zeros(100), pool.array(np.ones(100))
+    with pytest.raises(sc.KernelError, match=r"(?s)try_write_input writes one of \['x'\], "
+                       r"which are read-only because writes=\('out',\)"):
+        pool.map(try_write_input, out, x, schedule="dynamic")
+    with pytest.raises(sc.KernelError, match="returned a value"):
+        pool.map(ck.returns_when_negative, out, x, -1.0, schedule="dynamic")
+    assert np.asarray(x).min() == 1.0
+    out.free(), x.free()
 
 
 def test_a_rung_dynamic_call_that_fails_ends_every_claim_and_the_next_runs_whole():
