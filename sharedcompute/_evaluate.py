@@ -102,10 +102,14 @@ def explain(exc: BaseException, task: WorkOrder, rows: tuple[int, int]) -> BaseE
                                                     or isinstance(spec.value, np.ndarray))]
         declared = tuple(kernel.params[i] for i in kernel.writes)
         advice = declared + tuple(read_only_args[:1])
+        stencil = (f". A stencil (depth={task.depth}) gets no halo rows of an array it "
+                   "writes (other workers write them meanwhile): to update an array from its "
+                   "neighbours, write the new values into an output and swap the two "
+                   "(pool.iterate)") if task.depth else ""
         return InputError(
             f"kernel {kernel.name} writes one of {read_only_args}, which are read-only because "
             f"writes={declared} does not name them; declare every array the kernel writes, "
-            f"e.g. @sc.kernel(writes={advice})")
+            f"e.g. @sc.kernel(writes={advice}){stencil}")
     if isinstance(exc, IndexError) and task.boundscheck and "out of bounds" in text:
         d = task.depth
         return IndexError(
@@ -159,7 +163,9 @@ def map_pieces(task: WorkOrder, views: list[Any], lo: int, hi: int) -> Iterator[
             elif in_place or _sliced_in_place(spec, d):
                 args.append(part_rows(v, spec, s, e, d))
             else:
-                args.append(padded_rows(v, s, e, d, boundary))
+                # read-only, as an in-place piece's view: an undeclared write is refused
+                # (not dropped into the copy) and the signature is the same
+                args.append(read_only(padded_rows(v, s, e, d, boundary)))
         if kernel.position:
             args.append(position_value(kernel.position, s, e, n, d, boundary))
         yield s, e, tuple(args), in_place or d == 0
@@ -189,7 +195,8 @@ class RowCalls:
                 for j, (v, spec) in enumerate(zip(views, task.specs)):
                     if spec.kind == "part" and not _sliced_in_place(spec, d):
                         source = [source_row(r, n, boundary) for r in range(s - d, e + d)]
-                        refills.append((args[j], _row_runs(v, source, boundary)))
+                        # the writable copy behind map_pieces' read-only view
+                        refills.append((args[j].base, _row_runs(v, source)))
             self.calls.append(((s, e), list(args), refills))
         self.compiled = False  # the first run goes through call(): compile time counted
 
@@ -212,9 +219,11 @@ class RowCalls:
             stats.compute_s += time.perf_counter() - t0
 
 
-def _row_runs(src: Any, source: list[int], boundary: Any) -> list[tuple]:
+def _row_runs(src: Any, source: list[int]) -> list[tuple]:
     """padded_rows' filling of rows ``source`` (-1: the constant) as a few slice copies:
-    (first, stop, rows of src or the constant) for each run of rows that follow each other."""
+    (first, stop, rows of src) for each run of rows that follow each other. The constant's
+    rows are left as padded_rows filled them: the kernel gets a read-only view, so they
+    never change (refilling them cost a slice copy per edge call)."""
     runs: list[list] = []
     for k, i in enumerate(source):
         last = runs[-1] if runs else None
@@ -222,7 +231,7 @@ def _row_runs(src: Any, source: list[int], boundary: Any) -> list[tuple]:
             last[1], last[3] = k + 1, i
         else:
             runs.append([k, k + 1, i, i])
-    return [(a, b, boundary if i < 0 else src[i:j + 1]) for a, b, i, j in runs]
+    return [(a, b, src[i:j + 1]) for a, b, i, j in runs if i >= 0]
 
 
 def map_rows(task: WorkOrder, views: list[Any], lo: int, hi: int, stats: Stats) -> None:

@@ -394,9 +394,9 @@ def _array_type(x: Any, writable: bool, dtype: Any, pickled: bool) -> Any:
 
 def _signatures(kernel: Any, examples: tuple | None, dtype: Any, pickles: bool) -> list:
     """The argument types a call compiles: writes= arrays writable, the others read-only
-    views (_evaluate.resolve), (start, stop, total) for position=, and for stencils also the
-    writable padded copies at the array's edges (partition.padded_rows). ``pickles``: the
-    executor sends a plain array pickled (it arrives as a C-ordered copy)."""
+    views (_evaluate.resolve; a stencil's padded copies at the array's edges are read-only
+    views too), (start, stop, total) for position=. ``pickles``: the executor sends a plain
+    array pickled (it arrives as a C-ordered copy)."""
     import numba
     import numpy as np
     from numba import types
@@ -405,31 +405,22 @@ def _signatures(kernel: Any, examples: tuple | None, dtype: Any, pickles: bool) 
         dt = numba.from_dtype(np.dtype(dtype or np.float64))
         sig = [types.Array(dt, 1, "C", readonly=i not in kernel.writes)
                for i in range(len(kernel.params))]
-        parts = set(range(len(kernel.params))) - set(kernel.whole)
     else:
         if len(examples) != len(kernel.params):
             raise InputError(f"warmup of kernel {kernel.name}: {len(examples)} example "
                              f"arguments given, it takes {len(kernel.params)} "
                              f"{tuple(kernel.params)}")
-        sig, parts = [], set()
+        sig = []
         for i, x in enumerate(examples):
-            whole = isinstance(x, Whole) or i in kernel.whole
             x = x.array if isinstance(x, Whole) else x
             if isinstance(x, (SharedArray, np.ndarray)):
                 pickled = isinstance(x, np.ndarray) and pickles
                 sig.append(_array_type(x, i in kernel.writes, dtype, pickled))
-                if not whole and not pickled and np.ndim(x) > 0:
-                    parts.add(i)
             else:
                 sig.append(numba.typeof(x))
     if kernel.position:
         sig.append(numba.typeof((True, True) if kernel.position == "edges" else (0, 0, 0)))
-    out = [tuple(sig)]
-    edge = [t.copy(readonly=False) if i in parts and i not in kernel.writes else t
-            for i, t in enumerate(sig)]
-    if kernel.depth and tuple(edge) not in out:
-        out.append(tuple(edge))
-    return out
+    return [tuple(sig)]
 
 
 def warmup_items(kernels: Any, dtypes: Any, boundscheck: bool,

@@ -119,6 +119,29 @@ def test_undeclared_write_fails_alike_and_its_advice_works(pool):
     x.free(), out.free()
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 40])
+def test_an_undeclared_write_by_a_stencil_is_refused_on_its_edge_copies_too(pool, n):
+    """A stencil's rows at the array's edges get padded copies of their halo: those copies
+    are read-only as the in-place views are, so an undeclared write to the input is refused
+    whatever the size; on 1 or 2 rows, where every call gets a copy, it was dropped into
+    the copy without a word. Iterate and direct calls take the same path."""
+    u0 = np.arange(1.0, n + 1.0)
+    u, out = pool.array(u0), pool.zeros(n)
+    with pytest.raises(sc.KernelError, match=r"(?s)writes one of \['u'\].*writes=\('out', 'u'\).*"
+                       r"A stencil \(depth=1\) gets no halo rows of an array it writes.*an "
+                       r"output and swap the two \(pool.iterate\)"):
+        pool.map(tk.smooth_into_input, out, u)
+    with pytest.raises(sc.KernelError, match=r"writes one of \['u'\]"):
+        pool.iterate(tk.smooth_into_input, out, u, steps=2)
+    with pytest.raises(sc.KernelError, match=r"writes one of \['u'\]"):
+        tk.smooth_into_input(np.zeros(n), u0.copy(), workers=3)
+    pool.map(tk.smooth, out, u)  # the advice, followed: NumPy's sums, u untouched
+    padded = np.concatenate([[0.0], u0, [0.0]])
+    np.testing.assert_array_equal(np.asarray(out), padded[:-2] + padded[1:-1] + padded[2:])
+    np.testing.assert_array_equal(np.asarray(u), u0)
+    u.free(), out.free()
+
+
 # -- item 9: bounds checks ------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["inline", "processes"])
 def test_boundscheck_catches_a_missing_depth(backend):

@@ -74,7 +74,7 @@ def sc_rows(out, lengths):
 
 
 # "dynamic": the workers claim pieces through a counter in shared memory (#26 item 9), on
-# a grid of at least 16 pieces per worker.
+# a grid of at least 64 pieces per worker.
 def sc_static(pool, data, size):
     pool.map(sc_rows, data["out"], data["lengths"], schedule="static")
 

@@ -271,7 +271,7 @@ def run_block(func: Any, task: Any, views: list, swap: tuple[int, int], k: int, 
                 spec = task.specs[i]
                 args[i] = (part_rows(v, spec, r0, r1, d)
                            if spec.halo or r0 - d >= 0 and r1 + d <= n
-                           else padded_rows(v, r0, r1, d, boundary))
+                           else read_only(padded_rows(v, r0, r1, d, boundary)))
             stats.rows = (r0, r1)
             p = invoke(func, (*args, position_value(position, r0, r1, n, d, boundary))
                        if position else tuple(args), stats)
