@@ -73,8 +73,8 @@ def sc_rows(out, lengths):
         out[i] = acc
 
 
-# "dynamic": the workers claim pieces through a counter in shared memory (#26 item 9), on
-# a grid of at least 64 pieces per worker.
+# "dynamic": the workers claim pieces of their own shares and steal from the others' through
+# bounds in shared memory (#26 item 9), on a grid of at least 64 chunks per worker.
 def sc_static(pool, data, size):
     pool.map(sc_rows, data["out"], data["lengths"], schedule="static")
 
