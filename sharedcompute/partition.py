@@ -44,11 +44,14 @@ def chunk_grid(n_rows: int, rows_per_chunk: int) -> list[tuple[int, int]]:
 
 
 def split_even(n_items: int, n_parts: int) -> list[tuple[int, int]]:
-    """Split [0, n_items) into n_parts contiguous ranges whose sizes differ by at most one."""
+    """Split [0, n_items) into n_parts contiguous ranges whose sizes differ by at most one,
+    the larger ones last: a chunk grid's short chunk is its last, so the worker holding it
+    is the one to get a chunk more (1,000 rows in 167 chunks of 6, the last of 4: 2 workers
+    got 504 and 496 rows, a 1.6% longer sweep for one of them each time; now 498 and 502)."""
     base, extra = divmod(n_items, n_parts)
     out, start = [], 0
     for k in range(n_parts):
-        stop = start + base + (1 if k < extra else 0)
+        stop = start + base + (1 if k >= n_parts - extra else 0)
         out.append((start, stop))
         start = stop
     return out

@@ -32,6 +32,19 @@ def test_split_even_sizes_differ_by_at_most_one(n, k):
     assert parts[0][0] == 0 and parts[-1][1] == n
 
 
+@given(st.integers(1, 5000), st.integers(1, 300), st.integers(1, 16))
+def test_shares_of_a_chunk_grid_differ_by_at_most_one_chunk_of_rows(n, rows_per_chunk, k):
+    """Whole chunks per worker (an iterate's sweeps, a reduction's tree leaves): the grid's
+    last chunk is its short one, and its worker is one that gets a chunk more, so no
+    worker has more than one chunk's rows over another (the first workers getting the
+    extra chunks left the last short by up to two chunks' rows: 504 and 496 of 1,000)."""
+    grid = chunk_grid(n, rows_per_chunk)
+    rows = [sum(b - a for a, b in grid[ca:cb]) for ca, cb in split_even(len(grid), k)]
+    assert sum(rows) == n
+    if len(grid) >= k:
+        assert max(rows) - min(rows) <= rows_per_chunk, rows
+
+
 @given(st.integers(1, 300), st.integers(1, 8), st.data())
 def test_tree_result_is_independent_of_how_ranges_are_split(n_chunks, n_workers, data):
     values = data.draw(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=n_chunks,

@@ -55,12 +55,13 @@ def test_claimed_pieces_cover_every_chunk_once_in_any_order(n_chunks, workers, d
     assert (pieces[-1][1] if pieces else 0) == n_chunks
 
 
-@given(st.integers(1, 3000), st.integers(1, 16))
-def test_workers_of_equal_speed_each_run_their_own_share_and_steal_nothing(n_chunks, workers):
-    """Claiming in turn (equal rows, equal cores), every worker runs exactly its static
-    share, front to back, in shrinking pieces: a dynamic call of uniform rows runs as the
-    static split does, no piece of another's share. Its first piece is 1/OWN_SHARE of
-    its share."""
+@given(st.integers(1, 200), st.integers(1, 16))
+def test_workers_of_equal_speed_each_run_their_own_share_and_steal_nothing(per_worker, workers):
+    """Claiming in turn (equal rows, equal cores, equal shares), every worker runs exactly
+    its static share, front to back, in shrinking pieces: a dynamic call of uniform rows
+    runs as the static split does, no piece of another's share. Its first piece is
+    1/OWN_SHARE of its share. (Shares one chunk apart: the next test.)"""
+    n_chunks = per_worker * workers
     got = claim_all(n_chunks, workers, list(range(workers)))
     for w, (a, b) in enumerate(split_even(n_chunks, workers)):
         mine = [p for v, p in got if v == w]
@@ -68,6 +69,26 @@ def test_workers_of_equal_speed_each_run_their_own_share_and_steal_nothing(n_chu
         assert (mine[-1][1] if mine else a) == b
         if mine:
             assert mine[0][1] - mine[0][0] == max(1, (b - a) // OWN_SHARE)
+
+
+@given(st.integers(0, 3000), st.integers(1, 16))
+def test_equal_speeds_finish_no_later_than_the_largest_static_share(n_chunks, workers):
+    """Workers of equal speed, each piece taking as long as its chunks: the next claim is
+    made by the worker that is free first. Every chunk runs once and the last worker is
+    done by the time the largest static share would take: a steal moves work only to a
+    worker that would otherwise wait (the shares differ by one chunk at most)."""
+    bounds, clock, done, live = share_bounds(n_chunks, workers), [0] * workers, [], set(
+        range(workers))
+    while live:
+        w = min(live, key=lambda v: (clock[v], v))
+        piece = claim_piece(bounds, w)
+        if piece is None:
+            live.discard(w)
+            continue
+        done.append(piece)
+        clock[w] += piece[1] - piece[0]
+    assert sorted(c for a, b in done for c in range(a, b)) == list(range(n_chunks))
+    assert max(clock) <= max(b - a for a, b in split_even(n_chunks, workers))
 
 
 def test_an_idle_worker_steals_the_back_half_of_the_largest_share_left():
@@ -253,8 +274,9 @@ def test_a_static_map_gives_each_worker_an_even_share_of_rows_not_of_chunks(work
     runs_np = np.array(runs.numpy())
     np.testing.assert_array_equal(runs_np[:, 0], 1)  # every row once
     starts = sorted(set(runs_np[:, 1].tolist()))
-    even = [s for s, _ in split_even(rows, workers)]
-    assert starts == even, (starts, even)
+    even = chunk_grid(rows, -(-rows // workers))  # one chunk per worker
+    assert starts == [s for s, _ in even], (starts, even)
+    assert max(b - a for a, b in even) - min(b - a for a, b in even) <= 1
     runs.numpy()[:] = 0
     pool.map(tk.count_runs, runs, chunk_rows=512)  # the user's grid: whole chunks per worker
     assert sorted(set(runs.numpy()[:, 1].tolist())) == [
