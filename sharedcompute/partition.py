@@ -251,7 +251,8 @@ def node_halos(split: tuple, n: int, depth: int, boundary: object) -> tuple[dict
 
 DYNAMIC_CHUNKS = 64  # a dynamic map has at least 64 chunks per worker (map_rows): the last
 # piece, one chunk, is what a worker may wait for at the end; on 2,000 uniform rows of
-# ~45 ms, 16 a worker left the two finishing 0.75 ms apart (static: 0.15), 64 0.45 ms
+# ~45 ms, 16 a worker left the two finishing 0.75 ms apart (static: 0.15), 64 0.45 ms,
+# and 64 with shares even in rows (map_rows) 0.04-0.11 ms
 OWN_SHARE = 4  # a worker claims 1/4 of what is left of its own share at a time: on a frame
 # whose top half held 90% of the work, 2 workers ran 1.73x static (bound 1.8x); 1/2 gave
 # 1.61x (a first piece too big to share), 1/8 1.70x; uniform rows cost a piece each
@@ -264,10 +265,24 @@ def map_rows(n_rows: int, rows_per_chunk: int, n_workers: int, dynamic: bool) ->
     default grid of 2,000 float64 rows is 4 chunks of 512: 2 workers got 1,024 and 976
     rows, 3 workers 1,024, 512 and 464, and 16 workers left 12 idle). Dynamic: at most
     1/(DYNAMIC_CHUNKS * workers) of the rows (on the default grid, sorted rows of growing
-    cost left the last chunk 41% of the work, and no schedule can balance below a chunk)."""
+    cost left the last chunk 41% of the work, and no schedule can balance below a chunk),
+    and of the sizes down to half that (64 at most), the largest one whose whole-chunk
+    shares (the claims' start) are the most even in rows: 2,000 rows in chunks of 15 made shares of 1,005 and 995,
+    and with equal speeds the workers finished 0.4 ms apart; in chunks of 10, 1,000 each
+    and 0.04-0.11 ms (static: 0.06-0.2)."""
     if not dynamic:
         return max(1, -(-n_rows // n_workers))
-    return max(1, min(rows_per_chunk, n_rows // (DYNAMIC_CHUNKS * n_workers)))
+    most = max(1, min(rows_per_chunk, n_rows // (DYNAMIC_CHUNKS * n_workers)))
+    return min(range(most, max(most // 2, most - 64), -1),
+               key=lambda r: _share_spread(n_rows, r, n_workers))
+
+
+def _share_spread(n_rows: int, rows_per_chunk: int, n_workers: int) -> int:
+    """Rows of the largest whole-chunk share (split_even) less rows of the smallest."""
+    n_chunks = -(-n_rows // rows_per_chunk)
+    rows = [min(b * rows_per_chunk, n_rows) - a * rows_per_chunk
+            for a, b in split_even(n_chunks, n_workers)]
+    return max(rows) - min(rows)
 
 
 def share_bounds(n_chunks: int, n_workers: int) -> list[int]:

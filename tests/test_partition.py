@@ -1,11 +1,11 @@
 """Pure properties of the chunk grid, worker ranges, halos and the fixed combine tree."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from sharedcompute.errors import InputError
-from sharedcompute.partition import (MIN_CHUNKS, MIN_SPLIT_BYTES, check_boundary, chunk_grid,
-                                     chunk_rows, halo_pieces,
+from sharedcompute.partition import (DYNAMIC_CHUNKS, MIN_CHUNKS, MIN_SPLIT_BYTES, check_boundary,
+                                     chunk_grid, chunk_rows, halo_pieces, map_rows,
                                      pad_whole, split_even, tree_finish, tree_nodes, tree_reduce,
                                      valid_rows)
 
@@ -43,6 +43,26 @@ def test_shares_of_a_chunk_grid_differ_by_at_most_one_chunk_of_rows(n, rows_per_
     assert sum(rows) == n
     if len(grid) >= k:
         assert max(rows) - min(rows) <= rows_per_chunk, rows
+
+
+@given(st.integers(0, 100_000), st.integers(1, 10**6), st.integers(1, 16))
+@example(2000, 256, 2)
+def test_a_dynamic_maps_grid_is_fine_and_its_shares_as_even_as_it_can_make_them(n, rpc, k):
+    """A dynamic map's chunks: at most 1/(DYNAMIC_CHUNKS * workers) of the rows, at least
+    half that, and shares of rows no less even than that largest size gives (2,000 rows, 2
+    workers: chunks of 10, shares of 1,000 and 1,000, not of 15 and 1,005 and 995)."""
+    most = max(1, min(rpc, n // (DYNAMIC_CHUNKS * k)))
+    got = map_rows(n, rpc, k, True)
+    assert most // 2 < got <= most or got == most == 1
+
+    def spread(r):
+        rows = [sum(b - a for a, b in chunk_grid(n, r)[ca:cb])
+                for ca, cb in split_even(len(chunk_grid(n, r)), k)]
+        return max(rows) - min(rows)
+    if 0 < n <= 5000:
+        assert spread(got) <= spread(most)
+    if (n, rpc, k) == (2000, 256, 2):
+        assert got == 10 and spread(got) == 0
 
 
 @given(st.integers(1, 300), st.integers(1, 8), st.data())

@@ -19,8 +19,8 @@ import edgekernels as ek
 import faultkernels as fk
 from testkernels import try_write_input
 from conftest import wait_no_segments
-from sharedcompute.partition import (DYNAMIC_CHUNKS, OWN_SHARE, chunk_grid, chunk_rows, claim_piece,
-                                     share_bounds, split_even)
+from sharedcompute.partition import (DYNAMIC_CHUNKS, OWN_SHARE, chunk_grid, chunk_rows,
+                                     claim_piece, map_rows, share_bounds, split_even)
 from sharedcompute import local
 from sharedcompute.plan import make_plan
 from sharedcompute.shared import list_segments
@@ -240,8 +240,8 @@ def test_a_dynamic_map_gets_a_finer_grid_than_the_default_and_the_same_bits():
     pool = shared_pool(2, "fork" if "fork" in START_METHODS else START_METHODS[0])
     rows = 2000
     default = chunk_grid(rows, chunk_rows(rows, 16))  # a static map's
-    finer = chunk_grid(rows, rows // (DYNAMIC_CHUNKS * 2))
-    assert len(default) == 8 and len(finer) >= 128
+    finer = chunk_grid(rows, map_rows(rows, 256, 2, True))  # chunks of 10: shares of 1,000
+    assert len(default) == 8 and len(finer) >= DYNAMIC_CHUNKS * 2
     out = pool.zeros((rows, 2), np.int64)
     pool.map(tk.count_runs, out, schedule="dynamic")
     runs = np.array(out.numpy())
