@@ -283,15 +283,14 @@ def piece_runner(task: WorkOrder, views: list[Any]) -> Callable[[Stats], None] |
     if task.op != "map" or task.depth:
         return None
     func, kernel, n = kernel_fn(task), task.kernel, task.n_rows
-    parts = [(i, sum(spec.halo) if spec.halo else 0)
-             for i, spec in enumerate(task.specs) if spec.kind == "part"]
+    parts = [(i, spec) for i, spec in enumerate(task.specs) if spec.kind == "part"]
 
     def run(stats: Stats) -> None:
         ca, cb = task.chunk_range
         s, e = task.span(ca, cb)
         args = list(views)
-        for i, extra in parts:  # as part_rows: rows [s, e), and an own halo's extra rows
-            args[i] = views[i][s:e + extra]
+        for i, spec in parts:  # rows [s, e), and an own halo's (halo=) rows around them
+            args[i] = part_rows(views[i], spec, s, e)
         if kernel.position:
             args.append(position_value(kernel.position, s, e, n, 0, task.boundary))
         stats.rows = (s, e)
