@@ -267,9 +267,9 @@ def map_rows(n_rows: int, rows_per_chunk: int, n_workers: int, dynamic: bool) ->
     1/(DYNAMIC_CHUNKS * workers) of the rows (on the default grid, sorted rows of growing
     cost left the last chunk 41% of the work, and no schedule can balance below a chunk),
     and of the sizes down to half that (64 at most), the largest one whose whole-chunk
-    shares (the claims' start) are the most even in rows: 2,000 rows in chunks of 15 made shares of 1,005 and 995,
-    and with equal speeds the workers finished 0.4 ms apart; in chunks of 10, 1,000 each
-    and 0.04-0.11 ms (static: 0.06-0.2)."""
+    shares (the claims' start) are the most even in rows: 2,000 rows in chunks of 15 made
+    shares of 1,005 and 995, and with equal speeds the workers finished 0.4 ms apart; in
+    chunks of 10, 1,000 each and 0.04-0.11 ms (static: 0.06-0.2)."""
     if not dynamic:
         return max(1, -(-n_rows // n_workers))
     most = max(1, min(rows_per_chunk, n_rows // (DYNAMIC_CHUNKS * n_workers)))

@@ -19,6 +19,7 @@ import edgekernels as ek
 import faultkernels as fk
 from testkernels import try_write_input
 from conftest import wait_no_segments
+from test_edges import staggered_np  # edgekernels.staggered in NumPy
 from sharedcompute.partition import (DYNAMIC_CHUNKS, OWN_SHARE, chunk_grid, chunk_rows,
                                      claim_piece, map_rows, share_bounds, split_even)
 from sharedcompute import local
@@ -325,12 +326,6 @@ def test_a_repeated_dynamic_call_is_rung_and_claims_every_chunk_once(method, mon
         a.free()
 
 
-@np.errstate(all="ignore")
-def _staggered_np(inp, flx, c):  # edgekernels.staggered in NumPy (test_edges' oracle)
-    n = flx.shape[0] - 1
-    return inp[2:n + 2] - c * ((flx[1:] - flx[:-1]) + (inp[:n] + inp[4:n + 4]))
-
-
 @pytest.mark.parametrize("method", START_METHODS)
 def test_a_dynamic_piece_gets_what_a_static_call_gives_its_kernel(method):
     """A dynamic map slices its pieces' arguments itself (_evaluate.piece_runner, not the
@@ -346,7 +341,7 @@ def test_a_dynamic_piece_gets_what_a_static_call_gives_its_kernel(method):
         cut = {k: min(k, n) or None for k in (2, 3, 4)}  # chunk_rows above n is refused
         for c in (0.3, 0.3, -2.5):  # planned, rung, rung with a new value
             pool.map(ek.staggered, out, inp_s, flx_s, c, schedule="dynamic", chunk_rows=cut[2])
-            np.testing.assert_array_equal(out.numpy(), _staggered_np(inp, flx, c))
+            np.testing.assert_array_equal(out.numpy(), staggered_np(inp, flx, c))
         u = rng.random(n)
         u_s, marked = pool.array(u), pool.zeros(n)
         for _ in range(2):
