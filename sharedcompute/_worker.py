@@ -70,8 +70,10 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
         barrier = doorbell.SpinBarrier(line.lines, index)
     prepared: dict[int, tuple] = {}  # memo id -> (task, views, prepared run); the parent
     # decides which ids live: it names the ones to drop in its next task message
+    woken = 0.0  # a wake ahead of a call: poll longer for its ring (doorbell.wake_sleepers)
     while True:
-        if line is not None and line.wait() == "ring":
+        budget, woken = woken, 0.0
+        if line is not None and line.wait(budget) == "ring":
             _run_rung(conn, line, prepared, barrier, pid)
             continue
         try:
@@ -88,6 +90,7 @@ def main(conn: Any, index: int, barrier: Any, bell: Any = None, n_workers: int =
             line.got_pipe_message()
         kind = msg[0]
         if kind == "wake":
+            woken = doorbell.WOKEN_SPIN_S
             continue
         if kind == "stop":
             return

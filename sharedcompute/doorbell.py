@@ -96,6 +96,8 @@ def _spin_us(text: str | None, default: float = 500.0) -> float:
 
 
 SPIN_S = _spin_us(os.environ.get("SHAREDCOMPUTE_SPIN_US")) / 1e6
+WOKEN_SPIN_S = 0.01  # a worker woken ahead of a call polls this long for the ring: the
+# parent's checks of a call after a pause take 1-3 ms on the 2-vCPU VM (warm: 50 us)
 
 # x86 keeps stores in order and a locked instruction orders stores before later loads.
 ENABLED = (platform.machine().lower() in ("x86_64", "amd64", "i386", "i686") and SPIN_S > 0
@@ -325,6 +327,22 @@ def await_answers(lines: Lines, pending: set, seq: int, sleep: Any, spin: bool =
             lines.set_word(i, P_ASLEEP, 0)
 
 
+def wake_sleepers(executor: Any) -> None:
+    """Send ("wake",) to each worker asleep on its pipe, at the start of a call that may be
+    rung: after a pause every worker sleeps, and waking one takes about a millisecond (an
+    idle CPU of the VM); woken now, it wakes while the parent checks the call instead of
+    after the ring, and polls WOKEN_SPIN_S for it. A worker still asleep at the ring is
+    woken then, as before (the second wake is read and dropped). A dead worker's pipe is
+    left to the call, which says the worker crashed."""
+    lines = executor.lines
+    for i in range(lines.n_workers):
+        if lines.word(i, W_ASLEEP):
+            try:
+                executor.send(i, ("wake",))
+            except OSError:
+                return
+
+
 # -- the worker's half ---------------------------------------------------------------------
 class WorkerBell:
     """Worker i's view of its line: wait for a rung call or a pipe message, answer a call."""
@@ -341,16 +359,17 @@ class WorkerBell:
             return words[ring_at] != self.last_ring or words[pipe_at] > self.pipe_seen
         self._called = called
 
-    def wait(self) -> str:
+    def wait(self, budget_s: float = 0.0) -> str:
         """"ring" (a cached call was rung: see memo()) or "pipe" (read the pipe, which may
-        block: the parent counts every send, and wakes a worker flagged asleep)."""
+        block: the parent counts every send, and wakes a worker flagged asleep). Polls for
+        ``budget_s`` (woken ahead of a call: WOKEN_SPIN_S), else SPIN_S, before sleeping."""
         lines, i = self.lines, self.index
         while True:
             ring_seq = lines.word(i, RING)
             if ring_seq != self.last_ring:
                 self.last_ring = ring_seq
                 return "ring"
-            if not _poll(self._called, SPIN_S):
+            if not _poll(self._called, max(budget_s, SPIN_S)):
                 lines.set_word(i, W_ASLEEP, 1)
                 fence()  # the parent reads W_ASLEEP after writing RING
                 if self._called():

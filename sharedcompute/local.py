@@ -156,6 +156,8 @@ class LocalBackend:
         (sc.program: _iterate/program.py): returns its Roles. The workers keep the call
         (_cache.py): the same call again is rung, as a repeated map is."""
         ex, program = self.executor, isinstance(kernel, iterate_program.Program)
+        if ex.rings and not progress:  # a repeat is rung: its workers wake while it is checked
+            doorbell.wake_sleepers(ex)
         found = iterate_key(kernel, args, boundary, depth, chunk_rows, (
             steps, tol, check_every, boundscheck, residual, block_sweeps)) \
             if ex.rings and not progress else None  # a bar: planned and sent (_cache.py)
@@ -259,6 +261,7 @@ class LocalBackend:
         dynamic = _dynamic(kernel, schedule, ex)
         key = vals = None
         if ex.rings and not progress:  # a bar: see "progress" in _cache.py
+            doorbell.wake_sleepers(ex)  # a repeat is rung: its workers wake while it is checked
             found = call_key(op, kernel, args, rows, boundary, depth, chunk_rows, dynamic)
             if found is not None:
                 key, vals = found

@@ -13,6 +13,7 @@ from conftest import START_METHODS, shared_pool
 from sharedcompute import doorbell
 from sharedcompute.kernels.compute import mandelbrot, monte_carlo_pi
 from sharedcompute.kernels.reductions import dot, histogram, mean_var, minmax, total
+from sharedcompute.kernels.stencils import jacobi2d
 from testkernels import fill_ones, nd_sum, raise_on_negative, scale_add, steered
 
 pytestmark = pytest.mark.skipif(not doorbell.ENABLED, reason="the doorbell needs x86 ordering")
@@ -259,6 +260,58 @@ def test_timeout_on_the_doorbell_path_replaces_the_workers(own_pool):
     ctl[0] = 0.0
     pool.map(steered, out, x, ctl)
     assert pool.restarts == 1 and np.all(np.asarray(out) == 3.0)
+
+
+def _asleep(lines, n):
+    return [lines.word(i, doorbell.W_ASLEEP) for i in range(n)]
+
+
+def _until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.0005)
+
+
+def test_workers_woken_ahead_of_a_call_wait_for_its_ring_then_sleep_again(monkeypatch):
+    """A repeat wakes sleeping workers before its checks (doorbell.wake_sleepers); a woken
+    worker polls WOKEN_SPIN_S for the ring, not SPIN_S, and sleeps again when none comes.
+    WOKEN_SPIN_S is raised to 0.5 s here (fork: the workers inherit it), so the window is
+    seen on a busy machine; with the budget ignored (SPIN_S only) the workers are asleep
+    again within a millisecond and the second assertion fails."""
+    monkeypatch.setattr(doorbell, "WOKEN_SPIN_S", 0.5)
+    with sc.Pool(2, start_method="fork") as pool:
+        x, out, ctl = pool.array(np.arange(N, dtype=float)), pool.zeros(N), pool.zeros(2)
+        pool.map(steered, out, x, ctl)
+        lines = pool._executor.lines
+        _until(lambda: _asleep(lines, 2) == [1, 1])  # both sleep in their pipes
+        doorbell.wake_sleepers(pool._executor)
+        _until(lambda: _asleep(lines, 2) == [0, 0])
+        time.sleep(0.2)  # past SPIN_S, within WOKEN_SPIN_S: still polling for a ring
+        assert _asleep(lines, 2) == [0, 0]
+        _until(lambda: _asleep(lines, 2) == [1, 1])  # no ring came: asleep again
+        u = pool.array(np.random.default_rng(1).random((41, 9)))
+        start, w = np.array(u), pool.zeros((41, 9))
+        sent = np.array(pool.iterate(jacobi2d, w, u, steps=3))  # planned and sent: the oracle
+        woke, wake = [], doorbell.wake_sleepers
+        monkeypatch.setattr(doorbell, "wake_sleepers",
+                            lambda ex: (woke.append(_asleep(ex.lines, 2)), wake(ex)))
+        calls, restore = _count_pipe_calls(pool)
+        try:
+            for k in range(3):  # asleep, each repeat wakes them first and is rung
+                _until(lambda: _asleep(lines, 2) == [1, 1])
+                x[:] = k
+                assert pool.map(steered, out, x, ctl) is out
+                np.testing.assert_array_equal(np.asarray(out), np.full(N, 2.0 * k + 1))
+                _until(lambda: _asleep(lines, 2) == [1, 1])
+                u[:], w[:] = start, 0.0
+                assert np.array_equal(np.asarray(pool.iterate(jacobi2d, w, u, steps=3)), sent)
+        finally:
+            restore()
+        assert calls == [], f"calls went through the pipes: {calls}"
+        assert woke == [[1, 1]] * 6  # every repeat woke both before its checks
+        for a in (x, out, ctl, u, w):
+            a.free()
 
 
 def test_worker_killed_during_a_rung_call_is_a_crash_error(own_pool):
