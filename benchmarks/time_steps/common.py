@@ -7,7 +7,8 @@ Each workload module defines:
 - ``OUTPUTS``: the names of the arrays compared after a run,
 - ``VARIANTS``: ``{label: (kind, fn)}`` where kind is ``"numpy"``, ``"numba-par"``,
   ``"numba-1t"``, ``"sc"`` (or ``"numba-par-other"`` / ``"numba-1t-other"``: numba on all
-  threads / one thread, timed, not a ratio baseline); ``fn(data,
+  threads / one thread, timed, not a ratio baseline; ``"numba-par-shm"``: numba on all
+  threads over arrays in shared memory, as the ``"sc"`` rows' are); ``fn(data,
   size)`` runs in place on the dict of arrays (``fn(pool, data, size)`` for ``"sc"``, where
   ``data`` holds SharedArrays),
 - ``CHECK``: ``{label: "bitwise" | (rtol, atol) | None}`` (None: not compared, says why in

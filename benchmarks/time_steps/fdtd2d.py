@@ -180,12 +180,14 @@ VARIANTS = {
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
+    "numba prange, shared memory": ("numba-par-shm", run_numba),
     "sc map loop": ("sc", sc_fdtd),
     "sc bind loop": ("sc", sc_fdtd_bound),
     "sc program": ("sc", sc_fdtd_program),
     "sc program, edges": ("sc", sc_fdtd_edges),
 }
-CHECK = {"numba prange": (1e-9, 1e-9), "numba 1 thread": (1e-9, 1e-9)}
+CHECK = {"numba prange": (1e-9, 1e-9), "numba 1 thread": (1e-9, 1e-9),
+         "numba prange, shared memory": (1e-9, 1e-9)}
 SC_CODE = ("sc_e_update", "sc_h_update", "sc_fdtd")
 SC_VARIANT_CODE = {"sc program": ("sc_e_update_step", "sc_h_update", "sc_fdtd_program"),
                    "sc program, edges": ("sc_e_step", "sc_h_step", "sc_fdtd_edges")}

@@ -98,10 +98,12 @@ VARIANTS = {
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
+    "numba prange, shared memory": ("numba-par-shm", run_numba),
     "sc iterate": ("sc", sc_jacobi),
     "sc iterate, fixed": ("sc", sc_jacobi_fixed),
 }
-CHECK = {"numba prange": (1e-12, 1e-12), "numba 1 thread": (1e-12, 1e-12)}
+CHECK = {"numba prange": (1e-12, 1e-12), "numba 1 thread": (1e-12, 1e-12),
+         "numba prange, shared memory": (1e-12, 1e-12)}
 SC_CODE = ("sc_sweep", "sc_jacobi")
 SC_VARIANT_CODE = {"sc iterate, fixed": ("sc_sweep_fixed", "sc_jacobi_fixed")}
 NUMBA_CODE = ("nb_jacobi",)

@@ -52,7 +52,7 @@ class Runner:
     def prepare(self, mod, label, kind, size):
         """Fresh inputs for one variant: (data dict, reset function)."""
         init = mod.init(**size)
-        if kind == "sc":
+        if kind == "sc" or kind.endswith("-shm"):  # numba's "-shm" rows: the same memory
             data = {k: (self.pool.array(v) if isinstance(v, np.ndarray) else v)
                     for k, v in init.items()}
         else:
@@ -72,6 +72,9 @@ class Runner:
             numba.set_num_threads(1)
         if kind == "sc":
             return fn(pool or self.pool, data, size)
+        if kind.endswith("-shm"):  # numba on the SharedArrays' own pages
+            data = {k: np.asarray(v) if isinstance(v, sc.SharedArray) else v
+                    for k, v in data.items()}
         return fn(data, size)
 
     def validate(self, mod, size, numba_too=True):
