@@ -141,6 +141,35 @@ def shm_space() -> ShmSpace | None:
     return ShmSpace(SHM_DIR, st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
+def shm_huge_pages(mounts: str | None = None, directory: str = SHM_DIR) -> str | None:
+    """The ``huge=`` option of the tmpfs mounted at ``directory`` ("never" when it has
+    none, the kernel's default), from ``/proc/mounts`` (or the text ``mounts``); None
+    where that is unknown (not Linux, not tmpfs). With "never" every SharedArray has 4 KiB
+    pages: a stencil after a pause then pays a TLB miss per page that NumPy's arrays (2 MiB
+    pages) do not (the guide's performance page, "Memory pages").
+
+    >>> shm_huge_pages("tmpfs /dev/shm tmpfs rw,nosuid,nodev,huge=within_size 0 0\\n")
+    'within_size'
+    >>> shm_huge_pages("tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0\\n")
+    'never'
+    """
+    if mounts is None:
+        try:
+            with open("/proc/mounts") as f:
+                mounts = f.read()
+        except OSError:
+            return None
+    found = None
+    for line in mounts.splitlines():  # the last mount on the path is the one seen
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == directory:
+            found = fields
+    if found is None or found[2] != "tmpfs":
+        return None
+    options = dict(o.partition("=")[::2] for o in found[3].split(","))
+    return options.get("huge") or "never"
+
+
 def format_bytes(n: float) -> str:
     """1536 -> '1.5 KiB'."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -40,6 +40,24 @@ def test_info_reports_workers_shm_and_numba():
         assert word in proc.stdout
     info = json.loads(run_cli("info", "--json").stdout)
     assert info["n_workers"] == sc.usable_cores().n and info["shm_free"] > 0
+    with open("/proc/mounts") as f:  # the oracle: the mount's own options
+        shm = [line.split() for line in f if line.split()[1:2] == ["/dev/shm"]][-1]
+    opts = dict(o.partition("=")[::2] for o in shm[3].split(","))
+    assert info["shm_huge"] == (opts.get("huge", "never") if shm[2] == "tmpfs" else None)
+    assert f"huge={info['shm_huge']}" in proc.stdout
+
+
+def test_shm_huge_pages_reads_the_last_tmpfs_mount_of_the_path():
+    from sharedcompute._system import shm_huge_pages
+    tmpfs = "tmpfs /dev/shm tmpfs rw,nosuid,nodev{} 0 0"
+    assert shm_huge_pages(tmpfs.format("")) == "never"  # the kernel's default
+    for value in ("always", "within_size", "advise", "never", "deny"):
+        assert shm_huge_pages(tmpfs.format(f",huge={value},size=8g")) == value
+    two = tmpfs.format(",huge=always") + "\n" + tmpfs.format("")  # remounted over: the last
+    assert shm_huge_pages(two) == "never"
+    assert shm_huge_pages("tmpfs /dev/shmem tmpfs rw,huge=always 0 0") is None  # other path
+    assert shm_huge_pages("none /dev/shm hugetlbfs rw 0 0") is None  # not tmpfs
+    assert shm_huge_pages("") is None
 
 
 def test_verify_all_kernels_passes_and_unknown_kernel_fails():
