@@ -20,7 +20,10 @@ wake-ups by Dekker's rule: each side writes its own "asleep" flag, issues a full
 re-reads the other side's word; the fence is a CPython lock acquire (a locked instruction on
 x86). Without such ordering guarantees (not x86), or without ``sched_yield`` (not POSIX),
 the doorbell is off and every call uses the pipes. Errors and results over RESULT_BYTES
-still travel through the pipe.
+still travel through the pipe. After a pause the workers sleep, and waking one takes about
+a millisecond on a VM: a call that may be rung wakes them first (``wake_sleepers``), so
+they wake while the parent checks the call, and a worker woken so polls WOKEN_SPIN_S for
+the ring.
 
 The loops stay in Python: compiled with numba (atomic loads, ``mfence``, ``sched_yield``
 declared by name), a bare two-worker round trip took 8.3 us against 8.7 us for these
