@@ -170,6 +170,22 @@ def shm_huge_pages(mounts: str | None = None, directory: str = SHM_DIR) -> str |
     return options.get("huge") or "never"
 
 
+def pages_note(huge: str | None) -> str:
+    """What ``sharedcompute info`` adds to its shared-memory line for a ``huge=`` option
+    (shm_huge_pages): nothing where it is unknown, a pointer to the guide for 4 KiB pages.
+
+    >>> pages_note("never")
+    "; huge=never (4 KiB pages: see the guide's performance page, 'Memory pages')"
+    >>> pages_note("within_size"), pages_note(None)
+    ('; huge=within_size', '')
+    """
+    if huge is None:
+        return ""
+    small = huge in ("never", "deny")  # deny: huge pages off even where asked for
+    return f"; huge={huge}" + (" (4 KiB pages: see the guide's performance page, "
+                               "'Memory pages')" if small else "")
+
+
 def format_bytes(n: float) -> str:
     """1536 -> '1.5 KiB'."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

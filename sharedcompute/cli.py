@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._system import format_bytes, shm_huge_pages, shm_space, usable_cores
+from ._system import format_bytes, pages_note, shm_huge_pages, shm_space, usable_cores
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -39,10 +39,9 @@ def collect_info() -> dict:
         "version": sc.__version__, "python": platform.python_version(), "numpy": np.__version__,
         "numba": numba.__version__, "numba_threading_layer": numba.config.THREADING_LAYER,
         "n_workers": cores.n, "n_workers_reason": cores.reason, "os_cpu_count": os.cpu_count(),
-        "start_method": sc.default_start_method(),
+        "start_method": sc.default_start_method(), "shm_huge": shm_huge_pages(),
         "shm_path": space.path if space else None, "shm_total": space.total if space else None,
-        "shm_free": space.free if space else None, "shm_huge": shm_huge_pages(),
-        "numba_cache_dir": cache_dir,
+        "shm_free": space.free if space else None, "numba_cache_dir": cache_dir,
         "numba_cache_enabled": os.environ.get("SHAREDCOMPUTE_NUMBA_CACHE", "1") != "0",
         "segments": list_segments()}
 
@@ -54,12 +53,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     shm = ("none (no /dev/shm on this system)" if info["shm_path"] is None else
            f"{info['shm_path']}: {format_bytes(info['shm_free'])} free of "
-           f"{format_bytes(info['shm_total'])}")
-    if info["shm_huge"] is not None:  # 4 KiB pages cost a stencil after a pause: the guide
-        shm += (f"; huge={info['shm_huge']}" + (" (4 KiB pages: see the guide's performance "
-                                                 "page, 'Memory pages')"
-                                                 if info["shm_huge"] in ("never", "deny")
-                                                 else ""))
+           f"{format_bytes(info['shm_total'])}{pages_note(info['shm_huge'])}")
     rows = [
         ["sharedcompute", info["version"]],
         ["python / numpy / numba", f"{info['python']} / {info['numpy']} / {info['numba']}"],

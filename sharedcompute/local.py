@@ -156,8 +156,6 @@ class LocalBackend:
         (sc.program: _iterate/program.py): returns its Roles. The workers keep the call
         (_cache.py): the same call again is rung, as a repeated map is."""
         ex, program = self.executor, isinstance(kernel, iterate_program.Program)
-        if ex.rings and not progress:  # a repeat is rung: its workers wake while it is checked
-            doorbell.wake_sleepers(ex)
         found = iterate_key(kernel, args, boundary, depth, chunk_rows, (
             steps, tol, check_every, boundscheck, residual, block_sweeps)) \
             if ex.rings and not progress else None  # a bar: planned and sent (_cache.py)
@@ -224,6 +222,7 @@ class LocalBackend:
         entry = cache.lookup(key, ex.generation)  # every kernel current
         if entry is None:
             return REPLAN
+        doorbell.wake_sleepers(ex)  # it is rung: its workers wake while it is checked
         again = entry.run
         arrays = again.arrays(kernel, args)
         held = entry.checked_blocks(arrays, quiet)
@@ -261,7 +260,6 @@ class LocalBackend:
         dynamic = _dynamic(kernel, schedule, ex)
         key = vals = None
         if ex.rings and not progress:  # a bar: see "progress" in _cache.py
-            doorbell.wake_sleepers(ex)  # a repeat is rung: its workers wake while it is checked
             found = call_key(op, kernel, args, rows, boundary, depth, chunk_rows, dynamic)
             if found is not None:
                 key, vals = found
@@ -271,6 +269,7 @@ class LocalBackend:
             self.ensure_workers()
         memo = cache.lookup(key, ex.generation) if key is not None else None  # kernel current
         if memo is not None:
+            doorbell.wake_sleepers(ex)  # a repeat is rung: its workers wake while it is checked
             try:
                 out = self._call_again(memo, kernel, args, timeout, vals, quiet)
             except BaseException as exc:
