@@ -137,11 +137,13 @@ VARIANTS = {
     "numba prange": ("numba-par", run_numba),
     "numba 1 thread": ("numba-1t", run_numba),
     "numba prange, no fastmath": ("numba-par-other", run_numba_plain),
+    "numba prange, shared memory": ("numba-par-shm", run_numba),
     "sc map(partial)+map": ("sc", sc_gemver),
     "sc map+reduce+map (3 passes)": ("sc", sc_gemver_3pass),
 }
 TOL = (1e-10, 1e-10)
 CHECK = {"numba prange": TOL, "numba 1 thread": TOL, "numba prange, no fastmath": TOL,
+         "numba prange, shared memory": TOL,
          "sc map(partial)+map": {"A": "bitwise", "x": TOL, "w": TOL},
          "sc map+reduce+map (3 passes)": {"A": "bitwise", "x": TOL, "w": TOL}}
 SC_CODE = ("sc_rank2_yta", "sc_gemv", "sc_gemver")
