@@ -504,8 +504,8 @@ def _dynamic(kernel: Any, schedule: Any, executor: Any) -> bool:
 
 def map_grid(plan: Plan, op: str, n_workers: int, dynamic: bool = False) -> None:
     """A plain map's grid (partition.map_rows): even shares of rows, or at least
-    DYNAMIC_CHUNKS (64) chunks per worker when dynamic. Its bits do not depend on the grid; a reduction's, a scan's
-    and a fused stencil's partials do, so they keep theirs."""
+    DYNAMIC_CHUNKS (64) chunks per worker when dynamic. Its bits do not depend on the grid;
+    a reduction's, a scan's and a fused stencil's partials do, so they keep theirs."""
     k = plan.kernel
     if op == "map" and k.kind == "map" and not getattr(k, "fused", False):
         plan.rows_per_chunk = map_rows(plan.n_rows, plan.rows_per_chunk, n_workers, dynamic)

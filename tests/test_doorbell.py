@@ -14,6 +14,7 @@ from sharedcompute import doorbell
 from sharedcompute.kernels.compute import mandelbrot, monte_carlo_pi
 from sharedcompute.kernels.reductions import dot, histogram, mean_var, minmax, total
 from sharedcompute.kernels.stencils import jacobi2d, jacobi2d_reference
+from test_faults import wait_until
 from testkernels import fill_ones, nd_sum, raise_on_negative, scale_add, steered
 
 pytestmark = pytest.mark.skipif(not doorbell.ENABLED, reason="the doorbell needs x86 ordering")
@@ -266,13 +267,6 @@ def _asleep(lines, n):
     return [lines.word(i, doorbell.W_ASLEEP) for i in range(n)]
 
 
-def _until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.0005)
-
-
 def test_workers_woken_ahead_of_a_call_wait_for_its_ring_then_sleep_again(monkeypatch):
     """A repeat wakes sleeping workers before its checks (doorbell.wake_sleepers); a woken
     worker polls WOKEN_SPIN_S for the ring, not SPIN_S, and sleeps again when none comes.
@@ -284,12 +278,12 @@ def test_workers_woken_ahead_of_a_call_wait_for_its_ring_then_sleep_again(monkey
         x, out, ctl = pool.array(np.arange(N, dtype=float)), pool.zeros(N), pool.zeros(2)
         pool.map(steered, out, x, ctl)
         lines = pool._executor.lines
-        _until(lambda: _asleep(lines, 2) == [1, 1])  # both sleep in their pipes
+        assert wait_until(lambda: _asleep(lines, 2) == [1, 1])  # both sleep in their pipes
         doorbell.wake_sleepers(pool._executor)
-        _until(lambda: _asleep(lines, 2) == [0, 0])
+        assert wait_until(lambda: _asleep(lines, 2) == [0, 0])
         time.sleep(0.2)  # past SPIN_S, within WOKEN_SPIN_S: still polling for a ring
         assert _asleep(lines, 2) == [0, 0]
-        _until(lambda: _asleep(lines, 2) == [1, 1])  # no ring came: asleep again
+        assert wait_until(lambda: _asleep(lines, 2) == [1, 1])  # no ring came: asleep again
         u = pool.array(np.random.default_rng(1).random((41, 9)))
         start, w = np.array(u), pool.zeros((41, 9))
         sent = np.array(pool.iterate(jacobi2d, w, u, steps=3))  # planned and sent
@@ -305,11 +299,11 @@ def test_workers_woken_ahead_of_a_call_wait_for_its_ring_then_sleep_again(monkey
         calls, restore = _count_pipe_calls(pool)
         try:
             for k in range(3):  # asleep, each repeat wakes them first and is rung
-                _until(lambda: _asleep(lines, 2) == [1, 1])
+                assert wait_until(lambda: _asleep(lines, 2) == [1, 1])
                 x[:] = k
                 assert pool.map(steered, out, x, ctl) is out
                 np.testing.assert_array_equal(np.asarray(out), np.full(N, 2.0 * k + 1))
-                _until(lambda: _asleep(lines, 2) == [1, 1])
+                assert wait_until(lambda: _asleep(lines, 2) == [1, 1])
                 u[:], w[:] = start, 0.0
                 assert np.array_equal(np.asarray(pool.iterate(jacobi2d, w, u, steps=3)), sent)
         finally:
